@@ -1,0 +1,46 @@
+# One-command habits. Every target creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export LABELWISE_DATA_DIR ?= ./data
+
+.PHONY: serve test lint format openapi bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## serve: migrate the database (SQLite in ./data unless LABELWISE_DATABASE_URL is set) and start the API
+serve: $(STAMP)
+	$(BIN)/labelwise migrate
+	$(BIN)/labelwise serve --host $(HOST) --port $(PORT)
+
+## test: the whole suite on SQLite, and on PostgreSQL too when LABELWISE_TEST_POSTGRES_URL is set
+test: $(STAMP)
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85
+
+## lint: ruff (lint + format check) and mypy --strict on app/
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## openapi: write openapi/openapi.json (sorted keys, 2-space indent)
+openapi: $(STAMP)
+	$(BIN)/labelwise openapi --output openapi/openapi.json
+
+## bench: the benchmarks in bench/; figures go to docs/benchmarks.md by hand
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

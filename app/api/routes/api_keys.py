@@ -1,0 +1,40 @@
+"""API key management (admin only)."""
+
+from fastapi import APIRouter, Response
+
+from app.deps import AdminDep, CursorQuery, LimitQuery, SessionDep, SettingsDep
+from app.errors import problem_responses
+from app.models.api_key import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
+from app.pagination import Page, clamp_limit, cut_page, decode_cursor
+from app.services import api_keys
+
+router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"], responses=problem_responses(401, 403))
+
+
+@router.post("", status_code=201, responses=problem_responses(409, 422))
+def create_api_key(principal: AdminDep, session: SessionDep, body: ApiKeyCreate) -> ApiKeyCreated:
+    """Create an API key; the secret is in this response only."""
+    row, secret = api_keys.create_api_key(session, data=body)
+    return ApiKeyCreated(**row.model_dump(), key=secret)
+
+
+@router.get("", responses=problem_responses(422))
+def list_api_keys(
+    principal: AdminDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: LimitQuery = None,
+    cursor: CursorQuery = None,
+) -> Page[ApiKeyPublic]:
+    """List API keys, revoked ones included (never their secrets)."""
+    size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
+    rows = api_keys.list_api_keys(session, after_id=decode_cursor(cursor), limit=size)
+    page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
+    return Page(items=[ApiKeyPublic(**r.model_dump()) for r in page], next_cursor=next_cursor)
+
+
+@router.delete("/{key_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_api_key(principal: AdminDep, session: SessionDep, key_id: int) -> Response:
+    """Revoke an API key; its name becomes free for a new key."""
+    api_keys.revoke_api_key(session, key_id=key_id, by=principal)
+    return Response(status_code=204)

@@ -1,0 +1,44 @@
+"""Liveness, readiness and Prometheus metrics; no auth."""
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from app.errors import problem_responses
+from app.migrations import schema_revision_status
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    database: str
+    revision: str | None
+    head: str
+
+
+@router.get("/healthz")
+def healthz() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", responses=problem_responses(503))
+def readyz(request: Request) -> Readiness:
+    """The database answers and its schema is at the latest migration."""
+    status = schema_revision_status(request.app.state.database.engine)
+    return Readiness(status="ready", database=status.dialect, revision=status.current, head=status.head)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}},
+)
+def metrics() -> Response:
+    """Request counts and latencies in the Prometheus text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,223 @@
+"""Items: bulk upsert (JSON array or streamed NDJSON), listing with filters, and detail."""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import AnyRoleDep, CursorQuery, LimitQuery, ProjectDep, SessionDep, SettingsDep, WriterDep
+from app.errors import (
+    ErrorDetail,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    make_problem,
+    problem_responses,
+)
+from app.models.base import ItemSource, ItemStatus, Role
+from app.models.item import IngestReport, ItemDetail, ItemPublic
+from app.models.annotation import AnnotationPublic
+from app.pagination import Page, clamp_limit, cut_page, decode_cursor
+from app.services import items
+from app.services.items import InvalidEntry
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/items", tags=["items"], responses=problem_responses(401, 403, 404, 422)
+)
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+INGEST_BODY = {
+    "required": True,
+    "content": {
+        JSON: {
+            "schema": {"type": "array", "items": {"$ref": "#/components/schemas/ItemIn"}},
+            "example": [
+                {"external_id": "pkg-0xffff", "text": "Open Free Fiasco Firmware Flasher", "source": "manual"}
+            ],
+        },
+        NDJSON: {
+            "schema": {"$ref": "#/components/schemas/ItemIn"},
+            "description": "One item per line, streamed; no size limit; committed every chunk.",
+        },
+    },
+}
+
+ResultsQuery = Annotated[
+    Literal["all", "errors"],
+    Query(description="`errors` returns results only for failed and duplicate entries (large streams)."),
+]
+
+
+@router.post(
+    "",
+    openapi_extra={"requestBody": INGEST_BODY},
+    responses=problem_responses(409, 413, 415),
+)
+async def create_items(
+    principal: WriterDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    project: ProjectDep,
+    request: Request,
+    results: ResultsQuery = "all",
+) -> IngestReport:
+    """Bulk upsert items: same external_id updates, same text is a duplicate, bad entries fail alone."""
+    assert project.id is not None
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == NDJSON:
+        report = IngestReport()
+        async for first_index, entries in _ndjson_chunks(request, settings.ingest_chunk_size, settings.max_ndjson_line_bytes):
+            part = await run_in_threadpool(
+                items.ingest_items,
+                session,
+                project_id=project.id,
+                entries=entries,
+                first_index=first_index,
+                max_text_chars=settings.max_text_chars,
+            )
+            _merge(report, part, keep_all=results == "all")
+    elif media_type == JSON:
+        entries = await run_in_threadpool(_parse_json_array, await request.body(), settings.max_items_per_request)
+        report = await run_in_threadpool(
+            items.ingest_items,
+            session,
+            project_id=project.id,
+            entries=entries,
+            max_text_chars=settings.max_text_chars,
+        )
+        if results == "errors":
+            report.results = [r for r in report.results if r.status in ("failed", "duplicate")]
+    else:
+        raise UnsupportedMediaType(f"Send items as {JSON} (an array) or {NDJSON} (one per line).")
+    _raise_if_nothing_worked(report)
+    return report
+
+
+def _parse_json_array(body: bytes, max_items: int) -> list[Any]:
+    try:
+        entries = json.loads(body)
+    except ValueError as error:
+        raise ValidationFailed(
+            f"The body is not valid JSON: {error}.", errors=[ErrorDetail(loc=["body"], msg=str(error))]
+        ) from None
+    if not isinstance(entries, list):
+        raise ValidationFailed(
+            "Send a JSON array of items.", errors=[ErrorDetail(loc=["body"], msg="expected an array")]
+        )
+    if len(entries) > max_items:
+        raise PayloadTooLarge(
+            f"{len(entries)} items in one JSON request; the limit is {max_items}. "
+            f"Split the request, or stream any number as {NDJSON}."
+        )
+    return entries
+
+
+async def _ndjson_chunks(
+    request: Request, chunk_size: int, max_line_bytes: int
+) -> AsyncIterator[tuple[int, list[Any]]]:
+    """Yield (index of first entry, entries) per chunk; a line's index is its line number - 1."""
+    chunk: list[Any] = []
+    first_index = 0
+    line_number = 0
+    buffer = b""
+    overlong = False
+
+    def take(line: bytes) -> None:
+        nonlocal first_index
+        if not chunk:
+            first_index = line_number
+        chunk.append(_parse_line(line) if not overlong else _overlong(max_line_bytes))
+
+    async for data in request.stream():
+        buffer += data
+        while (newline := buffer.find(b"\n")) >= 0:
+            line, buffer = buffer[:newline], buffer[newline + 1 :]
+            if overlong or line.strip():
+                take(line)
+            overlong = False
+            line_number += 1
+            if len(chunk) >= chunk_size:
+                yield first_index, chunk
+                chunk = []
+        if len(buffer) > max_line_bytes:
+            overlong, buffer = True, b""
+    if overlong or buffer.strip():
+        take(buffer)
+    if chunk:
+        yield first_index, chunk
+
+
+def _parse_line(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as error:
+        return InvalidEntry(make_problem(422, f"This line is not JSON: {error}.", slug="validation-error"))
+
+
+def _overlong(max_line_bytes: int) -> InvalidEntry:
+    return InvalidEntry(make_problem(413, f"This line is over {max_line_bytes} bytes.", slug="payload-too-large"))
+
+
+def _merge(report: IngestReport, part: IngestReport, *, keep_all: bool) -> None:
+    report.created += part.created
+    report.updated += part.updated
+    report.unchanged += part.unchanged
+    report.duplicates += part.duplicates
+    report.failed += part.failed
+    report.results.extend(
+        part.results if keep_all else [r for r in part.results if r.status in ("failed", "duplicate")]
+    )
+
+
+def _raise_if_nothing_worked(report: IngestReport) -> None:
+    total = report.created + report.updated + report.unchanged + report.duplicates + report.failed
+    if total and report.failed == total:
+        errors = [
+            error
+            for result in report.results
+            if result.problem is not None
+            for error in (result.problem.errors or [ErrorDetail(loc=["body", result.index], msg=result.problem.detail)])
+        ]
+        raise ValidationFailed(f"All {total} items failed; nothing was written.", errors=errors[:1000])
+
+
+@router.get("", responses=problem_responses())
+def list_items(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    project: ProjectDep,
+    status: ItemStatus | None = None,
+    source: ItemSource | None = None,
+    label: Annotated[str | None, Query(description="Resolved label.")] = None,
+    limit: LimitQuery = None,
+    cursor: CursorQuery = None,
+) -> Page[ItemPublic]:
+    """List a project's items in id order, filtered by status, source and resolved label."""
+    assert project.id is not None
+    size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
+    rows = items.list_items(
+        session, project_id=project.id, status=status, source=source, label=label,
+        after_id=decode_cursor(cursor), limit=size,
+    )
+    page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
+    return Page(items=[ItemPublic.of(r) for r in page], next_cursor=next_cursor)
+
+
+@router.get("/{item_id}")
+def get_item(principal: AnyRoleDep, session: SessionDep, project: ProjectDep, item_id: int) -> ItemDetail:
+    """An item with its current annotations and resolved label."""
+    assert project.id is not None
+    item = items.get_item(session, project_id=project.id, item_id=item_id)
+    assert item.id is not None
+    # Annotators label blind: they see their own answers, never their colleagues'.
+    only = principal.name if principal.role == Role.annotator else None
+    annotations = items.current_annotations(session, item_id=item.id, annotator=only)
+    return ItemDetail(
+        **ItemPublic.of(item).model_dump(),
+        annotations=[AnnotationPublic.model_validate(a.model_dump()) for a in annotations],
+    )

@@ -1,0 +1,54 @@
+"""Projects: labeling task definitions, and their statistics."""
+
+from fastapi import APIRouter
+
+from app.deps import AnyRoleDep, CursorQuery, LimitQuery, ProjectDep, SessionDep, SettingsDep, WriterDep
+from app.errors import problem_responses
+from app.models.project import ProjectCreate, ProjectPublic, ProjectUpdate
+from app.models.stats import ProjectStats
+from app.pagination import Page, clamp_limit, cut_page, decode_cursor
+from app.services import projects, stats
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=problem_responses(401, 403, 422))
+
+
+@router.post("", status_code=201, responses=problem_responses(409))
+def create_project(principal: WriterDep, session: SessionDep, body: ProjectCreate) -> ProjectPublic:
+    """Create a project."""
+    return ProjectPublic.model_validate(projects.create_project(session, data=body).model_dump())
+
+
+@router.get("")
+def list_projects(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    limit: LimitQuery = None,
+    cursor: CursorQuery = None,
+) -> Page[ProjectPublic]:
+    """List projects, oldest first."""
+    size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
+    rows = projects.list_projects(session, after_id=decode_cursor(cursor), limit=size)
+    page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
+    return Page(items=[ProjectPublic.model_validate(r.model_dump()) for r in page], next_cursor=next_cursor)
+
+
+@router.get("/{project_id}", responses=problem_responses(404))
+def get_project(principal: AnyRoleDep, project: ProjectDep) -> ProjectPublic:
+    """Get a project."""
+    return ProjectPublic.model_validate(project.model_dump())
+
+
+@router.patch("/{project_id}", responses=problem_responses(404, 409))
+def update_project(
+    principal: WriterDep, session: SessionDep, project: ProjectDep, body: ProjectUpdate
+) -> ProjectPublic:
+    """Change a project; only the fields sent change. Removing a label in use is a 409."""
+    updated = projects.update_project(session, project=project, data=body)
+    return ProjectPublic.model_validate(updated.model_dump())
+
+
+@router.get("/{project_id}/stats", responses=problem_responses(404))
+def get_project_stats(principal: WriterDep, session: SessionDep, project: ProjectDep) -> ProjectStats:
+    """Counts by status and source, label distribution with imbalance warnings, annotators, cost."""
+    return stats.project_stats(session, project=project)

@@ -1,0 +1,70 @@
+"""The `labelwise` command: migrate, serve, create an API key, write the OpenAPI spec."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from app.settings import get_settings
+
+
+def write_openapi(path: Path) -> None:
+    from app.main import create_app
+
+    spec = create_app().openapi()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="labelwise", description="Labelwise labeling service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="Upgrade the database schema to the latest migration.")
+    serve = commands.add_parser("serve", help="Start the HTTP server (does not migrate).")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    key = commands.add_parser("create-api-key", help="Create a key directly in the database; prints it.")
+    key.add_argument("--name", required=True)
+    key.add_argument("--role", required=True, choices=["admin", "service", "annotator"])
+    key.add_argument("--tier")
+    spec = commands.add_parser("openapi", help="Write the OpenAPI spec deterministically.")
+    spec.add_argument("--output", type=Path, default=Path("openapi/openapi.json"))
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    if args.command == "migrate":
+        from app.migrations import upgrade
+
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(settings.resolved_database_url)
+    elif args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=args.host, port=args.port,
+            workers=args.workers, access_log=False, proxy_headers=True,
+        )
+    elif args.command == "create-api-key":
+        from app.db import Database
+        from app.errors import AppError
+        from app.models.api_key import ApiKeyCreate
+        from app.services.api_keys import create_api_key
+
+        database = Database(settings)
+        try:
+            with database.session() as session:
+                _, secret = create_api_key(
+                    session, data=ApiKeyCreate(name=args.name, role=args.role, tier=args.tier)
+                )
+        except AppError as error:
+            print(f"labelwise: {error.detail}", file=sys.stderr)
+            return 1
+        print(secret)
+    elif args.command == "openapi":
+        write_openapi(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Annotated dependency aliases: the session, the calling principal, role gates, load-or-404."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel import Session
+
+from app.errors import Forbidden, Unauthorized
+from app.models.base import Role
+from app.models.project import Project
+from app.services import projects
+from app.services.api_keys import Principal, authenticate
+from app.settings import Settings
+
+bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lw_...`")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    yield from request.app.state.database.get_session()
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
+    return authenticate(session, presented=credentials.credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*roles: Role) -> object:
+    allowed = set(roles)
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role not in allowed:
+            names = ", ".join(sorted(r.value for r in allowed))
+            raise Forbidden(f"This needs a key with role {names}; yours is {principal.role.value}.")
+        return principal
+
+    return Depends(check)
+
+
+AdminDep = Annotated[Principal, require(Role.admin)]
+WriterDep = Annotated[Principal, require(Role.admin, Role.service)]
+AnyRoleDep = Annotated[Principal, require(Role.admin, Role.service, Role.annotator)]
+
+
+def load_project(session: SessionDep, project_id: Annotated[int, Path(ge=1)]) -> Project:
+    return projects.get_project(session, project_id=project_id)
+
+
+ProjectDep = Annotated[Project, Depends(load_project)]
+
+LimitQuery = Annotated[
+    int | None, Query(ge=1, description="Page size; default 100, clamped to the maximum (1000).")
+]
+CursorQuery = Annotated[
+    str | None, Query(description="The next_cursor of the previous page, passed back unchanged.")
+]

@@ -1,0 +1,105 @@
+"""The one error envelope: AppError and its subclasses, rendered as RFC 9457 problem+json."""
+
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(description="Where the problem is, e.g. ['body', 3, 'text'].")
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(examples=["/problems/not-found"])
+    title: str
+    status: int
+    detail: str
+    errors: list[ErrorDetail] | None = None
+
+
+def problem_type(slug: str) -> str:
+    return f"/problems/{slug}"
+
+
+def make_problem(
+    status: int, detail: str, *, slug: str | None = None, errors: list[ErrorDetail] | None = None
+) -> Problem:
+    phrase = HTTPStatus(status).phrase
+    return Problem(
+        type=problem_type(slug or phrase.lower().replace(" ", "-").replace("'", "")),
+        title=phrase,
+        status=status,
+        detail=detail,
+        errors=errors,
+    )
+
+
+class AppError(Exception):
+    status: int = 400
+    slug: str = "bad-request"
+
+    def __init__(self, detail: str, *, errors: list[ErrorDetail] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+    def to_problem(self) -> Problem:
+        return make_problem(self.status, self.detail, slug=self.slug, errors=self.errors)
+
+
+class Unauthorized(AppError):
+    status = 401
+    slug = "unauthorized"
+
+
+class Forbidden(AppError):
+    status = 403
+    slug = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    slug = "not-found"
+
+
+class Conflict(AppError):
+    status = 409
+    slug = "conflict"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    slug = "payload-too-large"
+
+
+class UnsupportedMediaType(AppError):
+    status = 415
+    slug = "unsupported-media-type"
+
+
+class ValidationFailed(AppError):
+    status = 422
+    slug = "validation-error"
+
+
+class NotReady(AppError):
+    status = 503
+    slug = "not-ready"
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json bodies for the given statuses."""
+    return {
+        status: {
+            "model": Problem,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_MEDIA_TYPE: {}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,137 @@
+"""create_app(): the FastAPI application with its lifespan, routers and problem+json handlers."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __doc__ as app_doc
+from app.api.routes import annotations, api_keys, health, items, projects
+from app.db import Database
+from app.errors import PROBLEM_MEDIA_TYPE, AppError, ErrorDetail, Problem, make_problem
+from app.logs import configure_logging
+from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.models.item import ItemIn
+from app.services.api_keys import ensure_bootstrap_admin
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger("labelwise")
+
+VERSION = "0.1.0"
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.model_dump(mode="json", exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+async def handle_app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem_response(exc.to_problem(), headers)
+
+
+async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        ErrorDetail(loc=[str(part) if not isinstance(part, int) else part for part in error["loc"]], msg=error["msg"])
+        for error in exc.errors()
+    ]
+    first = errors[0] if errors else None
+    detail = f"{'.'.join(map(str, first.loc))}: {first.msg}" if first else "The request is invalid."
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    return problem_response(make_problem(422, detail, slug="validation-error", errors=errors))
+
+
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        detail = f"No route {request.method} {request.url.path}; see /docs for the API."
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+    else:
+        detail = str(exc.detail)
+    return problem_response(make_problem(exc.status_code, detail), dict(exc.headers or {}))
+
+
+async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    if isinstance(exc, SQLAlchemyError):
+        detail = "The database failed to complete the request; it was rolled back."
+    else:
+        detail = "An unexpected error; it has been logged. This is a bug."
+    return problem_response(make_problem(500, detail, slug="internal-error"))
+
+
+def operation_id(route: APIRoute) -> str:
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings)
+        app.state.database = database
+        _bootstrap(database, settings)
+        yield
+        database.engine.dispose()
+
+    app = FastAPI(
+        title="Labelwise",
+        version=VERSION,
+        description=(app_doc or "").strip()
+        + " All errors are RFC 9457 problem+json. Authenticate with `Authorization: Bearer <api-key>`.",
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
+    app.state.settings = settings
+    for router in (health.router, api_keys.router, projects.router, items.router, annotations.router):
+        app.include_router(router)
+    app.add_exception_handler(AppError, handle_app_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLogMiddleware)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _bootstrap(database: Database, settings: Settings) -> None:
+    try:
+        with database.session() as session:
+            secret = ensure_bootstrap_admin(session, configured_key=settings.bootstrap_admin_key)
+    except SQLAlchemyError as error:
+        logger.warning("no bootstrap admin key: the schema is not migrated (%s)", type(error).__name__)
+        return
+    if secret:
+        # The one time a key is logged: the contract prints the first admin key once.
+        logger.warning("bootstrap admin key (shown once, store it now): %s", secret)
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    extra = ItemIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(extra.pop("$defs", {}))
+    components["ItemIn"] = extra
+    app.openapi_schema = schema
+    return schema

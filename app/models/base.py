@@ -1,0 +1,79 @@
+"""Shared table machinery: constraint naming convention, UTC timestamps, enums."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import SQLModel
+
+# Named constraints let SQLite batch migrations find and drop them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on both databases (SQLite drops the offset on read)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def timestamp_column(*, nullable: bool = False) -> Any:
+    return sa.Column(UTCDateTime(), nullable=nullable)
+
+
+class Role(StrEnum):
+    admin = "admin"
+    service = "service"
+    annotator = "annotator"
+
+
+class ItemSource(StrEnum):
+    manual = "manual"
+    existing_db = "existing_db"
+    user_behavior = "user_behavior"
+    public = "public"
+    synthetic = "synthetic"
+    production = "production"
+
+
+class ItemStatus(StrEnum):
+    unlabeled = "unlabeled"
+    in_progress = "in_progress"
+    labeled = "labeled"
+    needs_review = "needs_review"
+
+
+class AnnotationSource(StrEnum):
+    human = "human"
+    model = "model"
+    import_ = "import"
+    user_behavior = "user_behavior"
+
+
+class Phase(StrEnum):
+    pilot = "pilot"
+    production = "production"

@@ -1,0 +1,100 @@
+"""Items: the things to label, deduplicated by external_id and by normalized-text hash."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+import pydantic
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlmodel import Field, SQLModel
+
+from app.errors import Problem
+from app.models.annotation import AnnotationPublic
+from app.models.base import ItemSource, ItemStatus, timestamp_column, utcnow
+
+
+class Item(SQLModel, table=True):
+    __tablename__ = "item"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "external_id", name="uq_item_project_id_external_id"),
+        sa.UniqueConstraint("project_id", "content_hash", name="uq_item_project_id_content_hash"),
+        sa.Index("ix_item_project_status", "project_id", "status", "id"),
+        sa.Index("ix_item_project_source", "project_id", "source", "id"),
+        sa.Index("ix_item_project_resolved_label", "project_id", "resolved_label", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("project.id"), nullable=False)
+    )
+    external_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(255)))
+    text: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    content_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    data: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    meta: dict[str, Any] = Field(sa_column=sa.Column("metadata", sa.JSON, nullable=False))
+    source: ItemSource = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    status: ItemStatus = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    resolved_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class ItemIn(BaseModel):
+    """One item of a bulk upsert. Validated entry by entry so one bad item sinks only itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str | None = pydantic.Field(
+        default=None, min_length=1, max_length=255, description="Your id; the same one updates."
+    )
+    text: str = pydantic.Field(min_length=1, description="The content to label.")
+    data: dict[str, Any] = pydantic.Field(default_factory=dict, description="Structured payload.")
+    metadata: dict[str, Any] = pydantic.Field(default_factory=dict)
+    source: ItemSource = ItemSource.manual
+
+
+IngestStatus = Literal["created", "updated", "unchanged", "duplicate", "failed"]
+
+
+class IngestEntryResult(BaseModel):
+    index: int = pydantic.Field(description="Position of the entry in the request (line number - 1).")
+    id: int | None = pydantic.Field(default=None, description="The stored item; for a duplicate, the original.")
+    status: IngestStatus
+    problem: Problem | None = None
+
+
+class IngestReport(BaseModel):
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    results: list[IngestEntryResult] = pydantic.Field(default_factory=list)
+
+
+class ItemPublic(BaseModel):
+    id: int
+    project_id: int
+    external_id: str | None
+    text: str
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    source: ItemSource
+    status: ItemStatus
+    resolved_label: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, item: Item) -> "ItemPublic":
+        return cls.model_validate({**item.model_dump(exclude={"meta"}), "metadata": item.meta})
+
+
+class ItemDetail(ItemPublic):
+    annotations: list[AnnotationPublic] = pydantic.Field(
+        description="Current annotations (an annotator key sees only its own)."
+    )
+    predictions: list[dict[str, Any]] = pydantic.Field(
+        default_factory=list, description="Latest model predictions (filled by the model registry)."
+    )

@@ -1,0 +1,123 @@
+"""Projects: a labeling task definition (labels, guidelines, overlap, thresholds, costs)."""
+
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+import pydantic
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
+from sqlmodel import Field, SQLModel
+
+from app.models.base import Phase, timestamp_column, utcnow
+
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Probability = Annotated[float, pydantic.Field(ge=0.0, le=1.0)]
+
+
+class Example(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = pydantic.Field(min_length=1)
+    label: str
+    note: str | None = None
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "project"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=sa.Column(sa.String(200), nullable=False, unique=True))
+    description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    labels: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    allow_abstain: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    guidelines: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    examples: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    annotators_per_item: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    auto_accept_threshold: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    agreement_threshold: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    synthetic_max_ratio: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    cost_per_label: dict[str, float] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    phase: Phase = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+def _check_labels(labels: list[str] | None, examples: list[Example] | None) -> None:
+    if labels is not None:
+        if len(labels) < 2:
+            raise ValueError("a project needs at least two labels")
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be distinct")
+    if labels is not None and examples is not None:
+        unknown = sorted({e.label for e in examples} - set(labels))
+        if unknown:
+            raise ValueError(f"examples use labels that are not in labels: {unknown}")
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = pydantic.Field(min_length=1, max_length=200, examples=["debian-sections"])
+    description: str | None = None
+    labels: list[Label] = pydantic.Field(min_length=2, max_length=1000, examples=[["devel", "utils"]])
+    allow_abstain: bool = True
+    guidelines: str = pydantic.Field(default="", description="Markdown shown to annotators.")
+    examples: list[Example] = pydantic.Field(default_factory=list)
+    annotators_per_item: int = pydantic.Field(default=1, ge=1, le=100)
+    auto_accept_threshold: Probability = 0.95
+    agreement_threshold: Probability = 0.6
+    synthetic_max_ratio: Probability = 0.1
+    cost_per_label: dict[str, Annotated[float, pydantic.Field(ge=0)]] = pydantic.Field(
+        default_factory=dict, examples=[{"in_house": 0.12, "crowd": 0.04}]
+    )
+    phase: Phase = Phase.pilot
+
+    @model_validator(mode="after")
+    def _labels_are_consistent(self) -> Self:
+        _check_labels(self.labels, self.examples)
+        return self
+
+
+class ProjectUpdate(BaseModel):
+    """Every field optional; only the fields sent are changed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = pydantic.Field(default=None, min_length=1, max_length=200)
+    description: str | None = None
+    labels: list[Label] | None = pydantic.Field(default=None, min_length=2, max_length=1000)
+    allow_abstain: bool | None = None
+    guidelines: str | None = None
+    examples: list[Example] | None = None
+    annotators_per_item: int | None = pydantic.Field(default=None, ge=1, le=100)
+    auto_accept_threshold: Probability | None = None
+    agreement_threshold: Probability | None = None
+    synthetic_max_ratio: Probability | None = None
+    cost_per_label: dict[str, Annotated[float, pydantic.Field(ge=0)]] | None = None
+    phase: Phase | None = None
+
+    @model_validator(mode="after")
+    def _labels_are_consistent(self) -> Self:
+        _check_labels(self.labels, self.examples)
+        for field in self.model_fields_set:
+            if getattr(self, field) is None and field != "description":
+                raise ValueError(f"{field} cannot be null")
+        return self
+
+
+class ProjectPublic(BaseModel):
+    id: int
+    name: str
+    description: str | None
+    labels: list[str]
+    allow_abstain: bool
+    guidelines: str
+    examples: list[Example]
+    annotators_per_item: int
+    auto_accept_threshold: float
+    agreement_threshold: float
+    synthetic_max_ratio: float
+    cost_per_label: dict[str, float]
+    phase: Phase
+    created_at: datetime
+    updated_at: datetime

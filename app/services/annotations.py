@@ -1,0 +1,140 @@
+"""Submit annotations in bulk (one current per item and annotator, history kept) and list them."""
+
+from sqlmodel import Session, col, select
+
+from app.errors import ErrorDetail, Forbidden, Problem, make_problem
+from app.models.annotation import (
+    Annotation,
+    AnnotationEntryResult,
+    AnnotationEntryStatus,
+    AnnotationIn,
+    AnnotationReport,
+)
+from app.models.base import AnnotationSource, Role, utcnow
+from app.models.item import Item
+from app.models.project import Project
+from app.services import item_status
+from app.services.api_keys import Principal
+
+ON_BEHALF_ROLES = {Role.admin, Role.service}
+
+
+def _authorize(principal: Principal, entries: list[AnnotationIn]) -> None:
+    """Annotator keys write only in their own name and only as humans; checked before any write."""
+    if principal.role in ON_BEHALF_ROLES:
+        return
+    for index, entry in enumerate(entries):
+        if entry.annotator is not None and entry.annotator != principal.name:
+            raise Forbidden(
+                f"Entry {index}: an annotator key submits only as itself ({principal.name!r}), "
+                f"not as {entry.annotator!r}."
+            )
+        if entry.source not in (None, AnnotationSource.human):
+            raise Forbidden(f"Entry {index}: only admin and service keys may set source.")
+
+
+def _entry_problem(index: int, status: int, field: str, detail: str) -> Problem:
+    slug = "not-found" if status == 404 else "validation-error"
+    return make_problem(status, detail, slug=slug, errors=[ErrorDetail(loc=["body", index, field], msg=detail)])
+
+
+def submit_annotations(
+    session: Session, *, project: Project, principal: Principal, entries: list[AnnotationIn]
+) -> AnnotationReport:
+    _authorize(principal, entries)
+    assert project.id is not None
+    item_ids = sorted({e.item_id for e in entries})
+    # Lock the items (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers) so
+    # concurrent annotators of one item see each other's answers when deriving its status.
+    known_items = set(
+        session.exec(
+            select(Item.id)
+            .where(col(Item.project_id) == project.id, col(Item.id).in_(item_ids))
+            .order_by(col(Item.id))
+            .with_for_update()
+        )
+    )
+    current: dict[tuple[int, str], Annotation] = {
+        (a.item_id, a.annotator): a
+        for a in session.exec(
+            select(Annotation).where(col(Annotation.item_id).in_(known_items), col(Annotation.is_current))
+        )
+    }
+    labels = set(project.labels)
+    now = utcnow()
+    report = AnnotationReport()
+    touched: set[int] = set()
+    written: list[tuple[AnnotationEntryResult, Annotation]] = []
+    for index, entry in enumerate(entries):
+        annotator = entry.annotator or principal.name
+        problem: Problem | None = None
+        if entry.item_id not in known_items:
+            problem = _entry_problem(index, 404, "item_id", f"No item {entry.item_id} in this project.")
+        elif entry.label is not None and entry.label not in labels:
+            problem = _entry_problem(
+                index, 422, "label", f"Unknown label {entry.label!r}; the project's labels are {project.labels}."
+            )
+        elif entry.abstain and not project.allow_abstain:
+            problem = _entry_problem(index, 422, "abstain", "This project does not allow abstaining.")
+        if problem is not None:
+            report.results.append(AnnotationEntryResult(index=index, status="failed", problem=problem))
+            report.failed += 1
+            continue
+
+        previous = current.get((entry.item_id, annotator))
+        source = entry.source or AnnotationSource.human
+        if previous is not None and (previous.label, previous.abstain, previous.note, previous.source) == (
+            entry.label, entry.abstain, entry.note, source,
+        ):
+            status: AnnotationEntryStatus = "unchanged"
+            annotation = previous
+        else:
+            if previous is not None:
+                previous.is_current, previous.replaced_at = False, now
+                session.add(previous)
+                session.flush()  # the partial unique index allows one current row at a time
+            annotation = Annotation(
+                project_id=project.id, item_id=entry.item_id, annotator=annotator,
+                label=entry.label, abstain=entry.abstain, source=source,
+                duration_ms=entry.duration_ms, note=entry.note, is_current=True, created_at=now,
+            )
+            session.add(annotation)
+            current[(entry.item_id, annotator)] = annotation
+            touched.add(entry.item_id)
+            status = "replaced" if previous is not None else "created"
+        result = AnnotationEntryResult(index=index, status=status)
+        report.results.append(result)
+        written.append((result, annotation))
+        setattr(report, status, getattr(report, status) + 1)
+
+    session.flush()
+    for result, annotation in written:
+        result.id = annotation.id
+    item_status.refresh_items(session, project=project, item_ids=touched)
+    session.commit()
+    return report
+
+
+def list_annotations(
+    session: Session,
+    *,
+    project_id: int,
+    annotator: str | None,
+    item_id: int | None,
+    source: AnnotationSource | None,
+    include_history: bool,
+    after_id: int | None,
+    limit: int,
+) -> list[Annotation]:
+    query = select(Annotation).where(col(Annotation.project_id) == project_id)
+    if not include_history:
+        query = query.where(col(Annotation.is_current))
+    if annotator is not None:
+        query = query.where(col(Annotation.annotator) == annotator)
+    if item_id is not None:
+        query = query.where(col(Annotation.item_id) == item_id)
+    if source is not None:
+        query = query.where(col(Annotation.source) == source)
+    if after_id is not None:
+        query = query.where(col(Annotation.id) > after_id)
+    return list(session.exec(query.order_by(col(Annotation.id)).limit(limit + 1)))

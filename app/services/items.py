@@ -1,0 +1,313 @@
+"""Bulk upsert of items (idempotent by external_id, deduplicated by text), listing and detail."""
+
+import hashlib
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from app.errors import Conflict, ErrorDetail, NotFound, Problem, make_problem
+from app.models.annotation import Annotation
+from app.models.base import ItemSource, ItemStatus, utcnow
+from app.models.item import IngestEntryResult, IngestReport, IngestStatus, Item, ItemIn
+
+ITEM_ADAPTER: TypeAdapter[ItemIn] = TypeAdapter(ItemIn)
+ITEM_TABLE: sa.Table = Item.__table__  # type: ignore[attr-defined]
+IN_CLAUSE_CHUNK = 900  # stays under SQLite's bound-parameter limit on old builds
+MAX_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEntry:
+    """An entry that failed before validation (e.g. an NDJSON line that is not JSON)."""
+
+    problem: Problem
+
+
+def normalize_text(text: str) -> str:
+    """What counts as "the same text": Unicode NFKC, whitespace collapsed, case folded."""
+    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class _Row:
+    """An item as this request sees it: loaded from the database or about to be inserted."""
+
+    id: int | None
+    external_id: str | None
+    text: str
+    content_hash: str
+    data: dict[str, Any]
+    meta: dict[str, Any]
+    source: str
+
+    def same_content(self, entry: ItemIn) -> bool:
+        return (self.text, self.data, self.meta, self.source) == (
+            entry.text,
+            entry.data,
+            entry.metadata,
+            entry.source.value,
+        )
+
+
+def ingest_items(
+    session: Session,
+    *,
+    project_id: int,
+    entries: Sequence[Any],
+    first_index: int = 0,
+    max_text_chars: int,
+) -> IngestReport:
+    """Upsert a batch of raw entries in one transaction, with a result per entry.
+
+    A unique-constraint race with a concurrent request (PostgreSQL) rolls back and
+    replays the batch, which then sees the other request's rows.
+    """
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            report = _ingest_once(
+                session,
+                project_id=project_id,
+                entries=entries,
+                first_index=first_index,
+                max_text_chars=max_text_chars,
+            )
+            session.commit()
+            return report
+        except IntegrityError:
+            session.rollback()
+            if attempt == MAX_ATTEMPTS:
+                raise Conflict(
+                    "Concurrent requests kept writing the same items; retry this request."
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def _validation_problem(index: int, error: ValidationError | str) -> Problem:
+    if isinstance(error, str):
+        return make_problem(422, error, slug="validation-error")
+    details = [
+        ErrorDetail(loc=["body", index, *error_["loc"]], msg=error_["msg"])
+        for error_ in error.errors(include_url=False)
+    ]
+    return make_problem(
+        422, "; ".join(f"{'.'.join(map(str, d.loc[2:])) or 'item'}: {d.msg}" for d in details),
+        slug="validation-error",
+        errors=details,
+    )
+
+
+def _ingest_once(
+    session: Session,
+    *,
+    project_id: int,
+    entries: Sequence[Any],
+    first_index: int,
+    max_text_chars: int,
+) -> IngestReport:
+    validated: list[tuple[int, ItemIn, str]] = []
+    outcomes: dict[int, tuple[IngestStatus, _Row | None, Problem | None]] = {}
+    for offset, raw in enumerate(entries):
+        index = first_index + offset
+        if isinstance(raw, InvalidEntry):
+            outcomes[index] = ("failed", None, raw.problem)
+            continue
+        try:
+            entry = ITEM_ADAPTER.validate_python(raw)
+        except ValidationError as error:
+            outcomes[index] = ("failed", None, _validation_problem(index, error))
+            continue
+        if len(entry.text) > max_text_chars:
+            problem = _validation_problem(
+                index, f"text: {len(entry.text)} characters, over the limit of {max_text_chars}"
+            )
+            outcomes[index] = ("failed", None, problem)
+            continue
+        validated.append((index, entry, content_hash(entry.text)))
+
+    by_external_id, by_hash = _load_existing(
+        session,
+        project_id=project_id,
+        external_ids={e.external_id for _, e, _ in validated if e.external_id is not None},
+        hashes={digest for _, _, digest in validated},
+    )
+    new_rows: list[_Row] = []
+    changed_rows: dict[int, _Row] = {}
+    for index, entry, digest in validated:
+        row = by_external_id.get(entry.external_id) if entry.external_id is not None else None
+        owner = by_hash.get(digest)
+        if row is None:
+            if owner is not None:
+                outcomes[index] = ("duplicate", owner, None)
+                continue
+            row = _Row(
+                None, entry.external_id, entry.text, digest, entry.data, entry.metadata,
+                entry.source.value,
+            )
+            new_rows.append(row)
+            by_hash[digest] = row
+            if entry.external_id is not None:
+                by_external_id[entry.external_id] = row
+            outcomes[index] = ("created", row, None)
+        elif row.same_content(entry):
+            outcomes[index] = ("unchanged", row, None)
+        elif owner is not None and owner is not row:
+            problem = make_problem(
+                409,
+                f"The new text of external_id {entry.external_id!r} duplicates another item"
+                + (f" (id {owner.id})." if owner.id is not None else " in this request."),
+                slug="duplicate-text",
+            )
+            outcomes[index] = ("failed", None, problem)
+        else:
+            if row.content_hash != digest:
+                by_hash.pop(row.content_hash, None)
+                by_hash[digest] = row
+            row.text, row.content_hash, row.data, row.meta = entry.text, digest, entry.data, entry.metadata
+            row.source = entry.source.value
+            if row.id is not None:
+                changed_rows[row.id] = row
+            outcomes[index] = ("updated", row, None)
+
+    _insert(session, project_id=project_id, rows=new_rows)
+    _update(session, rows=list(changed_rows.values()))
+
+    report = IngestReport()
+    counters = {"created": 0, "updated": 0, "unchanged": 0, "duplicate": 0, "failed": 0}
+    for index in sorted(outcomes):
+        status, target, problem = outcomes[index]
+        counters[status] += 1
+        report.results.append(
+            IngestEntryResult(index=index, id=target.id if target else None, status=status, problem=problem)
+        )
+    report.created, report.updated, report.unchanged = (
+        counters["created"], counters["updated"], counters["unchanged"],
+    )
+    report.duplicates, report.failed = counters["duplicate"], counters["failed"]
+    return report
+
+
+def _load_existing(
+    session: Session, *, project_id: int, external_ids: set[str], hashes: set[str]
+) -> tuple[dict[str | None, _Row], dict[str, _Row]]:
+    t = ITEM_TABLE.c
+    columns = (t.id, t.external_id, t.text, t.content_hash, t.data, t.metadata, t.source)
+    by_external_id: dict[str | None, _Row] = {}
+    by_hash: dict[str, _Row] = {}
+
+    def keep(rows: Any) -> None:
+        for row in rows:
+            loaded = _Row(*row)
+            if loaded.external_id is not None:
+                by_external_id[loaded.external_id] = loaded
+            by_hash[loaded.content_hash] = loaded
+
+    for chunk in _chunks(sorted(external_ids)):
+        keep(session.execute(sa.select(*columns).where(t.project_id == project_id, t.external_id.in_(chunk))))
+    # Only hashes not already seen, so no row is loaded twice as two diverging objects.
+    missing = sorted(hashes - by_hash.keys())
+    for chunk in _chunks(missing):
+        keep(session.execute(sa.select(*columns).where(t.project_id == project_id, t.content_hash.in_(chunk))))
+    return by_external_id, by_hash
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[i : i + IN_CLAUSE_CHUNK] for i in range(0, len(values), IN_CLAUSE_CHUNK)]
+
+
+def _insert(session: Session, *, project_id: int, rows: list[_Row]) -> None:
+    if not rows:
+        return
+    now = utcnow()
+    params = [
+        {
+            "project_id": project_id,
+            "external_id": row.external_id,
+            "text": row.text,
+            "content_hash": row.content_hash,
+            "data": row.data,
+            "metadata": row.meta,
+            "source": row.source,
+            "status": ItemStatus.unlabeled.value,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for row in rows
+    ]
+    statement = sa.insert(ITEM_TABLE).returning(ITEM_TABLE.c.id, sort_by_parameter_order=True)
+    for row, (new_id,) in zip(rows, session.execute(statement, params), strict=True):
+        row.id = new_id
+
+
+def _update(session: Session, *, rows: list[_Row]) -> None:
+    if not rows:
+        return
+    t = ITEM_TABLE.c
+    statement = (
+        sa.update(ITEM_TABLE)
+        .where(t.id == sa.bindparam("row_id"))
+        .values(
+            text=sa.bindparam("new_text"),
+            content_hash=sa.bindparam("new_hash"),
+            data=sa.bindparam("new_data"),
+            metadata=sa.bindparam("new_meta"),
+            source=sa.bindparam("new_source"),
+            updated_at=sa.bindparam("now"),
+        )
+    )
+    now = utcnow()
+    session.connection().execute(
+        statement,
+        [
+            {
+                "row_id": r.id, "new_text": r.text, "new_hash": r.content_hash,
+                "new_data": r.data, "new_meta": r.meta, "new_source": r.source, "now": now,
+            }
+            for r in rows
+        ],
+    )
+
+
+def list_items(
+    session: Session,
+    *,
+    project_id: int,
+    status: ItemStatus | None,
+    source: ItemSource | None,
+    label: str | None,
+    after_id: int | None,
+    limit: int,
+) -> list[Item]:
+    query = select(Item).where(col(Item.project_id) == project_id)
+    if status is not None:
+        query = query.where(col(Item.status) == status)
+    if source is not None:
+        query = query.where(col(Item.source) == source)
+    if label is not None:
+        query = query.where(col(Item.resolved_label) == label)
+    if after_id is not None:
+        query = query.where(col(Item.id) > after_id)
+    return list(session.exec(query.order_by(col(Item.id)).limit(limit + 1)))
+
+
+def get_item(session: Session, *, project_id: int, item_id: int) -> Item:
+    item = session.get(Item, item_id)
+    if item is None or item.project_id != project_id:
+        raise NotFound(f"No item with id {item_id} in project {project_id}.")
+    return item
+
+
+def current_annotations(session: Session, *, item_id: int, annotator: str | None) -> list[Annotation]:
+    query = select(Annotation).where(col(Annotation.item_id) == item_id, col(Annotation.is_current))
+    if annotator is not None:
+        query = query.where(col(Annotation.annotator) == annotator)
+    return list(session.exec(query.order_by(col(Annotation.id))))

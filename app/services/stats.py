@@ -1,0 +1,148 @@
+"""Project statistics: counts, label distribution with imbalance warnings, annotators, cost."""
+
+from collections import defaultdict
+
+from sqlalchemy import case
+from sqlmodel import Session, col, func, select
+
+from app.models.annotation import Annotation
+from app.models.api_key import ApiKey
+from app.models.base import AnnotationSource, ItemSource, ItemStatus
+from app.models.item import Item
+from app.models.project import Project
+from app.models.stats import AnnotatorCount, CostLine, LabelCount, ProjectStats
+
+IMBALANCE_RATIO_LIMIT = 10.0
+DOMINANT_SHARE_LIMIT = 0.8
+
+
+def _distribution(counts: dict[str, int], labels: list[str]) -> list[LabelCount]:
+    total = sum(counts.values())
+    rows = [
+        LabelCount(label=label, count=counts.get(label, 0), share=(counts.get(label, 0) / total) if total else 0.0)
+        for label in labels
+    ]
+    return sorted(rows, key=lambda r: (-r.count, r.label))
+
+
+def imbalance_warnings(counts: dict[str, int], labels: list[str]) -> tuple[float | None, list[str]]:
+    """Plain-language warnings when one class dwarfs another or dominates the labels."""
+    total = sum(counts.values())
+    if total == 0:
+        return None, []
+    present = {label: n for label, n in counts.items() if n > 0}
+    largest_label = max(present, key=lambda label: (present[label], label))
+    smallest_label = min(present, key=lambda label: (present[label], label))
+    ratio = present[largest_label] / present[smallest_label]
+    warnings = []
+    if ratio > IMBALANCE_RATIO_LIMIT:
+        warnings.append(
+            f"Class imbalance: {largest_label!r} has {present[largest_label]} labels, "
+            f"{ratio:.1f}x the {present[smallest_label]} of {smallest_label!r}. A model will "
+            "under-predict the small class; collect more of it or weight classes when training."
+        )
+    share = present[largest_label] / total
+    if share > DOMINANT_SHARE_LIMIT:
+        warnings.append(
+            f"Dominant class: {largest_label!r} is {share:.0%} of resolved labels; accuracy will "
+            "look high even for a model that always predicts it. Prefer macro-F1."
+        )
+    unused = sorted(set(labels) - present.keys())
+    if unused and total >= 10 * len(labels):
+        warnings.append(f"Labels with no resolved items yet: {unused}.")
+    return ratio, warnings
+
+
+def project_stats(session: Session, *, project: Project) -> ProjectStats:
+    pid = project.id
+    assert pid is not None
+    by_status = {s.value: 0 for s in ItemStatus}
+    for status, n in session.exec(
+        select(Item.status, func.count()).where(col(Item.project_id) == pid).group_by(col(Item.status))
+    ):
+        by_status[status] = n
+    by_source = {s.value: 0 for s in ItemSource}
+    for source, n in session.exec(
+        select(Item.source, func.count()).where(col(Item.project_id) == pid).group_by(col(Item.source))
+    ):
+        by_source[source] = n
+    resolved = dict(
+        session.exec(
+            select(Item.resolved_label, func.count())
+            .where(col(Item.project_id) == pid, col(Item.resolved_label).is_not(None))
+            .group_by(col(Item.resolved_label))
+        ).all()
+    )
+    annotated = dict(
+        session.exec(
+            select(Annotation.label, func.count())
+            .where(col(Annotation.project_id) == pid, col(Annotation.is_current), col(Annotation.label).is_not(None))
+            .group_by(col(Annotation.label))
+        ).all()
+    )
+    ratio, warnings = imbalance_warnings(resolved, project.labels)
+
+    tiers = _tiers_by_name(session)
+    per_annotator: list[AnnotatorCount] = []
+    n_current = n_abstain = 0
+    human_by_tier: dict[str | None, int] = defaultdict(int)
+    rows = session.exec(
+        select(
+            Annotation.annotator,
+            func.sum(case((col(Annotation.is_current), 1), else_=0)),
+            func.sum(case((col(Annotation.is_current) & col(Annotation.abstain), 1), else_=0)),
+            func.sum(case((col(Annotation.is_current), 0), else_=1)),
+            func.sum(case((col(Annotation.source) == AnnotationSource.human.value, 1), else_=0)),
+        )
+        .where(col(Annotation.project_id) == pid)
+        .group_by(col(Annotation.annotator))
+        .order_by(col(Annotation.annotator))
+    )
+    for annotator, current, abstains, replaced, human in rows:
+        tier = tiers.get(annotator)
+        per_annotator.append(
+            AnnotatorCount(annotator=annotator, tier=tier, annotations=current, abstains=abstains, replaced=replaced)
+        )
+        n_current += current
+        n_abstain += abstains
+        # Every human answer was paid for, including the ones later replaced.
+        human_by_tier[tier] += human
+
+    cost_lines = []
+    for tier, n in sorted(human_by_tier.items(), key=lambda kv: (kv[0] is None, kv[0] or "")):
+        unit = project.cost_per_label.get(tier) if tier is not None else None
+        cost_lines.append(CostLine(tier=tier, annotations=n, unit_cost=unit, cost=round((unit or 0.0) * n, 6)))
+    unpriced = sum(line.annotations for line in cost_lines if line.unit_cost is None)
+    if unpriced:
+        warnings.append(
+            f"{unpriced} human annotations have no price: give their annotators' keys a tier "
+            "that cost_per_label names."
+        )
+    return ProjectStats(
+        project_id=pid,
+        n_items=sum(by_status.values()),
+        items_by_status=by_status,
+        items_by_source=by_source,
+        label_distribution=_distribution(resolved, project.labels),
+        annotation_label_distribution=_distribution(annotated, project.labels),
+        imbalance_ratio=ratio,
+        warnings=warnings,
+        n_annotations=n_current,
+        annotations_per_annotator=per_annotator,
+        abstain_rate=(n_abstain / n_current) if n_current else None,
+        cost=cost_lines,
+        cost_total=round(sum(line.cost for line in cost_lines), 6),
+    )
+
+
+def _tiers_by_name(session: Session) -> dict[str, str | None]:
+    """The tier of each key name; a live key wins over revoked ones, then the newest."""
+    tiers: dict[str, str | None] = {}
+    rows = session.exec(
+        select(ApiKey.name, ApiKey.tier).order_by(
+            col(ApiKey.revoked_at).is_(None), col(ApiKey.id)
+        )
+    )
+    for name, tier in rows:
+        tiers[name] = tier
+    return tiers

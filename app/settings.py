@@ -1,0 +1,37 @@
+"""One settings object for the whole service, read from LABELWISE_* environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELWISE_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    # Empty means "a SQLite file in data_dir"; set a postgresql+psycopg:// URL to scale out.
+    database_url: str = ""
+    bootstrap_admin_key: str | None = None
+
+    max_body_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_items_per_request: int = Field(default=10_000, ge=1)
+    max_text_chars: int = Field(default=100_000, ge=1)
+    max_ndjson_line_bytes: int = Field(default=1024 * 1024, ge=1)
+    ingest_chunk_size: int = Field(default=1_000, ge=1)
+    default_page_size: int = Field(default=100, ge=1)
+    max_page_size: int = Field(default=1_000, ge=1)
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'labelwise.db').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
