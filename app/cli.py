@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
         database = Database(settings)
         try:
-            with database.session() as session:
+            with database.session(write=True) as session:
                 _, secret = create_api_key(
                     session, data=ApiKeyCreate(name=args.name, role=args.role, tier=args.tier)
                 )

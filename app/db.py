@@ -11,6 +11,9 @@ from sqlmodel import Session
 from app.settings import Settings
 
 
+WRITE_OPTION = "labelwise_write"
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -32,9 +35,10 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     """WAL, foreign keys, a busy timeout, and transactions SQLite can keep.
 
     pysqlite's own transaction handling breaks SAVEPOINT and begins lazily, so we take
-    it over (the recipe from the SQLAlchemy SQLite dialect docs). Writers begin with
-    BEGIN IMMEDIATE: a deferred transaction that reads and then writes can fail with
-    SQLITE_BUSY without waiting, whereas IMMEDIATE waits out the busy timeout.
+    it over (the recipe from the SQLAlchemy SQLite dialect docs). Write sessions begin
+    with BEGIN IMMEDIATE: a deferred transaction that reads and then writes can fail
+    with SQLITE_BUSY without waiting, whereas IMMEDIATE waits out the busy timeout.
+    Reads stay deferred, so under WAL they never wait for a writer.
     """
 
     @event.listens_for(engine, "connect")
@@ -49,7 +53,8 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class Database:
@@ -58,10 +63,12 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = build_engine(settings)
+        # Same pool; its transactions take SQLite's write lock as they begin.
+        self.write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
 
-    def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
+    def session(self, *, write: bool = False) -> Session:
+        return Session(self.write_engine if write else self.engine, expire_on_commit=False)
 
-    def get_session(self) -> Iterator[Session]:
-        with self.session() as session:
+    def get_session(self, *, write: bool) -> Iterator[Session]:
+        with self.session(write=write) as session:
             yield session

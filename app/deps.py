@@ -17,8 +17,11 @@ from app.settings import Settings
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lw_...`")
 
 
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    yield from request.app.state.database.get_session()
+    yield from request.app.state.database.get_session(write=request.method not in READ_METHODS)
 
 
 def get_app_settings(request: Request) -> Settings:

@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _bootstrap(database: Database, settings: Settings) -> None:
     try:
-        with database.session() as session:
+        with database.session(write=True) as session:
             secret = ensure_bootstrap_admin(session, configured_key=settings.bootstrap_admin_key)
     except SQLAlchemyError as error:
         logger.warning("no bootstrap admin key: the schema is not migrated (%s)", type(error).__name__)

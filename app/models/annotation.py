@@ -39,7 +39,7 @@ class Annotation(SQLModel, table=True):
     annotator: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
     label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
     abstain: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
-    source: AnnotationSource = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     model_version: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
     duration_ms: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     note: str | None = Field(default=None, sa_column=sa.Column(sa.Text))

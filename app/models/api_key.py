@@ -27,7 +27,7 @@ class ApiKey(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
-    role: Role = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    role: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     tier: str | None = Field(default=None, sa_column=sa.Column(sa.String(50), nullable=True))
     key_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     key_prefix: str = Field(sa_column=sa.Column(sa.String(16), nullable=False))

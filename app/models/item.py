@@ -33,8 +33,8 @@ class Item(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     # "metadata" is reserved on declarative classes, hence the attribute name.
     meta: dict[str, Any] = Field(sa_column=sa.Column("metadata", sa.JSON, nullable=False))
-    source: ItemSource = Field(sa_column=sa.Column(sa.String(20), nullable=False))
-    status: ItemStatus = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     resolved_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())

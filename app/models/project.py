@@ -37,7 +37,7 @@ class Project(SQLModel, table=True):
     agreement_threshold: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
     synthetic_max_ratio: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
     cost_per_label: dict[str, float] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    phase: Phase = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    phase: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 

@@ -63,11 +63,10 @@ def ingest_items(
     session: Session,
     *,
     project_id: int,
-    entries: Sequence[Any],
-    first_index: int = 0,
+    entries: Sequence[tuple[int, Any]],
     max_text_chars: int,
 ) -> IngestReport:
-    """Upsert a batch of raw entries in one transaction, with a result per entry.
+    """Upsert a batch of (index, raw entry) pairs in one transaction, with a result per entry.
 
     A unique-constraint race with a concurrent request (PostgreSQL) rolls back and
     replays the batch, which then sees the other request's rows.
@@ -78,7 +77,6 @@ def ingest_items(
                 session,
                 project_id=project_id,
                 entries=entries,
-                first_index=first_index,
                 max_text_chars=max_text_chars,
             )
             session.commit()
@@ -110,14 +108,12 @@ def _ingest_once(
     session: Session,
     *,
     project_id: int,
-    entries: Sequence[Any],
-    first_index: int,
+    entries: Sequence[tuple[int, Any]],
     max_text_chars: int,
 ) -> IngestReport:
     validated: list[tuple[int, ItemIn, str]] = []
     outcomes: dict[int, tuple[IngestStatus, _Row | None, Problem | None]] = {}
-    for offset, raw in enumerate(entries):
-        index = first_index + offset
+    for index, raw in entries:
         if isinstance(raw, InvalidEntry):
             outcomes[index] = ("failed", None, raw.problem)
             continue

@@ -70,13 +70,13 @@ async def create_items(
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == NDJSON:
         report = IngestReport()
-        async for first_index, entries in _ndjson_chunks(request, settings.ingest_chunk_size, settings.max_ndjson_line_bytes):
+        chunks = _ndjson_chunks(request, settings.ingest_chunk_size, settings.max_ndjson_line_bytes)
+        async for entries in chunks:
             part = await run_in_threadpool(
                 items.ingest_items,
                 session,
                 project_id=project.id,
                 entries=entries,
-                first_index=first_index,
                 max_text_chars=settings.max_text_chars,
             )
             _merge(report, part, keep_all=results == "all")
@@ -86,7 +86,7 @@ async def create_items(
             items.ingest_items,
             session,
             project_id=project.id,
-            entries=entries,
+            entries=list(enumerate(entries)),
             max_text_chars=settings.max_text_chars,
         )
         if results == "errors":
@@ -118,19 +118,20 @@ def _parse_json_array(body: bytes, max_items: int) -> list[Any]:
 
 async def _ndjson_chunks(
     request: Request, chunk_size: int, max_line_bytes: int
-) -> AsyncIterator[tuple[int, list[Any]]]:
-    """Yield (index of first entry, entries) per chunk; a line's index is its line number - 1."""
-    chunk: list[Any] = []
-    first_index = 0
+) -> AsyncIterator[list[tuple[int, Any]]]:
+    """Yield chunks of (index, entry); an entry's index is its line number - 1.
+
+    Blank lines are skipped (but counted); a line over max_line_bytes is dropped as it
+    streams in and reported as a failed entry, so memory stays bounded per line.
+    """
+    chunk: list[tuple[int, Any]] = []
     line_number = 0
     buffer = b""
     overlong = False
 
     def take(line: bytes) -> None:
-        nonlocal first_index
-        if not chunk:
-            first_index = line_number
-        chunk.append(_parse_line(line) if not overlong else _overlong(max_line_bytes))
+        too_long = overlong or len(line) > max_line_bytes
+        chunk.append((line_number, _overlong(max_line_bytes) if too_long else _parse_line(line)))
 
     async for data in request.stream():
         buffer += data
@@ -141,14 +142,14 @@ async def _ndjson_chunks(
             overlong = False
             line_number += 1
             if len(chunk) >= chunk_size:
-                yield first_index, chunk
+                yield chunk
                 chunk = []
         if len(buffer) > max_line_bytes:
             overlong, buffer = True, b""
     if overlong or buffer.strip():
         take(buffer)
     if chunk:
-        yield first_index, chunk
+        yield chunk
 
 
 def _parse_line(line: bytes) -> Any:

@@ -1,0 +1,461 @@
+"""Bulk ingest benchmark: HTTP throughput against the physical floor of the same schema.
+
+For each database (a SQLite file in a temporary directory; a throwaway PostgreSQL database),
+in one run on one machine:
+
+* http-json: the real server (`labelwise serve`, a subprocess) receives the items as JSON
+  arrays of --batch items, one request at a time;
+* http-ndjson: the same items as one streamed application/x-ndjson request, into a second
+  project of the same database;
+* core-executemany: the floor. A fresh database migrated with the same migrations, and the
+  same rows (every column the service writes) inserted with SQLAlchemy Core executemany in
+  batches of --batch, one transaction per batch, on the engine the service builds.
+
+Request bodies, row parameters and content hashes are prepared before the clock starts. The
+data is the Debian package descriptions (../shared/data/debian-dev.jsonl.gz relative to the
+repository, or LABELWISE_DEBIAN_DATA), cycled to --items with a suffix that keeps every text
+unique after normalization. The target: HTTP ingest into SQLite at >= 50% of the floor rate.
+It is a benchmark, not a test: the exit status is 0 whether the target is met or not.
+
+    .venv/bin/python bench/ingest.py [--items N] [--batch N] [--only sqlite|postgresql]
+"""
+
+import argparse
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from app.db import build_engine
+from app.migrations import upgrade
+from app.models.base import ItemStatus, utcnow
+from app.models.project import ProjectCreate
+from app.services.items import ITEM_TABLE, content_hash
+from app.services.projects import create_project
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "debian-dev.jsonl.gz"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+HOST = "127.0.0.1"
+TARGET_RATIO = 0.5
+NDJSON_WRITE_LINES = 1_000  # lines per chunk the client writes to the stream
+READY_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 900.0
+FLOOR = "core-executemany"
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run or the service answered something unexpected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    items: list[dict[str, Any]]
+    hashes: list[str]
+    labels: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    database: str
+    leg: str
+    items: int
+    seconds: float
+    peak_rss_mib: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def data_path() -> Path:
+    return Path(os.environ.get("LABELWISE_DEBIAN_DATA") or DEFAULT_DATA)
+
+
+def load_dataset(path: Path, count: int) -> Dataset:
+    """`count` items cycled from the rows; the k-th pass appends " [copy k <row id>]".
+
+    The row id is in the suffix because the source has normalized-text duplicates
+    (9,069 distinct texts in 10,330 rows), which a bare " [copy k]" would keep.
+    """
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        rows = [json.loads(line) for line in lines if line.strip()]
+    if not rows:
+        raise BenchError(f"{path} has no rows")
+    items: list[dict[str, Any]] = []
+    for position in range(count):
+        k, index = divmod(position, len(rows))
+        row = rows[index]
+        items.append(
+            {
+                "external_id": f"{row['id']}-{k}",
+                "text": f"{row['text']} [copy {k} {row['id']}]",
+                "metadata": {"tags": row["tags"]},
+                "source": "public",
+            }
+        )
+    hashes = [content_hash(item["text"]) for item in items]
+    if len(set(hashes)) != len(hashes):
+        raise BenchError("the scaled texts are not unique after normalization")
+    return Dataset(items=items, hashes=hashes, labels=sorted({row["label"] for row in rows}))
+
+
+def batches(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def service_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LABELWISE_DATABASE_URL": database_url,
+        "LABELWISE_DATA_DIR": str(data_dir),
+        "LABELWISE_LOG_LEVEL": "WARNING",
+    }
+
+
+def labelwise(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [str(BIN / "labelwise"), *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise BenchError(f"labelwise {args[0]} failed:\n{done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+class Server:
+    """A `labelwise serve` subprocess on a free 127.0.0.1 port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = log_path
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "labelwise"), "serve", "--host", HOST, "--port", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BenchError(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise BenchError(f"the server was not ready within {READY_TIMEOUT_S:.0f} s:\n{self.log()}")
+
+    def reset_peak_rss(self) -> None:
+        """Restart VmHWM from the current RSS (Linux clear_refs 5), so each leg has its own."""
+        with suppress(OSError):
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
+    def peak_rss_mib(self) -> float | None:
+        with suppress(OSError):
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+    def log(self, lines: int = 30) -> str:
+        with suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+@contextmanager
+def running_server(env: dict[str, str], log_path: Path) -> Iterator[Server]:
+    server = Server(env, log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+# --- the legs ------------------------------------------------------------------------------
+
+
+def check_report(response: httpx.Response, expected: int, *, leg: str) -> None:
+    if response.status_code != 200:
+        raise BenchError(f"{leg}: HTTP {response.status_code}: {response.text[:500]}")
+    report = response.json()
+    if report["created"] != expected or report["failed"] or report["duplicates"]:
+        counts = {k: report[k] for k in ("created", "updated", "unchanged", "duplicates", "failed")}
+        raise BenchError(f"{leg}: expected {expected} created, got {counts}")
+
+
+def new_project(client: httpx.Client, name: str, labels: list[str]) -> int:
+    response = client.post("/v1/projects", json={"name": name, "labels": labels})
+    if response.status_code != 201:
+        raise BenchError(f"creating project {name}: HTTP {response.status_code}: {response.text}")
+    project_id: int = response.json()["id"]
+    return project_id
+
+
+def http_legs(
+    database: str, database_url: str, workdir: Path, data: Dataset, batch: int
+) -> list[Result]:
+    """Migrate, create a key, start the server, then time JSON-array and NDJSON ingest."""
+    env = service_env(database_url, workdir)
+    labelwise(["migrate"], env)
+    key = labelwise(["create-api-key", "--name", "bench", "--role", "admin"], env)
+    json_bodies = [(json.dumps(list(b)).encode(), len(b)) for b in batches(data.items, batch)]
+    ndjson_lines = [json.dumps(item).encode() + b"\n" for item in data.items]
+    ndjson_chunks = [b"".join(chunk) for chunk in batches(ndjson_lines, NDJSON_WRITE_LINES)]
+    del ndjson_lines
+    results = []
+    with (
+        running_server(env, workdir / "server.log") as server,
+        httpx.Client(
+            base_url=server.url,
+            headers={"authorization": f"Bearer {key}"},
+            timeout=REQUEST_TIMEOUT_S,
+        ) as client,
+    ):
+        project_id = new_project(client, "bench-json", data.labels)
+        server.reset_peak_rss()
+        started = time.perf_counter()
+        for body, size in json_bodies:
+            response = client.post(
+                f"/v1/projects/{project_id}/items",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+            check_report(response, size, leg="http-json")
+        elapsed = time.perf_counter() - started
+        results.append(
+            Result(database, "http-json", len(data.items), elapsed, server.peak_rss_mib())
+        )
+        progress(results[-1])
+
+        def stream() -> Iterator[bytes]:
+            yield from ndjson_chunks
+
+        project_id = new_project(client, "bench-ndjson", data.labels)
+        server.reset_peak_rss()
+        started = time.perf_counter()
+        response = client.post(
+            f"/v1/projects/{project_id}/items",
+            params={"results": "errors"},  # the documented mode for large streams
+            content=stream(),
+            headers={"content-type": "application/x-ndjson"},
+        )
+        check_report(response, len(data.items), leg="http-ndjson")
+        elapsed = time.perf_counter() - started
+        results.append(
+            Result(database, "http-ndjson", len(data.items), elapsed, server.peak_rss_mib())
+        )
+        progress(results[-1])
+    return results
+
+
+def floor_leg(database: str, database_url: str, workdir: Path, data: Dataset, batch: int) -> Result:
+    """The same rows into the same schema with Core executemany: what the design can't beat."""
+    upgrade(database_url)
+    engine = build_engine(Settings(database_url=database_url, data_dir=workdir))
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            project = create_project(
+                session, data=ProjectCreate(name="bench-floor", labels=data.labels)
+            )
+        now = utcnow()
+        params = [
+            {
+                "project_id": project.id,
+                "external_id": item["external_id"],
+                "text": item["text"],
+                "content_hash": digest,
+                "data": {},
+                "metadata": item["metadata"],
+                "source": item["source"],
+                "status": ItemStatus.unlabeled.value,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for item, digest in zip(data.items, data.hashes, strict=True)
+        ]
+        chunks = batches(params, batch)
+        statement = sa.insert(ITEM_TABLE)
+        started = time.perf_counter()
+        for chunk in chunks:
+            with engine.begin() as connection:
+                connection.execute(statement, list(chunk))
+        elapsed = time.perf_counter() - started
+        with engine.connect() as connection:
+            stored = connection.execute(sa.select(sa.func.count()).select_from(ITEM_TABLE))
+            if stored.scalar_one() != len(params):
+                raise BenchError(f"{database} {FLOOR}: the row count does not match")
+    finally:
+        engine.dispose()
+    result = Result(database, FLOOR, len(params), elapsed)
+    progress(result)
+    return result
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+def run_sqlite(data: Dataset, batch: int) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp:
+        floor_dir, http_dir = Path(tmp, "floor"), Path(tmp, "http")
+        floor_dir.mkdir()
+        http_dir.mkdir()
+        floor = floor_leg(
+            "sqlite", f"sqlite:///{floor_dir / 'labelwise.db'}", floor_dir, data, batch
+        )
+        http = http_legs("sqlite", f"sqlite:///{http_dir / 'labelwise.db'}", http_dir, data, batch)
+        return [floor, *http]
+
+
+@contextmanager
+def postgres_database(admin: sa.Engine, name: str) -> Iterator[str]:
+    """CREATE DATABASE `name`; yield its URL; always DROP it (FORCE ends stray sessions)."""
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_postgresql(data: Dataset, batch: int, admin_url: str) -> list[Result]:
+    admin = sa.create_engine(
+        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    try:
+        try:
+            with admin.connect():
+                pass
+        except sa.exc.OperationalError as error:
+            reason = str(error.orig).strip().splitlines()[0]
+            where = f"{admin.url.host}:{admin.url.port}"
+            print(f"postgresql: skipped, {where} is unreachable: {reason}", file=sys.stderr)
+            return []
+        name = f"labelwise_bench_{os.getpid()}"
+        with (
+            tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp,
+            postgres_database(admin, f"{name}_floor") as floor_url,
+            postgres_database(admin, name) as http_url,
+        ):
+            floor = floor_leg("postgresql", floor_url, Path(tmp), data, batch)
+            http = http_legs("postgresql", http_url, Path(tmp), data, batch)
+            return [floor, *http]
+    finally:
+        admin.dispose()
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def progress(result: Result) -> None:
+    print(
+        f"  {result.database} {result.leg}: {result.items} items in {result.seconds:.2f} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def report(results: list[Result]) -> str:
+    floors = {r.database: r.rate for r in results if r.leg == FLOOR}
+    header = (
+        f"{'database':<11} {'leg':<17} {'items':>8} {'seconds':>8} {'items/s':>9} "
+        f"{'http/floor':>10} {'server peak RSS':>15}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        ratio = f"{r.rate / floors[r.database]:.2f}" if r.database in floors else "-"
+        rss = f"{r.peak_rss_mib:.0f} MiB" if r.peak_rss_mib is not None else "-"
+        lines.append(
+            f"{r.database:<11} {r.leg:<17} {r.items:>8} {r.seconds:>8.2f} {r.rate:>9,.0f} "
+            f"{ratio:>10} {rss:>15}"
+        )
+    sqlite_json = next((r for r in results if (r.database, r.leg) == ("sqlite", "http-json")), None)
+    if sqlite_json is not None and "sqlite" in floors:
+        ratio = sqlite_json.rate / floors["sqlite"]
+        verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
+        lines.append("")
+        lines.append(
+            f"{verdict}: SQLite http-json at {ratio:.0%} of {FLOOR} "
+            f"(target >= {TARGET_RATIO:.0%}, same run)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--items", type=int, default=200_000, help="items per leg")
+    parser.add_argument("--batch", type=int, default=10_000, help="items per request/transaction")
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="one database only")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("LABELWISE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="a server where the benchmark may create and drop databases",
+    )
+    args = parser.parse_args(argv)
+    if args.items < 1 or args.batch < 1:
+        parser.error("--items and --batch must be positive")
+
+    path = data_path()
+    if not path.is_file():
+        print(f"no data at {path}; set LABELWISE_DEBIAN_DATA", file=sys.stderr)
+        return 2
+    data = load_dataset(path, args.items)
+    print(f"{len(data.items)} items from {path}, batches of {args.batch}", file=sys.stderr)
+
+    results: list[Result] = []
+    try:
+        if args.only in (None, "sqlite"):
+            results += run_sqlite(data, args.batch)
+        if args.only in (None, "postgresql"):
+            results += run_postgresql(data, args.batch, args.postgres_url)
+    except BenchError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
+    print(report(results) if results else "no results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Fixtures: each test runs on SQLite and, when LABELWISE_TEST_POSTGRES_URL is set, PostgreSQL.
+
+The schema is built by migrating. Every test runs inside a transaction that is rolled
+back afterwards; the app's session joins it through savepoints, so the services' own
+commits work as usual and nothing leaks between tests.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, Engine
+from sqlmodel import Session
+
+from app.db import Database, build_engine
+from app.deps import get_session
+from app.main import create_app
+from app.migrations import upgrade
+from app.settings import Settings
+from tests.databases import BACKENDS, POSTGRES_URL, fresh_database
+
+PROBLEM_JSON = "application/problem+json"
+
+
+ACTIVE_BACKENDS = [b for b in BACKENDS if b == "sqlite" or POSTGRES_URL]
+
+
+def pytest_report_header() -> str:
+    if POSTGRES_URL:
+        return "databases: sqlite, postgresql (LABELWISE_TEST_POSTGRES_URL)"
+    return "databases: sqlite only (set LABELWISE_TEST_POSTGRES_URL to add the PostgreSQL leg)"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ACTIVE_BACKENDS, scope="session")
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fresh_database(backend, tmp_path_factory.mktemp(backend)) as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = build_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    connection = engine.connect()
+    transaction = connection.begin()
+    yield connection
+    transaction.rollback()
+    connection.close()
+
+
+@pytest.fixture
+def session(connection: Connection) -> Iterator[Session]:
+    with Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False) as s:
+        yield s
+
+
+def check_response(response: httpx.Response) -> None:
+    """Every error is problem+json, and no request ever ends in a 500."""
+    response.read()
+    assert response.status_code != 500, response.text
+    if response.status_code >= 400:
+        content_type = response.headers.get("content-type", "")
+        assert content_type.startswith(PROBLEM_JSON), (response.status_code, content_type, response.text)
+        body = response.json()
+        assert {"type", "title", "status", "detail"} <= body.keys(), body
+        assert body["status"] == response.status_code
+
+
+def build_test_app(settings: Settings) -> FastAPI:
+    """The app without its lifespan: the database is the test's own transaction."""
+    app = create_app(settings)
+    app.state.database = Database(settings)
+    return app
+
+
+def client_for(app: FastAPI, session: Session) -> TestClient:
+    def shared_session() -> Iterator[Session]:
+        yield session
+
+    app.dependency_overrides[get_session] = shared_session
+    client = TestClient(app, raise_server_exceptions=False)
+    client.event_hooks["response"] = [check_response]
+    return client
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> FastAPI:
+    return build_test_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI, session: Session) -> Iterator[TestClient]:
+    yield client_for(app, session)
+    app.dependency_overrides.clear()
+
+
+@pytest.fixture(scope="session")
+def debian_path() -> Path:
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-dev.jsonl.gz"
+    if not path.exists():
+        pytest.skip(f"the shared Debian dataset is absent ({path})")
+    return path
