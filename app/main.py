@@ -130,8 +130,19 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    extra = ItemIn.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(extra.pop("$defs", {}))
-    components["ItemIn"] = extra
+    # Schemas referenced by hand: the raw-body ingest route and the problem envelope.
+    for model in (ItemIn, Problem):
+        extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(extra.pop("$defs", {}))
+        components[model.__name__] = extra
+    # One error envelope: FastAPI's default 422 body is replaced by problem+json everywhere.
+    problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path in schema["paths"].values():
+        for operation in path.values():
+            for status, response in operation["responses"].items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = problem_content
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
     app.openapi_schema = schema
     return schema
