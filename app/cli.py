@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    key = commands.add_parser("create-api-key", help="Create a key directly in the database; prints it.")
+    key = commands.add_parser(
+        "create-api-key", help="Create a key directly in the database; prints it."
+    )
     key.add_argument("--name", required=True)
     key.add_argument("--role", required=True, choices=["admin", "service", "annotator"])
     key.add_argument("--tier")
@@ -42,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
 
         uvicorn.run(
-            "app.main:create_app", factory=True, host=args.host, port=args.port,
-            workers=args.workers, access_log=False, proxy_headers=True,
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            access_log=False,
+            proxy_headers=True,
         )
     elif args.command == "create-api-key":
         from app.db import Database

@@ -10,7 +10,6 @@ from sqlmodel import Session
 
 from app.settings import Settings
 
-
 WRITE_OPTION = "labelwise_write"
 
 

@@ -46,7 +46,10 @@ async def handle_app_error(_: Request, exc: Exception) -> JSONResponse:
 async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        ErrorDetail(loc=[str(part) if not isinstance(part, int) else part for part in error["loc"]], msg=error["msg"])
+        ErrorDetail(
+            loc=[str(part) if not isinstance(part, int) else part for part in error["loc"]],
+            msg=error["msg"],
+        )
         for error in exc.errors()
     ]
     first = errors[0] if errors else None
@@ -96,12 +99,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Labelwise",
         version=VERSION,
         description=(app_doc or "").strip()
-        + " All errors are RFC 9457 problem+json. Authenticate with `Authorization: Bearer <api-key>`.",
+        + " All errors are RFC 9457 problem+json."
+        + " Authenticate with `Authorization: Bearer <api-key>`.",
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
-    for router in (health.router, api_keys.router, projects.router, items.router, annotations.router):
+    for router in (
+        health.router,
+        api_keys.router,
+        projects.router,
+        items.router,
+        annotations.router,
+    ):
         app.include_router(router)
     app.add_exception_handler(AppError, handle_app_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
@@ -118,7 +128,9 @@ def _bootstrap(database: Database, settings: Settings) -> None:
         with database.session(write=True) as session:
             secret = ensure_bootstrap_admin(session, configured_key=settings.bootstrap_admin_key)
     except SQLAlchemyError as error:
-        logger.warning("no bootstrap admin key: the schema is not migrated (%s)", type(error).__name__)
+        logger.warning(
+            "no bootstrap admin key: the schema is not migrated (%s)", type(error).__name__
+        )
         return
     if secret:
         # The one time a key is logged: the contract prints the first admin key once.
@@ -128,7 +140,9 @@ def _bootstrap(database: Database, settings: Settings) -> None:
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     # Schemas referenced by hand: the raw-body ingest route and the problem envelope.
     for model in (ItemIn, Problem):

@@ -13,7 +13,9 @@ from app.errors import PROBLEM_MEDIA_TYPE, make_problem
 logger = logging.getLogger("labelwise.request")
 
 REQUESTS = Counter(
-    "labelwise_http_requests_total", "HTTP requests by route template and status.", ["method", "route", "status"]
+    "labelwise_http_requests_total",
+    "HTTP requests by route template and status.",
+    ["method", "route", "status"],
 )
 LATENCY = Histogram(
     "labelwise_http_request_duration_seconds",
@@ -35,7 +37,10 @@ async def send_problem(send: Send, status: int, detail: str) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -56,7 +61,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1").lower()
+        media_type = (
+            headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1").lower()
+        )
         if media_type in UNBOUNDED_MEDIA_TYPES:
             await self.app(scope, receive, send)
             return
@@ -102,7 +109,10 @@ class RequestLogMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:100] or uuid.uuid4().hex
+        request_id = (
+            dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:100]
+            or uuid.uuid4().hex
+        )
         status = 500
         started = time.perf_counter()
 

@@ -4,13 +4,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from alembic import command
 from app.errors import NotReady
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -47,7 +47,9 @@ def clamp_limit(limit: int | None, *, default: int, maximum: int) -> int:
     return max(1, min(limit, maximum))
 
 
-def cut_page(rows: Sequence[R], *, limit: int, key: Callable[[R], int]) -> tuple[list[R], str | None]:
+def cut_page(
+    rows: Sequence[R], *, limit: int, key: Callable[[R], int]
+) -> tuple[list[R], str | None]:
     """Split up to limit+1 rows fetched in key order into a page and the cursor after it."""
     page = list(rows[:limit])
     next_cursor = encode_cursor(key(page[-1])) if len(rows) > limit and page else None

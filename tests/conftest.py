@@ -5,8 +5,9 @@ back afterwards; the app's session joins it through savepoints, so the services'
 commits work as usual and nothing leaks between tests.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -69,7 +70,9 @@ def connection(engine: Engine) -> Iterator[Connection]:
 
 @pytest.fixture
 def session(connection: Connection) -> Iterator[Session]:
-    with Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False) as s:
+    with Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    ) as s:
         yield s
 
 
@@ -79,7 +82,11 @@ def check_response(response: httpx.Response) -> None:
     assert response.status_code != 500, response.text
     if response.status_code >= 400:
         content_type = response.headers.get("content-type", "")
-        assert content_type.startswith(PROBLEM_JSON), (response.status_code, content_type, response.text)
+        assert content_type.startswith(PROBLEM_JSON), (
+            response.status_code,
+            content_type,
+            response.text,
+        )
         body = response.json()
         assert {"type", "title", "status", "detail"} <= body.keys(), body
         assert body["status"] == response.status_code
@@ -103,14 +110,34 @@ def client_for(app: FastAPI, session: Session) -> TestClient:
 
 
 @pytest.fixture(scope="session")
-def app(settings: Settings) -> FastAPI:
-    return build_test_app(settings)
+def app(settings: Settings) -> Iterator[FastAPI]:
+    app = build_test_app(settings)
+    yield app
+    app.state.database.engine.dispose()
 
 
 @pytest.fixture
 def client(app: FastAPI, session: Session) -> Iterator[TestClient]:
     yield client_for(app, session)
     app.dependency_overrides.clear()
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def client_with(settings: Settings, session: Session) -> Iterator[ClientFactory]:
+    """A client for an app whose settings differ from the suite's (limits, database)."""
+    apps: list[FastAPI] = []
+
+    def make(**overrides: Any) -> TestClient:
+        app = build_test_app(settings.model_copy(update=overrides))
+        apps.append(app)
+        return client_for(app, session)
+
+    yield make
+    for app in apps:
+        app.state.database.engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_counter)}"
 
 
-def make_key(session: Session, *, role: Role = Role.admin, name: str | None = None, tier: str | None = None) -> str:
+def make_key(
+    session: Session, *, role: Role = Role.admin, name: str | None = None, tier: str | None = None
+) -> str:
     """Create an API key directly; returns its secret."""
-    _, secret = create_api_key(session, data=ApiKeyCreate(name=name or unique(role.value), role=role, tier=tier))
+    _, secret = create_api_key(
+        session, data=ApiKeyCreate(name=name or unique(role.value), role=role, tier=tier)
+    )
     return secret
 
 
@@ -35,7 +39,9 @@ def make_project(client: TestClient, headers: dict[str, str], **fields: Any) -> 
     return result
 
 
-def ingest(client: TestClient, headers: dict[str, str], project_id: int, items: list[Any]) -> dict[str, Any]:
+def ingest(
+    client: TestClient, headers: dict[str, str], project_id: int, items: list[Any]
+) -> dict[str, Any]:
     response = client.post(f"/v1/projects/{project_id}/items", json=items, headers=headers)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()

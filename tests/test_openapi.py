@@ -12,7 +12,9 @@ def test_committed_spec_matches_the_app(tmp_path: Path) -> None:
     fresh = tmp_path / "openapi.json"
     write_openapi(fresh)
     committed = ROOT / "openapi" / "openapi.json"
-    assert committed.read_text() == fresh.read_text(), "openapi/openapi.json is stale: run `make openapi`"
+    assert committed.read_text() == fresh.read_text(), (
+        "openapi/openapi.json is stale: run `make openapi`"
+    )
 
 
 def test_spec_follows_the_conventions(tmp_path: Path) -> None:
@@ -30,4 +32,7 @@ def test_spec_follows_the_conventions(tmp_path: Path) -> None:
         if path.startswith("/v1"):
             for op in methods.values():
                 assert "application/problem+json" in op["responses"]["401"]["content"], path
-                assert "422" not in op["responses"] or "application/problem+json" in op["responses"]["422"]["content"]
+                assert (
+                    "422" not in op["responses"]
+                    or "application/problem+json" in op["responses"]["422"]["content"]
+                )

@@ -90,7 +90,6 @@ class AnnotationPublic(BaseModel):
     replaced_at: datetime | None
 
 
-
 AnnotationEntryStatus = Literal["created", "replaced", "unchanged", "failed"]
 
 

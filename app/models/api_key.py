@@ -57,7 +57,9 @@ class ApiKeyPublic(BaseModel):
     name: str
     role: Role
     tier: str | None
-    key_prefix: str = pydantic.Field(description="The first characters of the key, to tell keys apart.")
+    key_prefix: str = pydantic.Field(
+        description="The first characters of the key, to tell keys apart."
+    )
     created_at: datetime
     revoked_at: datetime | None
 

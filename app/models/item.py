@@ -58,8 +58,12 @@ IngestStatus = Literal["created", "updated", "unchanged", "duplicate", "failed"]
 
 
 class IngestEntryResult(BaseModel):
-    index: int = pydantic.Field(description="Position of the entry in the request (line number - 1).")
-    id: int | None = pydantic.Field(default=None, description="The stored item; for a duplicate, the original.")
+    index: int = pydantic.Field(
+        description="Position of the entry in the request (line number - 1)."
+    )
+    id: int | None = pydantic.Field(
+        default=None, description="The stored item; for a duplicate, the original."
+    )
     status: IngestStatus
     problem: Problem | None = None
 

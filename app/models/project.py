@@ -59,7 +59,9 @@ class ProjectCreate(BaseModel):
 
     name: str = pydantic.Field(min_length=1, max_length=200, examples=["debian-sections"])
     description: str | None = None
-    labels: list[Label] = pydantic.Field(min_length=2, max_length=1000, examples=[["devel", "utils"]])
+    labels: list[Label] = pydantic.Field(
+        min_length=2, max_length=1000, examples=[["devel", "utils"]]
+    )
     allow_abstain: bool = True
     guidelines: str = pydantic.Field(default="", description="Markdown shown to annotators.")
     examples: list[Example] = pydantic.Field(default_factory=list)

@@ -1,1 +1,1 @@
-"""Use cases: load, decide, persist. Module functions with keyword-only arguments; one commit each."""
+"""Use cases: load, decide, persist. Keyword-only module functions; one commit per write."""

@@ -35,7 +35,9 @@ def _authorize(principal: Principal, entries: list[AnnotationIn]) -> None:
 
 def _entry_problem(index: int, status: int, field: str, detail: str) -> Problem:
     slug = "not-found" if status == 404 else "validation-error"
-    return make_problem(status, detail, slug=slug, errors=[ErrorDetail(loc=["body", index, field], msg=detail)])
+    return make_problem(
+        status, detail, slug=slug, errors=[ErrorDetail(loc=["body", index, field], msg=detail)]
+    )
 
 
 def submit_annotations(
@@ -57,7 +59,9 @@ def submit_annotations(
     current: dict[tuple[int, str], Annotation] = {
         (a.item_id, a.annotator): a
         for a in session.exec(
-            select(Annotation).where(col(Annotation.item_id).in_(known_items), col(Annotation.is_current))
+            select(Annotation).where(
+                col(Annotation.item_id).in_(known_items), col(Annotation.is_current)
+            )
         )
     }
     labels = set(project.labels)
@@ -69,22 +73,39 @@ def submit_annotations(
         annotator = entry.annotator or principal.name
         problem: Problem | None = None
         if entry.item_id not in known_items:
-            problem = _entry_problem(index, 404, "item_id", f"No item {entry.item_id} in this project.")
+            problem = _entry_problem(
+                index, 404, "item_id", f"No item {entry.item_id} in this project."
+            )
         elif entry.label is not None and entry.label not in labels:
             problem = _entry_problem(
-                index, 422, "label", f"Unknown label {entry.label!r}; the project's labels are {project.labels}."
+                index,
+                422,
+                "label",
+                f"Unknown label {entry.label!r}; the project's labels are {project.labels}.",
             )
         elif entry.abstain and not project.allow_abstain:
-            problem = _entry_problem(index, 422, "abstain", "This project does not allow abstaining.")
+            problem = _entry_problem(
+                index, 422, "abstain", "This project does not allow abstaining."
+            )
         if problem is not None:
-            report.results.append(AnnotationEntryResult(index=index, status="failed", problem=problem))
+            report.results.append(
+                AnnotationEntryResult(index=index, status="failed", problem=problem)
+            )
             report.failed += 1
             continue
 
         previous = current.get((entry.item_id, annotator))
         source = entry.source or AnnotationSource.human
-        if previous is not None and (previous.label, previous.abstain, previous.note, previous.source) == (
-            entry.label, entry.abstain, entry.note, source,
+        if previous is not None and (
+            previous.label,
+            previous.abstain,
+            previous.note,
+            previous.source,
+        ) == (
+            entry.label,
+            entry.abstain,
+            entry.note,
+            source,
         ):
             status: AnnotationEntryStatus = "unchanged"
             annotation = previous
@@ -94,9 +115,16 @@ def submit_annotations(
                 session.add(previous)
                 session.flush()  # the partial unique index allows one current row at a time
             annotation = Annotation(
-                project_id=project.id, item_id=entry.item_id, annotator=annotator,
-                label=entry.label, abstain=entry.abstain, source=source,
-                duration_ms=entry.duration_ms, note=entry.note, is_current=True, created_at=now,
+                project_id=project.id,
+                item_id=entry.item_id,
+                annotator=annotator,
+                label=entry.label,
+                abstain=entry.abstain,
+                source=source,
+                duration_ms=entry.duration_ms,
+                note=entry.note,
+                is_current=True,
+                created_at=now,
             )
             session.add(annotation)
             current[(entry.item_id, annotator)] = annotation

@@ -37,7 +37,9 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def create_api_key(session: Session, *, data: ApiKeyCreate, key: str | None = None) -> tuple[ApiKey, str]:
+def create_api_key(
+    session: Session, *, data: ApiKeyCreate, key: str | None = None
+) -> tuple[ApiKey, str]:
     """Store a new key; returns the row and the secret, which is never stored."""
     secret = key or generate_key()
     row = ApiKey(
@@ -52,7 +54,9 @@ def create_api_key(session: Session, *, data: ApiKeyCreate, key: str | None = No
         session.commit()
     except IntegrityError:
         session.rollback()
-        raise Conflict(f"A live API key named {data.name!r} already exists; revoke it first.") from None
+        raise Conflict(
+            f"A live API key named {data.name!r} already exists; revoke it first."
+        ) from None
     return row, secret
 
 

@@ -18,7 +18,9 @@ from app.models.project import Project
 CHUNK = 500
 
 
-def derive(votes: Iterable[tuple[str | None, bool]], *, annotators_per_item: int) -> tuple[ItemStatus, str | None]:
+def derive(
+    votes: Iterable[tuple[str | None, bool]], *, annotators_per_item: int
+) -> tuple[ItemStatus, str | None]:
     """Status and resolved label from (label, abstain) pairs of current annotations."""
     answers = list(votes)
     labels = Counter(label for label, abstain in answers if not abstain and label is not None)

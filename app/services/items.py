@@ -98,7 +98,8 @@ def _validation_problem(index: int, error: ValidationError | str) -> Problem:
         for error_ in error.errors(include_url=False)
     ]
     return make_problem(
-        422, "; ".join(f"{'.'.join(map(str, d.loc[2:])) or 'item'}: {d.msg}" for d in details),
+        422,
+        "; ".join(f"{'.'.join(map(str, d.loc[2:])) or 'item'}: {d.msg}" for d in details),
         slug="validation-error",
         errors=details,
     )
@@ -146,7 +147,12 @@ def _ingest_once(
                 outcomes[index] = ("duplicate", owner, None)
                 continue
             row = _Row(
-                None, entry.external_id, entry.text, digest, entry.data, entry.metadata,
+                None,
+                entry.external_id,
+                entry.text,
+                digest,
+                entry.data,
+                entry.metadata,
                 entry.source.value,
             )
             new_rows.append(row)
@@ -168,7 +174,12 @@ def _ingest_once(
             if row.content_hash != digest:
                 by_hash.pop(row.content_hash, None)
                 by_hash[digest] = row
-            row.text, row.content_hash, row.data, row.meta = entry.text, digest, entry.data, entry.metadata
+            row.text, row.content_hash, row.data, row.meta = (
+                entry.text,
+                digest,
+                entry.data,
+                entry.metadata,
+            )
             row.source = entry.source.value
             if row.id is not None:
                 changed_rows[row.id] = row
@@ -180,13 +191,17 @@ def _ingest_once(
     report = IngestReport()
     counters = {"created": 0, "updated": 0, "unchanged": 0, "duplicate": 0, "failed": 0}
     for index in sorted(outcomes):
-        status, target, problem = outcomes[index]
+        status, target, entry_problem = outcomes[index]
         counters[status] += 1
         report.results.append(
-            IngestEntryResult(index=index, id=target.id if target else None, status=status, problem=problem)
+            IngestEntryResult(
+                index=index, id=target.id if target else None, status=status, problem=entry_problem
+            )
         )
     report.created, report.updated, report.unchanged = (
-        counters["created"], counters["updated"], counters["unchanged"],
+        counters["created"],
+        counters["updated"],
+        counters["unchanged"],
     )
     report.duplicates, report.failed = counters["duplicate"], counters["failed"]
     return report
@@ -208,11 +223,19 @@ def _load_existing(
             by_hash[loaded.content_hash] = loaded
 
     for chunk in _chunks(sorted(external_ids)):
-        keep(session.execute(sa.select(*columns).where(t.project_id == project_id, t.external_id.in_(chunk))))
+        keep(
+            session.execute(
+                sa.select(*columns).where(t.project_id == project_id, t.external_id.in_(chunk))
+            )
+        )
     # Only hashes not already seen, so no row is loaded twice as two diverging objects.
     missing = sorted(hashes - by_hash.keys())
     for chunk in _chunks(missing):
-        keep(session.execute(sa.select(*columns).where(t.project_id == project_id, t.content_hash.in_(chunk))))
+        keep(
+            session.execute(
+                sa.select(*columns).where(t.project_id == project_id, t.content_hash.in_(chunk))
+            )
+        )
     return by_external_id, by_hash
 
 
@@ -265,8 +288,13 @@ def _update(session: Session, *, rows: list[_Row]) -> None:
         statement,
         [
             {
-                "row_id": r.id, "new_text": r.text, "new_hash": r.content_hash,
-                "new_data": r.data, "new_meta": r.meta, "new_source": r.source, "now": now,
+                "row_id": r.id,
+                "new_text": r.text,
+                "new_hash": r.content_hash,
+                "new_data": r.data,
+                "new_meta": r.meta,
+                "new_source": r.source,
+                "now": now,
             }
             for r in rows
         ],
@@ -302,7 +330,9 @@ def get_item(session: Session, *, project_id: int, item_id: int) -> Item:
     return item
 
 
-def current_annotations(session: Session, *, item_id: int, annotator: str | None) -> list[Annotation]:
+def current_annotations(
+    session: Session, *, item_id: int, annotator: str | None
+) -> list[Annotation]:
     query = select(Annotation).where(col(Annotation.item_id) == item_id, col(Annotation.is_current))
     if annotator is not None:
         query = query.where(col(Annotation.annotator) == annotator)

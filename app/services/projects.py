@@ -55,11 +55,13 @@ def update_project(session: Session, *, project: Project, data: ProjectUpdate) -
     return project
 
 
-def _refuse_removing_used_labels(session: Session, *, project: Project, new_labels: list[str]) -> None:
+def _refuse_removing_used_labels(
+    session: Session, *, project: Project, new_labels: list[str]
+) -> None:
     removed = set(project.labels) - set(new_labels)
     if not removed:
         return
-    in_use = set(
+    found: set[str | None] = set(
         session.exec(
             select(Annotation.label)
             .where(
@@ -70,14 +72,14 @@ def _refuse_removing_used_labels(session: Session, *, project: Project, new_labe
             .distinct()
         )
     )
-    in_use |= set(
+    found |= set(
         session.exec(
             select(Item.resolved_label)
             .where(col(Item.project_id) == project.id, col(Item.resolved_label).in_(removed))
             .distinct()
         )
     )
-    in_use.discard(None)
+    in_use = {label for label in found if label is not None}
     if in_use:
         raise Conflict(
             f"Labels {sorted(in_use)} are used by current annotations and cannot be removed; "

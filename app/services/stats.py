@@ -1,7 +1,9 @@
 """Project statistics: counts, label distribution with imbalance warnings, annotators, cost."""
 
 from collections import defaultdict
+from collections.abc import Iterable
 
+import sqlalchemy as sa
 from sqlalchemy import case
 from sqlmodel import Session, col, func, select
 
@@ -19,7 +21,11 @@ DOMINANT_SHARE_LIMIT = 0.8
 def _distribution(counts: dict[str, int], labels: list[str]) -> list[LabelCount]:
     total = sum(counts.values())
     rows = [
-        LabelCount(label=label, count=counts.get(label, 0), share=(counts.get(label, 0) / total) if total else 0.0)
+        LabelCount(
+            label=label,
+            count=counts.get(label, 0),
+            share=(counts.get(label, 0) / total) if total else 0.0,
+        )
         for label in labels
     ]
     return sorted(rows, key=lambda r: (-r.count, r.label))
@@ -58,27 +64,35 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
     assert pid is not None
     by_status = {s.value: 0 for s in ItemStatus}
     for status, n in session.exec(
-        select(Item.status, func.count()).where(col(Item.project_id) == pid).group_by(col(Item.status))
+        select(Item.status, func.count())
+        .where(col(Item.project_id) == pid)
+        .group_by(col(Item.status))
     ):
         by_status[status] = n
     by_source = {s.value: 0 for s in ItemSource}
     for source, n in session.exec(
-        select(Item.source, func.count()).where(col(Item.project_id) == pid).group_by(col(Item.source))
+        select(Item.source, func.count())
+        .where(col(Item.project_id) == pid)
+        .group_by(col(Item.source))
     ):
         by_source[source] = n
-    resolved = dict(
+    resolved = _counts(
         session.exec(
             select(Item.resolved_label, func.count())
             .where(col(Item.project_id) == pid, col(Item.resolved_label).is_not(None))
             .group_by(col(Item.resolved_label))
-        ).all()
+        )
     )
-    annotated = dict(
+    annotated = _counts(
         session.exec(
             select(Annotation.label, func.count())
-            .where(col(Annotation.project_id) == pid, col(Annotation.is_current), col(Annotation.label).is_not(None))
+            .where(
+                col(Annotation.project_id) == pid,
+                col(Annotation.is_current),
+                col(Annotation.label).is_not(None),
+            )
             .group_by(col(Annotation.label))
-        ).all()
+        )
     )
     ratio, warnings = imbalance_warnings(resolved, project.labels)
 
@@ -86,9 +100,9 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
     per_annotator: list[AnnotatorCount] = []
     n_current = n_abstain = 0
     human_by_tier: dict[str | None, int] = defaultdict(int)
-    rows = session.exec(
-        select(
-            Annotation.annotator,
+    rows = session.execute(
+        sa.select(
+            col(Annotation.annotator),
             func.sum(case((col(Annotation.is_current), 1), else_=0)),
             func.sum(case((col(Annotation.is_current) & col(Annotation.abstain), 1), else_=0)),
             func.sum(case((col(Annotation.is_current), 0), else_=1)),
@@ -101,7 +115,13 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
     for annotator, current, abstains, replaced, human in rows:
         tier = tiers.get(annotator)
         per_annotator.append(
-            AnnotatorCount(annotator=annotator, tier=tier, annotations=current, abstains=abstains, replaced=replaced)
+            AnnotatorCount(
+                annotator=annotator,
+                tier=tier,
+                annotations=current,
+                abstains=abstains,
+                replaced=replaced,
+            )
         )
         n_current += current
         n_abstain += abstains
@@ -111,7 +131,9 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
     cost_lines = []
     for tier, n in sorted(human_by_tier.items(), key=lambda kv: (kv[0] is None, kv[0] or "")):
         unit = project.cost_per_label.get(tier) if tier is not None else None
-        cost_lines.append(CostLine(tier=tier, annotations=n, unit_cost=unit, cost=round((unit or 0.0) * n, 6)))
+        cost_lines.append(
+            CostLine(tier=tier, annotations=n, unit_cost=unit, cost=round((unit or 0.0) * n, 6))
+        )
     unpriced = sum(line.annotations for line in cost_lines if line.unit_cost is None)
     if unpriced:
         warnings.append(
@@ -135,13 +157,15 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
     )
 
 
+def _counts(rows: Iterable[tuple[str | None, int]]) -> dict[str, int]:
+    return {label: n for label, n in rows if label is not None}
+
+
 def _tiers_by_name(session: Session) -> dict[str, str | None]:
     """The tier of each key name; a live key wins over revoked ones, then the newest."""
     tiers: dict[str, str | None] = {}
     rows = session.exec(
-        select(ApiKey.name, ApiKey.tier).order_by(
-            col(ApiKey.revoked_at).is_(None), col(ApiKey.id)
-        )
+        select(ApiKey.name, ApiKey.tier).order_by(col(ApiKey.revoked_at).is_(None), col(ApiKey.id))
     )
     for name, tier in rows:
         tiers[name] = tier

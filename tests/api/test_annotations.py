@@ -11,14 +11,18 @@ def annotations_url(project_id: int) -> str:
     return f"/v1/projects/{project_id}/annotations"
 
 
-def setup_project(client: TestClient, session: Session, **fields: Any) -> tuple[dict[str, str], dict[str, Any], list[int]]:
+def setup_project(
+    client: TestClient, session: Session, **fields: Any
+) -> tuple[dict[str, str], dict[str, Any], list[int]]:
     admin = auth(make_key(session))
     project = make_project(client, admin, **fields)
     report = ingest(client, admin, project["id"], [{"text": f"item {i}"} for i in range(3)])
     return admin, project, [r["id"] for r in report["results"]]
 
 
-def item_of(client: TestClient, headers: dict[str, str], project_id: int, item_id: int) -> dict[str, Any]:
+def item_of(
+    client: TestClient, headers: dict[str, str], project_id: int, item_id: int
+) -> dict[str, Any]:
     response = client.get(f"/v1/projects/{project_id}/items/{item_id}", headers=headers)
     result: dict[str, Any] = response.json()
     return result
@@ -28,65 +32,113 @@ class TestSubmitAnnotations:
     def test_annotator_submits_in_own_name(self, client: TestClient, session: Session) -> None:
         admin, project, ids = setup_project(client, session)
         alice = auth(make_key(session, role=Role.annotator, name="alice"))
-        report = annotate(client, alice, project["id"], [{"item_id": ids[0], "label": "positive", "duration_ms": 1200}])
+        report = annotate(
+            client,
+            alice,
+            project["id"],
+            [{"item_id": ids[0], "label": "positive", "duration_ms": 1200}],
+        )
         assert report["created"] == 1 and report["results"][0]["id"] is not None
         listed = client.get(annotations_url(project["id"]), headers=admin).json()["items"]
         assert [(a["annotator"], a["label"], a["source"], a["duration_ms"]) for a in listed] == [
             ("alice", "positive", "human", 1200)
         ]
 
-    def test_annotator_cannot_submit_for_someone_else(self, client: TestClient, session: Session) -> None:
+    def test_annotator_cannot_submit_for_someone_else(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin, project, ids = setup_project(client, session)
         alice = auth(make_key(session, role=Role.annotator, name="alice"))
         response = client.post(
             annotations_url(project["id"]),
-            json=[{"item_id": ids[0], "label": "positive"}, {"item_id": ids[1], "label": "negative", "annotator": "bob"}],
+            json=[
+                {"item_id": ids[0], "label": "positive"},
+                {"item_id": ids[1], "label": "negative", "annotator": "bob"},
+            ],
             headers=alice,
         )
         assert response.status_code == 403
         assert client.get(annotations_url(project["id"]), headers=admin).json()["items"] == []
         forged = client.post(
-            annotations_url(project["id"]), json=[{"item_id": ids[0], "label": "positive", "source": "model"}], headers=alice
+            annotations_url(project["id"]),
+            json=[{"item_id": ids[0], "label": "positive", "source": "model"}],
+            headers=alice,
         )
         assert forged.status_code == 403
 
-    def test_service_key_imports_on_behalf_of_annotators(self, client: TestClient, session: Session) -> None:
+    def test_service_key_imports_on_behalf_of_annotators(
+        self, client: TestClient, session: Session
+    ) -> None:
         _, project, ids = setup_project(client, session)
         service = auth(make_key(session, role=Role.service))
-        annotate(client, service, project["id"], [
-            {"item_id": ids[0], "label": "positive", "annotator": "legacy-db", "source": "import"}
-        ])
-        listed = client.get(annotations_url(project["id"]), params={"source": "import"}, headers=service).json()["items"]
+        annotate(
+            client,
+            service,
+            project["id"],
+            [
+                {
+                    "item_id": ids[0],
+                    "label": "positive",
+                    "annotator": "legacy-db",
+                    "source": "import",
+                }
+            ],
+        )
+        listed = client.get(
+            annotations_url(project["id"]), params={"source": "import"}, headers=service
+        ).json()["items"]
         assert [(a["annotator"], a["source"]) for a in listed] == [("legacy-db", "import")]
 
-    def test_resubmission_replaces_and_keeps_history(self, client: TestClient, session: Session) -> None:
+    def test_resubmission_replaces_and_keeps_history(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin, project, ids = setup_project(client, session)
         alice = auth(make_key(session, role=Role.annotator, name="alice"))
         first = annotate(client, alice, project["id"], [{"item_id": ids[0], "label": "positive"}])
-        second = annotate(client, alice, project["id"], [{"item_id": ids[0], "label": "negative", "note": "sarcasm"}])
+        second = annotate(
+            client,
+            alice,
+            project["id"],
+            [{"item_id": ids[0], "label": "negative", "note": "sarcasm"}],
+        )
         assert second["replaced"] == 1 and second["results"][0]["id"] != first["results"][0]["id"]
         current = client.get(annotations_url(project["id"]), headers=admin).json()["items"]
         assert [(a["label"], a["is_current"]) for a in current] == [("negative", True)]
-        history = client.get(annotations_url(project["id"]), params={"include_history": True}, headers=admin).json()["items"]
+        history = client.get(
+            annotations_url(project["id"]), params={"include_history": True}, headers=admin
+        ).json()["items"]
         assert [(a["label"], a["is_current"], a["replaced_at"] is not None) for a in history] == [
-            ("positive", False, True), ("negative", True, False)
+            ("positive", False, True),
+            ("negative", True, False),
         ]
         assert item_of(client, admin, project["id"], ids[0])["resolved_label"] == "negative"
 
-    def test_identical_resubmission_is_unchanged(self, client: TestClient, session: Session) -> None:
+    def test_identical_resubmission_is_unchanged(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin, project, ids = setup_project(client, session)
         annotate(client, admin, project["id"], [{"item_id": ids[0], "label": "positive"}])
         again = annotate(client, admin, project["id"], [{"item_id": ids[0], "label": "positive"}])
         assert again["unchanged"] == 1
-        history = client.get(annotations_url(project["id"]), params={"include_history": True}, headers=admin).json()
+        history = client.get(
+            annotations_url(project["id"]), params={"include_history": True}, headers=admin
+        ).json()
         assert len(history["items"]) == 1
 
-    def test_unknown_label_fails_that_entry_only(self, client: TestClient, session: Session) -> None:
+    def test_unknown_label_fails_that_entry_only(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin, project, ids = setup_project(client, session)
-        report = annotate(client, admin, project["id"], [
-            {"item_id": ids[0], "label": "positive"}, {"item_id": ids[1], "label": "purple"},
-            {"item_id": 987654, "label": "positive"},
-        ])
+        report = annotate(
+            client,
+            admin,
+            project["id"],
+            [
+                {"item_id": ids[0], "label": "positive"},
+                {"item_id": ids[1], "label": "purple"},
+                {"item_id": 987654, "label": "positive"},
+            ],
+        )
         assert (report["created"], report["failed"]) == (1, 2)
         assert report["results"][1]["problem"]["status"] == 422
         assert report["results"][1]["problem"]["errors"][0]["loc"] == ["body", 1, "label"]
@@ -95,28 +147,54 @@ class TestSubmitAnnotations:
 
     def test_all_entries_failing_is_422(self, client: TestClient, session: Session) -> None:
         admin, project, ids = setup_project(client, session)
-        response = client.post(annotations_url(project["id"]), json=[{"item_id": ids[0], "label": "purple"}], headers=admin)
+        response = client.post(
+            annotations_url(project["id"]),
+            json=[{"item_id": ids[0], "label": "purple"}],
+            headers=admin,
+        )
         assert response.status_code == 422
         assert response.json()["errors"][0]["loc"] == ["body", 0, "label"]
 
-    def test_label_and_abstain_shape_is_validated(self, client: TestClient, session: Session) -> None:
+    def test_label_and_abstain_shape_is_validated(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin, project, ids = setup_project(client, session)
         url = annotations_url(project["id"])
-        assert client.post(url, json=[{"item_id": ids[0], "label": "positive", "abstain": True}], headers=admin).status_code == 422
+        assert (
+            client.post(
+                url, json=[{"item_id": ids[0], "label": "positive", "abstain": True}], headers=admin
+            ).status_code
+            == 422
+        )
         assert client.post(url, json=[{"item_id": ids[0]}], headers=admin).status_code == 422
-        assert client.post(url, json={"item_id": ids[0], "label": "positive"}, headers=admin).status_code == 422
+        assert (
+            client.post(
+                url, json={"item_id": ids[0], "label": "positive"}, headers=admin
+            ).status_code
+            == 422
+        )
 
-    def test_abstain_is_an_answer_that_does_not_label(self, client: TestClient, session: Session) -> None:
+    def test_abstain_is_an_answer_that_does_not_label(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin, project, ids = setup_project(client, session)
-        report = annotate(client, admin, project["id"], [{"item_id": ids[0], "label": None, "abstain": True}])
+        report = annotate(
+            client, admin, project["id"], [{"item_id": ids[0], "label": None, "abstain": True}]
+        )
         assert report["created"] == 1
         item = item_of(client, admin, project["id"], ids[0])
         assert (item["status"], item["resolved_label"]) == ("in_progress", None)
         assert item["annotations"][0]["abstain"] is True
 
-    def test_abstain_refused_when_the_project_forbids_it(self, client: TestClient, session: Session) -> None:
+    def test_abstain_refused_when_the_project_forbids_it(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin, project, ids = setup_project(client, session, allow_abstain=False)
-        response = client.post(annotations_url(project["id"]), json=[{"item_id": ids[0], "abstain": True}], headers=admin)
+        response = client.post(
+            annotations_url(project["id"]),
+            json=[{"item_id": ids[0], "abstain": True}],
+            headers=admin,
+        )
         assert response.status_code == 422
 
     def test_status_follows_annotators_per_item(self, client: TestClient, session: Session) -> None:
@@ -145,12 +223,19 @@ class TestListAnnotations:
         admin, project, ids = setup_project(client, session, annotators_per_item=2)
         alice = auth(make_key(session, role=Role.annotator, name="alice"))
         bob = auth(make_key(session, role=Role.annotator, name="bob"))
-        annotate(client, alice, project["id"], [{"item_id": ids[0], "label": "positive"}, {"item_id": ids[1], "label": "neutral"}])
+        annotate(
+            client,
+            alice,
+            project["id"],
+            [{"item_id": ids[0], "label": "positive"}, {"item_id": ids[1], "label": "neutral"}],
+        )
         annotate(client, bob, project["id"], [{"item_id": ids[0], "label": "negative"}])
         url = annotations_url(project["id"])
         by_item = client.get(url, params={"item_id": ids[0]}, headers=admin).json()["items"]
         assert sorted(a["annotator"] for a in by_item) == ["alice", "bob"]
-        assert len(client.get(url, params={"annotator": "alice"}, headers=admin).json()["items"]) == 2
+        assert (
+            len(client.get(url, params={"annotator": "alice"}, headers=admin).json()["items"]) == 2
+        )
         # Annotators label blind: only their own answers, in listings and in item detail.
         own = client.get(url, headers=bob).json()["items"]
         assert [a["annotator"] for a in own] == ["bob"]

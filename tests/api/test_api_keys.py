@@ -8,9 +8,15 @@ from tests.factories import auth, make_key
 
 
 class TestCreateApiKey:
-    def test_admin_creates_key_shown_once_and_stored_hashed(self, client: TestClient, session: Session) -> None:
+    def test_admin_creates_key_shown_once_and_stored_hashed(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin = auth(make_key(session))
-        response = client.post("/v1/api-keys", json={"name": "alice", "role": "annotator", "tier": "crowd"}, headers=admin)
+        response = client.post(
+            "/v1/api-keys",
+            json={"name": "alice", "role": "annotator", "tier": "crowd"},
+            headers=admin,
+        )
         assert response.status_code == 201
         body = response.json()
         assert body["name"] == "alice" and body["role"] == "annotator" and body["tier"] == "crowd"
@@ -24,21 +30,37 @@ class TestCreateApiKey:
 
     def test_duplicate_live_name_is_409(self, client: TestClient, session: Session) -> None:
         admin = auth(make_key(session))
-        assert client.post("/v1/api-keys", json={"name": "bob", "role": "annotator"}, headers=admin).status_code == 201
-        response = client.post("/v1/api-keys", json={"name": "bob", "role": "service"}, headers=admin)
+        assert (
+            client.post(
+                "/v1/api-keys", json={"name": "bob", "role": "annotator"}, headers=admin
+            ).status_code
+            == 201
+        )
+        response = client.post(
+            "/v1/api-keys", json={"name": "bob", "role": "service"}, headers=admin
+        )
         assert response.status_code == 409
 
     def test_bad_name_and_role_are_422(self, client: TestClient, session: Session) -> None:
         admin = auth(make_key(session))
-        response = client.post("/v1/api-keys", json={"name": "has space", "role": "king"}, headers=admin)
+        response = client.post(
+            "/v1/api-keys", json={"name": "has space", "role": "king"}, headers=admin
+        )
         assert response.status_code == 422
         locs = {tuple(e["loc"]) for e in response.json()["errors"]}
         assert ("body", "name") in locs and ("body", "role") in locs
 
-    def test_service_and_annotator_cannot_manage_keys(self, client: TestClient, session: Session) -> None:
+    def test_service_and_annotator_cannot_manage_keys(
+        self, client: TestClient, session: Session
+    ) -> None:
         for role in (Role.service, Role.annotator):
             headers = auth(make_key(session, role=role))
-            assert client.post("/v1/api-keys", json={"name": "x", "role": "admin"}, headers=headers).status_code == 403
+            assert (
+                client.post(
+                    "/v1/api-keys", json={"name": "x", "role": "admin"}, headers=headers
+                ).status_code
+                == 403
+            )
             assert client.get("/v1/api-keys", headers=headers).status_code == 403
 
 
@@ -52,13 +74,19 @@ class TestAuthentication:
 
 
 class TestRevokeApiKey:
-    def test_revoked_key_stops_working_and_frees_its_name(self, client: TestClient, session: Session) -> None:
+    def test_revoked_key_stops_working_and_frees_its_name(
+        self, client: TestClient, session: Session
+    ) -> None:
         admin = auth(make_key(session))
-        created = client.post("/v1/api-keys", json={"name": "carol", "role": "annotator"}, headers=admin).json()
+        created = client.post(
+            "/v1/api-keys", json={"name": "carol", "role": "annotator"}, headers=admin
+        ).json()
         assert client.delete(f"/v1/api-keys/{created['id']}", headers=admin).status_code == 204
         assert client.get("/v1/projects", headers=auth(created["key"])).status_code == 401
         assert client.delete(f"/v1/api-keys/{created['id']}", headers=admin).status_code == 404
-        again = client.post("/v1/api-keys", json={"name": "carol", "role": "annotator"}, headers=admin)
+        again = client.post(
+            "/v1/api-keys", json={"name": "carol", "role": "annotator"}, headers=admin
+        )
         assert again.status_code == 201
 
     def test_key_cannot_revoke_itself(self, client: TestClient, session: Session) -> None:
@@ -87,7 +115,9 @@ class TestListApiKeys:
 
     def test_garbage_cursor_is_422(self, client: TestClient, session: Session) -> None:
         admin = auth(make_key(session))
-        assert client.get("/v1/api-keys", params={"cursor": "!!!"}, headers=admin).status_code == 422
+        assert (
+            client.get("/v1/api-keys", params={"cursor": "!!!"}, headers=admin).status_code == 422
+        )
 
 
 class TestBootstrap:

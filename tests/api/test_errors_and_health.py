@@ -1,8 +1,9 @@
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from app.settings import Settings
-from tests.conftest import build_test_app, client_for
+from tests.conftest import ClientFactory
 from tests.factories import auth, make_key, make_project
 
 
@@ -17,20 +18,28 @@ class TestProblemJson:
         assert response.json()["type"] == "/problems/method-not-allowed"
 
     def test_validation_error_lists_every_field(self, client: TestClient, session: Session) -> None:
-        response = client.post("/v1/projects", json={"labels": "nope"}, headers=auth(make_key(session)))
+        response = client.post(
+            "/v1/projects", json={"labels": "nope"}, headers=auth(make_key(session))
+        )
         assert response.status_code == 422
         body = response.json()
-        assert body["type"] == "/problems/validation-error" and body["title"] == "Unprocessable Entity"
+        assert (
+            body["type"] == "/problems/validation-error" and body["title"] == "Unprocessable Entity"
+        )
         assert {tuple(e["loc"]) for e in body["errors"]} >= {("body", "name"), ("body", "labels")}
 
     def test_malformed_json_is_422(self, client: TestClient, session: Session) -> None:
         response = client.post(
-            "/v1/projects", content=b"{oops", headers={**auth(make_key(session)), "content-type": "application/json"}
+            "/v1/projects",
+            content=b"{oops",
+            headers={**auth(make_key(session)), "content-type": "application/json"},
         )
         assert response.status_code == 422
 
-    def test_body_over_the_limit_is_413_and_writes_nothing(self, session: Session, settings: Settings) -> None:
-        small = client_for(build_test_app(settings.model_copy(update={"max_body_bytes": 2_000})), session)
+    def test_body_over_the_limit_is_413_and_writes_nothing(
+        self, session: Session, client_with: ClientFactory
+    ) -> None:
+        small = client_with(max_body_bytes=2_000)
         headers = auth(make_key(session))
         project = make_project(small, headers)
         items = [{"text": f"text number {i}"} for i in range(200)]
@@ -56,18 +65,27 @@ class TestHealth:
         body = client.get("/readyz").json()
         assert body["status"] == "ready" and body["revision"] == body["head"]
 
-    def test_readyz_is_503_on_an_unmigrated_database(self, session: Session, settings: Settings, tmp_path: object) -> None:
-        empty = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path}/empty.db"})
-        response = client_for(build_test_app(empty), session).get("/readyz")
+    def test_readyz_is_503_on_an_unmigrated_database(
+        self, client_with: ClientFactory, tmp_path: Path
+    ) -> None:
+        response = client_with(database_url=f"sqlite:///{tmp_path}/empty.db").get("/readyz")
         assert response.status_code == 503 and "not at" in response.json()["detail"]
 
-    def test_metrics_count_requests_by_route_template(self, client: TestClient, session: Session) -> None:
+    def test_metrics_count_requests_by_route_template(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         client.get("/v1/projects/12345", headers=headers)
         text = client.get("/metrics").text
-        assert 'labelwise_http_requests_total{method="GET",route="/v1/projects/{project_id}",status="404"}' in text
+        assert (
+            'labelwise_http_requests_total{method="GET",route="/v1/projects/{project_id}",status="404"}'
+            in text
+        )
         assert "labelwise_http_request_duration_seconds_bucket" in text
         assert "/v1/projects/12345" not in text
 
     def test_request_id_is_echoed(self, client: TestClient) -> None:
-        assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+        assert (
+            client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
+            == "abc-123"
+        )

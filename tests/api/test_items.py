@@ -9,8 +9,8 @@ from sqlmodel import Session, func, select
 from app.models.base import Role
 from app.models.item import Item
 from app.services.items import normalize_text
-from tests.conftest import build_test_app, client_for
 from app.settings import Settings
+from tests.conftest import ClientFactory
 from tests.factories import annotate, auth, ingest, make_key, make_project
 
 
@@ -19,7 +19,9 @@ def items_url(project_id: int) -> str:
 
 
 def count_items(session: Session, project_id: int) -> int:
-    return session.exec(select(func.count()).select_from(Item).where(Item.project_id == project_id)).one()
+    return session.exec(
+        select(func.count()).select_from(Item).where(Item.project_id == project_id)
+    ).one()
 
 
 class TestIngestItems:
@@ -38,25 +40,38 @@ class TestIngestItems:
         assert [r["id"] for r in second["results"]] == ids
         assert count_items(session, project["id"]) == 10_000
 
-    def test_same_text_under_new_external_id_is_a_duplicate(self, client: TestClient, session: Session) -> None:
+    def test_same_text_under_new_external_id_is_a_duplicate(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        original = ingest(client, headers, project["id"], [{"external_id": "a", "text": "The  Quick fox"}])
-        again = ingest(client, headers, project["id"], [{"external_id": "b", "text": "the quick FOX "}])
+        original = ingest(
+            client, headers, project["id"], [{"external_id": "a", "text": "The  Quick fox"}]
+        )
+        again = ingest(
+            client, headers, project["id"], [{"external_id": "b", "text": "the quick FOX "}]
+        )
         assert again["duplicates"] == 1 and again["created"] == 0
         assert again["results"][0] == {
-            "index": 0, "id": original["results"][0]["id"], "status": "duplicate", "problem": None
+            "index": 0,
+            "id": original["results"][0]["id"],
+            "status": "duplicate",
+            "problem": None,
         }
         assert count_items(session, project["id"]) == 1
 
     def test_duplicates_within_one_request(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        report = ingest(client, headers, project["id"], [{"text": "x y"}, {"text": "X  y"}, {"text": "z"}])
+        report = ingest(
+            client, headers, project["id"], [{"text": "x y"}, {"text": "X  y"}, {"text": "z"}]
+        )
         assert [r["status"] for r in report["results"]] == ["created", "duplicate", "created"]
         assert report["results"][1]["id"] == report["results"][0]["id"]
 
-    def test_three_bad_items_fail_alone(self, client: TestClient, session: Session, settings: Settings) -> None:
+    def test_three_bad_items_fail_alone(
+        self, client: TestClient, session: Session, settings: Settings
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
         items: list[Any] = [{"text": f"fine item {i}"} for i in range(100)]
@@ -70,30 +85,57 @@ class TestIngestItems:
         assert failed[10]["errors"][0]["loc"] == ["body", 10, "text"]
         assert "limit" in failed[50]["detail"]
         assert failed[90]["errors"][0]["loc"] == ["body", 90, "text"]
-        assert all(p["status"] == 422 and p["type"] == "/problems/validation-error" for p in failed.values())
+        assert all(
+            p["status"] == 422 and p["type"] == "/problems/validation-error"
+            for p in failed.values()
+        )
         assert count_items(session, project["id"]) == 97
 
     def test_same_external_id_updates_in_place(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        created = ingest(client, headers, project["id"], [{"external_id": "e1", "text": "v1", "metadata": {"k": 1}}])
+        created = ingest(
+            client,
+            headers,
+            project["id"],
+            [{"external_id": "e1", "text": "v1", "metadata": {"k": 1}}],
+        )
         item_id = created["results"][0]["id"]
         updated = ingest(
-            client, headers, project["id"],
+            client,
+            headers,
+            project["id"],
             [{"external_id": "e1", "text": "v2", "metadata": {"k": 2}, "source": "production"}],
         )
-        assert updated["results"][0] == {"index": 0, "id": item_id, "status": "updated", "problem": None}
+        assert updated["results"][0] == {
+            "index": 0,
+            "id": item_id,
+            "status": "updated",
+            "problem": None,
+        }
         item = client.get(f"{items_url(project['id'])}/{item_id}", headers=headers).json()
         assert (item["text"], item["metadata"], item["source"]) == ("v2", {"k": 2}, "production")
         # The old text is free again; a new item may take it.
         reuse = ingest(client, headers, project["id"], [{"text": "v1"}])
         assert reuse["created"] == 1
 
-    def test_update_onto_another_items_text_fails_with_409(self, client: TestClient, session: Session) -> None:
+    def test_update_onto_another_items_text_fails_with_409(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        ingest(client, headers, project["id"], [{"external_id": "a", "text": "alpha"}, {"external_id": "b", "text": "beta"}])
-        report = ingest(client, headers, project["id"], [{"external_id": "b", "text": "ALPHA"}, {"text": "gamma"}])
+        ingest(
+            client,
+            headers,
+            project["id"],
+            [{"external_id": "a", "text": "alpha"}, {"external_id": "b", "text": "beta"}],
+        )
+        report = ingest(
+            client,
+            headers,
+            project["id"],
+            [{"external_id": "b", "text": "ALPHA"}, {"text": "gamma"}],
+        )
         assert report["results"][0]["status"] == "failed"
         assert report["results"][0]["problem"]["status"] == 409
         assert report["created"] == 1
@@ -103,16 +145,27 @@ class TestIngestItems:
     ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        report = ingest(client, headers, project["id"], [{"external_id": "r", "text": "one"}, {"external_id": "r", "text": "two"}])
+        report = ingest(
+            client,
+            headers,
+            project["id"],
+            [{"external_id": "r", "text": "one"}, {"external_id": "r", "text": "two"}],
+        )
         assert [r["status"] for r in report["results"]] == ["created", "updated"]
-        item = client.get(f"{items_url(project['id'])}/{report['results'][0]['id']}", headers=headers).json()
+        item = client.get(
+            f"{items_url(project['id'])}/{report['results'][0]['id']}", headers=headers
+        ).json()
         assert item["text"] == "two"
         assert count_items(session, project["id"]) == 1
 
-    def test_all_entries_failing_is_422_with_every_error(self, client: TestClient, session: Session) -> None:
+    def test_all_entries_failing_is_422_with_every_error(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        response = client.post(items_url(project["id"]), json=[{"text": ""}, {"nope": 1}], headers=headers)
+        response = client.post(
+            items_url(project["id"]), json=[{"text": ""}, {"nope": 1}], headers=headers
+        )
         assert response.status_code == 422
         locs = [e["loc"][:2] for e in response.json()["errors"]]
         assert ["body", 0] in locs and ["body", 1] in locs
@@ -120,9 +173,14 @@ class TestIngestItems:
     def test_body_must_be_a_json_array(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        assert client.post(items_url(project["id"]), json={"text": "x"}, headers=headers).status_code == 422
+        assert (
+            client.post(items_url(project["id"]), json={"text": "x"}, headers=headers).status_code
+            == 422
+        )
         bad_json = client.post(
-            items_url(project["id"]), content=b"[{", headers={**headers, "content-type": "application/json"}
+            items_url(project["id"]),
+            content=b"[{",
+            headers={**headers, "content-type": "application/json"},
         )
         assert bad_json.status_code == 422
 
@@ -138,23 +196,41 @@ class TestIngestItems:
     def test_other_media_types_are_415(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        response = client.post(items_url(project["id"]), content=b"text=x", headers={**headers, "content-type": "text/plain"})
+        response = client.post(
+            items_url(project["id"]),
+            content=b"text=x",
+            headers={**headers, "content-type": "text/plain"},
+        )
         assert response.status_code == 415
 
     def test_annotator_cannot_ingest(self, client: TestClient, session: Session) -> None:
         project = make_project(client, auth(make_key(session)))
         annotator = auth(make_key(session, role=Role.annotator))
-        assert client.post(items_url(project["id"]), json=[{"text": "x"}], headers=annotator).status_code == 403
+        assert (
+            client.post(
+                items_url(project["id"]), json=[{"text": "x"}], headers=annotator
+            ).status_code
+            == 403
+        )
 
     def test_unknown_project_is_404(self, client: TestClient, session: Session) -> None:
-        assert client.post(items_url(424242), json=[{"text": "x"}], headers=auth(make_key(session))).status_code == 404
+        assert (
+            client.post(
+                items_url(424242), json=[{"text": "x"}], headers=auth(make_key(session))
+            ).status_code
+            == 404
+        )
 
-    def test_results_errors_keeps_only_failures_and_duplicates(self, client: TestClient, session: Session) -> None:
+    def test_results_errors_keeps_only_failures_and_duplicates(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
         response = client.post(
-            items_url(project["id"]), params={"results": "errors"},
-            json=[{"text": "a"}, {"text": "a"}, {"text": 1}], headers=headers,
+            items_url(project["id"]),
+            params={"results": "errors"},
+            json=[{"text": "a"}, {"text": "a"}, {"text": 1}],
+            headers=headers,
         )
         body = response.json()
         assert (body["created"], body["duplicates"], body["failed"]) == (1, 1, 1)
@@ -166,7 +242,9 @@ class TestIngestNdjson:
         admin = auth(make_key(session))
         headers = {**admin, "content-type": "application/x-ndjson"}
         project = make_project(client, admin)
-        lines = [json.dumps({"external_id": f"n{i}", "text": f"streamed {i}"}) for i in range(2_500)]
+        lines = [
+            json.dumps({"external_id": f"n{i}", "text": f"streamed {i}"}) for i in range(2_500)
+        ]
         lines[7] = "{not json"
         lines.insert(100, "")  # blank lines are skipped but still counted
         body = ("\n".join(lines) + "\n").encode()
@@ -184,14 +262,23 @@ class TestIngestNdjson:
         again = client.post(items_url(project["id"]), content=body, headers=headers).json()
         assert again["unchanged"] == 2_499
 
-    def test_last_line_without_newline_and_overlong_line(self, session: Session, settings: Settings) -> None:
-        app = build_test_app(settings.model_copy(update={"max_ndjson_line_bytes": 200, "ingest_chunk_size": 2}))
-        limited = client_for(app, session)
+    def test_last_line_without_newline_and_overlong_line(
+        self, session: Session, client_with: ClientFactory
+    ) -> None:
+        limited = client_with(max_ndjson_line_bytes=200, ingest_chunk_size=2)
         admin = auth(make_key(session))
         headers = {**admin, "content-type": "application/x-ndjson"}
         project = make_project(limited, admin)
-        body = "\n".join([json.dumps({"text": "short"}), json.dumps({"text": "y" * 500}), json.dumps({"text": "end"})])
-        report = limited.post(items_url(project["id"]), content=body.encode(), headers=headers).json()
+        body = "\n".join(
+            [
+                json.dumps({"text": "short"}),
+                json.dumps({"text": "y" * 500}),
+                json.dumps({"text": "end"}),
+            ]
+        )
+        report = limited.post(
+            items_url(project["id"]), content=body.encode(), headers=headers
+        ).json()
         assert [r["status"] for r in report["results"]] == ["created", "failed", "created"]
         assert report["results"][1]["problem"]["status"] == 413
 
@@ -201,15 +288,28 @@ class TestListItems:
         headers = auth(make_key(session))
         project = make_project(client, headers)
         report = ingest(
-            client, headers, project["id"],
-            [{"text": "a", "source": "public"}, {"text": "b", "source": "synthetic"}, {"text": "c"}],
+            client,
+            headers,
+            project["id"],
+            [
+                {"text": "a", "source": "public"},
+                {"text": "b", "source": "synthetic"},
+                {"text": "c"},
+            ],
         )
         a, b, _ = (r["id"] for r in report["results"])
-        annotate(client, headers, project["id"], [{"item_id": a, "label": "positive"}, {"item_id": b, "label": "negative"}])
+        annotate(
+            client,
+            headers,
+            project["id"],
+            [{"item_id": a, "label": "positive"}, {"item_id": b, "label": "negative"}],
+        )
         url = items_url(project["id"])
 
         def texts(**params: str) -> list[str]:
-            return [i["text"] for i in client.get(url, params=params, headers=headers).json()["items"]]
+            return [
+                i["text"] for i in client.get(url, params=params, headers=headers).json()["items"]
+            ]
 
         assert texts() == ["a", "b", "c"]
         assert texts(status="labeled") == ["a", "b"]
@@ -219,7 +319,9 @@ class TestListItems:
         assert texts(status="labeled", source="public", label="negative") == []
         assert client.get(url, params={"status": "done"}, headers=headers).status_code == 422
 
-    def test_keyset_pagination_is_complete_and_stable(self, client: TestClient, session: Session) -> None:
+    def test_keyset_pagination_is_complete_and_stable(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
         ingest(client, headers, project["id"], [{"text": f"item {i}"} for i in range(25)])
@@ -236,10 +338,14 @@ class TestListItems:
 
 
 class TestGetItem:
-    def test_detail_has_annotations_and_resolved_label(self, client: TestClient, session: Session) -> None:
+    def test_detail_has_annotations_and_resolved_label(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        item_id = ingest(client, headers, project["id"], [{"text": "hello", "data": {"lang": "en"}}])["results"][0]["id"]
+        item_id = ingest(
+            client, headers, project["id"], [{"text": "hello", "data": {"lang": "en"}}]
+        )["results"][0]["id"]
         annotate(client, headers, project["id"], [{"item_id": item_id, "label": "neutral"}])
         item = client.get(f"{items_url(project['id'])}/{item_id}", headers=headers).json()
         assert item["data"] == {"lang": "en"} and item["resolved_label"] == "neutral"
@@ -261,7 +367,15 @@ class TestIngestDebian:
             rows = [json.loads(line) for _, line in zip(range(3_000), lines, strict=False)]
         headers = auth(make_key(session))
         project = make_project(client, headers, labels=sorted({r["label"] for r in rows}))
-        items = [{"external_id": r["id"], "text": r["text"], "metadata": {"tags": r["tags"]}, "source": "public"} for r in rows]
+        items = [
+            {
+                "external_id": r["id"],
+                "text": r["text"],
+                "metadata": {"tags": r["tags"]},
+                "source": "public",
+            }
+            for r in rows
+        ]
         report = ingest(client, headers, project["id"], items)
         distinct = len({normalize_text(r["text"]) for r in rows})
         assert report["created"] == distinct

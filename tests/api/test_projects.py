@@ -24,10 +24,18 @@ class TestCreateProject:
     def test_every_field_round_trips(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session, role=Role.service))
         body: dict[str, Any] = {
-            "name": "full", "description": "d", "labels": ["spam", "ham"], "allow_abstain": False,
-            "guidelines": "# Rules", "examples": [{"text": "buy now", "label": "spam", "note": "ad"}],
-            "annotators_per_item": 3, "auto_accept_threshold": 0.9, "agreement_threshold": 0.7,
-            "synthetic_max_ratio": 0.05, "cost_per_label": {"crowd": 0.04}, "phase": "production",
+            "name": "full",
+            "description": "d",
+            "labels": ["spam", "ham"],
+            "allow_abstain": False,
+            "guidelines": "# Rules",
+            "examples": [{"text": "buy now", "label": "spam", "note": "ad"}],
+            "annotators_per_item": 3,
+            "auto_accept_threshold": 0.9,
+            "agreement_threshold": 0.7,
+            "synthetic_max_ratio": 0.05,
+            "cost_per_label": {"crowd": 0.04},
+            "phase": "production",
         }
         created = client.post("/v1/projects", json=body, headers=headers).json()
         fetched = client.get(f"/v1/projects/{created['id']}", headers=headers).json()
@@ -61,13 +69,19 @@ class TestCreateProject:
     def test_duplicate_name_is_409(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         make_project(client, headers, name="twice")
-        response = client.post("/v1/projects", json={"name": "twice", "labels": ["a", "b"]}, headers=headers)
+        response = client.post(
+            "/v1/projects", json={"name": "twice", "labels": ["a", "b"]}, headers=headers
+        )
         assert response.status_code == 409
 
-    def test_annotator_cannot_create_but_can_read(self, client: TestClient, session: Session) -> None:
+    def test_annotator_cannot_create_but_can_read(
+        self, client: TestClient, session: Session
+    ) -> None:
         project = make_project(client, auth(make_key(session)))
         annotator = auth(make_key(session, role=Role.annotator))
-        response = client.post("/v1/projects", json={"name": "x", "labels": ["a", "b"]}, headers=annotator)
+        response = client.post(
+            "/v1/projects", json={"name": "x", "labels": ["a", "b"]}, headers=annotator
+        )
         assert response.status_code == 403
         assert client.get(f"/v1/projects/{project['id']}", headers=annotator).status_code == 200
 
@@ -82,14 +96,18 @@ class TestListProjects:
         headers = auth(make_key(session))
         names = [make_project(client, headers)["name"] for _ in range(3)]
         first = client.get("/v1/projects", params={"limit": 2}, headers=headers).json()
-        second = client.get("/v1/projects", params={"cursor": first["next_cursor"]}, headers=headers).json()
+        second = client.get(
+            "/v1/projects", params={"cursor": first["next_cursor"]}, headers=headers
+        ).json()
         assert [p["name"] for p in first["items"] + second["items"]] == names
         assert second["next_cursor"] is None
 
     def test_limit_is_clamped_not_rejected(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         make_project(client, headers)
-        assert client.get("/v1/projects", params={"limit": 100000}, headers=headers).status_code == 200
+        assert (
+            client.get("/v1/projects", params={"limit": 100000}, headers=headers).status_code == 200
+        )
         assert client.get("/v1/projects", params={"limit": 0}, headers=headers).status_code == 422
 
 
@@ -98,7 +116,8 @@ class TestUpdateProject:
         headers = auth(make_key(session))
         project = make_project(client, headers, guidelines="old")
         response = client.patch(
-            f"/v1/projects/{project['id']}", json={"guidelines": "new", "labels": ["positive", "negative", "mixed"]},
+            f"/v1/projects/{project['id']}",
+            json={"guidelines": "new", "labels": ["positive", "negative", "mixed"]},
             headers=headers,
         )
         assert response.status_code == 200
@@ -107,13 +126,16 @@ class TestUpdateProject:
         assert body["annotators_per_item"] == project["annotators_per_item"]
         assert body["updated_at"] >= project["updated_at"]
 
-    def test_removing_a_label_in_use_is_409_and_changes_nothing(self, client: TestClient, session: Session) -> None:
+    def test_removing_a_label_in_use_is_409_and_changes_nothing(
+        self, client: TestClient, session: Session
+    ) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
         item_id = ingest(client, headers, project["id"], [{"text": "great"}])["results"][0]["id"]
         annotate(client, headers, project["id"], [{"item_id": item_id, "label": "neutral"}])
         response = client.patch(
-            f"/v1/projects/{project['id']}", json={"labels": ["positive", "negative"], "guidelines": "changed"},
+            f"/v1/projects/{project['id']}",
+            json={"labels": ["positive", "negative"], "guidelines": "changed"},
             headers=headers,
         )
         assert response.status_code == 409
@@ -121,13 +143,19 @@ class TestUpdateProject:
         after = client.get(f"/v1/projects/{project['id']}", headers=headers).json()
         assert after["labels"] == project["labels"] and after["guidelines"] == project["guidelines"]
         # An unused label can go.
-        ok = client.patch(f"/v1/projects/{project['id']}", json={"labels": ["neutral", "positive"]}, headers=headers)
+        ok = client.patch(
+            f"/v1/projects/{project['id']}",
+            json={"labels": ["neutral", "positive"]},
+            headers=headers,
+        )
         assert ok.status_code == 200
 
     def test_null_for_required_field_is_422(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
-        response = client.patch(f"/v1/projects/{project['id']}", json={"labels": None}, headers=headers)
+        response = client.patch(
+            f"/v1/projects/{project['id']}", json={"labels": None}, headers=headers
+        )
         assert response.status_code == 422
 
     def test_raising_overlap_sends_labeled_items_back_to_in_progress(
@@ -139,6 +167,8 @@ class TestUpdateProject:
         annotate(client, headers, project["id"], [{"item_id": item_id, "label": "positive"}])
         url = f"/v1/projects/{project['id']}/items/{item_id}"
         assert client.get(url, headers=headers).json()["status"] == "labeled"
-        client.patch(f"/v1/projects/{project['id']}", json={"annotators_per_item": 2}, headers=headers)
+        client.patch(
+            f"/v1/projects/{project['id']}", json={"annotators_per_item": 2}, headers=headers
+        )
         item = client.get(url, headers=headers).json()
         assert (item["status"], item["resolved_label"]) == ("in_progress", None)

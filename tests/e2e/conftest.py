@@ -29,7 +29,10 @@ class LiveServer:
     def client(self, key: str | None = ADMIN_KEY) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=60, event_hooks={"response": [check_response]}
+            base_url=self.base_url,
+            headers=headers,
+            timeout=60,
+            event_hooks={"response": [check_response]},
         )
 
     def log(self) -> str:
@@ -57,7 +60,10 @@ def start_server(database_url: str, log_path: Path, *, bootstrap_key: str | None
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = LiveServer(f"http://127.0.0.1:{port}", log_path, process)
     deadline = time.monotonic() + 30

@@ -29,15 +29,21 @@ def create_annotations(
         list[AnnotationIn],
         Body(
             max_length=MAX_ANNOTATIONS_PER_REQUEST,
-            examples=[[{"item_id": 1, "label": "devel"}, {"item_id": 2, "label": None, "abstain": True}]],
+            examples=[
+                [{"item_id": 1, "label": "devel"}, {"item_id": 2, "label": None, "abstain": True}]
+            ],
         ),
     ],
 ) -> AnnotationReport:
     """Submit annotations; resubmitting replaces yours and keeps the old one as history."""
-    report = annotations.submit_annotations(session, project=project, principal=principal, entries=body)
+    report = annotations.submit_annotations(
+        session, project=project, principal=principal, entries=body
+    )
     if report.results and report.failed == len(report.results):
         errors = [e for r in report.results if r.problem for e in (r.problem.errors or [])]
-        raise ValidationFailed(f"All {report.failed} annotations failed; nothing was written.", errors=errors)
+        raise ValidationFailed(
+            f"All {report.failed} annotations failed; nothing was written.", errors=errors
+        )
     return report
 
 
@@ -62,8 +68,17 @@ def list_annotations(
         annotator = principal.name
     size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
     rows = annotations.list_annotations(
-        session, project_id=project.id, annotator=annotator, item_id=item_id, source=source,
-        include_history=include_history, after_id=decode_cursor(cursor), limit=size,
+        session,
+        project_id=project.id,
+        annotator=annotator,
+        item_id=item_id,
+        source=source,
+        include_history=include_history,
+        after_id=decode_cursor(cursor),
+        limit=size,
     )
     page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
-    return Page(items=[AnnotationPublic.model_validate(r.model_dump()) for r in page], next_cursor=next_cursor)
+    return Page(
+        items=[AnnotationPublic.model_validate(r.model_dump()) for r in page],
+        next_cursor=next_cursor,
+    )

@@ -31,13 +31,17 @@ def healthz() -> Health:
 def readyz(request: Request) -> Readiness:
     """The database answers and its schema is at the latest migration."""
     status = schema_revision_status(request.app.state.database.engine)
-    return Readiness(status="ready", database=status.dialect, revision=status.current, head=status.head)
+    return Readiness(
+        status="ready", database=status.dialect, revision=status.current, head=status.head
+    )
 
 
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}
+    },
 )
 def metrics() -> Response:
     """Request counts and latencies in the Prometheus text format."""

@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import AnyRoleDep, CursorQuery, LimitQuery, ProjectDep, SessionDep, SettingsDep, WriterDep
+from app.deps import (
+    AnyRoleDep,
+    CursorQuery,
+    LimitQuery,
+    ProjectDep,
+    SessionDep,
+    SettingsDep,
+    WriterDep,
+)
 from app.errors import (
     ErrorDetail,
     PayloadTooLarge,
@@ -16,15 +24,17 @@ from app.errors import (
     make_problem,
     problem_responses,
 )
+from app.models.annotation import AnnotationPublic
 from app.models.base import ItemSource, ItemStatus, Role
 from app.models.item import IngestReport, ItemDetail, ItemPublic
-from app.models.annotation import AnnotationPublic
 from app.pagination import Page, clamp_limit, cut_page, decode_cursor
 from app.services import items
 from app.services.items import InvalidEntry
 
 router = APIRouter(
-    prefix="/v1/projects/{project_id}/items", tags=["items"], responses=problem_responses(401, 403, 404, 422)
+    prefix="/v1/projects/{project_id}/items",
+    tags=["items"],
+    responses=problem_responses(401, 403, 404, 422),
 )
 
 JSON = "application/json"
@@ -36,7 +46,11 @@ INGEST_BODY = {
         JSON: {
             "schema": {"type": "array", "items": {"$ref": "#/components/schemas/ItemIn"}},
             "example": [
-                {"external_id": "pkg-0xffff", "text": "Open Free Fiasco Firmware Flasher", "source": "manual"}
+                {
+                    "external_id": "pkg-0xffff",
+                    "text": "Open Free Fiasco Firmware Flasher",
+                    "source": "manual",
+                }
             ],
         },
         NDJSON: {
@@ -48,7 +62,9 @@ INGEST_BODY = {
 
 ResultsQuery = Annotated[
     Literal["all", "errors"],
-    Query(description="`errors` returns results only for failed and duplicate entries (large streams)."),
+    Query(
+        description="`errors`: results only for failed and duplicate entries (for large streams)."
+    ),
 ]
 
 
@@ -65,7 +81,7 @@ async def create_items(
     request: Request,
     results: ResultsQuery = "all",
 ) -> IngestReport:
-    """Bulk upsert items: same external_id updates, same text is a duplicate, bad entries fail alone."""
+    """Bulk upsert: same external_id updates, same text is a duplicate, bad entries fail alone."""
     assert project.id is not None
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == NDJSON:
@@ -81,7 +97,9 @@ async def create_items(
             )
             _merge(report, part, keep_all=results == "all")
     elif media_type == JSON:
-        entries = await run_in_threadpool(_parse_json_array, await request.body(), settings.max_items_per_request)
+        entries = await run_in_threadpool(
+            _parse_json_array, await request.body(), settings.max_items_per_request
+        )
         report = await run_in_threadpool(
             items.ingest_items,
             session,
@@ -102,11 +120,13 @@ def _parse_json_array(body: bytes, max_items: int) -> list[Any]:
         entries = json.loads(body)
     except ValueError as error:
         raise ValidationFailed(
-            f"The body is not valid JSON: {error}.", errors=[ErrorDetail(loc=["body"], msg=str(error))]
+            f"The body is not valid JSON: {error}.",
+            errors=[ErrorDetail(loc=["body"], msg=str(error))],
         ) from None
     if not isinstance(entries, list):
         raise ValidationFailed(
-            "Send a JSON array of items.", errors=[ErrorDetail(loc=["body"], msg="expected an array")]
+            "Send a JSON array of items.",
+            errors=[ErrorDetail(loc=["body"], msg="expected an array")],
         )
     if len(entries) > max_items:
         raise PayloadTooLarge(
@@ -156,11 +176,15 @@ def _parse_line(line: bytes) -> Any:
     try:
         return json.loads(line)
     except ValueError as error:
-        return InvalidEntry(make_problem(422, f"This line is not JSON: {error}.", slug="validation-error"))
+        return InvalidEntry(
+            make_problem(422, f"This line is not JSON: {error}.", slug="validation-error")
+        )
 
 
 def _overlong(max_line_bytes: int) -> InvalidEntry:
-    return InvalidEntry(make_problem(413, f"This line is over {max_line_bytes} bytes.", slug="payload-too-large"))
+    return InvalidEntry(
+        make_problem(413, f"This line is over {max_line_bytes} bytes.", slug="payload-too-large")
+    )
 
 
 def _merge(report: IngestReport, part: IngestReport, *, keep_all: bool) -> None:
@@ -170,7 +194,9 @@ def _merge(report: IngestReport, part: IngestReport, *, keep_all: bool) -> None:
     report.duplicates += part.duplicates
     report.failed += part.failed
     report.results.extend(
-        part.results if keep_all else [r for r in part.results if r.status in ("failed", "duplicate")]
+        part.results
+        if keep_all
+        else [r for r in part.results if r.status in ("failed", "duplicate")]
     )
 
 
@@ -181,9 +207,14 @@ def _raise_if_nothing_worked(report: IngestReport) -> None:
             error
             for result in report.results
             if result.problem is not None
-            for error in (result.problem.errors or [ErrorDetail(loc=["body", result.index], msg=result.problem.detail)])
+            for error in (
+                result.problem.errors
+                or [ErrorDetail(loc=["body", result.index], msg=result.problem.detail)]
+            )
         ]
-        raise ValidationFailed(f"All {total} items failed; nothing was written.", errors=errors[:1000])
+        raise ValidationFailed(
+            f"All {total} items failed; nothing was written.", errors=errors[:1000]
+        )
 
 
 @router.get("", responses=problem_responses())
@@ -202,15 +233,22 @@ def list_items(
     assert project.id is not None
     size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
     rows = items.list_items(
-        session, project_id=project.id, status=status, source=source, label=label,
-        after_id=decode_cursor(cursor), limit=size,
+        session,
+        project_id=project.id,
+        status=status,
+        source=source,
+        label=label,
+        after_id=decode_cursor(cursor),
+        limit=size,
     )
     page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
     return Page(items=[ItemPublic.of(r) for r in page], next_cursor=next_cursor)
 
 
 @router.get("/{item_id}")
-def get_item(principal: AnyRoleDep, session: SessionDep, project: ProjectDep, item_id: int) -> ItemDetail:
+def get_item(
+    principal: AnyRoleDep, session: SessionDep, project: ProjectDep, item_id: int
+) -> ItemDetail:
     """An item with its current annotations and resolved label."""
     assert project.id is not None
     item = items.get_item(session, project_id=project.id, item_id=item_id)

@@ -2,14 +2,24 @@
 
 from fastapi import APIRouter
 
-from app.deps import AnyRoleDep, CursorQuery, LimitQuery, ProjectDep, SessionDep, SettingsDep, WriterDep
+from app.deps import (
+    AnyRoleDep,
+    CursorQuery,
+    LimitQuery,
+    ProjectDep,
+    SessionDep,
+    SettingsDep,
+    WriterDep,
+)
 from app.errors import problem_responses
 from app.models.project import ProjectCreate, ProjectPublic, ProjectUpdate
 from app.models.stats import ProjectStats
 from app.pagination import Page, clamp_limit, cut_page, decode_cursor
 from app.services import projects, stats
 
-router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=problem_responses(401, 403, 422))
+router = APIRouter(
+    prefix="/v1/projects", tags=["projects"], responses=problem_responses(401, 403, 422)
+)
 
 
 @router.post("", status_code=201, responses=problem_responses(409))
@@ -30,7 +40,9 @@ def list_projects(
     size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
     rows = projects.list_projects(session, after_id=decode_cursor(cursor), limit=size)
     page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
-    return Page(items=[ProjectPublic.model_validate(r.model_dump()) for r in page], next_cursor=next_cursor)
+    return Page(
+        items=[ProjectPublic.model_validate(r.model_dump()) for r in page], next_cursor=next_cursor
+    )
 
 
 @router.get("/{project_id}", responses=problem_responses(404))
@@ -49,6 +61,8 @@ def update_project(
 
 
 @router.get("/{project_id}/stats", responses=problem_responses(404))
-def get_project_stats(principal: WriterDep, session: SessionDep, project: ProjectDep) -> ProjectStats:
+def get_project_stats(
+    principal: WriterDep, session: SessionDep, project: ProjectDep
+) -> ProjectStats:
     """Counts by status and source, label distribution with imbalance warnings, annotators, cost."""
     return stats.project_stats(session, project=project)
