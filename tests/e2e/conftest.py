@@ -23,6 +23,7 @@ ADMIN_KEY = "lw_e2e_admin_key_for_tests_only_0123456789"
 @dataclass
 class LiveServer:
     base_url: str
+    database_url: str
     log_path: Path
     process: subprocess.Popen[bytes]
 
@@ -65,7 +66,7 @@ def start_server(database_url: str, log_path: Path, *, bootstrap_key: str | None
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = LiveServer(f"http://127.0.0.1:{port}", log_path, process)
+    server = LiveServer(f"http://127.0.0.1:{port}", database_url, log_path, process)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
