@@ -10,6 +10,7 @@ from sqlmodel import Session
 from app.errors import Forbidden, Unauthorized
 from app.models.base import Role
 from app.models.project import Project
+from app.pagination import PageRequest, page_request
 from app.services import projects
 from app.services.api_keys import Principal, authenticate
 from app.settings import Settings
@@ -74,3 +75,17 @@ LimitQuery = Annotated[
 CursorQuery = Annotated[
     str | None, Query(description="The next_cursor of the previous page, passed back unchanged.")
 ]
+
+
+def get_page_request(
+    settings: SettingsDep, limit: LimitQuery = None, cursor: CursorQuery = None
+) -> PageRequest:
+    return page_request(
+        limit=limit,
+        cursor=cursor,
+        default=settings.default_page_size,
+        maximum=settings.max_page_size,
+    )
+
+
+PageDep = Annotated[PageRequest, Depends(get_page_request)]

@@ -93,6 +93,18 @@ class NotReady(AppError):
     slug = "not-ready"
 
 
+def refuse_if_all_failed(failures: list[tuple[int, Problem]], *, total: int, noun: str) -> None:
+    """A bulk request in which every entry failed wrote nothing: answer 422 with every error."""
+    if not total or len(failures) < total:
+        return
+    errors = [
+        error
+        for index, problem in failures
+        for error in problem.errors or [ErrorDetail(loc=["body", index], msg=problem.detail)]
+    ]
+    raise ValidationFailed(f"All {total} {noun} failed; nothing was written.", errors=errors[:1000])
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries documenting problem+json bodies for the given statuses."""
     return {

@@ -4,14 +4,15 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
+from sqlmodel.sql.expression import SelectOfScalar
 
 from app.errors import ErrorDetail, ValidationFailed
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 class Page(BaseModel, Generic[T]):
@@ -41,16 +42,43 @@ def decode_cursor(cursor: str | None) -> int | None:
         ) from None
 
 
-def clamp_limit(limit: int | None, *, default: int, maximum: int) -> int:
-    if limit is None:
-        return default
-    return max(1, min(limit, maximum))
+@dataclass(frozen=True)
+class PageRequest:
+    """Where a page starts and how long it is, decoded and clamped."""
+
+    after_id: int | None
+    limit: int
 
 
-def cut_page(
-    rows: Sequence[R], *, limit: int, key: Callable[[R], int]
-) -> tuple[list[R], str | None]:
-    """Split up to limit+1 rows fetched in key order into a page and the cursor after it."""
-    page = list(rows[:limit])
-    next_cursor = encode_cursor(key(page[-1])) if len(rows) > limit and page else None
-    return page, next_cursor
+class HasId(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+M = TypeVar("M")
+H = TypeVar("H", bound=HasId)
+
+
+def page_request(
+    *, limit: int | None, cursor: str | None, default: int, maximum: int
+) -> PageRequest:
+    size = default if limit is None else max(1, min(limit, maximum))
+    return PageRequest(after_id=decode_cursor(cursor), limit=size)
+
+
+def keyset(query: SelectOfScalar[M], id_column: Any, page: PageRequest) -> SelectOfScalar[M]:
+    """Restrict a query to one page in id order, fetching one extra row to see if more follow."""
+    if page.after_id is not None:
+        query = query.where(id_column > page.after_id)
+    return query.order_by(id_column).limit(page.limit + 1)
+
+
+def make_page(rows: Sequence[H], page: PageRequest, convert: Callable[[H], T]) -> Page[T]:
+    """The page of converted rows, with a cursor if the query found one more row."""
+    kept = rows[: page.limit]
+    last_id = kept[-1].id if kept else None
+    more = len(rows) > page.limit and last_id is not None
+    return Page[T](
+        items=[convert(row) for row in kept],
+        next_cursor=encode_cursor(last_id) if more and last_id is not None else None,
+    )

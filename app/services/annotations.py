@@ -13,6 +13,7 @@ from app.models.annotation import (
 from app.models.base import AnnotationSource, Role, utcnow
 from app.models.item import Item
 from app.models.project import Project
+from app.pagination import PageRequest, keyset
 from app.services import item_status
 from app.services.api_keys import Principal
 
@@ -151,8 +152,7 @@ def list_annotations(
     item_id: int | None,
     source: AnnotationSource | None,
     include_history: bool,
-    after_id: int | None,
-    limit: int,
+    page: PageRequest,
 ) -> list[Annotation]:
     query = select(Annotation).where(col(Annotation.project_id) == project_id)
     if not include_history:
@@ -163,6 +163,4 @@ def list_annotations(
         query = query.where(col(Annotation.item_id) == item_id)
     if source is not None:
         query = query.where(col(Annotation.source) == source)
-    if after_id is not None:
-        query = query.where(col(Annotation.id) > after_id)
-    return list(session.exec(query.order_by(col(Annotation.id)).limit(limit + 1)))
+    return list(session.exec(keyset(query, col(Annotation.id), page)))

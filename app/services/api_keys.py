@@ -12,6 +12,7 @@ from sqlmodel import Session, col, func, select
 from app.errors import Conflict, NotFound, Unauthorized
 from app.models.api_key import ApiKey, ApiKeyCreate
 from app.models.base import Role, utcnow
+from app.pagination import PageRequest, keyset
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,8 @@ def create_api_key(
     return row, secret
 
 
-def list_api_keys(session: Session, *, after_id: int | None, limit: int) -> list[ApiKey]:
-    query = select(ApiKey).order_by(col(ApiKey.id)).limit(limit + 1)
-    if after_id is not None:
-        query = query.where(col(ApiKey.id) > after_id)
-    return list(session.exec(query))
+def list_api_keys(session: Session, *, page: PageRequest) -> list[ApiKey]:
+    return list(session.exec(keyset(select(ApiKey), col(ApiKey.id), page)))
 
 
 def revoke_api_key(session: Session, *, key_id: int, by: Principal) -> None:

@@ -15,6 +15,7 @@ from app.errors import Conflict, ErrorDetail, NotFound, Problem, make_problem
 from app.models.annotation import Annotation
 from app.models.base import ItemSource, ItemStatus, utcnow
 from app.models.item import IngestEntryResult, IngestReport, IngestStatus, Item, ItemIn
+from app.pagination import PageRequest, keyset
 
 ITEM_ADAPTER: TypeAdapter[ItemIn] = TypeAdapter(ItemIn)
 ITEM_TABLE: sa.Table = Item.__table__  # type: ignore[attr-defined]
@@ -308,8 +309,7 @@ def list_items(
     status: ItemStatus | None,
     source: ItemSource | None,
     label: str | None,
-    after_id: int | None,
-    limit: int,
+    page: PageRequest,
 ) -> list[Item]:
     query = select(Item).where(col(Item.project_id) == project_id)
     if status is not None:
@@ -318,9 +318,7 @@ def list_items(
         query = query.where(col(Item.source) == source)
     if label is not None:
         query = query.where(col(Item.resolved_label) == label)
-    if after_id is not None:
-        query = query.where(col(Item.id) > after_id)
-    return list(session.exec(query.order_by(col(Item.id)).limit(limit + 1)))
+    return list(session.exec(keyset(query, col(Item.id), page)))
 
 
 def get_item(session: Session, *, project_id: int, item_id: int) -> Item:

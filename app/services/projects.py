@@ -8,6 +8,7 @@ from app.models.annotation import Annotation
 from app.models.base import utcnow
 from app.models.item import Item
 from app.models.project import Project, ProjectCreate, ProjectUpdate
+from app.pagination import PageRequest, keyset
 from app.services import item_status
 
 
@@ -25,11 +26,8 @@ def get_project(session: Session, *, project_id: int) -> Project:
     return project
 
 
-def list_projects(session: Session, *, after_id: int | None, limit: int) -> list[Project]:
-    query = select(Project).order_by(col(Project.id)).limit(limit + 1)
-    if after_id is not None:
-        query = query.where(col(Project.id) > after_id)
-    return list(session.exec(query))
+def list_projects(session: Session, *, page: PageRequest) -> list[Project]:
+    return list(session.exec(keyset(select(Project), col(Project.id), page)))
 
 
 def update_project(session: Session, *, project: Project, data: ProjectUpdate) -> Project:

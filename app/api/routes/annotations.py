@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from app.deps import AnyRoleDep, CursorQuery, LimitQuery, ProjectDep, SessionDep, SettingsDep
-from app.errors import Forbidden, ValidationFailed, problem_responses
+from app.deps import AnyRoleDep, PageDep, ProjectDep, SessionDep
+from app.errors import Forbidden, problem_responses, refuse_if_all_failed
 from app.models.annotation import AnnotationIn, AnnotationPublic, AnnotationReport
 from app.models.base import AnnotationSource, Role
-from app.pagination import Page, clamp_limit, cut_page, decode_cursor
+from app.pagination import Page, make_page
 from app.services import annotations
 
 router = APIRouter(
@@ -39,11 +39,8 @@ def create_annotations(
     report = annotations.submit_annotations(
         session, project=project, principal=principal, entries=body
     )
-    if report.results and report.failed == len(report.results):
-        errors = [e for r in report.results if r.problem for e in (r.problem.errors or [])]
-        raise ValidationFailed(
-            f"All {report.failed} annotations failed; nothing was written.", errors=errors
-        )
+    failures = [(r.index, r.problem) for r in report.results if r.problem is not None]
+    refuse_if_all_failed(failures, total=len(report.results), noun="annotations")
     return report
 
 
@@ -51,14 +48,12 @@ def create_annotations(
 def list_annotations(
     principal: AnyRoleDep,
     session: SessionDep,
-    settings: SettingsDep,
     project: ProjectDep,
+    page: PageDep,
     annotator: str | None = None,
     item_id: int | None = None,
     source: AnnotationSource | None = None,
     include_history: Annotated[bool, Query(description="Add replaced annotations.")] = False,
-    limit: LimitQuery = None,
-    cursor: CursorQuery = None,
 ) -> Page[AnnotationPublic]:
     """List annotations in id order; an annotator key sees only its own."""
     assert project.id is not None
@@ -66,7 +61,6 @@ def list_annotations(
         if annotator not in (None, principal.name):
             raise Forbidden("An annotator key lists only its own annotations.")
         annotator = principal.name
-    size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
     rows = annotations.list_annotations(
         session,
         project_id=project.id,
@@ -74,11 +68,6 @@ def list_annotations(
         item_id=item_id,
         source=source,
         include_history=include_history,
-        after_id=decode_cursor(cursor),
-        limit=size,
+        page=page,
     )
-    page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
-    return Page(
-        items=[AnnotationPublic.model_validate(r.model_dump()) for r in page],
-        next_cursor=next_cursor,
-    )
+    return make_page(rows, page, lambda r: AnnotationPublic.model_validate(r.model_dump()))

@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter, Response
 
-from app.deps import AdminDep, CursorQuery, LimitQuery, SessionDep, SettingsDep
+from app.deps import AdminDep, PageDep, SessionDep
 from app.errors import problem_responses
 from app.models.api_key import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
-from app.pagination import Page, clamp_limit, cut_page, decode_cursor
+from app.pagination import Page, make_page
 from app.services import api_keys
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"], responses=problem_responses(401, 403))
@@ -19,18 +19,10 @@ def create_api_key(principal: AdminDep, session: SessionDep, body: ApiKeyCreate)
 
 
 @router.get("", responses=problem_responses(422))
-def list_api_keys(
-    principal: AdminDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    limit: LimitQuery = None,
-    cursor: CursorQuery = None,
-) -> Page[ApiKeyPublic]:
+def list_api_keys(principal: AdminDep, session: SessionDep, page: PageDep) -> Page[ApiKeyPublic]:
     """List API keys, revoked ones included (never their secrets)."""
-    size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
-    rows = api_keys.list_api_keys(session, after_id=decode_cursor(cursor), limit=size)
-    page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
-    return Page(items=[ApiKeyPublic(**r.model_dump()) for r in page], next_cursor=next_cursor)
+    rows = api_keys.list_api_keys(session, page=page)
+    return make_page(rows, page, lambda r: ApiKeyPublic.model_validate(r.model_dump()))
 
 
 @router.delete("/{key_id}", status_code=204, responses=problem_responses(404, 409))

@@ -9,8 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import (
     AnyRoleDep,
-    CursorQuery,
-    LimitQuery,
+    PageDep,
     ProjectDep,
     SessionDep,
     SettingsDep,
@@ -23,11 +22,12 @@ from app.errors import (
     ValidationFailed,
     make_problem,
     problem_responses,
+    refuse_if_all_failed,
 )
 from app.models.annotation import AnnotationPublic
 from app.models.base import ItemSource, ItemStatus, Role
 from app.models.item import IngestReport, ItemDetail, ItemPublic
-from app.pagination import Page, clamp_limit, cut_page, decode_cursor
+from app.pagination import Page, make_page
 from app.services import items
 from app.services.items import InvalidEntry
 
@@ -111,7 +111,9 @@ async def create_items(
             report.results = [r for r in report.results if r.status in ("failed", "duplicate")]
     else:
         raise UnsupportedMediaType(f"Send items as {JSON} (an array) or {NDJSON} (one per line).")
-    _raise_if_nothing_worked(report)
+    total = report.created + report.updated + report.unchanged + report.duplicates + report.failed
+    failures = [(r.index, r.problem) for r in report.results if r.problem is not None]
+    refuse_if_all_failed(failures, total=total, noun="items")
     return report
 
 
@@ -200,49 +202,22 @@ def _merge(report: IngestReport, part: IngestReport, *, keep_all: bool) -> None:
     )
 
 
-def _raise_if_nothing_worked(report: IngestReport) -> None:
-    total = report.created + report.updated + report.unchanged + report.duplicates + report.failed
-    if total and report.failed == total:
-        errors = [
-            error
-            for result in report.results
-            if result.problem is not None
-            for error in (
-                result.problem.errors
-                or [ErrorDetail(loc=["body", result.index], msg=result.problem.detail)]
-            )
-        ]
-        raise ValidationFailed(
-            f"All {total} items failed; nothing was written.", errors=errors[:1000]
-        )
-
-
 @router.get("", responses=problem_responses())
 def list_items(
     principal: AnyRoleDep,
     session: SessionDep,
-    settings: SettingsDep,
     project: ProjectDep,
+    page: PageDep,
     status: ItemStatus | None = None,
     source: ItemSource | None = None,
     label: Annotated[str | None, Query(description="Resolved label.")] = None,
-    limit: LimitQuery = None,
-    cursor: CursorQuery = None,
 ) -> Page[ItemPublic]:
     """List a project's items in id order, filtered by status, source and resolved label."""
     assert project.id is not None
-    size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
     rows = items.list_items(
-        session,
-        project_id=project.id,
-        status=status,
-        source=source,
-        label=label,
-        after_id=decode_cursor(cursor),
-        limit=size,
+        session, project_id=project.id, status=status, source=source, label=label, page=page
     )
-    page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
-    return Page(items=[ItemPublic.of(r) for r in page], next_cursor=next_cursor)
+    return make_page(rows, page, ItemPublic.of)
 
 
 @router.get("/{item_id}")

@@ -2,19 +2,11 @@
 
 from fastapi import APIRouter
 
-from app.deps import (
-    AnyRoleDep,
-    CursorQuery,
-    LimitQuery,
-    ProjectDep,
-    SessionDep,
-    SettingsDep,
-    WriterDep,
-)
+from app.deps import AnyRoleDep, PageDep, ProjectDep, SessionDep, WriterDep
 from app.errors import problem_responses
 from app.models.project import ProjectCreate, ProjectPublic, ProjectUpdate
 from app.models.stats import ProjectStats
-from app.pagination import Page, clamp_limit, cut_page, decode_cursor
+from app.pagination import Page, make_page
 from app.services import projects, stats
 
 router = APIRouter(
@@ -29,20 +21,10 @@ def create_project(principal: WriterDep, session: SessionDep, body: ProjectCreat
 
 
 @router.get("")
-def list_projects(
-    principal: AnyRoleDep,
-    session: SessionDep,
-    settings: SettingsDep,
-    limit: LimitQuery = None,
-    cursor: CursorQuery = None,
-) -> Page[ProjectPublic]:
+def list_projects(principal: AnyRoleDep, session: SessionDep, page: PageDep) -> Page[ProjectPublic]:
     """List projects, oldest first."""
-    size = clamp_limit(limit, default=settings.default_page_size, maximum=settings.max_page_size)
-    rows = projects.list_projects(session, after_id=decode_cursor(cursor), limit=size)
-    page, next_cursor = cut_page(rows, limit=size, key=lambda r: r.id or 0)
-    return Page(
-        items=[ProjectPublic.model_validate(r.model_dump()) for r in page], next_cursor=next_cursor
-    )
+    rows = projects.list_projects(session, page=page)
+    return make_page(rows, page, lambda r: ProjectPublic.model_validate(r.model_dump()))
 
 
 @router.get("/{project_id}", responses=problem_responses(404))
