@@ -8,7 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from app.errors import Forbidden, Unauthorized
-from app.models.base import Role
+from app.models.base import MAX_DB_ID, Role
 from app.models.project import Project
 from app.pagination import PageRequest, page_request
 from app.services import projects
@@ -63,7 +63,10 @@ WriterDep = Annotated[Principal, require(Role.admin, Role.service)]
 AnyRoleDep = Annotated[Principal, require(Role.admin, Role.service, Role.annotator)]
 
 
-def load_project(session: SessionDep, project_id: Annotated[int, Path(ge=1)]) -> Project:
+ProjectIdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+
+
+def load_project(session: SessionDep, project_id: ProjectIdPath) -> Project:
     return projects.get_project(session, project_id=project_id)
 
 
@@ -89,3 +92,6 @@ def get_page_request(
 
 
 PageDep = Annotated[PageRequest, Depends(get_page_request)]
+IdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_DB_ID)]
+NameQuery = Annotated[str | None, Query(min_length=1, max_length=100, pattern=r"^[^\x00]*$")]

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __doc__ as app_doc
@@ -70,6 +70,14 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(make_problem(exc.status_code, detail), dict(exc.headers or {}))
 
 
+async def handle_data_error(_: Request, exc: Exception) -> JSONResponse:
+    """A value validation let through but the database cannot store (e.g. out of range)."""
+    assert isinstance(exc, DataError)
+    reason = str(exc.orig).splitlines()[0] if exc.orig else "a value is out of range"
+    detail = f"The database cannot store a value in this request: {reason}."
+    return problem_response(make_problem(422, detail, slug="validation-error"))
+
+
 async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
     if isinstance(exc, SQLAlchemyError):
@@ -116,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(AppError, handle_app_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(DataError, handle_data_error)
     app.add_exception_handler(Exception, handle_unexpected)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestLogMiddleware)

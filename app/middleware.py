@@ -1,6 +1,7 @@
 """ASGI middleware: request body limit (413), one structured log line and metrics per request."""
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -9,6 +10,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PROBLEM_MEDIA_TYPE, make_problem
+from app.sources.json_bodies import NDJSON_MEDIA_TYPES
 
 logger = logging.getLogger("labelwise.request")
 
@@ -24,15 +26,12 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
-UNBOUNDED_MEDIA_TYPES = {"application/x-ndjson"}
+# The contract makes NDJSON ingest an unbounded stream, processed in chunks.
+STREAMED_INGEST_PATH = re.compile(r"^/v1/projects/[^/]+/items/?$")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def send_problem(send: Send, status: int, detail: str) -> None:
-    body = make_problem(status, detail).model_dump_json(exclude_none=True).encode()
+async def send_problem(send: Send, status: int, detail: str, slug: str | None = None) -> None:
+    body = make_problem(status, detail, slug=slug).model_dump_json(exclude_none=True).encode()
     await send(
         {
             "type": "http.response.start",
@@ -46,10 +45,19 @@ async def send_problem(send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyLimitMiddleware:
-    """Refuse bodies over the limit with 413, by Content-Length or while streaming.
+def is_streamed_ingest(scope: Scope, media_type: str) -> bool:
+    return (
+        scope["method"] == "POST"
+        and media_type in NDJSON_MEDIA_TYPES
+        and STREAMED_INGEST_PATH.match(scope["path"]) is not None
+    )
 
-    NDJSON ingest is exempt: the contract makes it an unbounded stream, processed in chunks.
+
+class BodyLimitMiddleware:
+    """Refuse bodies over the limit with 413, by Content-Length or while they stream in.
+
+    When a chunked body crosses the limit, the 413 is sent at once and the app is told
+    the client went away, so it stops reading and its own answer is dropped.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
@@ -61,42 +69,48 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        media_type = (
-            headers.get(b"content-type", b"").split(b";")[0].strip().decode("latin-1").lower()
-        )
-        if media_type in UNBOUNDED_MEDIA_TYPES:
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if is_streamed_ingest(scope, content_type.split(";")[0].strip().lower()):
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
         detail = f"The request body is over the limit of {limit} bytes."
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_problem(send, 413, detail)
+            await send_problem(send, 413, detail, "payload-too-large")
             return
 
         received = 0
+        answered = False  # by this middleware: the app's own response is then dropped
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    if not started:
+                        await send_problem(send, 413, detail, "payload-too-large")
+                    answered = True
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if answered:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await send_problem(send, 413, detail)
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not answered:
+                raise
 
 
 class RequestLogMiddleware:

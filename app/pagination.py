@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.errors import ErrorDetail, ValidationFailed
+from app.models.base import MAX_DB_ID
 
 T = TypeVar("T")
 
@@ -32,7 +33,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
-        if not isinstance(value, int) or isinstance(value, bool):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_DB_ID:
             raise TypeError
         return value
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -10,7 +10,14 @@ from sqlmodel import Field, SQLModel
 
 from app.errors import Problem
 from app.models.api_key import NAME_PATTERN
-from app.models.base import AnnotationSource, timestamp_column, utcnow
+from app.models.base import (
+    MAX_DB_ID,
+    AnnotationSource,
+    DbId,
+    SafeStr,
+    timestamp_column,
+    utcnow,
+)
 
 
 class Annotation(SQLModel, table=True):
@@ -51,11 +58,11 @@ class Annotation(SQLModel, table=True):
 class AnnotationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    item_id: int
-    label: str | None = pydantic.Field(default=None, description="Null only when abstaining.")
+    item_id: DbId
+    label: SafeStr | None = pydantic.Field(default=None, description="Null only when abstaining.")
     abstain: bool = pydantic.Field(default=False, description='The explicit "I don\'t know".')
-    duration_ms: int | None = pydantic.Field(default=None, ge=0)
-    note: str | None = pydantic.Field(default=None, max_length=10_000)
+    duration_ms: int | None = pydantic.Field(default=None, ge=0, le=MAX_DB_ID)
+    note: SafeStr | None = pydantic.Field(default=None, max_length=10_000)
     annotator: str | None = pydantic.Field(
         default=None,
         pattern=NAME_PATTERN,

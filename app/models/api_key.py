@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from app.models.base import Role, timestamp_column, utcnow
+from app.models.base import Role, SafeStr, timestamp_column, utcnow
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
 
@@ -44,7 +44,7 @@ class ApiKeyCreate(BaseModel):
         examples=["alice"],
     )
     role: Role
-    tier: str | None = pydantic.Field(
+    tier: SafeStr | None = pydantic.Field(
         default=None,
         min_length=1,
         max_length=50,

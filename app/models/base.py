@@ -2,9 +2,11 @@
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
 import sqlalchemy as sa
+from pydantic import AfterValidator
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 
@@ -16,6 +18,35 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+MAX_DB_ID = 2**31 - 1  # INTEGER is 32-bit on PostgreSQL
+DbId = Annotated[int, pydantic.Field(ge=1, le=MAX_DB_ID)]
+
+
+def reject_nul(value: str) -> str:
+    """PostgreSQL cannot store NUL characters in text; refuse them on every database."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
+def reject_nul_deep(value: Any) -> Any:
+    """reject_nul for every key and string inside a JSON-like structure."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            reject_nul(node)
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(reject_nul)]
 
 
 def utcnow() -> datetime:

@@ -5,12 +5,19 @@ from typing import Any, Literal
 
 import pydantic
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from sqlmodel import Field, SQLModel
 
 from app.errors import Problem
 from app.models.annotation import AnnotationPublic
-from app.models.base import ItemSource, ItemStatus, timestamp_column, utcnow
+from app.models.base import (
+    ItemSource,
+    ItemStatus,
+    SafeStr,
+    reject_nul_deep,
+    timestamp_column,
+    utcnow,
+)
 
 
 class Item(SQLModel, table=True):
@@ -45,13 +52,25 @@ class ItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    external_id: str | None = pydantic.Field(
+    external_id: SafeStr | None = pydantic.Field(
         default=None, min_length=1, max_length=255, description="Your id; the same one updates."
     )
-    text: str = pydantic.Field(min_length=1, description="The content to label.")
+    text: SafeStr = pydantic.Field(min_length=1, description="The content to label.")
     data: dict[str, Any] = pydantic.Field(default_factory=dict, description="Structured payload.")
     metadata: dict[str, Any] = pydantic.Field(default_factory=dict)
     source: ItemSource = ItemSource.manual
+
+    @field_validator("text")
+    @classmethod
+    def _has_content(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must contain more than whitespace")
+        return text
+
+    @field_validator("data", "metadata")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return reject_nul_deep(value)  # type: ignore[no-any-return]
 
 
 IngestStatus = Literal["created", "updated", "unchanged", "duplicate", "failed"]
@@ -75,6 +94,21 @@ class IngestReport(BaseModel):
     duplicates: int = 0
     failed: int = 0
     results: list[IngestEntryResult] = pydantic.Field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.created + self.updated + self.unchanged + self.duplicates + self.failed
+
+    def absorb(self, part: "IngestReport", *, keep_all: bool) -> None:
+        """Add a chunk's report; without keep_all, keep only failed and duplicate results."""
+        self.created += part.created
+        self.updated += part.updated
+        self.unchanged += part.unchanged
+        self.duplicates += part.duplicates
+        self.failed += part.failed
+        self.results.extend(
+            r for r in part.results if keep_all or r.status in ("failed", "duplicate")
+        )
 
 
 class ItemPublic(BaseModel):

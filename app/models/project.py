@@ -5,21 +5,26 @@ from typing import Annotated, Any, Self
 
 import pydantic
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
 from sqlmodel import Field, SQLModel
 
-from app.models.base import Phase, timestamp_column, utcnow
+from app.models.base import Phase, SafeStr, reject_nul, timestamp_column, utcnow
 
-Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Probability = Annotated[float, pydantic.Field(ge=0.0, le=1.0)]
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(reject_nul),
+]
+Probability = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Cost = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
 
 
 class Example(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = pydantic.Field(min_length=1)
-    label: str
-    note: str | None = None
+    text: SafeStr = pydantic.Field(min_length=1)
+    label: SafeStr
+    note: SafeStr | None = None
 
 
 class Project(SQLModel, table=True):
@@ -57,19 +62,19 @@ def _check_labels(labels: list[str] | None, examples: list[Example] | None) -> N
 class ProjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = pydantic.Field(min_length=1, max_length=200, examples=["debian-sections"])
-    description: str | None = None
+    name: SafeStr = pydantic.Field(min_length=1, max_length=200, examples=["debian-sections"])
+    description: SafeStr | None = None
     labels: list[Label] = pydantic.Field(
         min_length=2, max_length=1000, examples=[["devel", "utils"]]
     )
     allow_abstain: bool = True
-    guidelines: str = pydantic.Field(default="", description="Markdown shown to annotators.")
+    guidelines: SafeStr = pydantic.Field(default="", description="Markdown shown to annotators.")
     examples: list[Example] = pydantic.Field(default_factory=list)
     annotators_per_item: int = pydantic.Field(default=1, ge=1, le=100)
     auto_accept_threshold: Probability = 0.95
     agreement_threshold: Probability = 0.6
     synthetic_max_ratio: Probability = 0.1
-    cost_per_label: dict[str, Annotated[float, pydantic.Field(ge=0)]] = pydantic.Field(
+    cost_per_label: dict[SafeStr, Cost] = pydantic.Field(
         default_factory=dict, examples=[{"in_house": 0.12, "crowd": 0.04}]
     )
     phase: Phase = Phase.pilot
@@ -80,30 +85,41 @@ class ProjectCreate(BaseModel):
         return self
 
 
+NULLABLE_UPDATE_FIELDS = {"description", "reason"}
+
+
 class ProjectUpdate(BaseModel):
     """Every field optional; only the fields sent are changed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = pydantic.Field(default=None, min_length=1, max_length=200)
-    description: str | None = None
+    name: SafeStr | None = pydantic.Field(default=None, min_length=1, max_length=200)
+    description: SafeStr | None = None
     labels: list[Label] | None = pydantic.Field(default=None, min_length=2, max_length=1000)
     allow_abstain: bool | None = None
-    guidelines: str | None = None
+    guidelines: SafeStr | None = None
     examples: list[Example] | None = None
     annotators_per_item: int | None = pydantic.Field(default=None, ge=1, le=100)
     auto_accept_threshold: Probability | None = None
     agreement_threshold: Probability | None = None
     synthetic_max_ratio: Probability | None = None
-    cost_per_label: dict[str, Annotated[float, pydantic.Field(ge=0)]] | None = None
+    cost_per_label: dict[SafeStr, Cost] | None = None
     phase: Phase | None = None
+
+    force: bool = pydantic.Field(
+        default=False,
+        description="With `reason`: move pilot to production below the agreement threshold.",
+    )
+    reason: SafeStr | None = pydantic.Field(default=None, min_length=1, max_length=2000)
 
     @model_validator(mode="after")
     def _labels_are_consistent(self) -> Self:
         _check_labels(self.labels, self.examples)
         for field in self.model_fields_set:
-            if getattr(self, field) is None and field != "description":
+            if getattr(self, field) is None and field not in NULLABLE_UPDATE_FIELDS:
                 raise ValueError(f"{field} cannot be null")
+        if self.force and not self.reason:
+            raise ValueError("force needs a reason, for the audit trail")
         return self
 
 

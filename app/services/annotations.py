@@ -147,6 +147,7 @@ def submit_annotations(
 def list_annotations(
     session: Session,
     *,
+    viewer: Principal,
     project_id: int,
     annotator: str | None,
     item_id: int | None,
@@ -154,6 +155,11 @@ def list_annotations(
     include_history: bool,
     page: PageRequest,
 ) -> list[Annotation]:
+    if viewer.role == Role.annotator:
+        # Annotators label blind: they never see a colleague's answers.
+        if annotator not in (None, viewer.name):
+            raise Forbidden("An annotator key lists only its own annotations.")
+        annotator = viewer.name
     query = select(Annotation).where(col(Annotation.project_id) == project_id)
     if not include_history:
         query = query.where(col(Annotation.is_current))

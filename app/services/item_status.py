@@ -1,8 +1,9 @@
 """Derive an item's status and resolved label from its current annotations.
 
 Until the agreement work brings better consensus, the resolved label is a strict
-simple majority of the non-abstaining votes; a tie resolves to nothing and sends the
-item to needs_review rather than silently picking the first label.
+majority (more than half) of the non-abstaining votes. Without one (a tie, or a
+plurality such as 2 of 4) the item goes to needs_review rather than silently
+picking the first label.
 """
 
 from collections import Counter, defaultdict
@@ -28,10 +29,10 @@ def derive(
         return ItemStatus.unlabeled, None
     if sum(labels.values()) < annotators_per_item:
         return ItemStatus.in_progress, None
-    ranked = labels.most_common(2)
-    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+    label, top = labels.most_common(1)[0]
+    if 2 * top <= labels.total():
         return ItemStatus.needs_review, None
-    return ItemStatus.labeled, ranked[0][0]
+    return ItemStatus.labeled, label
 
 
 def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:

@@ -8,26 +8,29 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ErrorDetail, NotFound, Problem, make_problem
-from app.models.annotation import Annotation
-from app.models.base import ItemSource, ItemStatus, utcnow
-from app.models.item import IngestEntryResult, IngestReport, IngestStatus, Item, ItemIn
+from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, Problem, make_problem
+from app.models.annotation import Annotation, AnnotationPublic
+from app.models.base import ItemSource, ItemStatus, Role, utcnow
+from app.models.item import (
+    IngestEntryResult,
+    IngestReport,
+    IngestStatus,
+    Item,
+    ItemDetail,
+    ItemIn,
+    ItemPublic,
+)
 from app.pagination import PageRequest, keyset
+from app.services.api_keys import Principal
+from app.sources.json_bodies import InvalidEntry
 
 ITEM_ADAPTER: TypeAdapter[ItemIn] = TypeAdapter(ItemIn)
 ITEM_TABLE: sa.Table = Item.__table__  # type: ignore[attr-defined]
 IN_CLAUSE_CHUNK = 900  # stays under SQLite's bound-parameter limit on old builds
 MAX_ATTEMPTS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class InvalidEntry:
-    """An entry that failed before validation (e.g. an NDJSON line that is not JSON)."""
-
-    problem: Problem
 
 
 def normalize_text(text: str) -> str:
@@ -70,15 +73,14 @@ def ingest_items(
     """Upsert a batch of (index, raw entry) pairs in one transaction, with a result per entry.
 
     A unique-constraint race with a concurrent request (PostgreSQL) rolls back and
-    replays the batch, which then sees the other request's rows.
+    replays the batch, which then sees the other request's rows. A value the database
+    refuses despite validation fails only its own entry: the batch is split until the
+    culprit is alone.
     """
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             report = _ingest_once(
-                session,
-                project_id=project_id,
-                entries=entries,
-                max_text_chars=max_text_chars,
+                session, project_id=project_id, entries=entries, max_text_chars=max_text_chars
             )
             session.commit()
             return report
@@ -86,9 +88,33 @@ def ingest_items(
             session.rollback()
             if attempt == MAX_ATTEMPTS:
                 raise Conflict(
-                    "Concurrent requests kept writing the same items; retry this request."
+                    "The batch kept colliding with other writes of the same external_ids or "
+                    "texts (concurrent requests, or texts swapped between items within this "
+                    "batch); retry it, or send the swaps in separate requests."
                 ) from None
+        except DataError as error:
+            session.rollback()
+            if len(entries) == 1:
+                return _refused_by_database(entries[0][0], error)
+            middle = len(entries) // 2
+            report = IngestReport()
+            for half in (entries[:middle], entries[middle:]):
+                part = ingest_items(
+                    session, project_id=project_id, entries=half, max_text_chars=max_text_chars
+                )
+                report.absorb(part, keep_all=True)
+            return report
     raise AssertionError("unreachable")
+
+
+def _refused_by_database(index: int, error: DataError) -> IngestReport:
+    reason = str(error.orig).splitlines()[0] if error.orig else type(error).__name__
+    problem = make_problem(
+        422, f"The database cannot store this item: {reason}.", slug="validation-error"
+    )
+    return IngestReport(
+        failed=1, results=[IngestEntryResult(index=index, status="failed", problem=problem)]
+    )
 
 
 def _validation_problem(index: int, error: ValidationError | str) -> Problem:
@@ -186,8 +212,9 @@ def _ingest_once(
                 changed_rows[row.id] = row
             outcomes[index] = ("updated", row, None)
 
-    _insert(session, project_id=project_id, rows=new_rows)
+    # Updates first: they may free texts that new rows take.
     _update(session, rows=list(changed_rows.values()))
+    _insert(session, project_id=project_id, rows=new_rows)
 
     report = IngestReport()
     counters = {"created": 0, "updated": 0, "unchanged": 0, "duplicate": 0, "failed": 0}
@@ -305,12 +332,15 @@ def _update(session: Session, *, rows: list[_Row]) -> None:
 def list_items(
     session: Session,
     *,
+    viewer: Principal,
     project_id: int,
     status: ItemStatus | None,
     source: ItemSource | None,
     label: str | None,
     page: PageRequest,
 ) -> list[Item]:
+    if label is not None and viewer.role == Role.annotator:
+        raise Forbidden("Annotator keys label blind: they cannot filter by resolved label.")
     query = select(Item).where(col(Item.project_id) == project_id)
     if status is not None:
         query = query.where(col(Item.status) == status)
@@ -328,10 +358,24 @@ def get_item(session: Session, *, project_id: int, item_id: int) -> Item:
     return item
 
 
-def current_annotations(
-    session: Session, *, item_id: int, annotator: str | None
-) -> list[Annotation]:
-    query = select(Annotation).where(col(Annotation.item_id) == item_id, col(Annotation.is_current))
-    if annotator is not None:
-        query = query.where(col(Annotation.annotator) == annotator)
-    return list(session.exec(query.order_by(col(Annotation.id))))
+def item_public(item: Item, *, viewer: Principal) -> ItemPublic:
+    """The public view of an item; annotators label blind, so no resolved label for them."""
+    public = ItemPublic.of(item)
+    if viewer.role == Role.annotator:
+        public.resolved_label = None
+    return public
+
+
+def item_detail(
+    session: Session, *, viewer: Principal, project_id: int, item_id: int
+) -> ItemDetail:
+    """An item with its current annotations; an annotator sees only its own."""
+    item = get_item(session, project_id=project_id, item_id=item_id)
+    query = select(Annotation).where(col(Annotation.item_id) == item.id, col(Annotation.is_current))
+    if viewer.role == Role.annotator:
+        query = query.where(col(Annotation.annotator) == viewer.name)
+    annotations = session.exec(query.order_by(col(Annotation.id)))
+    return ItemDetail(
+        **item_public(item, viewer=viewer).model_dump(),
+        annotations=[AnnotationPublic.model_validate(a.model_dump()) for a in annotations],
+    )

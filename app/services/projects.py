@@ -3,7 +3,7 @@
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, NotFound
+from app.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
 from app.models.annotation import Annotation
 from app.models.base import utcnow
 from app.models.item import Item
@@ -33,15 +33,19 @@ def list_projects(session: Session, *, page: PageRequest) -> list[Project]:
 def update_project(session: Session, *, project: Project, data: ProjectUpdate) -> Project:
     changes = data.model_dump(mode="json", exclude_unset=True)
     assert project.id is not None
+    force, reason = changes.pop("force", False), changes.pop("reason", None)
+    del force, reason  # recorded by the pilot-to-production gate (agreement work)
+    labels = changes.get("labels", project.labels)
     if "labels" in changes:
-        _refuse_removing_used_labels(session, project=project, new_labels=changes["labels"])
-        if "examples" not in changes:
-            kept = set(changes["labels"])
-            orphaned = sorted({e["label"] for e in project.examples} - kept)
-            if orphaned:
-                raise Conflict(
-                    f"Examples still use {orphaned}; send new examples with the new labels."
-                )
+        _refuse_removing_used_labels(session, project=project, new_labels=labels)
+    unknown = sorted({e["label"] for e in changes.get("examples", project.examples)} - set(labels))
+    if unknown and "examples" in changes:
+        raise ValidationFailed(
+            f"Examples use labels that are not the project's: {unknown}.",
+            errors=[ErrorDetail(loc=["body", "examples"], msg=f"unknown labels {unknown}")],
+        )
+    if unknown:
+        raise Conflict(f"Examples still use {unknown}; send new examples with the new labels.")
     for field, value in changes.items():
         setattr(project, field, value)
     project.updated_at = utcnow()

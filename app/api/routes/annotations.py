@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from app.deps import AnyRoleDep, PageDep, ProjectDep, SessionDep
-from app.errors import Forbidden, problem_responses, refuse_if_all_failed
+from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, SessionDep
+from app.errors import problem_responses, refuse_if_all_failed
 from app.models.annotation import AnnotationIn, AnnotationPublic, AnnotationReport
-from app.models.base import AnnotationSource, Role
+from app.models.base import AnnotationSource
 from app.pagination import Page, make_page
 from app.services import annotations
 
@@ -50,19 +50,16 @@ def list_annotations(
     session: SessionDep,
     project: ProjectDep,
     page: PageDep,
-    annotator: str | None = None,
-    item_id: int | None = None,
+    annotator: NameQuery = None,
+    item_id: IdQuery = None,
     source: AnnotationSource | None = None,
     include_history: Annotated[bool, Query(description="Add replaced annotations.")] = False,
 ) -> Page[AnnotationPublic]:
     """List annotations in id order; an annotator key sees only its own."""
     assert project.id is not None
-    if principal.role == Role.annotator:
-        if annotator not in (None, principal.name):
-            raise Forbidden("An annotator key lists only its own annotations.")
-        annotator = principal.name
     rows = annotations.list_annotations(
         session,
+        viewer=principal,
         project_id=project.id,
         annotator=annotator,
         item_id=item_id,

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response
 
-from app.deps import AdminDep, PageDep, SessionDep
+from app.deps import AdminDep, IdPath, PageDep, SessionDep
 from app.errors import problem_responses
 from app.models.api_key import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from app.pagination import Page, make_page
@@ -26,7 +26,7 @@ def list_api_keys(principal: AdminDep, session: SessionDep, page: PageDep) -> Pa
 
 
 @router.delete("/{key_id}", status_code=204, responses=problem_responses(404, 409))
-def delete_api_key(principal: AdminDep, session: SessionDep, key_id: int) -> Response:
+def delete_api_key(principal: AdminDep, session: SessionDep, key_id: IdPath) -> Response:
     """Revoke an API key; its name becomes free for a new key."""
     api_keys.revoke_api_key(session, key_id=key_id, by=principal)
     return Response(status_code=204)
