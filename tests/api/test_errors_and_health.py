@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -89,3 +90,27 @@ class TestHealth:
             client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"]
             == "abc-123"
         )
+
+
+class TestChunkedLimitOnJsonRoutes:
+    def test_chunked_body_over_the_limit_is_413_on_a_json_route(
+        self, session: Session, client_with: ClientFactory
+    ) -> None:
+        small = client_with(max_body_bytes=1_000)
+        headers = {**auth(make_key(session)), "content-type": "application/json"}
+        body = json.dumps({"name": "big", "labels": ["a", "b"], "guidelines": "x" * 5_000}).encode()
+        response = small.post(
+            "/v1/projects",
+            content=(body[i : i + 300] for i in range(0, len(body), 300)),
+            headers=headers,
+        )
+        assert response.status_code == 413
+        assert response.json()["type"] == "/problems/payload-too-large"
+
+    def test_ndjson_is_not_exempt_outside_ingest(
+        self, session: Session, client_with: ClientFactory
+    ) -> None:
+        small = client_with(max_body_bytes=1_000)
+        headers = {**auth(make_key(session)), "content-type": "application/x-ndjson"}
+        response = small.post("/v1/projects", content=b"x" * 5_000, headers=headers)
+        assert response.status_code == 413

@@ -1,6 +1,7 @@
 """End to end through a real HTTP server: the README walkthrough, concurrency, bootstrap, logs."""
 
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -192,3 +193,34 @@ def test_bootstrap_key_is_printed_once(tmp_path: Path) -> None:
             )
         finally:
             stop_server(second)
+
+
+@pytest.mark.parametrize("media_type", ["application/x-ndjson", "application/json"])
+def test_a_stalled_upload_does_not_block_other_writers(
+    live_server: LiveServer, media_type: str
+) -> None:
+    with live_server.client() as admin:
+        pid = admin.post(
+            "/v1/projects", json={"name": f"stall-{media_type}", "labels": ["a", "b"]}
+        ).json()["id"]
+    host, port = live_server.base_url.removeprefix("http://").split(":")
+    first_line = (
+        b'{"text": "arrives"}\n' if media_type.endswith("ndjson") else b'[{"text": "arrives"},'
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as stalled:
+        stalled.sendall(
+            f"POST /v1/projects/{pid}/items HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {ADMIN_KEY}\r\nContent-Type: {media_type}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+            + f"{len(first_line):x}\r\n".encode()
+            + first_line
+            + b"\r\n"
+        )
+        time.sleep(0.5)  # the server has authenticated and is waiting for the rest
+        with live_server.client() as admin:
+            started = time.monotonic()
+            response = admin.post(
+                "/v1/projects", json={"name": f"meanwhile-{media_type}", "labels": ["a", "b"]}
+            )
+            assert response.status_code == 201
+            assert time.monotonic() - started < 5

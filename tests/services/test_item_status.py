@@ -29,3 +29,8 @@ def test_normalization_ignores_case_width_and_spacing() -> None:
     assert normalize_text("  \uff28\uff45llo\t\nWORLD ") == "hello world"
     assert content_hash("Hello world") == content_hash("hello   WORLD")
     assert content_hash("hello world") != content_hash("hello, world")
+
+
+def test_a_plurality_is_not_a_majority() -> None:
+    votes = [("a", False), ("a", False), ("b", False), ("c", False)]
+    assert derive(votes, annotators_per_item=4) == (ItemStatus.needs_review, None)
