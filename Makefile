@@ -1,5 +1,5 @@
 # One-command habits. Every target creates .venv and installs what it needs first.
-PYTHON ?= python3
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
