@@ -20,7 +20,16 @@ def is_sqlite(url: str) -> bool:
 def build_engine(settings: Settings) -> Engine:
     url = settings.resolved_database_url
     if not is_sqlite(url):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # No server-side prepared statements: after five runs psycopg prepares a query and
+        # PostgreSQL may switch to a generic plan, which for `project_id = $1 AND
+        # content_hash IN (...900 values...)` became a 1-2 s scan instead of index probes.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"prepare_threshold": None},
+        )
 
     database = make_url(url).database
     if database and database != ":memory:":
