@@ -290,9 +290,13 @@ def _insert(session: Session, *, project_id: int, rows: list[_Row]) -> None:
         }
         for row in rows
     ]
-    statement = sa.insert(ITEM_TABLE).returning(ITEM_TABLE.c.id, sort_by_parameter_order=True)
-    for row, (new_id,) in zip(rows, session.execute(statement, params), strict=True):
-        row.id = new_id
+    # RETURNING order is not guaranteed in batched multi-row INSERTs, and asking for it
+    # (sort_by_parameter_order) makes SQLite insert row by row; the content hash is
+    # unique in the project, so it pairs each new id with its row instead.
+    statement = sa.insert(ITEM_TABLE).returning(ITEM_TABLE.c.id, ITEM_TABLE.c.content_hash)
+    by_hash = {row.content_hash: row for row in rows}
+    for new_id, digest in session.execute(statement, params):
+        by_hash[digest].id = new_id
 
 
 def _update(session: Session, *, rows: list[_Row]) -> None:
