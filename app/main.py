@@ -1,5 +1,6 @@
 """create_app(): the FastAPI application with its lifespan, routers and problem+json handlers."""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = Database(settings)
         app.state.database = database
         _bootstrap(database, settings)
+        tune_garbage_collector()
         yield
         database.engine.dispose()
 
@@ -130,6 +132,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLogMiddleware)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def tune_garbage_collector() -> None:
+    """Collect less often: a bulk request allocates ~10^5 short-lived objects, and with the
+    default thresholds Python re-scans the long-lived heap many times per request (bench/
+    ingest.py measures the difference). Start-up objects are frozen out of every scan."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _bootstrap(database: Database, settings: Settings) -> None:

@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     max_items_per_request: int = Field(default=10_000, ge=1)
     max_text_chars: int = Field(default=100_000, ge=1)
     max_ndjson_line_bytes: int = Field(default=1024 * 1024, ge=1)
-    ingest_chunk_size: int = Field(default=1_000, ge=1)
+    ingest_chunk_size: int = Field(default=2_000, ge=1)
     default_page_size: int = Field(default=100, ge=1)
     max_page_size: int = Field(default=1_000, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)

@@ -31,21 +31,6 @@ def reject_nul(value: str) -> str:
     return value
 
 
-def reject_nul_deep(value: Any) -> Any:
-    """reject_nul for every key and string inside a JSON-like structure."""
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            reject_nul(node)
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return value
-
-
 SafeStr = Annotated[str, AfterValidator(reject_nul)]
 
 

@@ -14,7 +14,6 @@ from app.models.base import (
     ItemSource,
     ItemStatus,
     SafeStr,
-    reject_nul_deep,
     timestamp_column,
     utcnow,
 )
@@ -66,11 +65,6 @@ class ItemIn(BaseModel):
         if not text.strip():
             raise ValueError("must contain more than whitespace")
         return text
-
-    @field_validator("data", "metadata")
-    @classmethod
-    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return reject_nul_deep(value)  # type: ignore[no-any-return]
 
 
 IngestStatus = Literal["created", "updated", "unchanged", "duplicate", "failed"]

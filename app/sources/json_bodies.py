@@ -25,9 +25,14 @@ def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every call: json.loads with options builds a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def strict_loads(data: bytes | str) -> Any:
+    """Parse UTF-8 JSON; NaN, Infinity, invalid UTF-8 and runaway nesting are ValueErrors."""
     try:
-        return json.loads(data, parse_constant=_refuse_constant)
+        return _DECODER.decode(data.decode() if isinstance(data, bytes) else data)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

@@ -1,5 +1,6 @@
 """Items: bulk upsert (JSON array or streamed NDJSON), listing with filters, and detail."""
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -100,8 +101,15 @@ async def create_items(
             chunk_size=settings.ingest_chunk_size,
             max_line_bytes=settings.max_ndjson_line_bytes,
         )
+        # Pipelined: while one chunk is written (in a worker thread), the next is read and
+        # parsed. One chunk at a time touches the session, so it is never shared.
+        writing: asyncio.Future[IngestReport] | None = None
         async for chunk in chunks:
-            report.absorb(await run_in_threadpool(ingest, chunk), keep_all=results == "all")
+            if writing is not None:
+                report.absorb(await writing, keep_all=results == "all")
+            writing = asyncio.ensure_future(run_in_threadpool(ingest, chunk))
+        if writing is not None:
+            report.absorb(await writing, keep_all=results == "all")
     failures = [(r.index, r.problem) for r in report.results if r.problem is not None]
     refuse_if_all_failed(failures, total=report.total, noun="items")
     return report
