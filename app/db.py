@@ -29,12 +29,15 @@ def build_engine(settings: Settings) -> Engine:
             pool_size=10,
             max_overflow=20,
             connect_args={"prepare_threshold": None},
+            hide_parameters=True,  # errors must not log annotations, texts or key hashes
         )
 
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False}, pool_size=10)
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False}, pool_size=10, hide_parameters=True
+    )
     _configure_sqlite(engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     return engine
 

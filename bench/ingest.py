@@ -25,6 +25,7 @@ import gc
 import gzip
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +54,7 @@ BIN = Path(sys.executable).parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "debian-dev.jsonl.gz"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TARGET_RATIO = 0.5
 NDJSON_WRITE_LINES = 1_000  # lines per chunk the client writes to the stream
 READY_TIMEOUT_S = 60.0
@@ -274,7 +276,7 @@ def http_legs(
     ndjson_lines = [json.dumps(item).encode() + b"\n" for item in data.items]
     ndjson_chunks = [b"".join(chunk) for chunk in batches(ndjson_lines, NDJSON_WRITE_LINES)]
     del ndjson_lines
-    results = []
+    results: list[Result] = []
     with (
         running_server(env, workdir / "server.log") as server,
         httpx.Client(
@@ -394,6 +396,9 @@ def postgres_database(admin: sa.Engine, name: str) -> Iterator[str]:
 
 
 def run_postgresql(data: Dataset, batch: int, admin_url: str) -> list[Result]:
+    host = sa.make_url(admin_url).host or "localhost"
+    if host not in LOOPBACK:
+        raise BenchError(f"the PostgreSQL server must be on this machine (127.0.0.1), not {host}")
     admin = sa.create_engine(
         admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
     )
@@ -479,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     version = code_version()
     print(f"{len(data.items)} items from {path}, batches of {args.batch}", file=sys.stderr)
 
+    # A SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and drop databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     results: list[Result] = []
+    status = 0
     try:
         if args.only in (None, "sqlite"):
             results += run_sqlite(data, args.batch)
@@ -487,10 +495,10 @@ def main(argv: list[str] | None = None) -> int:
             results += run_postgresql(data, args.batch, args.postgres_url)
     except BenchError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
+        status = 1
     print(f"code {version}, {args.items} items per leg, batches of {args.batch}")
     print(report(results) if results else "no results")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
