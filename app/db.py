@@ -6,11 +6,17 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError
 from sqlmodel import Session
 
 from app.settings import Settings
 
 WRITE_OPTION = "labelwise_write"
+
+
+def refusal_reason(error: DataError) -> str:
+    """The driver's one-line reason for refusing a value, without the SQL or parameters."""
+    return str(error.orig).splitlines()[0] if error.orig else "a value is out of range"
 
 
 def is_sqlite(url: str) -> bool:

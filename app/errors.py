@@ -1,7 +1,8 @@
 """The one error envelope: AppError and its subclasses, rendered as RFC 9457 problem+json."""
 
+from collections.abc import Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -93,8 +94,19 @@ class NotReady(AppError):
     slug = "not-ready"
 
 
-def refuse_if_all_failed(failures: list[tuple[int, Problem]], *, total: int, noun: str) -> None:
+class EntryResult(Protocol):
+    """One entry's outcome in a bulk report."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def problem(self) -> Problem | None: ...
+
+
+def refuse_if_all_failed(results: Sequence[EntryResult], *, total: int, noun: str) -> None:
     """A bulk request in which every entry failed wrote nothing: answer 422 with every error."""
+    failures = [(r.index, r.problem) for r in results if r.problem is not None]
     if not total or len(failures) < total:
         return
     errors = [

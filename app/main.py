@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __doc__ as app_doc
 from app.api.routes import annotations, api_keys, health, items, projects
-from app.db import Database
+from app.db import Database, refusal_reason
 from app.errors import PROBLEM_MEDIA_TYPE, AppError, ErrorDetail, Problem, make_problem
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
@@ -74,8 +74,7 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
 async def handle_data_error(_: Request, exc: Exception) -> JSONResponse:
     """A value validation let through but the database cannot store (e.g. out of range)."""
     assert isinstance(exc, DataError)
-    reason = str(exc.orig).splitlines()[0] if exc.orig else "a value is out of range"
-    detail = f"The database cannot store a value in this request: {reason}."
+    detail = f"The database cannot store a value in this request: {refusal_reason(exc)}."
     return problem_response(make_problem(422, detail, slug="validation-error"))
 
 

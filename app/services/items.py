@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, col, select
 
+from app.db import refusal_reason
 from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, Problem, make_problem
 from app.models.annotation import Annotation, AnnotationPublic
 from app.models.base import ItemSource, ItemStatus, Role, UTCDateTime, utcnow
@@ -123,9 +124,10 @@ def ingest_items(
 
 
 def _refused_by_database(index: int, error: DataError) -> IngestReport:
-    reason = str(error.orig).splitlines()[0] if error.orig else type(error).__name__
     problem = make_problem(
-        422, f"The database cannot store this item: {reason}.", slug="validation-error"
+        422,
+        f"The database cannot store this item: {refusal_reason(error)}.",
+        slug="validation-error",
     )
     return IngestReport(
         failed=1, results=[IngestEntryResult(index=index, status="failed", problem=problem)]

@@ -39,8 +39,7 @@ def create_annotations(
     report = annotations.submit_annotations(
         session, project=project, principal=principal, entries=body
     )
-    failures = [(r.index, r.problem) for r in report.results if r.problem is not None]
-    refuse_if_all_failed(failures, total=len(report.results), noun="annotations")
+    refuse_if_all_failed(report.results, total=len(report.results), noun="annotations")
     return report
 
 

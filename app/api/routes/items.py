@@ -110,8 +110,7 @@ async def create_items(
             writing = asyncio.ensure_future(run_in_threadpool(ingest, chunk))
         if writing is not None:
             report.absorb(await writing, keep_all=results == "all")
-    failures = [(r.index, r.problem) for r in report.results if r.problem is not None]
-    refuse_if_all_failed(failures, total=report.total, noun="items")
+    refuse_if_all_failed(report.results, total=report.total, noun="items")
     return report
 
 
