@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
 from sqlmodel import Session
 
+from app.registry.store import ModelCache
 from app.settings import Settings
 
 WRITE_OPTION = "labelwise_write"
@@ -82,6 +83,8 @@ class Database:
         self.engine = build_engine(settings)
         # Same pool; its transactions take SQLite's write lock as they begin.
         self.write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
+        # Loaded model versions, shared by requests and jobs of this process.
+        self.model_cache = ModelCache(settings.model_cache_size)
 
     def session(self, *, write: bool = False) -> Session:
         return Session(self.write_engine if write else self.engine, expire_on_commit=False)

@@ -8,6 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from app.errors import Forbidden, Unauthorized
+from app.jobs.context import JobRunner
 from app.models.base import MAX_DB_ID, Role
 from app.models.project import Project
 from app.pagination import PageRequest, page_request
@@ -30,8 +31,14 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+def get_runner(request: Request) -> JobRunner:
+    runner: JobRunner = request.app.state.runner
+    return runner
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 
 
 def get_principal(

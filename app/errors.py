@@ -45,10 +45,14 @@ class AppError(Exception):
     status: int = 400
     slug: str = "bad-request"
 
-    def __init__(self, detail: str, *, errors: list[ErrorDetail] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, errors: list[ErrorDetail] | None = None, slug: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        if slug is not None:
+            self.slug = slug
 
     def to_problem(self) -> Problem:
         return make_problem(self.status, self.detail, slug=self.slug, errors=self.errors)

@@ -15,9 +15,20 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __doc__ as app_doc
-from app.api.routes import annotations, api_keys, health, items, projects
+from app.api.routes import (
+    annotations,
+    api_keys,
+    health,
+    items,
+    jobs,
+    models,
+    predictions,
+    prelabels,
+    projects,
+)
 from app.db import Database, refusal_reason
 from app.errors import PROBLEM_MEDIA_TYPE, AppError, ErrorDetail, Problem, make_problem
+from app.jobs.runner import build_runner
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.models.item import ItemIn
@@ -100,8 +111,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = Database(settings)
         app.state.database = database
         _bootstrap(database, settings)
+        runner = build_runner(database, settings)
+        app.state.runner = runner
+        try:
+            runner.start()
+        except SQLAlchemyError as error:
+            logger.warning("job runner not started: schema not migrated (%s)", type(error).__name__)
         tune_garbage_collector()
         yield
+        runner.stop()
         database.engine.dispose()
 
     app = FastAPI(
@@ -120,6 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         projects.router,
         items.router,
         annotations.router,
+        models.algorithms_router,
+        models.router,
+        predictions.router,
+        prelabels.router,
+        jobs.router,
     ):
         app.include_router(router)
     app.add_exception_handler(AppError, handle_app_error)

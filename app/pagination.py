@@ -67,11 +67,15 @@ def page_request(
     return PageRequest(after_id=decode_cursor(cursor), limit=size)
 
 
-def keyset(query: SelectOfScalar[M], id_column: Any, page: PageRequest) -> SelectOfScalar[M]:
-    """Restrict a query to one page in id order, fetching one extra row to see if more follow."""
+def keyset(
+    query: SelectOfScalar[M], id_column: Any, page: PageRequest, *, descending: bool = False
+) -> SelectOfScalar[M]:
+    """Restrict a query to one page in id order (or newest first), fetching one extra row to
+    see if more follow."""
     if page.after_id is not None:
-        query = query.where(id_column > page.after_id)
-    return query.order_by(id_column).limit(page.limit + 1)
+        query = query.where(id_column < page.after_id if descending else id_column > page.after_id)
+    order = id_column.desc() if descending else id_column
+    return query.order_by(order).limit(page.limit + 1)
 
 
 def make_page(rows: Sequence[H], page: PageRequest, convert: Callable[[H], T]) -> Page[T]:

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,17 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=1_000, ge=1)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     log_level: str = "INFO"
+
+    # Jobs: "inprocess" runs them on a thread of the API process; "procrastinate" leaves them
+    # to `labelwise worker` processes (PostgreSQL only).
+    job_runner: Literal["inprocess", "procrastinate"] = "inprocess"
+    job_threads: int = Field(default=1, ge=1, le=16)
+    job_stale_seconds: int = Field(default=60, ge=10)
+    # The model registry: loaded versions kept in memory, pool scoring chunk size.
+    model_cache_size: int = Field(default=4, ge=1)
+    scoring_chunk_size: int = Field(default=5_000, ge=100)
+    # Share of auto-accepted prelabels also sent to human review to measure their precision.
+    prelabel_audit_share: float = Field(default=0.02, ge=0.0, le=1.0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,6 +5,7 @@ back afterwards; the app's session joins it through savepoints, so the services'
 commits work as usual and nothing leaks between tests.
 """
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,29 @@ def check_response(response: httpx.Response) -> None:
         assert body["status"] == response.status_code
 
 
+class RecordingRunner:
+    """The job runner of savepoint-session apps: it records what was enqueued.
+
+    A real runner's thread could not see a test's uncommitted transaction, so tests that
+    run jobs use `live_client` (a committed database and the app's real lifespan) instead.
+    """
+
+    def __init__(self) -> None:
+        self.enqueued: list[int] = []
+
+    def enqueue(self, job_id: int) -> None:
+        self.enqueued.append(job_id)
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def build_test_app(settings: Settings) -> FastAPI:
     """The app without its lifespan: the database is the test's own transaction."""
     app = create_app(settings)
     app.state.database = Database(settings)
+    app.state.runner = RecordingRunner()
     return app
 
 
@@ -146,3 +166,36 @@ def debian_path() -> Path:
     if not path.exists():
         pytest.skip(f"the shared Debian dataset is absent ({path})")
     return path
+
+
+ADMIN_SECRET = "lw_" + "a" * 43
+
+
+@pytest.fixture(scope="module")
+def live_settings(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A committed, migrated database of its own for a test module whose jobs really run."""
+    tmp = tmp_path_factory.mktemp(f"live-{backend}")
+    with fresh_database(backend, tmp) as url:
+        upgrade(url)
+        yield Settings(database_url=url, data_dir=tmp, bootstrap_admin_key=ADMIN_SECRET)
+
+
+@pytest.fixture(scope="module")
+def live_client(live_settings: Settings) -> Iterator[TestClient]:
+    """The app with its real lifespan (in-process job runner) on a committed database."""
+    with TestClient(create_app(live_settings), raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {ADMIN_SECRET}"
+        client.event_hooks["response"] = [check_response]
+        yield client
+
+
+def wait_for_job(client: TestClient, job: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+    """Poll a job until it finishes; return its final state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current: dict[str, Any] = client.get(f"/v1/jobs/{job['id']}").json()
+        if current["status"] in ("succeeded", "failed", "cancelled"):
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job['id']} still {current['status']} after {timeout}s")
+        time.sleep(0.05)

@@ -6,6 +6,19 @@ import app.models.base  # noqa: F401  (sets the constraint naming convention fir
 from app.models.annotation import Annotation
 from app.models.api_key import ApiKey
 from app.models.item import Item
+from app.models.job import Job
+from app.models.model_version import ModelArtifact, ModelVersion
+from app.models.prediction import Prediction
 from app.models.project import Project
 
-__all__ = ["Annotation", "ApiKey", "Item", "Project", "SQLModel"]
+__all__ = [
+    "Annotation",
+    "ApiKey",
+    "Item",
+    "Job",
+    "ModelArtifact",
+    "ModelVersion",
+    "Prediction",
+    "Project",
+    "SQLModel",
+]

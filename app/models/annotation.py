@@ -48,6 +48,9 @@ class Annotation(SQLModel, table=True):
     abstain: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
     source: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     model_version: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    # For auto-accepted prelabels: the model's confidence and the threshold it cleared.
+    confidence: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    threshold: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
     duration_ms: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     note: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     is_current: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
@@ -90,6 +93,8 @@ class AnnotationPublic(BaseModel):
     abstain: bool
     source: AnnotationSource
     model_version: str | None
+    confidence: float | None = None
+    threshold: float | None = None
     duration_ms: int | None
     note: str | None
     is_current: bool

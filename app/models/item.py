@@ -17,6 +17,7 @@ from app.models.base import (
     timestamp_column,
     utcnow,
 )
+from app.models.prediction import PredictionPublic
 
 
 class Item(SQLModel, table=True):
@@ -42,6 +43,12 @@ class Item(SQLModel, table=True):
     source: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     resolved_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    # Who decided resolved_label: "consensus" of human answers or "model" (an auto-accept).
+    resolved_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(20)))
+    # Why it was sent to human review, and the model's suggestion for the reviewer.
+    review_reason: str | None = Field(default=None, sa_column=sa.Column(sa.String(30)))
+    suggested_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    suggestion_confidence: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
@@ -115,6 +122,14 @@ class ItemPublic(BaseModel):
     source: ItemSource
     status: ItemStatus
     resolved_label: str | None
+    resolved_by: Literal["consensus", "model"] | None = pydantic.Field(
+        default=None, description="Human consensus, or a model's auto-accepted prelabel."
+    )
+    review_reason: str | None = pydantic.Field(
+        default=None, description="Why it went to human review: low_confidence, audit."
+    )
+    suggested_label: str | None = None
+    suggestion_confidence: float | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -127,6 +142,6 @@ class ItemDetail(ItemPublic):
     annotations: list[AnnotationPublic] = pydantic.Field(
         description="Current annotations (an annotator key sees only its own)."
     )
-    predictions: list[dict[str, Any]] = pydantic.Field(
-        default_factory=list, description="Latest model predictions (filled by the model registry)."
+    predictions: list[PredictionPublic] = pydantic.Field(
+        default_factory=list, description="Latest predictions, newest first, one per model version."
     )

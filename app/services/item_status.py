@@ -1,38 +1,62 @@
 """Derive an item's status and resolved label from its current annotations.
 
-Until the agreement work brings better consensus, the resolved label is a strict
-majority (more than half) of the non-abstaining votes. Without one (a tie, or a
-plurality such as 2 of 4) the item goes to needs_review rather than silently
-picking the first label.
+Human answers come first: until the agreement work brings better consensus, the resolved
+label is a strict majority (more than half) of the non-abstaining human votes. Without one
+(a tie, or a plurality such as 2 of 4) the item goes to needs_review rather than silently
+picking the first label. A model's auto-accepted prelabel resolves an item only while no
+human has settled it, and never counts as a vote.
 """
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from sqlmodel import Session, col, select
 
 from app.models.annotation import Annotation
-from app.models.base import ItemStatus, utcnow
+from app.models.base import AnnotationSource, ItemStatus, utcnow
 from app.models.item import Item
 from app.models.project import Project
 
 CHUNK = 500
+# Reasons that keep an item in the review queue until a human answers it.
+REVIEW_REASONS = {"low_confidence", "audit"}
+
+
+class Resolution(NamedTuple):
+    status: ItemStatus
+    label: str | None
+    resolved_by: str | None
 
 
 def derive(
-    votes: Iterable[tuple[str | None, bool]], *, annotators_per_item: int
-) -> tuple[ItemStatus, str | None]:
-    """Status and resolved label from (label, abstain) pairs of current annotations."""
+    votes: Iterable[tuple[str | None, bool]],
+    *,
+    annotators_per_item: int,
+    model_label: str | None = None,
+    review_reason: str | None = None,
+) -> Resolution:
+    """Status and resolved label from the (label, abstain) pairs of current human annotations,
+    the current auto-accepted model label, if any, and why the item was sent to review."""
     answers = list(votes)
     labels = Counter(label for label, abstain in answers if not abstain and label is not None)
-    if not answers:
-        return ItemStatus.unlabeled, None
-    if sum(labels.values()) < annotators_per_item:
-        return ItemStatus.in_progress, None
-    label, top = labels.most_common(1)[0]
-    if 2 * top <= labels.total():
-        return ItemStatus.needs_review, None
-    return ItemStatus.labeled, label
+    if answers and sum(labels.values()) >= annotators_per_item:
+        label, top = labels.most_common(1)[0]
+        if 2 * top <= labels.total():
+            return Resolution(ItemStatus.needs_review, None, None)
+        return Resolution(ItemStatus.labeled, label, "consensus")
+    waiting_for_review = review_reason in REVIEW_REASONS
+    if answers:
+        status = ItemStatus.in_progress
+    elif waiting_for_review:
+        status = ItemStatus.needs_review
+    elif model_label is not None:
+        status = ItemStatus.labeled
+    else:
+        status = ItemStatus.unlabeled
+    if model_label is not None:
+        return Resolution(status, model_label, "model")
+    return Resolution(status, None, None)
 
 
 def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:
@@ -42,19 +66,30 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         votes: dict[int, list[tuple[str | None, bool]]] = defaultdict(list)
+        model_labels: dict[int, str | None] = {}
         rows = session.exec(
-            select(Annotation.item_id, Annotation.label, Annotation.abstain).where(
-                col(Annotation.item_id).in_(chunk), col(Annotation.is_current)
-            )
+            select(
+                Annotation.item_id, Annotation.label, Annotation.abstain, Annotation.source
+            ).where(col(Annotation.item_id).in_(chunk), col(Annotation.is_current))
         )
-        for item_id, label, abstain in rows:
-            votes[item_id].append((label, abstain))
+        for item_id, label, abstain, source in rows:
+            if source == AnnotationSource.model:
+                model_labels[item_id] = label
+            else:
+                votes[item_id].append((label, abstain))
         items = session.exec(select(Item).where(col(Item.id).in_(chunk)))
         for item in items:
             assert item.id is not None
-            status, label = derive(votes[item.id], annotators_per_item=project.annotators_per_item)
-            if (item.status, item.resolved_label) != (status, label):
-                item.status, item.resolved_label, item.updated_at = status, label, now
+            resolution = derive(
+                votes[item.id],
+                annotators_per_item=project.annotators_per_item,
+                model_label=model_labels.get(item.id),
+                review_reason=item.review_reason,
+            )
+            current = (item.status, item.resolved_label, item.resolved_by)
+            if current != (resolution.status, resolution.label, resolution.resolved_by):
+                item.status, item.resolved_label = resolution.status, resolution.label
+                item.resolved_by, item.updated_at = resolution.resolved_by, now
                 session.add(item)
     session.flush()
 

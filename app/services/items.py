@@ -27,6 +27,7 @@ from app.models.item import (
 )
 from app.pagination import PageRequest, keyset
 from app.services.api_keys import Principal
+from app.services.predictions import latest_predictions
 from app.sources.json_bodies import InvalidEntry
 
 ITEM_ADAPTER: TypeAdapter[ItemIn] = TypeAdapter(ItemIn)
@@ -406,4 +407,5 @@ def item_detail(
     return ItemDetail(
         **item_public(item, viewer=viewer).model_dump(),
         annotations=[AnnotationPublic.model_validate(a.model_dump()) for a in annotations],
+        predictions=latest_predictions(session, item_id=item.id or 0),
     )

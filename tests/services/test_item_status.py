@@ -1,25 +1,32 @@
+from typing import Any
+
 from app.models.base import ItemStatus
 from app.services.item_status import derive
 from app.services.items import content_hash, normalize_text
 
 
+def derive_pair(*args: Any, **kwargs: Any) -> tuple[object, object]:
+    status, label, _ = derive(*args, **kwargs)
+    return status, label
+
+
 def test_no_answers_is_unlabeled() -> None:
-    assert derive([], annotators_per_item=1) == (ItemStatus.unlabeled, None)
+    assert derive_pair([], annotators_per_item=1) == (ItemStatus.unlabeled, None)
 
 
 def test_abstentions_do_not_count_towards_overlap() -> None:
-    assert derive([(None, True), ("a", False)], annotators_per_item=2) == (
+    assert derive_pair([(None, True), ("a", False)], annotators_per_item=2) == (
         ItemStatus.in_progress,
         None,
     )
 
 
 def test_majority_wins_and_ties_need_review() -> None:
-    assert derive([("a", False), ("a", False), ("b", False)], annotators_per_item=3) == (
+    assert derive_pair([("a", False), ("a", False), ("b", False)], annotators_per_item=3) == (
         ItemStatus.labeled,
         "a",
     )
-    assert derive([("a", False), ("b", False)], annotators_per_item=2) == (
+    assert derive_pair([("a", False), ("b", False)], annotators_per_item=2) == (
         ItemStatus.needs_review,
         None,
     )
@@ -33,4 +40,28 @@ def test_normalization_ignores_case_width_and_spacing() -> None:
 
 def test_a_plurality_is_not_a_majority() -> None:
     votes = [("a", False), ("a", False), ("b", False), ("c", False)]
-    assert derive(votes, annotators_per_item=4) == (ItemStatus.needs_review, None)
+    assert derive_pair(votes, annotators_per_item=4) == (ItemStatus.needs_review, None)
+
+
+def test_an_auto_accept_resolves_only_until_humans_settle_the_item() -> None:
+    assert derive([], annotators_per_item=1, model_label="a") == (
+        ItemStatus.labeled,
+        "a",
+        "model",
+    )
+    assert derive([("b", False)], annotators_per_item=1, model_label="a") == (
+        ItemStatus.labeled,
+        "b",
+        "consensus",
+    )
+    # An audited auto-accept waits in the review queue, keeping the model's label meanwhile.
+    assert derive([], annotators_per_item=1, model_label="a", review_reason="audit") == (
+        ItemStatus.needs_review,
+        "a",
+        "model",
+    )
+    assert derive([], annotators_per_item=1, review_reason="low_confidence") == (
+        ItemStatus.needs_review,
+        None,
+        None,
+    )

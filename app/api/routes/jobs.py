@@ -1,0 +1,52 @@
+"""Jobs: poll, list, cancel and retry long-running work."""
+
+from fastapi import APIRouter, Response
+
+from app.deps import AnyRoleDep, IdPath, IdQuery, PageDep, RunnerDep, SessionDep, WriterDep
+from app.errors import problem_responses
+from app.models.job import Job, JobKind, JobPublic, JobStatus
+from app.pagination import Page, make_page
+from app.services import jobs
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 403, 422))
+
+
+def accepted(response: Response, job: Job) -> JobPublic:
+    """The 202 answer for work that continues in the background: the job and its Location."""
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobPublic.of(job)
+
+
+@router.get("/{job_id}", responses=problem_responses(404))
+def get_job(principal: AnyRoleDep, session: SessionDep, job_id: IdPath) -> JobPublic:
+    """Poll a job: status, progress, result or problem."""
+    return JobPublic.of(jobs.get_job(session, job_id=job_id))
+
+
+@router.get("")
+def list_jobs(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    page: PageDep,
+    project_id: IdQuery = None,
+    status: JobStatus | None = None,
+    kind: JobKind | None = None,
+) -> Page[JobPublic]:
+    """List jobs in creation order, optionally by project, status and kind."""
+    rows = jobs.list_jobs(session, project_id=project_id, status=status, kind=kind, page=page)
+    return make_page(rows, page, JobPublic.of)
+
+
+@router.post("/{job_id}/cancel", responses=problem_responses(404, 409))
+def cancel_job(principal: WriterDep, session: SessionDep, job_id: IdPath) -> JobPublic:
+    """Cancel a job: at once if queued, at its next progress point if running (409 if done)."""
+    return JobPublic.of(jobs.cancel_job(session, job_id=job_id))
+
+
+@router.post("/{job_id}/retry", status_code=202, responses=problem_responses(404, 409))
+def retry_job(
+    principal: WriterDep, session: SessionDep, runner: RunnerDep, job_id: IdPath, response: Response
+) -> JobPublic:
+    """Re-run a failed or cancelled job as a new job with the same parameters."""
+    job = jobs.retry_job(session, runner, job_id=job_id, created_by=principal.name)
+    return accepted(response, job)

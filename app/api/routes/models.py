@@ -1,0 +1,90 @@
+"""The model registry: algorithms, training jobs, versions and activation."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Response
+from pydantic import BaseModel
+
+from app.api.routes.jobs import accepted
+from app.deps import AnyRoleDep, PageDep, ProjectDep, RunnerDep, SessionDep, WriterDep
+from app.errors import problem_responses
+from app.models.base import MAX_DB_ID
+from app.models.job import JobPublic
+from app.models.model_version import AlgorithmPublic, ModelTrainRequest, ModelVersionPublic
+from app.pagination import Page, make_page
+from app.registry.algorithms import ALGORITHMS
+from app.services import models
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/models",
+    tags=["models"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+algorithms_router = APIRouter(prefix="/v1/algorithms", tags=["models"])
+
+VersionPath = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The version number.")]
+
+
+class Activation(BaseModel):
+    model: ModelVersionPublic
+    scoring_job: JobPublic
+
+
+@algorithms_router.get("", responses=problem_responses(401))
+def list_algorithms(principal: AnyRoleDep) -> list[AlgorithmPublic]:
+    """List the registered algorithms and their default parameters."""
+    return [
+        AlgorithmPublic(
+            name=a.name, description=a.description, input=a.input, default_params=dict(a.defaults)
+        )
+        for a in ALGORITHMS.values()
+    ]
+
+
+@router.post("", status_code=202, responses=problem_responses(409))
+def create_model(
+    principal: WriterDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    project: ProjectDep,
+    response: Response,
+    body: Annotated[
+        ModelTrainRequest,
+        Body(examples=[{"algorithm": "tfidf_logreg", "params": {"C": 10.0}, "activate": True}]),
+    ] = ModelTrainRequest(),
+) -> JobPublic:
+    """Train a new version on the human-resolved labels (202: a job; its result names it)."""
+    job = models.start_training(session, runner, project=project, principal=principal, request=body)
+    return accepted(response, job)
+
+
+@router.get("")
+def list_models(
+    principal: AnyRoleDep, session: SessionDep, project: ProjectDep, page: PageDep
+) -> Page[ModelVersionPublic]:
+    """List model versions, newest first."""
+    rows = models.list_versions(session, project=project, page=page)
+    return make_page(rows, page, ModelVersionPublic.of)
+
+
+@router.get("/{version}")
+def get_model(
+    principal: AnyRoleDep, session: SessionDep, project: ProjectDep, version: VersionPath
+) -> ModelVersionPublic:
+    """Get one version with its cross-validated metrics."""
+    return ModelVersionPublic.of(models.get_version(session, project=project, version=version))
+
+
+@router.post("/{version}/activate")
+def activate_model(
+    principal: WriterDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    project: ProjectDep,
+    version: VersionPath,
+) -> Activation:
+    """Make a version active; a job then scores the unlabeled pool with it."""
+    chosen, job = models.activate_version(
+        session, runner, project=project, version=version, principal=principal
+    )
+    return Activation(model=ModelVersionPublic.of(chosen), scoring_job=JobPublic.of(job))

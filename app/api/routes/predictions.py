@@ -1,0 +1,43 @@
+"""External predictions: other services' models, stored beside the registry's own."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from app.deps import ProjectDep, SessionDep, WriterDep
+from app.errors import problem_responses
+from app.models.prediction import PredictionIn, PredictionReport
+from app.services import predictions
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/predictions",
+    tags=["predictions"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+
+MAX_PREDICTIONS_PER_REQUEST = 10_000
+
+
+@router.post("", responses=problem_responses(413))
+def create_predictions(
+    principal: WriterDep,
+    session: SessionDep,
+    project: ProjectDep,
+    body: Annotated[
+        list[PredictionIn],
+        Body(
+            max_length=MAX_PREDICTIONS_PER_REQUEST,
+            examples=[
+                [
+                    {
+                        "external_id": "pkg-1",
+                        "probabilities": {"devel": 0.9, "utils": 0.1},
+                        "model_version": "sentiment-svc-2026-11",
+                    }
+                ]
+            ],
+        ),
+    ],
+) -> PredictionReport:
+    """Store predictions from another service's model; each entry is validated on its own."""
+    return predictions.submit_external_predictions(session, project=project, entries=body)

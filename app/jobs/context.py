@@ -1,0 +1,56 @@
+"""What a job function receives: its parameters, a database, progress reporting, cancellation."""
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import update
+from sqlmodel import col
+
+from app.db import Database
+from app.models.base import utcnow
+from app.models.job import Job, JobStatus
+from app.settings import Settings
+
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class JobRunner(Protocol):
+    """Runs committed, queued jobs: a thread of the API process, or procrastinate workers."""
+
+    def enqueue(self, job_id: int) -> None:
+        """Schedule a committed, queued job."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class JobCancelled(Exception):
+    """Raised at a progress point after someone asked to cancel the job."""
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    project_id: int | None
+    params: dict[str, Any]
+    database: Database
+    settings: Settings
+    # Jobs this one created; the runner enqueues them once this job's result is committed.
+    follow_ups: list[int] = field(default_factory=list)
+
+    def progress(self, fraction: float) -> None:
+        """Record progress (0..1) and a heartbeat; raise JobCancelled if cancel was requested."""
+        with self.database.session(write=True) as session:
+            session.exec(
+                update(Job)
+                .where(col(Job.id) == self.job_id, col(Job.status) == JobStatus.running)
+                .values(progress=round(min(max(fraction, 0.0), 1.0), 4), heartbeat_at=utcnow())
+            )
+            cancel = session.get(Job, self.job_id)
+            requested = cancel is not None and cancel.cancel_requested
+            session.commit()
+        if requested:
+            raise JobCancelled()

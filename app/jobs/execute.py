@@ -1,0 +1,189 @@
+"""Run one job by id, whichever runner picked it up: claim it, run its function, record the end.
+
+The claim is a conditional UPDATE (queued -> running), so a job runs at most once even if two
+runners see it. Whatever happens inside, the job ends succeeded, failed (with a problem) or
+cancelled; a function that fails wrote nothing, because results are committed in one place.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from app.db import Database
+from app.errors import AppError, Problem, make_problem
+from app.jobs.context import WORKER_NAME, JobCancelled, JobContext
+from app.models.base import utcnow
+from app.models.job import Job, JobStatus
+from app.settings import Settings
+
+logger = logging.getLogger("labelwise.jobs")
+
+JobFunction = Callable[[JobContext], dict[str, Any]]
+HEARTBEAT_SECONDS = 5.0
+
+
+def run_job(
+    database: Database,
+    settings: Settings,
+    job_id: int,
+    *,
+    functions: dict[str, JobFunction],
+    enqueue: Callable[[int], None],
+) -> None:
+    job = _claim(database, job_id)
+    if job is None:
+        return  # cancelled while queued, or already taken by another runner
+    context = JobContext(
+        job_id=job_id,
+        project_id=job.project_id,
+        params=job.params,
+        database=database,
+        settings=settings,
+    )
+    stop_heartbeat = _start_heartbeat(database, job_id)
+    try:
+        result = functions[job.kind](context)
+    except JobCancelled:
+        _finish(database, job_id, JobStatus.cancelled)
+        return
+    except AppError as error:
+        _finish(database, job_id, JobStatus.failed, error=error.to_problem())
+        return
+    except Exception:
+        logger.exception("job %s (%s) failed", job_id, job.kind)
+        problem = make_problem(
+            500,
+            "The job failed unexpectedly; it has been logged. This is a bug.",
+            slug="internal-error",
+        )
+        _finish(database, job_id, JobStatus.failed, error=problem)
+        return
+    finally:
+        stop_heartbeat()
+    _finish(database, job_id, JobStatus.succeeded, result=result)
+    for follow_up in context.follow_ups:
+        enqueue(follow_up)
+
+
+def _claim(database: Database, job_id: int) -> Job | None:
+    now = utcnow()
+    with database.session(write=True) as session:
+        claimed = session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == JobStatus.queued)
+            .values(status=JobStatus.running, started_at=now, heartbeat_at=now, worker=WORKER_NAME)
+        ).rowcount
+        job = session.get(Job, job_id) if claimed else None
+        session.commit()
+        return job
+
+
+def _finish(
+    database: Database,
+    job_id: int,
+    status: JobStatus,
+    *,
+    result: dict[str, Any] | None = None,
+    error: Problem | None = None,
+) -> None:
+    with database.session(write=True) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        job.status, job.finished_at = status, utcnow()
+        if status == JobStatus.succeeded:
+            job.progress, job.result = 1.0, result
+        if error is not None:
+            job.error = error.model_dump(mode="json", exclude_none=True)
+        session.add(job)
+        session.commit()
+
+
+def _start_heartbeat(database: Database, job_id: int) -> Callable[[], None]:
+    """Refresh heartbeat_at while a job runs, so other processes can tell it is alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                with database.session(write=True) as session:
+                    session.exec(
+                        update(Job)
+                        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
+                        .values(heartbeat_at=utcnow())
+                    )
+                    session.commit()
+            except Exception:  # a missed beat is harmless; the next one retries
+                logger.warning("job %s: heartbeat failed", job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
+    thread.start()
+
+    def stop_beating() -> None:
+        stop.set()
+        thread.join()
+
+    return stop_beating
+
+
+def fail_interrupted_jobs(database: Database, *, stale_after: timedelta) -> list[int]:
+    """Mark running jobs whose process is gone as failed (retryable); return their ids.
+
+    A job is interrupted when its worker is a dead process on this host, or when its
+    heartbeat is older than stale_after (its worker was on another host, or hung).
+    """
+    now = utcnow()
+    interrupted: list[int] = []
+    with database.session(write=True) as session:
+        for job in session.exec(select(Job).where(col(Job.status) == JobStatus.running)):
+            beat = job.heartbeat_at or job.started_at or job.created_at
+            if _owner_is_dead(job.worker) or now - beat > stale_after:
+                assert job.id is not None
+                job.status, job.finished_at = JobStatus.failed, now
+                job.error = make_problem(
+                    500,
+                    "The job was interrupted (its process stopped before it finished); "
+                    "nothing it was computing was saved. Retry it with POST /v1/jobs/"
+                    f"{job.id}/retry.",
+                    slug="job-interrupted",
+                ).model_dump(mode="json", exclude_none=True)
+                session.add(job)
+                interrupted.append(job.id)
+        session.commit()
+    for job_id in interrupted:
+        logger.warning("job %s was interrupted by a restart; marked failed", job_id)
+    return interrupted
+
+
+def _owner_is_dead(worker: str | None) -> bool:
+    import os
+    import socket
+
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid_text = worker.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # this process is just starting, so it runs nothing yet
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def queued_job_ids(database: Database) -> list[int]:
+    with database.session() as session:
+        rows = session.exec(
+            select(col(Job.id)).where(col(Job.status) == JobStatus.queued).order_by(col(Job.id))
+        )
+        return [job_id for job_id in rows if job_id is not None]

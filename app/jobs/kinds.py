@@ -1,0 +1,13 @@
+"""One function per job kind; every runner looks them up here."""
+
+from app.jobs.execute import JobFunction
+from app.models.job import JobKind
+from app.services.models import run_training
+from app.services.prelabels import run_prelabel
+from app.services.scoring import run_score_pool
+
+JOB_FUNCTIONS: dict[str, JobFunction] = {
+    JobKind.train_model: run_training,
+    JobKind.prelabel: run_prelabel,
+    JobKind.score_pool: run_score_pool,
+}

@@ -1,0 +1,1 @@
+"""Pure functions on numpy arrays: uncertainty, metrics, thresholds. No FastAPI, no SQL, no settings."""  # noqa: E501

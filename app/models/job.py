@@ -1,0 +1,99 @@
+"""Jobs: long work (training, prelabelling, pool scoring) answered with 202 and polled."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import pydantic
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlmodel import Field, SQLModel
+
+from app.errors import Problem
+from app.models.base import timestamp_column, utcnow
+
+
+class JobKind(StrEnum):
+    train_model = "train_model"
+    prelabel = "prelabel"
+    score_pool = "score_pool"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "job"
+    __table_args__ = (
+        sa.Index("ix_job_project_id", "project_id", "id"),
+        sa.Index("ix_job_status", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("project.id"))
+    )
+    kind: str = Field(sa_column=sa.Column(sa.String(30), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    progress: float = Field(default=0.0, sa_column=sa.Column(sa.Float, nullable=False))
+    params: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    result: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    error: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    created_by: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    retry_of: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("job.id"))
+    )
+    cancel_requested: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
+    # "host:pid" of the process running it; a dead owner means the job was interrupted.
+    worker: str | None = Field(default=None, sa_column=sa.Column(sa.String(200)))
+    heartbeat_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    started_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+
+
+class JobPublic(BaseModel):
+    id: int
+    project_id: int | None
+    kind: JobKind
+    status: JobStatus
+    progress: float = pydantic.Field(ge=0, le=1)
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    error: Problem | None
+    retryable: bool = pydantic.Field(
+        description="True when a failed or cancelled job can be re-run with POST .../retry."
+    )
+    retry_of: int | None
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> "JobPublic":
+        assert job.id is not None
+        return cls(
+            id=job.id,
+            project_id=job.project_id,
+            kind=JobKind(job.kind),
+            status=JobStatus(job.status),
+            progress=job.progress,
+            params=job.params,
+            result=job.result,
+            error=Problem.model_validate(job.error) if job.error else None,
+            retryable=job.status in (JobStatus.failed, JobStatus.cancelled),
+            retry_of=job.retry_of,
+            created_by=job.created_by,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )

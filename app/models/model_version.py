@@ -1,0 +1,152 @@
+"""Model versions of the in-process registry, and their serialized artifacts."""
+
+from datetime import datetime
+from typing import Any
+
+import pydantic
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+from sqlmodel import Field, SQLModel
+
+from app.models.base import timestamp_column, utcnow
+
+
+class ModelVersion(SQLModel, table=True):
+    __tablename__ = "model_version"
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "version", name="uq_model_version_project_id_version"),
+        # At most one active version per project.
+        sa.Index(
+            "uq_model_version_active_project",
+            "project_id",
+            unique=True,
+            sqlite_where=sa.text("active"),
+            postgresql_where=sa.text("active"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("project.id"), nullable=False)
+    )
+    version: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    algorithm: str = Field(sa_column=sa.Column(sa.String(50), nullable=False))
+    params: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    labels: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    n_train: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    # The exact training set: item ids in order, and a hash of the (id, label) pairs.
+    train_item_ids: list[int] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    train_labels: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    train_set_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    label_distribution: dict[str, int] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    metrics: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    training_seconds: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    active: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
+    job_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("job.id"))
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    activated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+
+
+class ModelArtifact(SQLModel, table=True):
+    """Bytes kept in the database so every replica can load every version."""
+
+    __tablename__ = "model_artifact"
+
+    model_version_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("model_version.id"), primary_key=True, nullable=False
+        )
+    )
+    name: str = Field(sa_column=sa.Column(sa.String(30), primary_key=True, nullable=False))
+    content: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+
+
+def registry_version_name(version: int) -> str:
+    """How predictions and annotations made by a registry version name it."""
+    return f"registry:{version}"
+
+
+class ModelTrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: str = pydantic.Field(
+        default="tfidf_logreg", description="A registered algorithm; see GET /v1/algorithms."
+    )
+    params: dict[str, Any] = pydantic.Field(
+        default_factory=dict, description="Overrides of the algorithm's default parameters."
+    )
+    activate: bool = pydantic.Field(
+        default=False, description="Activate the new version as soon as it is registered."
+    )
+
+
+class LabelMetrics(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class ModelMetrics(BaseModel):
+    accuracy: float
+    macro_f1: float
+    brier: float = pydantic.Field(description="Multi-class Brier score (lower is better).")
+    per_label: dict[str, LabelMetrics]
+    n_folds: int
+    excluded_labels: dict[str, int] = pydantic.Field(
+        default_factory=dict, description="Labels left out: fewer examples than folds."
+    )
+    synthetic_dropped: int = pydantic.Field(
+        default=0, description="Synthetic items left out by the project's synthetic_max_ratio."
+    )
+
+
+class ModelVersionPublic(BaseModel):
+    version: int
+    model_version: str = pydantic.Field(
+        description="The name its predictions and auto-accepted annotations carry."
+    )
+    algorithm: str
+    params: dict[str, Any]
+    labels: list[str]
+    n_train: int
+    train_set_hash: str
+    label_distribution: dict[str, int]
+    active: bool
+    metrics: ModelMetrics
+    training_seconds: float
+    job_id: int | None
+    created_at: datetime
+    activated_at: datetime | None
+
+    @classmethod
+    def of(cls, version: ModelVersion) -> "ModelVersionPublic":
+        return cls(
+            model_version=registry_version_name(version.version),
+            metrics=ModelMetrics.model_validate(version.metrics),
+            **version.model_dump(
+                include={
+                    "version",
+                    "algorithm",
+                    "params",
+                    "labels",
+                    "n_train",
+                    "train_set_hash",
+                    "label_distribution",
+                    "active",
+                    "training_seconds",
+                    "job_id",
+                    "created_at",
+                    "activated_at",
+                }
+            ),
+        )
+
+
+class AlgorithmPublic(BaseModel):
+    name: str
+    description: str
+    input: str = pydantic.Field(description='"text" or "features" (data.features, numbers).')
+    default_params: dict[str, Any]

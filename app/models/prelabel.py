@@ -1,0 +1,68 @@
+"""Prelabel requests: which model, which items, and how confident an auto-accept must be."""
+
+from typing import Self
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from app.models.base import DbId, SafeStr
+
+MAX_PRELABEL_ITEM_IDS = 10_000
+
+
+class PrelabelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float | None = pydantic.Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Auto-accept at or above this confidence. Default: the project's "
+        "auto_accept_threshold (unless target_precision is given).",
+    )
+    target_precision: float | None = pydantic.Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="Instead of one threshold: per label, the lowest threshold whose precision "
+        "on human labels (cross-validated) reaches this target.",
+    )
+    item_ids: list[DbId] | None = pydantic.Field(
+        default=None, max_length=MAX_PRELABEL_ITEM_IDS, description="Only these items."
+    )
+    limit: int | None = pydantic.Field(default=None, ge=1, description="At most this many items.")
+    model_version: SafeStr | None = pydantic.Field(
+        default=None,
+        max_length=100,
+        description='Default: the active registry version. "registry:N" names another registry '
+        "version; any other name uses the stored predictions of that external model.",
+    )
+    audit_share: float | None = pydantic.Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Share of auto-accepted items also sent to human review (default 2%).",
+    )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Self:
+        if self.threshold is not None and self.target_precision is not None:
+            raise ValueError("give threshold or target_precision, not both")
+        return self
+
+
+class AuditVersion(BaseModel):
+    model_version: str
+    audited: int = pydantic.Field(description="Auto-accepts sent to review as an audit sample.")
+    reviewed: int = pydantic.Field(description="Of those, how many humans have answered.")
+    agreed: int = pydantic.Field(description="Answers that agree with the auto-accepted label.")
+    precision: float | None
+    ci_low: float | None = pydantic.Field(description="95% Wilson interval.")
+    ci_high: float | None
+
+
+class AuditReport(BaseModel):
+    model_versions: list[AuditVersion]

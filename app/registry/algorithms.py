@@ -1,0 +1,186 @@
+"""Algorithms registered by name: how to build each scikit-learn pipeline from its params."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
+from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from app.errors import ErrorDetail, ValidationFailed
+
+InputKind = Literal["text", "features"]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    description: str
+    input: InputKind
+    defaults: Mapping[str, Any]
+    # (params) -> (features step, classifier); the pipeline is Pipeline([features, classifier]).
+    build: Callable[[dict[str, Any]], tuple[Any, Any]]
+    # Upper bounds that keep one request from asking for gigabytes.
+    maximums: Mapping[str, float] = field(default_factory=dict)
+
+    def resolve_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults with overrides applied; unknown names or wrong types are a 422."""
+        errors = []
+        for key, value in overrides.items():
+            if key not in self.defaults:
+                errors.append(
+                    ErrorDetail(
+                        loc=["body", "params", key],
+                        msg=f"unknown parameter for {self.name}; known: {sorted(self.defaults)}",
+                    )
+                )
+                continue
+            expected = type(self.defaults[key])
+            ok = isinstance(value, expected) and not isinstance(value, bool)
+            if expected is float:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or (isinstance(value, int | float) and value <= 0):
+                errors.append(
+                    ErrorDetail(
+                        loc=["body", "params", key],
+                        msg=f"must be a positive {expected.__name__}",
+                    )
+                )
+            elif key in self.maximums and value > self.maximums[key]:
+                errors.append(
+                    ErrorDetail(
+                        loc=["body", "params", key], msg=f"must be at most {self.maximums[key]}"
+                    )
+                )
+        merged = {**self.defaults, **overrides}
+        if not errors and merged.get("char_ngram_min", 0) > merged.get("char_ngram_max", 0):
+            errors.append(
+                ErrorDetail(
+                    loc=["body", "params", "char_ngram_min"],
+                    msg="must not exceed char_ngram_max",
+                )
+            )
+        if errors:
+            raise ValidationFailed(f"Invalid params for {self.name}.", errors=errors)
+        params = dict(self.defaults)
+        params.update(overrides)
+        return params
+
+    def pipeline(self, params: dict[str, Any]) -> Pipeline:
+        features, classifier = self.build(params)
+        return Pipeline([("features", features), ("classifier", classifier)])
+
+
+def _tfidf_logreg(p: dict[str, Any]) -> tuple[Any, Any]:
+    words = TfidfVectorizer(
+        ngram_range=(1, p["word_ngram_max"]),
+        min_df=p["min_df"],
+        max_features=p["max_features"],
+        sublinear_tf=True,
+        dtype=np.float32,
+    )
+    chars = TfidfVectorizer(
+        analyzer="char_wb",
+        ngram_range=(p["char_ngram_min"], p["char_ngram_max"]),
+        min_df=p["min_df"],
+        max_features=p["max_features"],
+        sublinear_tf=True,
+        dtype=np.float32,
+    )
+    classifier = LogisticRegression(
+        C=p["C"], class_weight="balanced", max_iter=p["max_iter"], tol=p["tol"]
+    )
+    return FeatureUnion([("words", words), ("chars", chars)]), classifier
+
+
+def _hashing_sgd(p: dict[str, Any]) -> tuple[Any, Any]:
+    # Stateless features: nothing to fit, no vocabulary to hold, fast to score huge pools.
+    features = HashingVectorizer(
+        ngram_range=(1, p["word_ngram_max"]),
+        n_features=2 ** p["n_features_log2"],
+        alternate_sign=False,
+        dtype=np.float32,
+    )
+    classifier = SGDClassifier(
+        loss="log_loss",
+        alpha=p["alpha"],
+        class_weight="balanced",
+        max_iter=p["max_iter"],
+        tol=1e-4,
+        random_state=0,
+    )
+    return features, classifier
+
+
+def _features_logreg(p: dict[str, Any]) -> tuple[Any, Any]:
+    classifier = LogisticRegression(C=p["C"], class_weight="balanced", max_iter=p["max_iter"])
+    return StandardScaler(), classifier
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in (
+        Algorithm(
+            name="tfidf_logreg",
+            description=(
+                "TF-IDF of word (1-2) and character (3-5) n-grams, logistic regression with "
+                "balanced class weights. The default: strong on short and long texts."
+            ),
+            input="text",
+            defaults={
+                "word_ngram_max": 2,
+                "char_ngram_min": 3,
+                "char_ngram_max": 5,
+                "min_df": 2,
+                "max_features": 50_000,
+                "C": 10.0,
+                "max_iter": 100,
+                "tol": 1e-3,
+            },
+            build=_tfidf_logreg,
+            maximums={
+                "word_ngram_max": 4,
+                "char_ngram_min": 8,
+                "char_ngram_max": 8,
+                "max_features": 1_000_000,
+                "max_iter": 10_000,
+                "C": 1e6,
+            },
+        ),
+        Algorithm(
+            name="hashing_sgd",
+            description=(
+                "Hashed word n-grams and a logistic-loss SGD classifier: no vocabulary, "
+                "small artifacts and the fastest scoring, for very large pools."
+            ),
+            input="text",
+            defaults={"word_ngram_max": 2, "n_features_log2": 18, "alpha": 1e-5, "max_iter": 50},
+            build=_hashing_sgd,
+            maximums={"word_ngram_max": 4, "n_features_log2": 24, "max_iter": 10_000},
+        ),
+        Algorithm(
+            name="features_logreg",
+            description=(
+                "Standardized numeric vectors from each item's data.features (all of one "
+                "length), logistic regression with balanced class weights."
+            ),
+            input="features",
+            defaults={"C": 1.0, "max_iter": 1000},
+            build=_features_logreg,
+            maximums={"max_iter": 100_000, "C": 1e6},
+        ),
+    )
+}
+
+
+def get_algorithm(name: str) -> Algorithm:
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise ValidationFailed(
+            f"Unknown algorithm {name!r}; registered: {sorted(ALGORITHMS)}.",
+            errors=[ErrorDetail(loc=["body", "algorithm"], msg="unknown algorithm")],
+        ) from None

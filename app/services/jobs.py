@@ -1,0 +1,112 @@
+"""Jobs as a resource: create (enqueued after commit), read, list, cancel, retry."""
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from app.errors import Conflict, NotFound
+from app.jobs.context import JobRunner
+from app.models.base import utcnow
+from app.models.job import FINISHED, Job, JobKind, JobStatus
+from app.pagination import PageRequest, keyset
+
+
+def new_job(
+    session: Session,
+    *,
+    project_id: int | None,
+    kind: JobKind,
+    params: dict[str, Any],
+    created_by: str,
+    retry_of: int | None = None,
+) -> Job:
+    """Add a queued job to the session (flushes; the caller commits, then enqueues)."""
+    job = Job(
+        project_id=project_id,
+        kind=kind,
+        status=JobStatus.queued,
+        params=params,
+        created_by=created_by,
+        retry_of=retry_of,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def submit_job(
+    session: Session,
+    runner: JobRunner,
+    *,
+    project_id: int | None,
+    kind: JobKind,
+    params: dict[str, Any],
+    created_by: str,
+) -> Job:
+    """Create a job, commit, and only then hand it to the runner (which re-reads it by id)."""
+    job = new_job(session, project_id=project_id, kind=kind, params=params, created_by=created_by)
+    session.commit()
+    assert job.id is not None
+    runner.enqueue(job.id)
+    return job
+
+
+def get_job(session: Session, *, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"No job with id {job_id}.")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    project_id: int | None,
+    status: JobStatus | None,
+    kind: JobKind | None,
+    page: PageRequest,
+) -> list[Job]:
+    query = select(Job)
+    if project_id is not None:
+        query = query.where(col(Job.project_id) == project_id)
+    if status is not None:
+        query = query.where(col(Job.status) == status)
+    if kind is not None:
+        query = query.where(col(Job.kind) == kind)
+    return list(session.exec(keyset(query, col(Job.id), page)))
+
+
+def cancel_job(session: Session, *, job_id: int) -> Job:
+    """A queued job is cancelled at once; a running one stops at its next progress point."""
+    job = session.exec(select(Job).where(col(Job.id) == job_id).with_for_update()).first()
+    if job is None:
+        raise NotFound(f"No job with id {job_id}.")
+    if job.status in FINISHED:
+        raise Conflict(f"Job {job_id} has already finished ({job.status}); nothing to cancel.")
+    if job.status == JobStatus.queued:
+        job.status, job.finished_at = JobStatus.cancelled, utcnow()
+    job.cancel_requested = True
+    session.add(job)
+    session.commit()
+    return job
+
+
+def retry_job(session: Session, runner: JobRunner, *, job_id: int, created_by: str) -> Job:
+    """Run a failed or cancelled job again, as a new job with the same parameters."""
+    old = get_job(session, job_id=job_id)
+    if old.status not in (JobStatus.failed, JobStatus.cancelled):
+        raise Conflict(
+            f"Job {job_id} is {old.status}; only a failed or cancelled job can be retried."
+        )
+    job = new_job(
+        session,
+        project_id=old.project_id,
+        kind=JobKind(old.kind),
+        params=old.params,
+        created_by=created_by,
+        retry_of=job_id,
+    )
+    session.commit()
+    assert job.id is not None
+    runner.enqueue(job.id)
+    return job

@@ -1,0 +1,326 @@
+"""The model registry's use cases: choose the training set, train and register a version,
+activate it, and load a version's fitted pipeline (through the in-process cache)."""
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from app.db import Database
+from app.errors import Conflict, NotFound
+from app.jobs.context import JobContext, JobRunner
+from app.models.base import ItemSource, utcnow
+from app.models.item import Item
+from app.models.job import Job, JobKind
+from app.models.model_version import (
+    ModelArtifact,
+    ModelTrainRequest,
+    ModelVersion,
+    registry_version_name,
+)
+from app.models.project import Project
+from app.pagination import PageRequest, keyset
+from app.registry.algorithms import Algorithm, get_algorithm
+from app.registry.store import dump_array, dump_pipeline, load_array, load_pipeline
+from app.registry.training import MIN_PER_LABEL, train
+from app.services import jobs
+from app.services.api_keys import Principal
+
+# Labels a model may learn from: human consensus (reviews join when adjudication lands).
+HUMAN_RESOLUTIONS = ("consensus",)
+PIPELINE_ARTIFACT = "pipeline"
+OOF_ARTIFACT = "oof_probabilities"
+
+
+@dataclass
+class TrainingSet:
+    item_ids: list[int] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    inputs: list[Any] = field(default_factory=list)
+    label_counts: dict[str, int] = field(default_factory=dict)  # before any exclusion
+    excluded_labels: dict[str, int] = field(default_factory=dict)  # too few examples
+    synthetic_dropped: int = 0
+    without_features: int = 0
+
+    def model_inputs(self, algorithm: Algorithm) -> list[str] | np.ndarray:
+        if algorithm.input == "features":
+            return np.asarray(self.inputs, dtype=np.float64)
+        return list(self.inputs)
+
+    @property
+    def hash(self) -> str:
+        digest = hashlib.sha256()
+        for item_id, label in zip(self.item_ids, self.labels, strict=True):
+            digest.update(f"{item_id}\t{label}\n".encode())
+        return digest.hexdigest()
+
+
+def feature_vector(data: dict[str, Any]) -> list[float] | None:
+    """data.features as a list of finite floats, or None."""
+    values = data.get("features")
+    if not isinstance(values, list) or not values:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    floats = [float(v) for v in values]
+    return floats if all(math.isfinite(v) for v in floats) else None
+
+
+def build_training_set(session: Session, *, project: Project, algorithm: Algorithm) -> TrainingSet:
+    """Items resolved by humans (never by a model), with synthetic items capped at the
+    project's synthetic_max_ratio and labels too rare to cross-validate left out."""
+    columns: list[Any] = [Item.id, Item.resolved_label, Item.source]
+    columns.append(Item.data if algorithm.input == "features" else Item.text)
+    rows = session.exec(
+        select(*columns)
+        .where(
+            col(Item.project_id) == project.id,
+            col(Item.resolved_by).in_(HUMAN_RESOLUTIONS),
+            col(Item.resolved_label).is_not(None),
+        )
+        .order_by(col(Item.id))
+    ).all()
+    result = TrainingSet()
+    if algorithm.input == "features":
+        vectors = [(row, feature_vector(row[3])) for row in rows]
+        lengths = Counter(len(v) for _, v in vectors if v is not None)
+        width = lengths.most_common(1)[0][0] if lengths else 0
+        kept = [(r, v) for r, v in vectors if v is not None and len(v) == width]
+        result.without_features = len(rows) - len(kept)
+        rows = [(r[0], r[1], r[2], v) for r, v in kept]
+    human = [r for r in rows if r[2] != ItemSource.synthetic]
+    synthetic = [r for r in rows if r[2] == ItemSource.synthetic]
+    ratio = project.synthetic_max_ratio
+    allowed = len(synthetic) if ratio >= 1 else math.floor(ratio * len(human) / (1 - ratio))
+    result.synthetic_dropped = max(0, len(synthetic) - allowed)
+    chosen = sorted(human + synthetic[:allowed], key=lambda r: r[0])
+    counts = Counter(r[1] for r in chosen)
+    result.label_counts = dict(sorted(counts.items()))
+    result.excluded_labels = {k: v for k, v in result.label_counts.items() if v < MIN_PER_LABEL}
+    for item_id, label, _, value in chosen:
+        if label in result.excluded_labels:
+            continue
+        result.item_ids.append(item_id)
+        result.labels.append(label)
+        result.inputs.append(value)
+    return result
+
+
+def check_trainable(training_set: TrainingSet) -> None:
+    usable = {k: v for k, v in training_set.label_counts.items() if v >= MIN_PER_LABEL}
+    if len(usable) >= 2:
+        return
+    have = ", ".join(f"{k}: {v}" for k, v in training_set.label_counts.items()) or "none"
+    extra = ""
+    if training_set.without_features:
+        extra = f" {training_set.without_features} labeled items have no usable data.features."
+    raise Conflict(
+        f"Training needs at least {MIN_PER_LABEL} human-resolved labels for each of at least "
+        f"2 labels (for {MIN_PER_LABEL}-fold cross-validation); this project has {have}. "
+        f"Model auto-accepts do not count.{extra}",
+        slug="not-enough-labels",
+    )
+
+
+def start_training(
+    session: Session,
+    runner: JobRunner,
+    *,
+    project: Project,
+    principal: Principal,
+    request: ModelTrainRequest,
+) -> Job:
+    """Validate now (a doomed job is a 409/422 today, not a failed job later), then enqueue."""
+    algorithm = get_algorithm(request.algorithm)
+    params = algorithm.resolve_params(request.params)
+    check_trainable(build_training_set(session, project=project, algorithm=algorithm))
+    return jobs.submit_job(
+        session,
+        runner,
+        project_id=project.id,
+        kind=JobKind.train_model,
+        params={"algorithm": algorithm.name, "params": params, "activate": request.activate},
+        created_by=principal.name,
+    )
+
+
+def run_training(context: JobContext) -> dict[str, Any]:
+    """Job function: train on the current training set and register a new version."""
+    algorithm = get_algorithm(context.params["algorithm"])
+    params = algorithm.resolve_params(context.params["params"])
+    with context.database.session() as session:
+        project = load_project(session, context.project_id)
+        training_set = build_training_set(session, project=project, algorithm=algorithm)
+    check_trainable(training_set)
+    context.progress(0.05)
+    trained = train(
+        algorithm,
+        params,
+        training_set.model_inputs(algorithm),
+        training_set.labels,
+        progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
+    )
+    pipeline_bytes = dump_pipeline(trained.pipeline)
+    oof_bytes = dump_array(trained.oof_probabilities)
+    context.progress(0.95)
+
+    with context.database.session(write=True) as session:
+        project = load_project(session, context.project_id, lock=True)
+        latest = session.exec(
+            select(func.max(ModelVersion.version)).where(col(ModelVersion.project_id) == project.id)
+        ).one()
+        version = ModelVersion(
+            project_id=project.id or 0,
+            version=(latest or 0) + 1,
+            algorithm=algorithm.name,
+            params=params,
+            labels=trained.labels,
+            n_train=len(training_set.labels),
+            train_item_ids=training_set.item_ids,
+            train_labels=training_set.labels,
+            train_set_hash=training_set.hash,
+            label_distribution=dict(sorted(Counter(training_set.labels).items())),
+            metrics=trained.metrics
+            | {
+                "excluded_labels": training_set.excluded_labels,
+                "synthetic_dropped": training_set.synthetic_dropped,
+            },
+            training_seconds=trained.seconds,
+            job_id=context.job_id,
+        )
+        session.add(version)
+        session.flush()
+        assert version.id is not None
+        session.add(
+            ModelArtifact(
+                model_version_id=version.id, name=PIPELINE_ARTIFACT, content=pipeline_bytes
+            )
+        )
+        session.add(
+            ModelArtifact(model_version_id=version.id, name=OOF_ARTIFACT, content=oof_bytes)
+        )
+        scoring_job = None
+        if context.params.get("activate"):
+            scoring_job = _activate(
+                session, project=project, version=version, created_by="registry"
+            )
+        session.commit()
+    if scoring_job is not None:
+        assert scoring_job.id is not None
+        context.follow_ups.append(scoring_job.id)
+    return {
+        "version": version.version,
+        "model_version": registry_version_name(version.version),
+        "n_train": version.n_train,
+        "accuracy": trained.metrics["accuracy"],
+        "macro_f1": trained.metrics["macro_f1"],
+        "training_seconds": trained.seconds,
+        "scoring_job_id": scoring_job.id if scoring_job else None,
+    }
+
+
+def load_project(session: Session, project_id: int | None, *, lock: bool = False) -> Project:
+    query = select(Project).where(col(Project.id) == project_id)
+    project = session.exec(query.with_for_update() if lock else query).first()
+    if project is None:
+        raise NotFound(f"Project {project_id} no longer exists.")
+    return project
+
+
+def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:
+    query = select(ModelVersion).where(col(ModelVersion.project_id) == project.id)
+    return list(session.exec(keyset(query, col(ModelVersion.id), page, descending=True)))
+
+
+def get_version(session: Session, *, project: Project, version: int) -> ModelVersion:
+    found = session.exec(
+        select(ModelVersion).where(
+            col(ModelVersion.project_id) == project.id, col(ModelVersion.version) == version
+        )
+    ).first()
+    if found is None:
+        raise NotFound(f"Project {project.id} has no model version {version}.")
+    return found
+
+
+def active_version(session: Session, *, project: Project) -> ModelVersion | None:
+    return session.exec(
+        select(ModelVersion).where(
+            col(ModelVersion.project_id) == project.id, col(ModelVersion.active)
+        )
+    ).first()
+
+
+def activate_version(
+    session: Session, runner: JobRunner, *, project: Project, version: int, principal: Principal
+) -> tuple[ModelVersion, Job]:
+    """Make a version the project's active one and start scoring the pool with it."""
+    project = load_project(session, project.id, lock=True)
+    chosen = get_version(session, project=project, version=version)
+    job = _activate(session, project=project, version=chosen, created_by=principal.name)
+    session.commit()
+    assert job.id is not None
+    runner.enqueue(job.id)
+    return chosen, job
+
+
+def _activate(session: Session, *, project: Project, version: ModelVersion, created_by: str) -> Job:
+    for other in session.exec(
+        select(ModelVersion).where(
+            col(ModelVersion.project_id) == project.id, col(ModelVersion.active)
+        )
+    ):
+        if other.id != version.id:
+            other.active = False
+            session.add(other)
+    session.flush()  # the partial unique index allows one active version at a time
+    version.active, version.activated_at = True, utcnow()
+    session.add(version)
+    return jobs.new_job(
+        session,
+        project_id=project.id,
+        kind=JobKind.score_pool,
+        params={"version": version.version},
+        created_by=created_by,
+    )
+
+
+def load_version(database: Database, version: ModelVersion) -> Pipeline:
+    """The fitted pipeline of a version, from the process cache or the database."""
+
+    def load() -> Pipeline:
+        with database.session() as session:
+            artifact = session.get(ModelArtifact, (version.id, PIPELINE_ARTIFACT))
+            if artifact is None:
+                raise NotFound(f"Model version {version.version} has no stored pipeline.")
+            return load_pipeline(artifact.content)
+
+    return database.model_cache.get(version.id, load)
+
+
+def load_oof_probabilities(session: Session, version: ModelVersion) -> np.ndarray:
+    artifact = session.get(ModelArtifact, (version.id, OOF_ARTIFACT))
+    if artifact is None:
+        raise NotFound(f"Model version {version.version} has no out-of-fold probabilities.")
+    return load_array(artifact.content)
+
+
+def version_inputs(
+    algorithm: Algorithm, items: list[tuple[int, str, dict[str, Any]]]
+) -> tuple[list[int], list[str] | np.ndarray]:
+    """The (ids, inputs) of (id, text, data) rows the algorithm can score; others are skipped."""
+    if algorithm.input == "text":
+        return [r[0] for r in items], [r[1] for r in items]
+    ids, vectors = [], []
+    for item_id, _, data in items:
+        vector = feature_vector(data)
+        if vector is not None:
+            ids.append(item_id)
+            vectors.append(vector)
+    return ids, np.asarray(vectors, dtype=np.float64)

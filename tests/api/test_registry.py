@@ -1,0 +1,203 @@
+"""Training, versions, activation and pool scoring through HTTP, with jobs really running."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import wait_for_job
+from tests.corpus import TOPICS, labeled_corpus
+
+LABELS = sorted(TOPICS)
+
+
+def labeled_project(
+    client: TestClient, *, n_labeled: int, n_pool: int, seed: int = 0, **fields: Any
+) -> tuple[int, list[int], list[int]]:
+    """A project with n_labeled human-labeled items per topic and an unlabeled pool."""
+    import uuid
+
+    body = {"name": f"registry-{uuid.uuid4().hex[:8]}", "labels": LABELS, **fields}
+    project = client.post("/v1/projects", json=body).json()
+    corpus = labeled_corpus(n_labeled + n_pool, seed=seed)
+    items = [{"text": text, "external_id": f"{seed}-{i}"} for i, (text, _) in enumerate(corpus)]
+    ingested = client.post(f"/v1/projects/{project['id']}/items", json=items).json()
+    ids = [r["id"] for r in ingested["results"]]
+    labeled_ids = ids[: 3 * n_labeled]
+    entries = [
+        {"item_id": item_id, "label": label}
+        for item_id, (_, label) in zip(labeled_ids, corpus, strict=False)
+    ]
+    response = client.post(f"/v1/projects/{project['id']}/annotations", json=entries)
+    assert response.status_code == 200, response.text
+    return project["id"], labeled_ids, ids[3 * n_labeled :]
+
+
+def train(client: TestClient, project_id: int, **body: Any) -> dict[str, Any]:
+    response = client.post(f"/v1/projects/{project_id}/models", json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/v1/jobs/{response.json()['id']}"
+    return wait_for_job(client, response.json())
+
+
+class TestTraining:
+    def test_registers_a_version_with_cross_validated_metrics(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, labeled, _ = labeled_project(live_client, n_labeled=20, n_pool=10)
+        job = train(live_client, project_id)
+        assert job["status"] == "succeeded", job
+        assert job["result"]["version"] == 1
+        version = live_client.get(f"/v1/projects/{project_id}/models/1").json()
+        assert version["algorithm"] == "tfidf_logreg"
+        assert version["n_train"] == len(labeled) == 60
+        assert version["label_distribution"] == {label: 20 for label in LABELS}
+        assert version["active"] is False
+        metrics = version["metrics"]
+        assert metrics["n_folds"] == 5
+        assert 0.8 <= metrics["accuracy"] <= 1.0
+        assert set(metrics["per_label"]) == set(LABELS)
+        assert metrics["per_label"]["tech"]["support"] == 20
+        assert 0.0 <= metrics["brier"] < 0.5
+        assert len(version["train_set_hash"]) == 64
+
+    def test_second_algorithm_and_newest_first_listing(self, live_client: TestClient) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=10, n_pool=0, seed=1)
+        assert train(live_client, project_id)["status"] == "succeeded"
+        job = train(live_client, project_id, algorithm="hashing_sgd", params={"alpha": 1e-4})
+        assert job["status"] == "succeeded", job
+        page = live_client.get(f"/v1/projects/{project_id}/models").json()
+        assert [(v["version"], v["algorithm"]) for v in page["items"]] == [
+            (2, "hashing_sgd"),
+            (1, "tfidf_logreg"),
+        ]
+        assert page["items"][0]["params"]["alpha"] == 1e-4
+
+    def test_model_made_labels_never_train_the_model(self, live_client: TestClient) -> None:
+        project_id, labeled, pool = labeled_project(live_client, n_labeled=10, n_pool=10, seed=2)
+        first = train(live_client, project_id, activate=True)
+        wait_for_job(live_client, {"id": first["result"]["scoring_job_id"]})
+        prelabel = live_client.post(
+            f"/v1/projects/{project_id}/prelabels", json={"threshold": 0.01}
+        )
+        assert wait_for_job(live_client, prelabel.json())["result"]["auto_accepted"] == len(pool)
+        second = train(live_client, project_id)
+        assert second["result"]["n_train"] == len(labeled)
+
+    def test_synthetic_items_are_capped(self, live_client: TestClient) -> None:
+        project_id, labeled, _ = labeled_project(
+            live_client, n_labeled=10, n_pool=0, seed=3, synthetic_max_ratio=0.1
+        )
+        synthetic = [
+            {"text": text, "source": "synthetic"} for text, _ in labeled_corpus(10, seed=33)
+        ]
+        report = live_client.post(f"/v1/projects/{project_id}/items", json=synthetic).json()
+        entries = [
+            {"item_id": r["id"], "label": label}
+            for r, (_, label) in zip(report["results"], labeled_corpus(10, seed=33), strict=True)
+        ]
+        live_client.post(f"/v1/projects/{project_id}/annotations", json=entries)
+        job = train(live_client, project_id)
+        # 30 human items allow floor(0.1 * 30 / 0.9) = 3 synthetic ones.
+        assert job["result"]["n_train"] == len(labeled) + 3
+        version = live_client.get(f"/v1/projects/{project_id}/models/1").json()
+        assert version["metrics"]["synthetic_dropped"] == 27
+
+
+class TestTrainingRefusals:
+    def test_too_few_labels_is_a_409_naming_what_is_missing(self, live_client: TestClient) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=3, n_pool=0, seed=4)
+        response = live_client.post(f"/v1/projects/{project_id}/models", json={})
+        assert response.status_code == 409
+        problem = response.json()
+        assert problem["type"] == "/problems/not-enough-labels"
+        assert "at least 5" in problem["detail"] and "sports: 3" in problem["detail"]
+        assert live_client.get(f"/v1/jobs?project_id={project_id}").json()["items"] == []
+
+    def test_one_class_is_a_409(self, live_client: TestClient) -> None:
+        import uuid
+
+        project = live_client.post(
+            "/v1/projects", json={"name": f"one-{uuid.uuid4().hex[:6]}", "labels": ["a", "b"]}
+        ).json()
+        items = [{"text": f"only one class {i}"} for i in range(10)]
+        ids = [
+            r["id"]
+            for r in live_client.post(f"/v1/projects/{project['id']}/items", json=items).json()[
+                "results"
+            ]
+        ]
+        live_client.post(
+            f"/v1/projects/{project['id']}/annotations",
+            json=[{"item_id": i, "label": "a"} for i in ids],
+        )
+        response = live_client.post(f"/v1/projects/{project['id']}/models", json={})
+        assert response.status_code == 409
+        assert "a: 10" in response.json()["detail"]
+
+    @pytest.mark.parametrize(
+        ("body", "loc"),
+        [
+            ({"algorithm": "nope"}, ["body", "algorithm"]),
+            ({"params": {"C": -1.0}}, ["body", "params", "C"]),
+            ({"params": {"bogus": 1}}, ["body", "params", "bogus"]),
+            (
+                {"params": {"char_ngram_min": 6, "char_ngram_max": 4}},
+                ["body", "params", "char_ngram_min"],
+            ),
+            (
+                {"algorithm": "hashing_sgd", "params": {"n_features_log2": 40}},
+                ["body", "params", "n_features_log2"],
+            ),
+        ],
+    )
+    def test_bad_algorithm_or_params_are_422(
+        self, live_client: TestClient, body: dict[str, Any], loc: list[Any]
+    ) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=5, n_pool=0, seed=5)
+        response = live_client.post(f"/v1/projects/{project_id}/models", json=body)
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["loc"] == loc
+
+
+class TestActivationAndScoring:
+    def test_activation_scores_the_unlabeled_pool(self, live_client: TestClient) -> None:
+        project_id, labeled, pool = labeled_project(live_client, n_labeled=10, n_pool=15, seed=6)
+        assert train(live_client, project_id)["status"] == "succeeded"
+        response = live_client.post(f"/v1/projects/{project_id}/models/1/activate")
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["active"] is True
+        scoring = wait_for_job(live_client, response.json()["scoring_job"])
+        assert scoring["status"] == "succeeded", scoring
+        assert scoring["result"]["scored"] == len(pool)
+        detail = live_client.get(f"/v1/projects/{project_id}/items/{pool[0]}").json()
+        [prediction] = detail["predictions"]
+        assert prediction["model_version"] == "registry:1"
+        assert prediction["label"] in LABELS
+        assert abs(sum(prediction["probabilities"].values()) - 1) < 1e-3
+        assert 0 <= prediction["margin"] <= prediction["confidence"] <= 1
+        # Human-labeled items are not part of the pool.
+        assert (
+            live_client.get(f"/v1/projects/{project_id}/items/{labeled[0]}").json()["predictions"]
+            == []
+        )
+
+    def test_activating_another_version_deactivates_the_first(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=10, n_pool=3, seed=7)
+        train(live_client, project_id, activate=True)
+        train(live_client, project_id, algorithm="hashing_sgd")
+        live_client.post(f"/v1/projects/{project_id}/models/2/activate")
+        versions = live_client.get(f"/v1/projects/{project_id}/models").json()["items"]
+        assert [(v["version"], v["active"]) for v in versions] == [(2, True), (1, False)]
+
+    def test_unknown_version_is_404(self, live_client: TestClient) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=5, n_pool=0, seed=8)
+        assert live_client.get(f"/v1/projects/{project_id}/models/9").status_code == 404
+        assert live_client.post(f"/v1/projects/{project_id}/models/9/activate").status_code == 404
+
+
+def test_algorithms_are_listed(live_client: TestClient) -> None:
+    names = {a["name"] for a in live_client.get("/v1/algorithms").json()}
+    assert {"tfidf_logreg", "hashing_sgd", "features_logreg"} <= names
