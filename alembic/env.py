@@ -14,6 +14,11 @@ if config.config_file_name is not None and not config.attributes.get("database_u
 target_metadata = SQLModel.metadata
 
 
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """procrastinate's tables (the `labelwise worker` queue) are not ours to compare."""
+    return not (type_ == "table" and (name or "").startswith("procrastinate_"))
+
+
 def database_url() -> str:
     return config.attributes.get("database_url") or get_settings().resolved_database_url
 
@@ -25,6 +30,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         render_as_batch=True,
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -39,6 +45,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             compare_type=True,
+        include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

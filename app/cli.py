@@ -1,4 +1,4 @@
-"""The `labelwise` command: migrate, serve, create an API key, write the OpenAPI spec."""
+"""The `labelwise` command: migrate, serve, run a job worker, create an API key, write the spec."""
 
 import argparse
 import json
@@ -16,6 +16,13 @@ def write_openapi(path: Path) -> None:
     path.write_text(json.dumps(spec, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def concurrency_arg(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if not 1 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 16, not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labelwise", description="Labelwise labeling service.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -24,6 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    worker = commands.add_parser(
+        "worker",
+        help="Run jobs from the PostgreSQL queue until SIGTERM/SIGINT "
+        "(for LABELWISE_JOB_RUNNER=procrastinate).",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=concurrency_arg,
+        default=1,
+        help="Jobs this process runs at once, each on its own thread (1-16; default 1). "
+        "For CPU-bound training, run more worker processes instead.",
+    )
     key = commands.add_parser(
         "create-api-key", help="Create a key directly in the database; prints it."
     )
@@ -38,8 +57,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         from app.migrations import upgrade
 
+        url = settings.resolved_database_url
+        # procrastinate's tables (the workers' queue) only where workers will use them.
+        with_queue = settings.job_runner == "procrastinate"
+        if with_queue:
+            from app.jobs.procrastinate_runner import (
+                ProcrastinateNeedsPostgres,
+                procrastinate_conninfo,
+            )
+
+            try:
+                procrastinate_conninfo(url)  # refuse SQLite before migrating anything
+            except ProcrastinateNeedsPostgres as error:
+                print(f"labelwise: {error}", file=sys.stderr)
+                return 2
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(settings.resolved_database_url)
+        upgrade(url)
+        if with_queue:
+            from app.jobs.procrastinate_runner import ensure_procrastinate_schema
+
+            if ensure_procrastinate_schema(url):
+                print("labelwise: applied procrastinate's schema (the job queue).")
     elif args.command == "serve":
         import uvicorn
 
@@ -52,6 +90,24 @@ def main(argv: list[str] | None = None) -> int:
             access_log=False,
             proxy_headers=True,
         )
+    elif args.command == "worker":
+        from app.jobs.procrastinate_runner import (
+            ProcrastinateNeedsPostgres,
+            ProcrastinateSchemaMissing,
+            run_worker,
+        )
+
+        if settings.job_runner != "procrastinate":
+            print(
+                "labelwise: warning: LABELWISE_JOB_RUNNER is not procrastinate, so API "
+                "processes with these settings run jobs themselves and defer none to workers.",
+                file=sys.stderr,
+            )
+        try:
+            run_worker(settings, args.concurrency)
+        except (ProcrastinateNeedsPostgres, ProcrastinateSchemaMissing) as error:
+            print(f"labelwise: {error}", file=sys.stderr)
+            return 2
     elif args.command == "create-api-key":
         from app.db import Database
         from app.errors import AppError

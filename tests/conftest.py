@@ -5,6 +5,7 @@ back afterwards; the app's session joins it through savepoints, so the services'
 commits work as usual and nothing leaks between tests.
 """
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -198,4 +199,4 @@ def wait_for_job(client: TestClient, job: dict[str, Any], timeout: float = 120.0
             return current
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job['id']} still {current['status']} after {timeout}s")
-        time.sleep(0.05)
+        time.sleep(float(os.environ.get("POLL", "0.05")))

@@ -131,16 +131,22 @@ def _start_heartbeat(database: Database, job_id: int) -> Callable[[], None]:
     return stop_beating
 
 
-def fail_interrupted_jobs(database: Database, *, stale_after: timedelta) -> list[int]:
+def fail_interrupted_jobs(
+    database: Database, *, stale_after: timedelta, at_startup: bool = True
+) -> list[int]:
     """Mark running jobs whose process is gone as failed (retryable); return their ids.
 
     A job is interrupted when its worker is a dead process on this host, or when its
-    heartbeat is older than stale_after (its worker was on another host, or hung).
+    heartbeat is older than stale_after (its worker was on another host, or hung). At
+    start-up a job "owned" by this very pid is also dead (a restarted container reuses
+    pids); later sweeps leave this process's own jobs alone.
     """
     now = utcnow()
     interrupted: list[int] = []
     with database.session(write=True) as session:
         for job in session.exec(select(Job).where(col(Job.status) == JobStatus.running)):
+            if not at_startup and job.worker == WORKER_NAME:
+                continue
             beat = job.heartbeat_at or job.started_at or job.created_at
             if _owner_is_dead(job.worker) or now - beat > stale_after:
                 assert job.id is not None
@@ -179,6 +185,32 @@ def _owner_is_dead(worker: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+class StaleJobSweeper:
+    """Fails, every half stale period, running jobs whose worker stopped beating, so a job
+    lost with another host does not wait for some process's next start."""
+
+    def __init__(self, database: Database, *, stale_after: timedelta) -> None:
+        self.database = database
+        self.stale_after = stale_after
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.stale_after.total_seconds() / 2):
+            try:
+                fail_interrupted_jobs(self.database, stale_after=self.stale_after, at_startup=False)
+            except Exception:  # the database may be briefly unreachable; try next time
+                logger.warning("stale-job sweep failed", exc_info=True)
 
 
 def queued_job_ids(database: Database) -> list[int]:

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from app.db import Database
 from app.jobs.context import JobRunner
-from app.jobs.execute import fail_interrupted_jobs, queued_job_ids, run_job
+from app.jobs.execute import StaleJobSweeper, fail_interrupted_jobs, queued_job_ids, run_job
 from app.jobs.kinds import JOB_FUNCTIONS
 from app.settings import Settings
 
@@ -25,6 +25,9 @@ class InProcessRunner:
         self.settings = settings
         self._executor: ThreadPoolExecutor | None = None
         self._pending: set[Future[None]] = set()
+        self._sweeper = StaleJobSweeper(
+            database, stale_after=timedelta(seconds=settings.job_stale_seconds)
+        )
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(
@@ -34,6 +37,7 @@ class InProcessRunner:
         fail_interrupted_jobs(self.database, stale_after=stale)
         for job_id in queued_job_ids(self.database):  # accepted before a restart: run them now
             self.enqueue(job_id)
+        self._sweeper.start()
 
     def enqueue(self, job_id: int) -> None:
         if self._executor is None:
@@ -55,6 +59,7 @@ class InProcessRunner:
             logger.exception("job %s could not be run", job_id)
 
     def stop(self) -> None:
+        self._sweeper.stop()
         if self._executor is not None:
             # Queued work stays queued in the database and runs at the next start.
             self._executor.shutdown(wait=True, cancel_futures=True)

@@ -3,19 +3,35 @@
 import io
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import numpy as np
 import skops.io
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import FeatureUnion, Pipeline
 
 
 class UntrustedArtifact(Exception):
     """A stored artifact names types we did not put there; it is not loaded."""
 
 
+# skops writes a dict entry by entry: a 44k-term TF-IDF vocabulary took 20 s and 26 MB.
+# The same terms as one numpy string array (index order) take milliseconds and 1.5 MB.
+TERMS_ATTRIBUTE = "labelwise_terms_"
+
+
 def dump_pipeline(pipeline: Pipeline) -> bytes:
-    content: bytes = skops.io.dumps(pipeline)
+    vectorizers = list(_vectorizers(pipeline))
+    for vectorizer in vectorizers:
+        vocabulary = vectorizer.vocabulary_
+        terms = np.array(sorted(vocabulary, key=vocabulary.__getitem__), dtype=str)
+        setattr(vectorizer, TERMS_ATTRIBUTE, terms)
+        del vectorizer.vocabulary_
+    try:
+        content: bytes = skops.io.dumps(pipeline)
+    finally:
+        for vectorizer in vectorizers:
+            _restore_vocabulary(vectorizer)
     return content
 
 
@@ -26,7 +42,28 @@ def load_pipeline(content: bytes) -> Pipeline:
     pipeline = skops.io.loads(content, trusted=[])
     if not isinstance(pipeline, Pipeline):
         raise UntrustedArtifact("artifact is not a scikit-learn Pipeline")
+    for vectorizer in _vectorizers(pipeline):
+        _restore_vocabulary(vectorizer)
     return pipeline
+
+
+def _vectorizers(estimator: Any) -> Iterator[Any]:
+    """Fitted steps holding a vocabulary (or its compact form), anywhere in the pipeline."""
+    if isinstance(estimator, Pipeline):
+        for _, step in estimator.steps:
+            yield from _vectorizers(step)
+    elif isinstance(estimator, FeatureUnion):
+        for _, part in estimator.transformer_list:
+            yield from _vectorizers(part)
+    elif hasattr(estimator, "vocabulary_") or hasattr(estimator, TERMS_ATTRIBUTE):
+        yield estimator
+
+
+def _restore_vocabulary(vectorizer: Any) -> None:
+    terms = getattr(vectorizer, TERMS_ATTRIBUTE, None)
+    if terms is not None:
+        vectorizer.vocabulary_ = {str(term): index for index, term in enumerate(terms.tolist())}
+        delattr(vectorizer, TERMS_ATTRIBUTE)
 
 
 def dump_array(array: np.ndarray) -> bytes:

@@ -70,12 +70,21 @@ def train(
     )
 
 
+def featurize(pipeline: Pipeline, inputs: Sequence[str] | np.ndarray) -> Any:
+    """The feature matrix of a fitted pipeline for these inputs."""
+    return pipeline.named_steps["features"].transform(inputs)
+
+
+def probabilities_from_features(pipeline: Pipeline, matrix: Any, n_labels: int) -> np.ndarray:
+    """(n, n_labels) probabilities in the model's label order, from a feature matrix."""
+    return _full_columns(pipeline.named_steps["classifier"], matrix, n_labels)
+
+
 def predict_probabilities(
     pipeline: Pipeline, inputs: Sequence[str] | np.ndarray, n_labels: int
 ) -> np.ndarray:
     """(n, n_labels) probabilities in the model's label order."""
-    matrix = pipeline.named_steps["features"].transform(inputs)
-    return _full_columns(pipeline.named_steps["classifier"], matrix, n_labels)
+    return probabilities_from_features(pipeline, featurize(pipeline, inputs), n_labels)
 
 
 def _full_columns(classifier: Any, matrix: Any, n_labels: int) -> np.ndarray:

@@ -1,0 +1,286 @@
+"""Jobs in `labelwise worker` processes, queued with procrastinate (PostgreSQL only).
+
+The API process only defers: it puts one procrastinate job, carrying the Labelwise job id,
+on the `labelwise` queue. A worker process runs it with app.jobs.execute.run_job, the same
+function, job table and job functions the embedded runner uses. procrastinate brings the
+queue itself: SKIP LOCKED fetching, LISTEN/NOTIFY wake-ups, worker heartbeats and a
+graceful stop on SIGTERM/SIGINT (running jobs finish, no new job is taken).
+
+The Labelwise `job` row stays the record users see; procrastinate's rows only carry the id.
+Deferring uses a queueing lock per job id, so deferring a job twice while it waits is a no-op;
+a worker re-defers every queued job when it starts, so a job whose defer was lost (the API
+stopped between committing the row and deferring) still runs.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from datetime import timedelta
+from typing import Any
+
+import procrastinate
+import psycopg
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.jobs import JobDeferrer
+from procrastinate.schema import SchemaManager
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from app.db import Database
+from app.jobs.context import WORKER_NAME
+from app.jobs.execute import (
+    StaleJobSweeper,
+    fail_interrupted_jobs,
+    queued_job_ids,
+    run_job,
+)
+from app.jobs.kinds import JOB_FUNCTIONS
+from app.logs import configure_logging
+from app.settings import Settings
+
+logger = logging.getLogger("labelwise.jobs")
+
+QUEUE = "labelwise"
+TASK_NAME = "labelwise.run_job"
+MAX_CONCURRENCY = 16
+# procrastinate's main table: present means its schema has been applied.
+SCHEMA_MARKER_TABLE = "procrastinate_jobs"
+# Serializes concurrent `labelwise migrate` runs while they check for and apply the schema.
+_SCHEMA_LOCK_KEY = 0x6C61_6265_6C77  # "labelw"
+MIGRATE_HINT = (
+    "run `LABELWISE_JOB_RUNNER=procrastinate labelwise migrate` with the same "
+    "LABELWISE_DATABASE_URL"
+)
+
+
+class ProcrastinateNeedsPostgres(ValueError):
+    """The procrastinate runner was asked for on a database that is not PostgreSQL."""
+
+
+class ProcrastinateSchemaMissing(RuntimeError):
+    """procrastinate's tables are not in the database: `labelwise migrate` did not add them."""
+
+
+def procrastinate_conninfo(database_url: str) -> str:
+    """The libpq conninfo for a SQLAlchemy PostgreSQL URL (as the app's engine would connect)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        raise ProcrastinateNeedsPostgres(
+            f"LABELWISE_JOB_RUNNER=procrastinate needs PostgreSQL, but the database is "
+            f"{url.get_backend_name()}. Set LABELWISE_DATABASE_URL to a postgresql+psycopg:// "
+            "URL, or use LABELWISE_JOB_RUNNER=inprocess (the embedded default)."
+        )
+    # Let SQLAlchemy's psycopg dialect read the URL (query options, socket hosts, escapes).
+    url = url.set(drivername="postgresql+psycopg")
+    args, kwargs = url.get_dialect()().create_connect_args(url)
+    return make_conninfo(*args, **kwargs)
+
+
+def procrastinate_schema_present(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        present = connection.exec_driver_sql(
+            f"SELECT to_regclass('{SCHEMA_MARKER_TABLE}') IS NOT NULL"
+        ).scalar()
+    return bool(present)
+
+
+def ensure_procrastinate_schema(database_url: str) -> bool:
+    """Apply procrastinate's schema unless it is there already; True if it was applied now.
+
+    One transaction under an advisory lock: concurrent migrations apply it once, and a
+    failure leaves nothing half-created. Upgrading procrastinate to a version with schema
+    changes needs its SQL migrations (procrastinate/sql/migrations), not this function.
+    """
+    with psycopg.connect(procrastinate_conninfo(database_url)) as connection:
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+        row = connection.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (SCHEMA_MARKER_TABLE,)
+        ).fetchone()
+        if row is not None and row[0]:
+            return False
+        # No parameters: psycopg sends the whole script with the simple query protocol.
+        connection.execute(SchemaManager.get_schema())
+    # Leaving the block committed the transaction.
+    logger.info("applied procrastinate's schema")
+    return True
+
+
+def _queueing_lock(job_id: int) -> str:
+    return f"labelwise-job-{job_id}"
+
+
+def _deferrer(app: procrastinate.App, job_id: int) -> JobDeferrer:
+    return app.configure_task(TASK_NAME, queue=QUEUE, queueing_lock=_queueing_lock(job_id))
+
+
+def defer(app: procrastinate.App, job_id: int) -> None:
+    """Defer a Labelwise job from sync code (a no-op if it is already waiting in the queue)."""
+    with contextlib.suppress(AlreadyEnqueued):
+        _deferrer(app, job_id).defer(job_id=job_id)
+
+
+async def defer_async(app: procrastinate.App, job_id: int) -> None:
+    with contextlib.suppress(AlreadyEnqueued):
+        await _deferrer(app, job_id).defer_async(job_id=job_id)
+
+
+class ProcrastinateRunner:
+    """The API side: defers jobs for `labelwise worker` processes; never runs one itself.
+
+    FastAPI runs sync routes on a thread pool, so deferring is synchronous: the app is
+    opened with a psycopg ConnectionPool (procrastinate's sync connector), which is
+    thread-safe. The pool is opened without waiting for a connection, so the API starts
+    even while the database is down; interrupted jobs are the workers' business.
+    """
+
+    def __init__(self, database: Database, settings: Settings, *, pool_size: int = 4) -> None:
+        self.database = database
+        self.settings = settings
+        self.pool_size = pool_size
+        self._conninfo = procrastinate_conninfo(settings.resolved_database_url)
+        self._pool: ConnectionPool[Any] | None = None
+        self._app: procrastinate.App | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if not procrastinate_schema_present(self.database.engine):
+            raise ProcrastinateSchemaMissing(
+                f"LABELWISE_JOB_RUNNER=procrastinate, but procrastinate's tables are missing "
+                f"from the database: {MIGRATE_HINT}."
+            )
+        self._open()
+
+    def _open(self) -> procrastinate.App:
+        with self._lock:
+            if self._app is None:
+                pool: ConnectionPool[Any] = ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    open=False,
+                    name="labelwise-procrastinate",
+                    check=ConnectionPool.check_connection,
+                )
+                pool.open(wait=False)
+                # An external pool: procrastinate uses it and leaves closing it to us.
+                app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+                self._app = app.open(pool)
+                self._pool = pool
+            return self._app
+
+    def enqueue(self, job_id: int) -> None:
+        # Opened lazily too: start() may have failed while the database was unreachable.
+        defer(self._open(), job_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+def build_worker_app(
+    database: Database, settings: Settings, *, concurrency: int = 1
+) -> procrastinate.App:
+    """The worker side: an async-connector app with the one task that runs a Labelwise job."""
+    connector = procrastinate.PsycopgConnector(
+        conninfo=procrastinate_conninfo(settings.resolved_database_url),
+        min_size=1,
+        # Fetching, heartbeats and abort polling share the pool with jobs deferring follow-ups.
+        max_size=concurrency + 3,
+        name="labelwise-worker",
+    )
+    app = procrastinate.App(connector=connector)
+
+    def enqueue(job_id: int) -> None:
+        # Called on the job's thread: procrastinate's sync API hops onto the worker's event
+        # loop (asgiref async_to_sync) to use the worker's async pool.
+        defer(app, job_id)
+
+    # A sync task: procrastinate runs it on a thread (asgiref sync_to_async,
+    # thread_sensitive=False), so CPU-heavy job functions never block the event loop that
+    # fetches jobs and sends heartbeats. No procrastinate retry: a failed Labelwise job is
+    # retried explicitly, with POST /v1/jobs/{id}/retry.
+    @app.task(name=TASK_NAME, queue=QUEUE)
+    def run_labelwise_job(job_id: int) -> None:
+        run_job(database, settings, job_id, functions=JOB_FUNCTIONS, enqueue=enqueue)
+
+    return app
+
+
+def run_worker(settings: Settings, concurrency: int = 1) -> None:
+    """`labelwise worker`: run Labelwise jobs from the queue until SIGTERM or SIGINT.
+
+    At start-up, jobs left running by a dead worker are marked failed (retryable), and
+    queued jobs are (re-)deferred. On SIGTERM/SIGINT the worker takes no new job, lets the
+    running ones finish, and exits; a second signal stops it at once.
+    """
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}.")
+    procrastinate_conninfo(settings.resolved_database_url)  # refuses SQLite before anything
+    configure_logging(settings.log_level)
+    _share_log_handlers("procrastinate", level=logging.INFO)
+    database = Database(settings)
+    try:
+        if not procrastinate_schema_present(database.engine):
+            raise ProcrastinateSchemaMissing(
+                f"procrastinate's tables are missing from the database: {MIGRATE_HINT}."
+            )
+        stale_after = timedelta(seconds=settings.job_stale_seconds)
+        interrupted = fail_interrupted_jobs(database, stale_after=stale_after)
+        queued = queued_job_ids(database)
+        app = build_worker_app(database, settings, concurrency=concurrency)
+        logger.info(
+            "worker %s starting on queue %s (concurrency %s)",
+            WORKER_NAME,
+            QUEUE,
+            concurrency,
+            extra={
+                "fields": {
+                    "worker": WORKER_NAME,
+                    "pid": os.getpid(),
+                    "interrupted_jobs": interrupted,
+                    "queued_jobs": len(queued),
+                }
+            },
+        )
+        sweeper = StaleJobSweeper(database, stale_after=stale_after)
+        sweeper.start()
+        try:
+            asyncio.run(_work(app, queued, concurrency=concurrency))
+        finally:
+            sweeper.stop()
+        logger.info("worker %s stopped", WORKER_NAME)
+    finally:
+        database.engine.dispose()
+
+
+async def _work(app: procrastinate.App, queued: list[int], *, concurrency: int) -> None:
+    async with app.open_async():
+        for job_id in queued:
+            await defer_async(app, job_id)
+        await app.run_worker_async(
+            queues=[QUEUE],
+            concurrency=concurrency,
+            name=f"labelwise-worker-{os.getpid()}",
+            # The Labelwise job row is the record; keep procrastinate's rows only for failures.
+            delete_jobs="successful",
+            install_signal_handlers=True,
+        )
+
+
+def _share_log_handlers(name: str, *, level: int) -> None:
+    """Send another library's log records through Labelwise's JSON handler."""
+    target = logging.getLogger(name)
+    target.setLevel(level)
+    for handler in logging.getLogger("labelwise").handlers:
+        if handler not in target.handlers:
+            target.addHandler(handler)
+    target.propagate = False

@@ -1,0 +1,173 @@
+"""Prelabels with registry models: thresholds, target precision, audits, and humans first."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from tests.api.test_registry import labeled_project, train
+from tests.conftest import wait_for_job
+from tests.factories import auth, make_key, make_project
+
+
+def prelabel(client: TestClient, project_id: int, **body: Any) -> dict[str, Any]:
+    response = client.post(f"/v1/projects/{project_id}/prelabels", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["kind"] == "prelabel"
+    return wait_for_job(client, response.json())
+
+
+def active_project(
+    client: TestClient, *, seed: int, n_pool: int = 10
+) -> tuple[int, list[int], list[int]]:
+    project_id, labeled, pool = labeled_project(client, n_labeled=20, n_pool=n_pool, seed=seed)
+    job = train(client, project_id, activate=True)
+    wait_for_job(client, {"id": job["result"]["scoring_job_id"]})
+    return project_id, labeled, pool
+
+
+class TestPrelabelThreshold:
+    def test_confident_items_are_auto_accepted_the_rest_reviewed(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, _, pool = active_project(live_client, seed=50)
+        job = prelabel(live_client, project_id, threshold=0.6, audit_share=0)
+        result = job["result"]
+        assert job["status"] == "succeeded", job
+        assert result["mode"] == "threshold"
+        assert result["considered"] == len(pool)
+        assert result["auto_accepted"] + result["needs_review"] == len(pool)
+        assert result["auto_accepted"] > 0
+        assert set(result["thresholds"].values()) == {0.6}
+        model_rows = live_client.get(
+            f"/v1/projects/{project_id}/annotations?source=model&limit=1000"
+        ).json()["items"]
+        assert len(model_rows) == result["auto_accepted"]
+        assert all(a["confidence"] >= 0.6 and a["threshold"] == 0.6 for a in model_rows)
+        assert all(a["model_version"] == "registry:1" for a in model_rows)
+        reviewed = live_client.get(
+            f"/v1/projects/{project_id}/items?status=needs_review&limit=1000"
+        ).json()["items"]
+        assert len(reviewed) == result["needs_review"]
+        assert all(
+            i["review_reason"] == "low_confidence" and i["suggested_label"] for i in reviewed
+        )
+        assert all(i["suggestion_confidence"] < 0.6 for i in reviewed)
+
+    def test_default_threshold_is_the_projects(self, live_client: TestClient) -> None:
+        project_id, _, _ = active_project(live_client, seed=51)
+        live_client.patch(f"/v1/projects/{project_id}", json={"auto_accept_threshold": 0.5})
+        job = prelabel(live_client, project_id)
+        assert set(job["result"]["thresholds"].values()) == {0.5}
+        assert job["params"]["audit_share"] == 0.02
+
+    def test_humans_win_and_auto_accepts_never_count_as_votes(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, _, pool = active_project(live_client, seed=52, n_pool=2)
+        prelabel(live_client, project_id, threshold=0.01, audit_share=0)
+        item_id = pool[0]
+        model_label = live_client.get(f"/v1/projects/{project_id}/items/{item_id}").json()[
+            "resolved_label"
+        ]
+        other = next(label for label in ("cooking", "sports", "tech") if label != model_label)
+        live_client.post(
+            f"/v1/projects/{project_id}/annotations", json=[{"item_id": item_id, "label": other}]
+        )
+        item = live_client.get(f"/v1/projects/{project_id}/items/{item_id}").json()
+        assert (item["resolved_label"], item["resolved_by"]) == (other, "consensus")
+        # A second run leaves items humans have answered alone.
+        again = prelabel(live_client, project_id, threshold=0.01, audit_share=0)
+        assert again["result"]["considered"] == len(pool) - 1
+
+    def test_limit_and_item_ids(self, live_client: TestClient) -> None:
+        project_id, _, pool = active_project(live_client, seed=53)
+        assert prelabel(live_client, project_id, limit=4)["result"]["considered"] == 4
+        chosen = pool[-3:]
+        job = prelabel(live_client, project_id, item_ids=chosen + [10**8])
+        assert job["result"]["considered"] == 3
+
+
+class TestTargetPrecisionAndAudit:
+    def test_target_precision_picks_per_label_thresholds(self, live_client: TestClient) -> None:
+        project_id, _, pool = active_project(live_client, seed=54, n_pool=20)
+        job = prelabel(live_client, project_id, target_precision=0.9, audit_share=0.5)
+        result = job["result"]
+        assert result["mode"] == "target_precision"
+        assert set(result["thresholds"]) == {"cooking", "sports", "tech"}
+        estimate = result["expected_precision"]
+        if result["auto_accepted"]:
+            assert estimate["ci_low"] <= estimate["estimate"] <= estimate["ci_high"]
+            assert estimate["n_calibration"] == 60
+        assert result["audited"] == -(-result["auto_accepted"] // 2)  # ceil(0.5 * accepted)
+
+    def test_audited_items_wait_for_review_and_feed_the_audit_report(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, _, pool = active_project(live_client, seed=55)
+        result = prelabel(live_client, project_id, threshold=0.01, audit_share=1.0)["result"]
+        assert result["audited"] == result["auto_accepted"] == len(pool)
+        audited = live_client.get(
+            f"/v1/projects/{project_id}/items?status=needs_review&limit=1000"
+        ).json()["items"]
+        assert len(audited) == len(pool)
+        assert all(i["review_reason"] == "audit" and i["resolved_by"] == "model" for i in audited)
+        # Humans review two: they agree with one and overrule the other.
+        first, second = audited[0], audited[1]
+        wrong = next(l for l in ("cooking", "sports", "tech") if l != second["resolved_label"])
+        live_client.post(
+            f"/v1/projects/{project_id}/annotations",
+            json=[
+                {"item_id": first["id"], "label": first["resolved_label"]},
+                {"item_id": second["id"], "label": wrong},
+            ],
+        )
+        [report] = live_client.get(f"/v1/projects/{project_id}/prelabels/audit").json()[
+            "model_versions"
+        ]
+        assert report["model_version"] == "registry:1"
+        assert (report["audited"], report["reviewed"], report["agreed"]) == (len(pool), 2, 1)
+        assert report["precision"] == 0.5
+        assert report["ci_low"] < 0.5 < report["ci_high"]
+
+
+class TestPrelabelRefusals:
+    def test_without_an_active_model_is_409(self, live_client: TestClient) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=5, n_pool=2, seed=56)
+        response = live_client.post(f"/v1/projects/{project_id}/prelabels", json={})
+        assert response.status_code == 409
+        assert response.json()["type"] == "/problems/no-active-model"
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"threshold": 0.9, "target_precision": 0.9},
+            {"threshold": 1.5},
+            {"threshold": 0},
+            {"target_precision": 1.0},
+            {"audit_share": -0.1},
+            {"limit": 0},
+            {"model_version": "registry:x"},
+            {"surprise": True},
+        ],
+    )
+    def test_bad_requests_are_422(
+        self, client: TestClient, session: Session, body: dict[str, Any]
+    ) -> None:
+        headers = auth(make_key(session))
+        project = make_project(client, headers)
+        response = client.post(
+            f"/v1/projects/{project['id']}/prelabels", json=body, headers=headers
+        )
+        assert response.status_code == 422, response.text
+
+    def test_unknown_registry_version_is_404(self, client: TestClient, session: Session) -> None:
+        headers = auth(make_key(session))
+        project = make_project(client, headers)
+        response = client.post(
+            f"/v1/projects/{project['id']}/prelabels",
+            json={"model_version": "registry:3"},
+            headers=headers,
+        )
+        assert response.status_code == 404

@@ -1,0 +1,36 @@
+"""Jobs lost with another host are failed by the periodic sweep; this process's are kept."""
+
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from app.db import Database
+from app.jobs.context import WORKER_NAME
+from app.jobs.execute import fail_interrupted_jobs
+from app.models.base import utcnow
+from app.models.job import Job, JobKind, JobStatus
+from app.services.jobs import new_job
+from app.settings import Settings
+
+
+def running_job(session: Session, *, worker: str, beat_age: timedelta) -> int:
+    job = new_job(session, project_id=None, kind=JobKind.prelabel, params={}, created_by="t")
+    job.status, job.worker, job.heartbeat_at = JobStatus.running, worker, utcnow() - beat_age
+    session.add(job)
+    session.commit()
+    assert job.id is not None
+    return job.id
+
+
+def test_periodic_sweep_fails_only_stale_jobs_of_other_processes(live_settings: Settings) -> None:
+    database = Database(live_settings)
+    with database.session(write=True) as session:
+        lost = running_job(session, worker="gone-host:123", beat_age=timedelta(minutes=5))
+        alive = running_job(session, worker="other-host:456", beat_age=timedelta(seconds=1))
+        mine = running_job(session, worker=WORKER_NAME, beat_age=timedelta(minutes=5))
+    failed = fail_interrupted_jobs(database, stale_after=timedelta(seconds=60), at_startup=False)
+    assert lost in failed and alive not in failed and mine not in failed
+    with database.session() as session:
+        statuses = {i: session.get(Job, i).status for i in (lost, alive, mine)}  # type: ignore[union-attr]
+    assert statuses == {lost: "failed", alive: "running", mine: "running"}
+    database.engine.dispose()
