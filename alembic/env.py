@@ -45,7 +45,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             compare_type=True,
-        include_name=include_name,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

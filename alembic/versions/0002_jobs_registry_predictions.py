@@ -133,6 +133,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("confidence", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("threshold", sa.Float(), nullable=True))
 
+    with op.batch_alter_table("project", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("retrain_after_labels", sa.Integer(), nullable=True))
+
     with op.batch_alter_table("item", schema=None) as batch_op:
         batch_op.add_column(sa.Column("resolved_by", sa.String(length=20), nullable=True))
         batch_op.add_column(sa.Column("review_reason", sa.String(length=30), nullable=True))
@@ -141,6 +144,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("project", schema=None) as batch_op:
+        batch_op.drop_column("retrain_after_labels")
+
 
     with op.batch_alter_table("item", schema=None) as batch_op:
         batch_op.drop_column("suggestion_confidence")

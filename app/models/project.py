@@ -43,6 +43,8 @@ class Project(SQLModel, table=True):
     synthetic_max_ratio: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
     cost_per_label: dict[str, float] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     phase: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    # Train a new version after this many new human labels (None: only on request).
+    retrain_after_labels: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
@@ -78,6 +80,13 @@ class ProjectCreate(BaseModel):
         default_factory=dict, examples=[{"in_house": 0.12, "crowd": 0.04}]
     )
     phase: Phase = Phase.pilot
+    retrain_after_labels: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Train a new model version after this many new human labels; it is "
+        "activated if its cross-validated macro-F1 is at least the active version's.",
+    )
 
     @model_validator(mode="after")
     def _labels_are_consistent(self) -> Self:
@@ -85,7 +94,7 @@ class ProjectCreate(BaseModel):
         return self
 
 
-NULLABLE_UPDATE_FIELDS = {"description", "reason"}
+NULLABLE_UPDATE_FIELDS = {"description", "reason", "retrain_after_labels"}
 
 
 class ProjectUpdate(BaseModel):
@@ -105,6 +114,7 @@ class ProjectUpdate(BaseModel):
     synthetic_max_ratio: Probability | None = None
     cost_per_label: dict[SafeStr, Cost] | None = None
     phase: Phase | None = None
+    retrain_after_labels: int | None = pydantic.Field(default=None, ge=1, le=10_000_000)
 
     force: bool = pydantic.Field(
         default=False,
@@ -137,5 +147,6 @@ class ProjectPublic(BaseModel):
     synthetic_max_ratio: float
     cost_per_label: dict[str, float]
     phase: Phase
+    retrain_after_labels: int | None
     created_at: datetime
     updated_at: datetime

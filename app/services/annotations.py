@@ -3,6 +3,7 @@
 from sqlmodel import Session, col, select
 
 from app.errors import ErrorDetail, Forbidden, Problem, make_problem
+from app.jobs.context import JobRunner
 from app.models.annotation import (
     Annotation,
     AnnotationEntryResult,
@@ -14,7 +15,7 @@ from app.models.base import AnnotationSource, Role, utcnow
 from app.models.item import Item
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
-from app.services import item_status
+from app.services import item_status, models
 from app.services.api_keys import Principal
 
 ON_BEHALF_ROLES = {Role.admin, Role.service}
@@ -42,7 +43,12 @@ def _entry_problem(index: int, status: int, field: str, detail: str) -> Problem:
 
 
 def submit_annotations(
-    session: Session, *, project: Project, principal: Principal, entries: list[AnnotationIn]
+    session: Session,
+    runner: JobRunner,
+    *,
+    project: Project,
+    principal: Principal,
+    entries: list[AnnotationIn],
 ) -> AnnotationReport:
     _authorize(principal, entries)
     assert project.id is not None
@@ -140,7 +146,10 @@ def submit_annotations(
     for result, annotation in written:
         result.id = annotation.id
     item_status.refresh_items(session, project=project, item_ids=touched)
+    retrain = models.auto_retrain_job(session, project=project) if touched else None
     session.commit()
+    if retrain is not None and retrain.id is not None:
+        runner.enqueue(retrain.id)
     return report
 
 

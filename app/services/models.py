@@ -150,6 +150,47 @@ def start_training(
     )
 
 
+def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
+    """A training job if the project retrains automatically and enough new human labels
+    arrived since the newest version (flushes; the caller commits, then enqueues)."""
+    every = project.retrain_after_labels
+    if every is None:
+        return None
+    pending = session.exec(
+        select(Job.id).where(
+            col(Job.project_id) == project.id,
+            col(Job.kind) == JobKind.train_model,
+            col(Job.status).in_(("queued", "running")),
+        )
+    ).first()
+    if pending is not None:
+        return None
+    latest = session.exec(
+        select(ModelVersion)
+        .where(col(ModelVersion.project_id) == project.id)
+        .order_by(col(ModelVersion.version).desc())
+    ).first()
+    labeled = session.exec(
+        select(func.count())
+        .select_from(Item)
+        .where(col(Item.project_id) == project.id, col(Item.resolved_by).in_(HUMAN_RESOLUTIONS))
+    ).one()
+    if labeled - (latest.n_train if latest else 0) < every:
+        return None
+    algorithm = get_algorithm(latest.algorithm if latest else "tfidf_logreg")
+    return jobs.new_job(
+        session,
+        project_id=project.id,
+        kind=JobKind.train_model,
+        params={
+            "algorithm": algorithm.name,
+            "params": latest.params if latest else dict(algorithm.defaults),
+            "activate": "if_better",
+        },
+        created_by="auto-retrain",
+    )
+
+
 def run_training(context: JobContext) -> dict[str, Any]:
     """Job function: train on the current training set and register a new version."""
     algorithm = get_algorithm(context.params["algorithm"])
@@ -221,8 +262,22 @@ def run_training(context: JobContext) -> dict[str, Any]:
         "accuracy": trained.metrics["accuracy"],
         "macro_f1": trained.metrics["macro_f1"],
         "training_seconds": trained.seconds,
+        "activated": scoring_job is not None,
         "scoring_job_id": scoring_job.id if scoring_job else None,
     }
+
+
+def _should_activate(
+    session: Session, project: Project, activate: bool | str | None, version: ModelVersion
+) -> bool:
+    """True, False, or "if_better": when the new version's cross-validated macro-F1 is at
+    least the active one's (auto-retraining never swaps in a worse model)."""
+    if activate != "if_better":
+        return bool(activate)
+    current = active_version(session, project=project)
+    if current is None:
+        return True
+    return float(version.metrics["macro_f1"]) >= float(current.metrics["macro_f1"])
 
 
 def load_project(session: Session, project_id: int | None, *, lock: bool = False) -> Project:

@@ -76,7 +76,8 @@ class TestCreatePredictions:
         problems = {r["index"]: r["problem"] for r in report["results"] if r["status"] == "failed"}
         assert problems[1]["errors"][0] == {
             "loc": ["body", 1, "probabilities", "happy"],
-            "msg": "unknown label 'happy'; the project's labels are ['positive', 'negative', 'neutral']",
+            "msg": "unknown label 'happy'; the project's labels are "
+            "['positive', 'negative', 'neutral']",
         }
         assert {e["loc"][-1] for e in problems[2]["errors"]} == {"positive", "negative"}
         assert "sum to 1" in problems[3]["detail"]
@@ -88,10 +89,8 @@ class TestCreatePredictions:
         headers = auth(make_key(session, role=Role.service))
         project = make_project(client, headers)
         [item] = ingest(client, headers, project["id"], [{"text": "one"}])["results"]
-        body = (
-            f'[{{"item_id": {item["id"]}, "probabilities": {{"positive": NaN}}, "model_version": "m"}},'
-            f' {{"item_id": {item["id"]}, "probabilities": {{"positive": 1}}, "model_version": "m"}}]'
-        )
+        entry = '{"item_id": %d, "probabilities": {"positive": %s}, "model_version": "m"}'
+        body = f"[{entry % (item['id'], 'NaN')}, {entry % (item['id'], '1')}]"
         response = client.post(
             f"/v1/projects/{project['id']}/predictions",
             content=body,
@@ -136,7 +135,7 @@ class TestCreatePredictions:
 
 class TestExternalPredictionsDrivePrelabels:
     def test_prelabel_with_an_external_model_version(self, live_client: TestClient) -> None:
-        project_id, labeled, pool = labeled_project(live_client, n_labeled=10, n_pool=4, seed=40)
+        project_id, _labeled, pool = labeled_project(live_client, n_labeled=10, n_pool=4, seed=40)
         confident = {"cooking": 0.96, "sports": 0.02, "tech": 0.02}
         unsure = {"cooking": 0.4, "sports": 0.35, "tech": 0.25}
         entries = [

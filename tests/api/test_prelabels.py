@@ -85,13 +85,13 @@ class TestPrelabelThreshold:
         project_id, _, pool = active_project(live_client, seed=53)
         assert prelabel(live_client, project_id, limit=4)["result"]["considered"] == 4
         chosen = pool[-3:]
-        job = prelabel(live_client, project_id, item_ids=chosen + [10**8])
+        job = prelabel(live_client, project_id, item_ids=[*chosen, 10**8])
         assert job["result"]["considered"] == 3
 
 
 class TestTargetPrecisionAndAudit:
     def test_target_precision_picks_per_label_thresholds(self, live_client: TestClient) -> None:
-        project_id, _, pool = active_project(live_client, seed=54, n_pool=20)
+        project_id, _, _pool = active_project(live_client, seed=54, n_pool=20)
         job = prelabel(live_client, project_id, target_precision=0.9, audit_share=0.5)
         result = job["result"]
         assert result["mode"] == "target_precision"
@@ -115,7 +115,7 @@ class TestTargetPrecisionAndAudit:
         assert all(i["review_reason"] == "audit" and i["resolved_by"] == "model" for i in audited)
         # Humans review two: they agree with one and overrule the other.
         first, second = audited[0], audited[1]
-        wrong = next(l for l in ("cooking", "sports", "tech") if l != second["resolved_label"])
+        wrong = next(x for x in ("cooking", "sports", "tech") if x != second["resolved_label"])
         live_client.post(
             f"/v1/projects/{project_id}/annotations",
             json=[

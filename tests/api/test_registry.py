@@ -201,3 +201,71 @@ class TestActivationAndScoring:
 def test_algorithms_are_listed(live_client: TestClient) -> None:
     names = {a["name"] for a in live_client.get("/v1/algorithms").json()}
     assert {"tfidf_logreg", "hashing_sgd", "features_logreg"} <= names
+
+
+class TestFeaturesAlgorithm:
+    def test_trains_and_scores_on_numeric_feature_vectors(self, live_client: TestClient) -> None:
+        import random
+        import uuid
+
+        rng = random.Random(9)
+        project = live_client.post(
+            "/v1/projects", json={"name": f"vec-{uuid.uuid4().hex[:6]}", "labels": ["low", "high"]}
+        ).json()
+        base = f"/v1/projects/{project['id']}"
+
+        def vector(label: str) -> list[float]:
+            centre = 0.0 if label == "low" else 3.0
+            return [centre + rng.gauss(0, 0.5), centre + rng.gauss(0, 0.5)]
+
+        labels = ["low", "high"] * 10
+        items = [
+            {"text": f"row {i}", "data": {"features": vector(lab)}} for i, lab in enumerate(labels)
+        ]
+        items += [{"text": "pool high", "data": {"features": [3.1, 2.9]}}]
+        items += [
+            {"text": "no vector", "data": {}},
+            {"text": "bad vector", "data": {"features": ["x"]}},
+        ]
+        ids = [r["id"] for r in live_client.post(f"{base}/items", json=items).json()["results"]]
+        live_client.post(
+            f"{base}/annotations",
+            json=[{"item_id": i, "label": lab} for i, lab in zip(ids, labels, strict=False)],
+        )
+        job = train(live_client, project["id"], algorithm="features_logreg", activate=True)
+        assert job["status"] == "succeeded", job
+        assert job["result"]["n_train"] == 20 and job["result"]["accuracy"] >= 0.9
+        scoring = wait_for_job(live_client, {"id": job["result"]["scoring_job_id"]})
+        assert scoring["result"]["scored"] == 1  # the two items without a usable vector are skipped
+        detail = live_client.get(f"{base}/items/{ids[20]}").json()
+        assert detail["predictions"][0]["label"] == "high"
+
+
+class TestAutoRetrain:
+    def test_retrains_after_n_new_human_labels(self, live_client: TestClient) -> None:
+        project_id, labeled, pool = labeled_project(
+            live_client, n_labeled=10, n_pool=10, seed=90, retrain_after_labels=30
+        )
+        jobs = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()
+        [first] = jobs["items"]
+        assert first["created_by"] == "auto-retrain" and first["params"]["activate"] == "if_better"
+        finished = wait_for_job(live_client, first)
+        assert finished["result"]["activated"] is True  # nothing was active yet
+        wait_for_job(live_client, {"id": finished["result"]["scoring_job_id"]})
+
+        corpus = labeled_corpus(20, seed=90)[30:]  # the pool's true labels
+        entries = [
+            {"item_id": i, "label": label} for i, (_, label) in zip(pool, corpus, strict=True)
+        ]
+        live_client.post(f"/v1/projects/{project_id}/annotations", json=entries[:29])
+        after_29 = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()
+        assert len(after_29["items"]) == 1
+        live_client.post(f"/v1/projects/{project_id}/annotations", json=entries[29:])
+        after_30 = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()
+        assert len(after_30["items"]) == 2
+        second = wait_for_job(live_client, after_30["items"][1])
+        assert second["result"]["n_train"] == len(labeled) + 30
+
+    def test_off_by_default(self, live_client: TestClient) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=20, n_pool=0, seed=91)
+        assert live_client.get(f"/v1/jobs?project_id={project_id}").json()["items"] == []

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, SessionDep
+from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, RunnerDep, SessionDep
 from app.errors import problem_responses, refuse_if_all_failed
 from app.models.annotation import AnnotationIn, AnnotationPublic, AnnotationReport
 from app.models.base import AnnotationSource
@@ -24,6 +24,7 @@ MAX_ANNOTATIONS_PER_REQUEST = 10_000
 def create_annotations(
     principal: AnyRoleDep,
     session: SessionDep,
+    runner: RunnerDep,
     project: ProjectDep,
     body: Annotated[
         list[AnnotationIn],
@@ -37,7 +38,7 @@ def create_annotations(
 ) -> AnnotationReport:
     """Submit annotations; resubmitting replaces yours and keeps the old one as history."""
     report = annotations.submit_annotations(
-        session, project=project, principal=principal, entries=body
+        session, runner, project=project, principal=principal, entries=body
     )
     refuse_if_all_failed(report.results, total=len(report.results), noun="annotations")
     return report
