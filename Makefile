@@ -41,6 +41,7 @@ openapi: $(STAMP)
 ## bench: the benchmarks in bench/; figures go to docs/benchmarks.md by hand
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/registry.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

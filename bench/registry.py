@@ -37,7 +37,6 @@ import math
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -429,7 +428,9 @@ def ingest(client: httpx.Client, project_id: int, items: list[dict[str, Any]]) -
 
 def annotate(client: httpx.Client, project_id: int, pairs: list[tuple[int, str]]) -> None:
     for start in range(0, len(pairs), ANNOTATE_BATCH):
-        batch = [{"item_id": i, "label": label} for i, label in pairs[start : start + ANNOTATE_BATCH]]
+        batch = [
+            {"item_id": i, "label": label} for i, label in pairs[start : start + ANNOTATE_BATCH]
+        ]
         report = expect(
             client.post(f"/v1/projects/{project_id}/annotations", json=batch),
             200,
@@ -571,7 +572,9 @@ def run_e2e(args: argparse.Namespace, algorithm: str, rows: list[Row]) -> list[E
     results = []
     leg = (algorithm, rows, args.e2e_pool, args.e2e_labels, args.chunk)
     with tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp:
-        results.append(e2e_leg("sqlite", f"sqlite:///{Path(tmp) / 'labelwise.db'}", Path(tmp), *leg))
+        results.append(
+            e2e_leg("sqlite", f"sqlite:///{Path(tmp) / 'labelwise.db'}", Path(tmp), *leg)
+        )
     if args.postgres_url:
         name = f"labelwise_bench_registry_{os.getpid()}"
         with (
@@ -655,26 +658,35 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
+def table(header: list[str], rows: list[list[str]], *, text_columns: int = 1) -> list[str]:
+    """Aligned columns: the first `text_columns` to the left, the figures to the right."""
+
+    def cells(values: list[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if i < text_columns else v.rjust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
-    out = [line, "-" * len(line)]
-    for row in rows:
-        out.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    return out
+    line = cells(header)
+    return [line, "-" * len(line), *(cells(row) for row in rows)]
 
 
 def report_train(results: list[TrainResult]) -> list[str]:
     return [
         "1. Training: train() = features fit + 5-fold CV + final fit; skops artifact",
         *table(
-            ["algorithm", "labels", "train s", "features fit s", "CV accuracy", "CV macro-F1",
-             "dump s", "load s", "artifact"],
+            [
+                "algorithm",
+                "labels",
+                "train s",
+                "features fit s",
+                "CV accuracy",
+                "CV macro-F1",
+                "dump s",
+                "load s",
+                "artifact",
+            ],
             [
                 [
                     r.algorithm,
@@ -725,33 +737,41 @@ def report_score(results: list[ScoreResult], rounds: int) -> list[str]:
             )
         projected = TARGET_POOL / feat_rate + r.scale(min(r.job_path))
         rows.append(
-            [r.algorithm, "projected 1M: featurize + job path", f"{TARGET_POOL:,}",
-             f"{projected:.0f}", f"{TARGET_POOL / projected:,.0f}", "-"]
+            [
+                r.algorithm,
+                "projected 1M: featurize + job path",
+                f"{TARGET_POOL:,}",
+                f"{projected:.0f}",
+                f"{TARGET_POOL / projected:,.0f}",
+                "-",
+            ]
         )
-    lines += table(["algorithm", "step", "rows", "seconds", "rows/s", "vs raw"], rows)
+    lines += table(
+        ["algorithm", "step", "rows", "seconds", "rows/s", "vs raw"], rows, text_columns=2
+    )
     lines.append("")
     for r in results:
-        ratios = ", ".join(
-            f"{g / w:.2f}" for g, w in zip(r.registry, r.raw, strict=True)
-        )
+        ratios = ", ".join(f"{g / w:.2f}" for g, w in zip(r.registry, r.raw, strict=True))
         lines.append(f"{r.algorithm}: registry/raw per round: {ratios}")
         registry_1m = r.scale(min(r.registry))
         job_1m = r.scale(min(r.job_path))
         ratio = min(r.registry) / min(r.raw)
-        for verdict, text in (
-            (registry_1m < TARGET_SECONDS, f"registry scores 1M rows in {registry_1m:.1f} s"),
-            (ratio <= TARGET_RATIO, f"registry/raw = {ratio:.2f}x (target <= {TARGET_RATIO}x)"),
-        ):
-            lines.append(f"{'PASS' if verdict else 'FAIL'}: {r.algorithm}: {text}"
-                         + (f" (target < {TARGET_SECONDS:.0f} s)" if "1M" in text else ""))
-        lines.append(
-            f"{'pass' if job_1m < TARGET_SECONDS else 'fail'} (not the target's definition): "
-            f"{r.algorithm}: with prediction_rows, 1M rows take {job_1m:.1f} s "
+        scaled = "" if r.pool == TARGET_POOL else f", scaled from {r.pool:,} rows"
+        lines += [
+            f"{verdict(registry_1m < TARGET_SECONDS)}: {r.algorithm}: the registry path scores "
+            f"1M rows in {registry_1m:.1f} s{scaled} (target < {TARGET_SECONDS:.0f} s)",
+            f"{verdict(ratio <= TARGET_RATIO)}: {r.algorithm}: registry/raw = {ratio:.2f}x "
+            f"(target <= {TARGET_RATIO}x)",
+            f"note: {r.algorithm}: with prediction_rows 1M rows take {job_1m:.1f} s "
             f"({min(r.job_path) / min(r.raw):.2f}x raw); featurizing 1M texts at "
-            f"{r.unique_texts / r.featurize_seconds:,.0f} texts/s would add "
-            f"{TARGET_POOL * r.featurize_seconds / r.unique_texts:.0f} s"
-        )
+            f"{r.unique_texts / r.featurize_seconds:,.0f} texts/s adds "
+            f"{TARGET_POOL * r.featurize_seconds / r.unique_texts:.0f} s",
+        ]
     return lines
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
 
 
 def report_e2e(results: list[E2EResult]) -> list[str]:
@@ -759,8 +779,18 @@ def report_e2e(results: list[E2EResult]) -> list[str]:
         "3. Pool-scoring job end to end (job row started_at..finished_at: DB read + featurize "
         "+ predict + uncertainty + upsert)",
         *table(
-            ["database", "algorithm", "items", "labeled", "ingest s", "train job s", "scored",
-             "score job s", "items/s", "1M at this rate"],
+            [
+                "database",
+                "algorithm",
+                "items",
+                "labeled",
+                "ingest s",
+                "train job s",
+                "scored",
+                "score job s",
+                "items/s",
+                "1M at this rate",
+            ],
             [
                 [
                     r.database,
@@ -776,6 +806,7 @@ def report_e2e(results: list[E2EResult]) -> list[str]:
                 ]
                 for r in results
             ],
+            text_columns=2,
         ),
     ]
 
@@ -811,7 +842,9 @@ def report_api(results: list[ApiResult]) -> list[str]:
     return [
         "4. GET /v1/projects/{id} latency, sequential requests (ms)",
         *table(
-            ["algorithm", "state", "requests", "p50", "p95", "p99", "max", "train job s"], rows
+            ["algorithm", "state", "requests", "p50", "p95", "p99", "max", "train job s"],
+            rows,
+            text_columns=2,
         ),
     ]
 
@@ -942,7 +975,7 @@ def main(argv: list[str] | None = None) -> int:
         (api, report_api),
     ):
         if results:
-            out += ["", *render(results)]  # type: ignore[operator]
+            out += ["", *render(results)]
     print("\n".join(out))
     return status
 

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
@@ -195,3 +196,21 @@ class TestFailuresAndRestarts:
                 select(ModelVersion).where(ModelVersion.project_id == project_id)
             ).all()
             assert len(versions) == 1 and versions[0].active
+
+
+class TestCancelRunning:
+    def test_a_running_training_job_stops_at_its_next_fold_and_saves_nothing(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=1_500, n_pool=0, seed=63)
+        job = live_client.post(f"/v1/projects/{project_id}/models", json={}).json()
+        deadline = time.monotonic() + 60
+        while live_client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        cancel = live_client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancel.status_code == 200
+        finished = wait_for_job(live_client, job)
+        assert finished["status"] == "cancelled", finished
+        assert finished["result"] is None and finished["retryable"] is True
+        assert live_client.get(f"/v1/projects/{project_id}/models").json()["items"] == []
