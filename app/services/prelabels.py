@@ -31,7 +31,7 @@ from app.services import item_status, jobs
 from app.services import models as registry
 from app.services.api_keys import Principal
 from app.services.predictions import REGISTRY_PREFIX, prediction_rows, upsert_predictions
-from app.services.scoring import pool_chunks
+from app.services.scoring import count_pool, pool_chunks
 from app.settings import Settings
 
 # The annotator name of auto-accepts; API key names cannot contain ":", so it cannot clash.
@@ -172,7 +172,13 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
         pipeline = registry.load_version(context.database, source.version)
         algorithm = get_algorithm(source.version.algorithm)
     with context.database.session() as reader:
-        total = params["limit"] or len(params["item_ids"] or []) or None
+        total = (
+            len(params["item_ids"])
+            if params["item_ids"]
+            else count_pool(reader, project_id=project.id or 0)
+        )
+        if params["limit"]:
+            total = min(total, params["limit"])
         for chunk in pool_chunks(
             reader,
             project_id=project.id or 0,
@@ -204,7 +210,7 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
             skipped += len(chunk) - len(ids)
             decisions.extend(_decide(ids, probabilities, source.labels, thresholds))
             done = len(decisions) + skipped
-            context.progress(0.05 + 0.8 * (done / total if total else 0.5))
+            context.progress(0.05 + 0.8 * min(done / max(total, 1), 1.0))
 
     accepted = [d for d in decisions if d.accept]
     rng = np.random.default_rng(context.job_id)

@@ -1,5 +1,7 @@
 """Jobs: poll, list, cancel and retry long-running work."""
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from app.deps import AnyRoleDep, IdPath, IdQuery, PageDep, RunnerDep, SessionDep, WriterDep
@@ -9,6 +11,16 @@ from app.pagination import Page, make_page
 from app.services import jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 403, 422))
+
+
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "description": "Accepted: the work runs as a job; poll the Location.",
+        "headers": {
+            "Location": {"description": "/v1/jobs/{id} of the job", "schema": {"type": "string"}}
+        },
+    }
+}
 
 
 def accepted(response: Response, job: Job) -> JobPublic:
@@ -43,7 +55,9 @@ def cancel_job(principal: WriterDep, session: SessionDep, job_id: IdPath) -> Job
     return JobPublic.of(jobs.cancel_job(session, job_id=job_id))
 
 
-@router.post("/{job_id}/retry", status_code=202, responses=problem_responses(404, 409))
+@router.post(
+    "/{job_id}/retry", status_code=202, responses={**ACCEPTED, **problem_responses(404, 409)}
+)
 def retry_job(
     principal: WriterDep, session: SessionDep, runner: RunnerDep, job_id: IdPath, response: Response
 ) -> JobPublic:

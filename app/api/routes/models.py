@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Response
 from pydantic import BaseModel
 
-from app.api.routes.jobs import accepted
+from app.api.routes.jobs import ACCEPTED, accepted
 from app.deps import AnyRoleDep, PageDep, ProjectDep, RunnerDep, SessionDep, WriterDep
 from app.errors import problem_responses
 from app.models.base import MAX_DB_ID
@@ -41,7 +41,7 @@ def list_algorithms(principal: AnyRoleDep) -> list[AlgorithmPublic]:
     ]
 
 
-@router.post("", status_code=202, responses=problem_responses(409))
+@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
 def create_model(
     principal: WriterDep,
     session: SessionDep,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
-from app.api.routes.jobs import accepted
+from app.api.routes.jobs import ACCEPTED, accepted
 from app.deps import AnyRoleDep, ProjectDep, RunnerDep, SessionDep, SettingsDep, WriterDep
 from app.errors import problem_responses
 from app.models.job import JobPublic
@@ -18,7 +18,7 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=202, responses=problem_responses(409))
+@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
 def create_prelabels(
     principal: WriterDep,
     session: SessionDep,
