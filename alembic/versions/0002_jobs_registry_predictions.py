@@ -141,14 +141,19 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("review_reason", sa.String(length=30), nullable=True))
         batch_op.add_column(sa.Column("suggested_label", sa.String(length=100), nullable=True))
         batch_op.add_column(sa.Column("suggestion_confidence", sa.Float(), nullable=True))
+        batch_op.create_index(
+            "ix_item_project_resolved_by", ["project_id", "resolved_by", "id"], unique=False
+        )
+    # Before this revision every resolved label came from human answers.
+    op.execute("UPDATE item SET resolved_by = 'consensus' WHERE resolved_label IS NOT NULL")
 
 
 def downgrade() -> None:
     with op.batch_alter_table("project", schema=None) as batch_op:
         batch_op.drop_column("retrain_after_labels")
 
-
     with op.batch_alter_table("item", schema=None) as batch_op:
+        batch_op.drop_index("ix_item_project_resolved_by")
         batch_op.drop_column("suggestion_confidence")
         batch_op.drop_column("suggested_label")
         batch_op.drop_column("review_reason")

@@ -13,7 +13,11 @@ from app.models.base import utcnow
 from app.models.job import Job, JobStatus
 from app.settings import Settings
 
-WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+def worker_name() -> str:
+    """ "host:pid" of this process; read each time, since a pre-forking server forks after
+    import."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class JobRunner(Protocol):
@@ -31,6 +35,11 @@ class JobCancelled(Exception):
     """Raised at a progress point after someone asked to cancel the job."""
 
 
+class JobLost(Exception):
+    """Raised at a progress point when the job is no longer this process's to finish (the
+    stale-job sweep failed it, e.g. after its heartbeats were blocked for too long)."""
+
+
 @dataclass
 class JobContext:
     job_id: int
@@ -41,16 +50,18 @@ class JobContext:
     # Jobs this one created; the runner enqueues them once this job's result is committed.
     follow_ups: list[int] = field(default_factory=list)
 
-    def progress(self, fraction: float) -> None:
-        """Record progress (0..1) and a heartbeat; raise JobCancelled if cancel was requested."""
+    def progress(self, fraction: float, *, cancellable: bool = True) -> None:
+        """Record progress (0..1) and a heartbeat; raise JobCancelled if cancel was requested
+        (unless the job is past the point where it can stop cleanly)."""
         with self.database.session(write=True) as session:
             session.exec(
                 update(Job)
                 .where(col(Job.id) == self.job_id, col(Job.status) == JobStatus.running)
                 .values(progress=round(min(max(fraction, 0.0), 1.0), 4), heartbeat_at=utcnow())
             )
-            cancel = session.get(Job, self.job_id)
-            requested = cancel is not None and cancel.cancel_requested
+            job = session.get(Job, self.job_id)
             session.commit()
-        if requested:
+        if job is None or job.status != JobStatus.running:
+            raise JobLost()
+        if cancellable and job.cancel_requested:
             raise JobCancelled()

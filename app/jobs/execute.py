@@ -16,7 +16,7 @@ from sqlmodel import col, select
 
 from app.db import Database
 from app.errors import AppError, Problem, make_problem
-from app.jobs.context import WORKER_NAME, JobCancelled, JobContext
+from app.jobs.context import JobCancelled, JobContext, JobLost, worker_name
 from app.models.base import utcnow
 from app.models.job import Job, JobStatus
 from app.settings import Settings
@@ -51,6 +51,9 @@ def run_job(
     except JobCancelled:
         _finish(database, job_id, JobStatus.cancelled)
         return
+    except JobLost:
+        logger.warning("job %s was failed by another process while running; stopped", job_id)
+        return
     except AppError as error:
         _finish(database, job_id, JobStatus.failed, error=error.to_problem())
         return
@@ -76,7 +79,9 @@ def _claim(database: Database, job_id: int) -> Job | None:
         claimed = session.exec(
             update(Job)
             .where(col(Job.id) == job_id, col(Job.status) == JobStatus.queued)
-            .values(status=JobStatus.running, started_at=now, heartbeat_at=now, worker=WORKER_NAME)
+            .values(
+                status=JobStatus.running, started_at=now, heartbeat_at=now, worker=worker_name()
+            )
         ).rowcount
         job = session.get(Job, job_id) if claimed else None
         session.commit()
@@ -91,16 +96,22 @@ def _finish(
     result: dict[str, Any] | None = None,
     error: Problem | None = None,
 ) -> None:
+    """Record how a job ended, unless it is no longer running here (a sweep failed it)."""
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
+    if status == JobStatus.succeeded:
+        values |= {"progress": 1.0, "result": result}
+    if error is not None:
+        values["error"] = error.model_dump(mode="json", exclude_none=True)
     with database.session(write=True) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return
-        job.status, job.finished_at = status, utcnow()
-        if status == JobStatus.succeeded:
-            job.progress, job.result = 1.0, result
-        if error is not None:
-            job.error = error.model_dump(mode="json", exclude_none=True)
-        session.add(job)
+        session.exec(
+            update(Job)
+            .where(
+                col(Job.id) == job_id,
+                col(Job.status) == JobStatus.running,
+                col(Job.worker) == worker_name(),
+            )
+            .values(**values)
+        )
         session.commit()
 
 
@@ -145,7 +156,7 @@ def fail_interrupted_jobs(
     interrupted: list[int] = []
     with database.session(write=True) as session:
         for job in session.exec(select(Job).where(col(Job.status) == JobStatus.running)):
-            if not at_startup and job.worker == WORKER_NAME:
+            if not at_startup and job.worker == worker_name():
                 continue
             beat = job.heartbeat_at or job.started_at or job.created_at
             if _owner_is_dead(job.worker) or now - beat > stale_after:

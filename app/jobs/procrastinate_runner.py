@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from app.db import Database
-from app.jobs.context import WORKER_NAME
+from app.jobs.context import worker_name
 from app.jobs.execute import (
     StaleJobSweeper,
     fail_interrupted_jobs,
@@ -239,12 +239,12 @@ def run_worker(settings: Settings, concurrency: int = 1) -> None:
         app = build_worker_app(database, settings, concurrency=concurrency)
         logger.info(
             "worker %s starting on queue %s (concurrency %s)",
-            WORKER_NAME,
+            worker_name(),
             QUEUE,
             concurrency,
             extra={
                 "fields": {
-                    "worker": WORKER_NAME,
+                    "worker": worker_name(),
                     "pid": os.getpid(),
                     "interrupted_jobs": interrupted,
                     "queued_jobs": len(queued),
@@ -257,7 +257,7 @@ def run_worker(settings: Settings, concurrency: int = 1) -> None:
             asyncio.run(_work(app, queued, concurrency=concurrency))
         finally:
             sweeper.stop()
-        logger.info("worker %s stopped", WORKER_NAME)
+        logger.info("worker %s stopped", worker_name())
     finally:
         database.engine.dispose()
 

@@ -25,6 +25,7 @@ class InProcessRunner:
         self.settings = settings
         self._executor: ThreadPoolExecutor | None = None
         self._pending: set[Future[None]] = set()
+        self._stopping = False
         self._sweeper = StaleJobSweeper(
             database, stale_after=timedelta(seconds=settings.job_stale_seconds)
         )
@@ -40,8 +41,10 @@ class InProcessRunner:
         self._sweeper.start()
 
     def enqueue(self, job_id: int) -> None:
-        if self._executor is None:
-            raise RuntimeError("the job runner is not started")
+        if self._executor is None or self._stopping:
+            # The job row is committed and queued: the next start runs it.
+            logger.info("job %s stays queued: the runner is not running", job_id)
+            return
         future = self._executor.submit(self._run, job_id)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
@@ -59,6 +62,7 @@ class InProcessRunner:
             logger.exception("job %s could not be run", job_id)
 
     def stop(self) -> None:
+        self._stopping = True
         self._sweeper.stop()
         if self._executor is not None:
             # Queued work stays queued in the database and runs at the next start.

@@ -28,6 +28,7 @@ class Item(SQLModel, table=True):
         sa.Index("ix_item_project_status", "project_id", "status", "id"),
         sa.Index("ix_item_project_source", "project_id", "source", "id"),
         sa.Index("ix_item_project_resolved_label", "project_id", "resolved_label", "id"),
+        sa.Index("ix_item_project_resolved_by", "project_id", "resolved_by", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

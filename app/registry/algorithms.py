@@ -1,5 +1,6 @@
 """Algorithms registered by name: how to build each scikit-learn pipeline from its params."""
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,7 +43,10 @@ class Algorithm:
             ok = isinstance(value, expected) and not isinstance(value, bool)
             if expected is float:
                 ok = isinstance(value, int | float) and not isinstance(value, bool)
-            if not ok or (isinstance(value, int | float) and value <= 0):
+            if ok and isinstance(value, int) and abs(value) > 10**12:
+                ok = False
+            finite = ok and math.isfinite(value) and abs(value) < 1e300
+            if not finite or value <= 0:
                 errors.append(
                     ErrorDetail(
                         loc=["body", "params", key],
@@ -148,6 +152,8 @@ ALGORITHMS: dict[str, Algorithm] = {
                 "max_features": 1_000_000,
                 "max_iter": 10_000,
                 "C": 1e6,
+                "min_df": 1_000,
+                "tol": 1.0,
             },
         ),
         Algorithm(
@@ -159,7 +165,12 @@ ALGORITHMS: dict[str, Algorithm] = {
             input="text",
             defaults={"word_ngram_max": 2, "n_features_log2": 18, "alpha": 1e-5, "max_iter": 50},
             build=_hashing_sgd,
-            maximums={"word_ngram_max": 4, "n_features_log2": 24, "max_iter": 10_000},
+            maximums={
+                "word_ngram_max": 4,
+                "n_features_log2": 24,
+                "max_iter": 10_000,
+                "alpha": 10.0,
+            },
         ),
         Algorithm(
             name="features_logreg",

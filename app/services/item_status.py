@@ -46,10 +46,10 @@ def derive(
             return Resolution(ItemStatus.needs_review, None, None)
         return Resolution(ItemStatus.labeled, label, "consensus")
     waiting_for_review = review_reason in REVIEW_REASONS
-    if answers:
+    if waiting_for_review and not labels:
+        status = ItemStatus.needs_review  # only "I don't know" so far: still needs a reviewer
+    elif answers:
         status = ItemStatus.in_progress
-    elif waiting_for_review:
-        status = ItemStatus.needs_review
     elif model_label is not None:
         status = ItemStatus.labeled
     else:

@@ -25,9 +25,10 @@ from app.models.item import (
     ItemIn,
     ItemPublic,
 )
+from app.models.prediction import Prediction
 from app.pagination import PageRequest, keyset
 from app.services.api_keys import Principal
-from app.services.predictions import latest_predictions
+from app.services.predictions import LOOKUP_CHUNK, latest_predictions
 from app.sources.json_bodies import InvalidEntry
 
 ITEM_ADAPTER: TypeAdapter[ItemIn] = TypeAdapter(ItemIn)
@@ -356,6 +357,15 @@ def _update(session: Session, *, rows: list[_Row]) -> None:
             for r in rows
         ],
     )
+    # A prediction describes the old content; the next scoring run predicts the new one.
+    ids = [r.id for r in rows]
+    predictions = Prediction.__table__  # type: ignore[attr-defined]
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        session.connection().execute(
+            sa.delete(predictions).where(
+                predictions.c.item_id.in_(ids[start : start + LOOKUP_CHUNK])
+            )
+        )
 
 
 def list_items(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.pipeline import Pipeline
 from sqlalchemy import func
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from app.db import Database
@@ -200,13 +201,19 @@ def run_training(context: JobContext) -> dict[str, Any]:
         training_set = build_training_set(session, project=project, algorithm=algorithm)
     check_trainable(training_set)
     context.progress(0.05)
-    trained = train(
-        algorithm,
-        params,
-        training_set.model_inputs(algorithm),
-        training_set.labels,
-        progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
-    )
+    try:
+        trained = train(
+            algorithm,
+            params,
+            training_set.model_inputs(algorithm),
+            training_set.labels,
+            progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
+        )
+    except ValueError as error:  # scikit-learn refusing these params for this data
+        raise Conflict(
+            f"{algorithm.name} cannot be trained with these params on this data: {error}",
+            slug="training-refused",
+        ) from error
     pipeline_bytes = dump_pipeline(trained.pipeline)
     oof_bytes = dump_array(trained.oof_probabilities)
     context.progress(0.95)
@@ -247,7 +254,7 @@ def run_training(context: JobContext) -> dict[str, Any]:
             ModelArtifact(model_version_id=version.id, name=OOF_ARTIFACT, content=oof_bytes)
         )
         scoring_job = None
-        if context.params.get("activate"):
+        if _should_activate(session, project, context.params.get("activate"), version):
             scoring_job = _activate(
                 session, project=project, version=version, created_by="registry"
             )
@@ -289,7 +296,12 @@ def load_project(session: Session, project_id: int | None, *, lock: bool = False
 
 
 def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:
-    query = select(ModelVersion).where(col(ModelVersion.project_id) == project.id)
+    # The training set (ids and labels) can be megabytes per version; a list does not need it.
+    query = (
+        select(ModelVersion)
+        .where(col(ModelVersion.project_id) == project.id)
+        .options(defer(ModelVersion.train_item_ids), defer(ModelVersion.train_labels))  # type: ignore[arg-type]
+    )
     return list(session.exec(keyset(query, col(ModelVersion.id), page, descending=True)))
 
 

@@ -147,30 +147,93 @@ def calibration_set(
 
 
 @dataclass
-class Decision:
-    item_id: int
-    label: str
-    confidence: float
-    threshold: float | None
-    accept: bool
+class ChunkDecisions:
+    """One chunk's predictions, decided in the read phase; compact so a 1M pool fits."""
+
+    ids: np.ndarray
+    top: np.ndarray
+    confidence: np.ndarray
+    accept: np.ndarray
+    # Registry predictions computed now (no stored score yet), to store in the write phase.
+    new_ids: list[int]
+    new_probabilities: np.ndarray | None
 
 
 def run_prelabel(context: JobContext) -> dict[str, Any]:
-    """Job function: decide every candidate item, then write all decisions in one commit."""
+    """Job function. Read phase: predict and decide every candidate (cancellable, writes
+    nothing). Write phase: apply the decisions chunk by chunk, each chunk one short
+    transaction that locks its items, so annotators are never blocked for long; an item a
+    human answered meanwhile is left alone. A re-run after a failed write phase is a no-op
+    for the items already written."""
     params = context.params
     with context.database.session() as session:
         project = registry.load_project(session, context.project_id)
         source = resolve_source(session, project=project, requested=params["model_version"])
         thresholds, calibration = _thresholds(session, project, source, params)
+    # A label removed from the project since the model was trained is never written.
+    allowed = np.array([label in project.labels for label in source.labels])
+    thresholds = [t if allowed[k] else None for k, t in enumerate(thresholds)]
+    cutoffs = np.array([np.inf if t is None else t for t in thresholds])
     context.progress(0.05)
 
-    decisions: list[Decision] = []
-    rows: list[dict[str, Any]] = []
-    skipped = 0
+    chunks, skipped = _read_phase(context, project, source, allowed, cutoffs)
+    accepted_ids = np.concatenate([c.ids[c.accept] for c in chunks] or [np.zeros(0, np.int64)])
+    rng = np.random.default_rng(context.job_id)
+    n_audit = int(np.ceil(params["audit_share"] * len(accepted_ids)))
+    audited = set(rng.choice(accepted_ids, n_audit, replace=False).tolist()) if n_audit else set()
+    context.progress(0.7)  # past this point the job finishes what it started
+
+    counts: Counter[str] = Counter()
+    per_label: Counter[int] = Counter()
+    for index, chunk in enumerate(chunks):
+        with context.database.session(write=True) as session:
+            applied = _write_chunk(session, project, source, chunk, audited, thresholds)
+            session.commit()
+        for top, accept, audit in applied:
+            counts["auto_accepted" if accept else "needs_review"] += 1
+            counts["audited"] += audit
+            per_label[top] += accept
+        context.progress(0.7 + 0.3 * (index + 1) / len(chunks), cancellable=False)
+
+    estimate = expected_precision(
+        calibration[0], calibration[1], thresholds, [per_label[k] for k in range(len(cutoffs))]
+    )
+    considered = sum(len(c.ids) for c in chunks) + skipped
+    return {
+        "model_version": source.name,
+        "mode": "target_precision" if params["target_precision"] is not None else "threshold",
+        "target_precision": params["target_precision"],
+        "thresholds": dict(zip(source.labels, thresholds, strict=True)),
+        "considered": considered,
+        "auto_accepted": counts["auto_accepted"],
+        "needs_review": counts["needs_review"],
+        "audited": counts["audited"],
+        "skipped": considered - counts["auto_accepted"] - counts["needs_review"],
+        "expected_precision": {
+            "estimate": estimate.estimate,
+            "ci_low": estimate.low,
+            "ci_high": estimate.high,
+            "n_calibration": estimate.n_calibration,
+        },
+    }
+
+
+def _read_phase(
+    context: JobContext,
+    project: Project,
+    source: ModelSource,
+    allowed: np.ndarray,
+    cutoffs: np.ndarray,
+) -> tuple[list[ChunkDecisions], int]:
+    """Predictions for every candidate: stored ones where they exist, else the registry
+    version computes them. Returns the decided chunks and how many candidates had none."""
+    params = context.params
     pipeline = algorithm = None
     if source.version is not None:
         pipeline = registry.load_version(context.database, source.version)
         algorithm = get_algorithm(source.version.algorithm)
+    chunks: list[ChunkDecisions] = []
+    skipped = done = 0
     with context.database.session() as reader:
         total = (
             len(params["item_ids"])
@@ -179,7 +242,7 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
         )
         if params["limit"]:
             total = min(total, params["limit"])
-        for chunk in pool_chunks(
+        for rows in pool_chunks(
             reader,
             project_id=project.id or 0,
             chunk_size=CHUNK,
@@ -187,65 +250,37 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
             item_ids=params["item_ids"],
             limit=params["limit"],
         ):
-            if source.version is not None:
-                assert algorithm is not None
-                ids, inputs = registry.version_inputs(algorithm, chunk)
-                probabilities = (
-                    predict_probabilities(pipeline, inputs, len(source.labels))
-                    if ids
-                    else np.zeros((0, len(source.labels)))
+            ids, probabilities = _stored(reader, source, [r[0] for r in rows])
+            new_ids: list[int] = []
+            new_probabilities = None
+            if pipeline is not None and algorithm is not None:
+                have = set(ids)
+                new_ids, inputs = registry.version_inputs(
+                    algorithm, [r for r in rows if r[0] not in have]
                 )
-                rows.extend(
-                    prediction_rows(
-                        project_id=project.id or 0,
-                        item_ids=ids,
-                        probabilities=probabilities,
-                        labels=source.labels,
-                        model_version=source.name,
-                        source="registry",
-                    )
+                if new_ids:
+                    new_probabilities = predict_probabilities(pipeline, inputs, len(source.labels))
+                    ids = ids + new_ids
+                    probabilities = np.vstack([probabilities, new_probabilities])
+            masked = np.where(allowed, probabilities, 0.0)
+            top = masked.argmax(axis=1) if len(ids) else np.zeros(0, np.int64)
+            confidence = masked.max(axis=1) if len(ids) else np.zeros(0)
+            chunks.append(
+                ChunkDecisions(
+                    ids=np.asarray(ids, dtype=np.int64),
+                    top=top,
+                    confidence=confidence,
+                    accept=confidence >= cutoffs[top],
+                    new_ids=new_ids,
+                    new_probabilities=None
+                    if new_probabilities is None
+                    else new_probabilities.astype(np.float32),
                 )
-            else:
-                ids, probabilities = _stored(reader, source, [r[0] for r in chunk])
-            skipped += len(chunk) - len(ids)
-            decisions.extend(_decide(ids, probabilities, source.labels, thresholds))
-            done = len(decisions) + skipped
-            context.progress(0.05 + 0.8 * min(done / max(total, 1), 1.0))
-
-    accepted = [d for d in decisions if d.accept]
-    rng = np.random.default_rng(context.job_id)
-    n_audit = int(np.ceil(params["audit_share"] * len(accepted))) if accepted else 0
-    audited = {accepted[i].item_id for i in rng.choice(len(accepted), n_audit, replace=False)}
-
-    with context.database.session(write=True) as session:
-        project = registry.load_project(session, context.project_id, lock=True)
-        written = _write(session, project, source, decisions, audited, rows)
-        session.commit()
-
-    per_label = Counter(source.labels.index(d.label) for d in written if d.accept)
-    estimate = expected_precision(
-        calibration[0],
-        calibration[1],
-        thresholds,
-        [per_label.get(k, 0) for k in range(len(source.labels))],
-    )
-    return {
-        "model_version": source.name,
-        "mode": "target_precision" if params["target_precision"] is not None else "threshold",
-        "target_precision": params["target_precision"],
-        "thresholds": {label: t for label, t in zip(source.labels, thresholds, strict=True)},
-        "considered": len(decisions) + skipped,
-        "auto_accepted": sum(1 for d in written if d.accept),
-        "needs_review": sum(1 for d in written if not d.accept),
-        "audited": len(audited & {d.item_id for d in written}),
-        "skipped": skipped + len(decisions) - len(written),
-        "expected_precision": {
-            "estimate": estimate.estimate,
-            "ci_low": estimate.low,
-            "ci_high": estimate.high,
-            "n_calibration": estimate.n_calibration,
-        },
-    }
+            )
+            skipped += len(rows) - len(ids)
+            done += len(rows)
+            context.progress(0.05 + 0.65 * min(done / max(total, 1), 1.0))
+    return chunks, skipped
 
 
 def _thresholds(
@@ -281,87 +316,83 @@ def _stored(
     return [item_id for item_id, _ in found], probabilities
 
 
-def _decide(
-    ids: list[int], probabilities: np.ndarray, labels: list[str], thresholds: list[float | None]
-) -> list[Decision]:
-    if not ids:
-        return []
-    top = probabilities.argmax(axis=1)
-    confidence = probabilities.max(axis=1)
-    decisions = []
-    for item_id, k, p in zip(ids, top.tolist(), confidence.tolist(), strict=True):
-        threshold = thresholds[k]
-        accept = threshold is not None and p >= threshold
-        decisions.append(Decision(item_id, labels[k], round(p, 6), threshold, accept))
-    return decisions
-
-
-def _write(
+def _write_chunk(
     session: Session,
     project: Project,
     source: ModelSource,
-    decisions: list[Decision],
+    chunk: ChunkDecisions,
     audited: set[int],
-    rows: list[dict[str, Any]],
-) -> list[Decision]:
-    """Apply the decisions to items no human has answered meanwhile; return those applied."""
+    thresholds: list[float | None],
+) -> list[tuple[int, bool, bool]]:
+    """Apply one chunk's decisions; return (label index, accepted, audited) per applied item."""
+    if chunk.new_probabilities is not None:
+        upsert_predictions(
+            session,
+            prediction_rows(
+                project_id=project.id or 0,
+                item_ids=chunk.new_ids,
+                probabilities=chunk.new_probabilities,
+                labels=source.labels,
+                model_version=source.name,
+                source="registry",
+            ),
+        )
+    ids = chunk.ids.tolist()
+    # Items first, in id order (as annotation submits lock them), then their answers.
+    items = {
+        item.id: item
+        for item in session.exec(
+            select(Item).where(col(Item.id).in_(ids)).order_by(col(Item.id)).with_for_update()
+        )
+    }
+    current = session.exec(
+        select(Annotation).where(col(Annotation.item_id).in_(ids), col(Annotation.is_current))
+    ).all()
+    answered = {a.item_id for a in current if a.source != AnnotationSource.model}
+    previous = {a.item_id: a for a in current if a.annotator == MODEL_ANNOTATOR}
     now = utcnow()
-    written: list[Decision] = []
-    for start in range(0, len(rows), CHUNK):
-        upsert_predictions(session, rows[start : start + CHUNK])
-    for start in range(0, len(decisions), 500):
-        chunk = decisions[start : start + 500]
-        ids = [d.item_id for d in chunk]
-        current = session.exec(
-            select(Annotation).where(col(Annotation.item_id).in_(ids), col(Annotation.is_current))
-        ).all()
-        answered = {a.item_id for a in current if a.source != AnnotationSource.model}
-        previous = {a.item_id: a for a in current if a.annotator == MODEL_ANNOTATOR}
-        items = {i.id: i for i in session.exec(select(Item).where(col(Item.id).in_(ids)))}
-        for decision in chunk:
-            item = items.get(decision.item_id)
-            if item is None or decision.item_id in answered:
-                continue  # a human answered while the model was predicting: humans win
-            old = previous.get(decision.item_id)
-            keep = (
-                old is not None
-                and decision.accept
-                and (old.label, old.model_version)
-                == (
-                    decision.label,
-                    source.name,
+    applied: list[tuple[int, bool, bool]] = []
+    new_annotations: list[Annotation] = []
+    for item_id, top, confidence, accept in zip(
+        ids, chunk.top.tolist(), chunk.confidence.tolist(), chunk.accept.tolist(), strict=True
+    ):
+        item = items.get(item_id)
+        if item is None or item_id in answered:
+            continue  # a human answered while the model was predicting: humans win
+        label, confidence = source.labels[top], round(confidence, 6)
+        old = previous.get(item_id)
+        keep = accept and old is not None and (old.label, old.model_version) == (label, source.name)
+        if old is not None and not keep:
+            old.is_current, old.replaced_at = False, now
+            session.add(old)
+        if accept and not keep:
+            new_annotations.append(
+                Annotation(
+                    project_id=project.id or 0,
+                    item_id=item_id,
+                    annotator=MODEL_ANNOTATOR,
+                    label=label,
+                    abstain=False,
+                    source=AnnotationSource.model,
+                    model_version=source.name,
+                    confidence=confidence,
+                    threshold=thresholds[top],
+                    is_current=True,
+                    created_at=now,
                 )
             )
-            if old is not None and not keep:
-                old.is_current, old.replaced_at = False, now
-                session.add(old)
-            if decision.accept:
-                if not keep:
-                    session.flush()  # one current annotation per (item, annotator)
-                    session.add(
-                        Annotation(
-                            project_id=project.id or 0,
-                            item_id=decision.item_id,
-                            annotator=MODEL_ANNOTATOR,
-                            label=decision.label,
-                            abstain=False,
-                            source=AnnotationSource.model,
-                            model_version=source.name,
-                            confidence=decision.confidence,
-                            threshold=decision.threshold,
-                            is_current=True,
-                            created_at=now,
-                        )
-                    )
-                item.review_reason = "audit" if decision.item_id in audited else None
-            else:
-                item.review_reason = "low_confidence"
-            item.suggested_label, item.suggestion_confidence = decision.label, decision.confidence
-            session.add(item)
-            written.append(decision)
-        session.flush()
-    item_status.refresh_items(session, project=project, item_ids=[d.item_id for d in written])
-    return written
+        audit = accept and item_id in audited
+        item.review_reason = ("audit" if audit else None) if accept else "low_confidence"
+        item.suggested_label, item.suggestion_confidence = label, confidence
+        session.add(item)
+        applied.append((top, accept, audit))
+    session.flush()  # retire replaced answers first: one current annotation per annotator
+    session.add_all(new_annotations)
+    session.flush()
+    item_status.refresh_items(
+        session, project=project, item_ids=[i for i in ids if i in items and i not in answered]
+    )
+    return applied
 
 
 def audit_report(session: Session, *, project: Project) -> list[AuditVersion]:

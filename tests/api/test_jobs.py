@@ -191,11 +191,13 @@ class TestFailuresAndRestarts:
                 j["kind"] for j in client.get(f"/v1/jobs?project_id={project_id}").json()["items"]
             ]
             assert kinds.count("train_model") == 1
-        with Database(live_settings).session() as session:
+        database = Database(live_settings)
+        with database.session() as session:
             versions = session.exec(
                 select(ModelVersion).where(ModelVersion.project_id == project_id)
             ).all()
             assert len(versions) == 1 and versions[0].active
+        database.engine.dispose()
 
 
 class TestCancelRunning:

@@ -171,3 +171,59 @@ class TestPrelabelRefusals:
             headers=headers,
         )
         assert response.status_code == 404
+
+
+class TestConcurrencyAndChangedLabels:
+    def test_prelabels_and_annotations_at_once_all_succeed(self, live_client: TestClient) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        project_id, _, pool = labeled_project(live_client, n_labeled=10, n_pool=100, seed=57)
+        train(live_client, project_id, activate=True)
+        jobs: list[dict[str, Any]] = []
+        statuses: list[int] = []
+
+        def annotate(item_id: int) -> None:
+            response = live_client.post(
+                f"/v1/projects/{project_id}/annotations",
+                json=[{"item_id": item_id, "label": "tech"}],
+            )
+            statuses.append(response.status_code)
+
+        def start_prelabel() -> None:
+            response = live_client.post(
+                f"/v1/projects/{project_id}/prelabels", json={"threshold": 0.34}
+            )
+            jobs.append(response.json())
+
+        humans = pool[::5]
+        with ThreadPoolExecutor(8) as pool_executor:
+            futures = [pool_executor.submit(start_prelabel)]
+            futures += [pool_executor.submit(annotate, i) for i in humans]
+            futures += [pool_executor.submit(start_prelabel)]
+            for future in futures:
+                future.result()
+        assert set(statuses) == {200}
+        assert [wait_for_job(live_client, j)["status"] for j in jobs] == ["succeeded"] * 2
+        for item_id in humans:  # every human answer stands
+            item = live_client.get(f"/v1/projects/{project_id}/items/{item_id}").json()
+            assert (item["resolved_by"], item["resolved_label"]) == ("consensus", "tech")
+
+    def test_a_label_removed_from_the_project_is_never_written(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, labeled, _ = active_project(live_client, seed=58)
+        # Relabel every human "tech" answer, then drop "tech" from the project.
+        detail = [live_client.get(f"/v1/projects/{project_id}/items/{i}").json() for i in labeled]
+        moved = [
+            {"item_id": d["id"], "label": "sports"} for d in detail if d["resolved_label"] == "tech"
+        ]
+        live_client.post(f"/v1/projects/{project_id}/annotations", json=moved)
+        response = live_client.patch(
+            f"/v1/projects/{project_id}", json={"labels": ["cooking", "sports"]}
+        )
+        assert response.status_code == 200, response.text
+        result = prelabel(live_client, project_id, threshold=0.01, audit_share=0)["result"]
+        assert result["thresholds"]["tech"] is None
+        items = live_client.get(f"/v1/projects/{project_id}/items?limit=1000").json()["items"]
+        assert all(i["suggested_label"] != "tech" for i in items)
+        assert all(i["resolved_label"] in (None, "cooking", "sports") for i in items)

@@ -149,6 +149,9 @@ class TestTrainingRefusals:
                 {"algorithm": "hashing_sgd", "params": {"n_features_log2": 40}},
                 ["body", "params", "n_features_log2"],
             ),
+            ({"params": {"tol": 10**300}}, ["body", "params", "tol"]),
+            ({"params": {"tol": 1e300}}, ["body", "params", "tol"]),
+            ({"params": {"min_df": 5000}}, ["body", "params", "min_df"]),
         ],
     )
     def test_bad_algorithm_or_params_are_422(
@@ -269,3 +272,44 @@ class TestAutoRetrain:
     def test_off_by_default(self, live_client: TestClient) -> None:
         project_id, _, _ = labeled_project(live_client, n_labeled=20, n_pool=0, seed=91)
         assert live_client.get(f"/v1/jobs?project_id={project_id}").json()["items"] == []
+
+
+class TestTrainingFailuresAreProblems:
+    def test_nan_params_are_422(self, live_client: TestClient) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=5, n_pool=0, seed=92)
+        response = live_client.post(
+            f"/v1/projects/{project_id}/models",
+            content='{"params": {"C": NaN}}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 422
+        assert response.json()["errors"][0]["loc"] == ["body", "params", "C"]
+
+    def test_params_scikit_learn_refuses_fail_the_job_with_a_409(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=5, n_pool=0, seed=93)
+        job = train(live_client, project_id, params={"min_df": 500})
+        assert job["status"] == "failed"
+        assert job["error"]["type"] == "/problems/training-refused"
+        assert "min_df" in job["error"]["detail"] or "max_df" in job["error"]["detail"]
+        assert live_client.get(f"/v1/projects/{project_id}/models").json()["items"] == []
+
+
+def test_auto_retrain_never_activates_a_worse_version(live_client: TestClient) -> None:
+    import random
+
+    project_id, _, pool = labeled_project(live_client, n_labeled=10, n_pool=60, seed=94)
+    first = train(live_client, project_id, activate=True)
+    assert first["result"]["macro_f1"] > 0.9
+    live_client.patch(f"/v1/projects/{project_id}", json={"retrain_after_labels": 150})
+    rng = random.Random(0)
+    noise = [{"item_id": i, "label": rng.choice(LABELS)} for i in pool[:160]]
+    live_client.post(f"/v1/projects/{project_id}/annotations", json=noise)
+    jobs = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()["items"]
+    second = wait_for_job(live_client, jobs[-1])
+    assert second["status"] == "succeeded"
+    assert second["result"]["macro_f1"] < first["result"]["macro_f1"]
+    assert second["result"]["activated"] is False
+    versions = live_client.get(f"/v1/projects/{project_id}/models").json()["items"]
+    assert [(v["version"], v["active"]) for v in versions] == [(2, False), (1, True)]

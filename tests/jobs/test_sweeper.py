@@ -5,7 +5,7 @@ from datetime import timedelta
 from sqlmodel import Session
 
 from app.db import Database
-from app.jobs.context import WORKER_NAME
+from app.jobs.context import worker_name
 from app.jobs.execute import fail_interrupted_jobs
 from app.models.base import utcnow
 from app.models.job import Job, JobKind, JobStatus
@@ -27,7 +27,7 @@ def test_periodic_sweep_fails_only_stale_jobs_of_other_processes(live_settings: 
     with database.session(write=True) as session:
         lost = running_job(session, worker="gone-host:123", beat_age=timedelta(minutes=5))
         alive = running_job(session, worker="other-host:456", beat_age=timedelta(seconds=1))
-        mine = running_job(session, worker=WORKER_NAME, beat_age=timedelta(minutes=5))
+        mine = running_job(session, worker=worker_name(), beat_age=timedelta(minutes=5))
     failed = fail_interrupted_jobs(database, stale_after=timedelta(seconds=60), at_startup=False)
     assert lost in failed and alive not in failed and mine not in failed
     with database.session() as session:

@@ -65,3 +65,14 @@ def test_an_auto_accept_resolves_only_until_humans_settle_the_item() -> None:
         None,
         None,
     )
+
+
+def test_an_abstention_does_not_take_an_item_out_of_review() -> None:
+    assert derive(
+        [(None, True)], annotators_per_item=1, model_label="a", review_reason="audit"
+    ) == (ItemStatus.needs_review, "a", "model")
+    assert derive([(None, True)], annotators_per_item=1, review_reason="low_confidence") == (
+        ItemStatus.needs_review,
+        None,
+        None,
+    )
