@@ -52,6 +52,7 @@ import httpx
 import numpy as np
 import scipy.sparse as sp
 import sqlalchemy as sa
+from threadpoolctl import threadpool_info
 
 from app.main import tune_garbage_collector
 from app.migrations import upgrade
@@ -873,7 +874,9 @@ def machine() -> str:
     with suppress(OSError, ValueError, IndexError):
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         memory = f", {kib / 2**20:.0f} GiB RAM"
-    return f"{os.cpu_count()} CPUs ({cpu}){memory}"
+    pools = threadpool_info()
+    blas = ", ".join(sorted({f"{i['internal_api']} {i['num_threads']} threads" for i in pools}))
+    return f"{os.cpu_count()} CPUs ({cpu}){memory}, {blas or 'no BLAS/OpenMP pools'}"
 
 
 def parse_sections(value: str) -> set[str]:
@@ -918,8 +921,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.pool, args.labels, args.chunk, args.rounds, args.api_requests) < 1:
         parser.error("--pool, --labels, --chunk, --rounds and --api-requests must be positive")
-    if args.e2e_pool < 0 or (args.e2e_pool and args.e2e_pool < 2 * 10):
-        parser.error("--e2e-pool must be 0 (skip) or at least 20")
+    if args.e2e_pool < 0 or 0 < args.e2e_pool < 1_000 or args.e2e_labels < 100:
+        parser.error("--e2e-pool must be 0 (skip) or at least 1000; --e2e-labels at least 100")
     if not DATA.is_file():
         print(
             f"no data at {DATA}: this benchmark needs the Debian descriptions "
