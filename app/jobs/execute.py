@@ -198,6 +198,22 @@ def _owner_is_dead(worker: str | None) -> bool:
     return False
 
 
+def fail_job_if_running(database: Database, job_id: int, detail: str) -> None:
+    """Fail a job whose process is known to be gone (retryable)."""
+    problem = make_problem(500, detail, slug="job-interrupted")
+    with database.session(write=True) as session:
+        session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
+            .values(
+                status=JobStatus.failed,
+                finished_at=utcnow(),
+                error=problem.model_dump(mode="json", exclude_none=True),
+            )
+        )
+        session.commit()
+
+
 class StaleJobSweeper:
     """Fails, every half stale period, running jobs whose worker stopped beating, so a job
     lost with another host does not wait for some process's next start."""

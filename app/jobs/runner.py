@@ -1,80 +1,159 @@
-"""Job runners. The embedded default runs jobs on a background thread of the API process;
-with PostgreSQL, `labelwise worker` processes run them through procrastinate instead.
+"""Job runners. The embedded default runs jobs in a child process of the API process; with
+PostgreSQL, `labelwise worker` processes run them through procrastinate instead.
 
 Both call the same app.jobs.execute.run_job with the same job functions.
 """
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import timedelta
+from typing import Any
 
 from app.db import Database
 from app.jobs.context import JobRunner
-from app.jobs.execute import StaleJobSweeper, fail_interrupted_jobs, queued_job_ids, run_job
+from app.jobs.execute import (
+    StaleJobSweeper,
+    fail_interrupted_jobs,
+    fail_job_if_running,
+    queued_job_ids,
+    run_job,
+)
 from app.jobs.kinds import JOB_FUNCTIONS
+from app.logs import configure_logging
 from app.settings import Settings
 
 logger = logging.getLogger("labelwise.jobs")
 
 
 class InProcessRunner:
-    """Runs jobs one at a time on a worker thread, off the event loop and the request path."""
+    """The embedded default: jobs run in a child process that this API process owns.
+
+    Training and scoring hold the GIL for long stretches (scipy's L-BFGS, the TF-IDF
+    analyzer); on a thread they made API requests 15x slower at p95 (bench/registry.py).
+    A child process keeps them off the event loop and off the request path, and needs no
+    setup: it uses the same database through its own engine.
+    """
 
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
         self.settings = settings
-        self._executor: ThreadPoolExecutor | None = None
-        self._pending: set[Future[None]] = set()
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._pending: set[Future[list[int]]] = set()
+        self._dispatch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelwise-jobs")
         self._stopping = False
         self._sweeper = StaleJobSweeper(
             database, stale_after=timedelta(seconds=settings.job_stale_seconds)
         )
 
     def start(self) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.settings.job_threads, thread_name_prefix="labelwise-job"
-        )
         stale = timedelta(seconds=self.settings.job_stale_seconds)
         fail_interrupted_jobs(self.database, stale_after=stale)
         for job_id in queued_job_ids(self.database):  # accepted before a restart: run them now
             self.enqueue(job_id)
         self._sweeper.start()
 
-    def enqueue(self, job_id: int) -> None:
-        if self._executor is None or self._stopping:
-            # The job row is committed and queued: the next start runs it.
-            logger.info("job %s stays queued: the runner is not running", job_id)
-            return
-        future = self._executor.submit(self._run, job_id)
-        self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.settings.job_threads,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_child_start,
+                    initargs=(self.settings.model_dump_json(), os.getpid()),
+                )
+            return self._pool
 
-    def _run(self, job_id: int) -> None:
+    def enqueue(self, job_id: int) -> None:
+        if self._stopping:
+            # The job row is committed and queued: the next start runs it.
+            logger.info("job %s stays queued: the runner is stopping", job_id)
+            return
+        pool = self._executor()
         try:
-            run_job(
+            future = pool.submit(_child_run_job, job_id)
+        except BrokenProcessPool:
+            self._replace(pool)
+            future = self._executor().submit(_child_run_job, job_id)
+        self._pending.add(future)
+        # Callbacks run on the pool's manager thread; hand the follow-up work to our own.
+        future.add_done_callback(
+            lambda done: self._dispatch.submit(self._finished, job_id, pool, done)
+        )
+
+    def _finished(self, job_id: int, pool: ProcessPoolExecutor, done: Future[list[int]]) -> None:
+        self._pending.discard(done)
+        if done.cancelled():
+            return  # shutting down; the job is still queued in the database
+        error = done.exception()
+        if isinstance(error, BrokenProcessPool):
+            # The child died (killed, out of memory) while running this job.
+            fail_job_if_running(
                 self.database,
-                self.settings,
                 job_id,
-                functions=JOB_FUNCTIONS,
-                enqueue=self.enqueue,
+                "The process running the job died before it finished; nothing it was "
+                f"computing was saved. Retry it with POST /v1/jobs/{job_id}/retry.",
             )
-        except Exception:  # run_job records failures itself; this is the database being gone
-            logger.exception("job %s could not be run", job_id)
+            self._replace(pool)
+        elif error is not None:  # run_job records failures itself: this is the database gone
+            logger.error("job %s could not be run", job_id, exc_info=error)
+        else:
+            for follow_up in done.result():
+                self.enqueue(follow_up)
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
         self._stopping = True
         self._sweeper.stop()
-        if self._executor is not None:
-            # Queued work stays queued in the database and runs at the next start.
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            # A running job finishes; queued ones stay queued and run at the next start.
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._dispatch.shutdown(wait=True)
 
-    def wait_idle(self, timeout: float | None = None) -> None:
-        """Block until every job enqueued so far has finished (tests and the CLI use it)."""
-        from concurrent.futures import wait
 
-        while self._pending:
-            wait(list(self._pending), timeout=timeout)
+# The child process's own database handle, created once by _child_start.
+_child: dict[str, Any] = {}
+
+
+def _child_start(settings_json: str, parent_pid: int) -> None:
+    settings = Settings.model_validate_json(settings_json)
+    configure_logging(settings.log_level)
+    _child["database"] = Database(settings)
+    _child["settings"] = settings
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A job process never outlives its API process (a killed API must not leave a job
+    writing behind its back: the restart marks that job interrupted instead)."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _child_run_job(job_id: int) -> list[int]:
+    """Run one job in the child; return the follow-up jobs for the parent to enqueue."""
+    follow_ups: list[int] = []
+    run_job(
+        _child["database"],
+        _child["settings"],
+        job_id,
+        functions=JOB_FUNCTIONS,
+        enqueue=follow_ups.append,
+    )
+    return follow_ups
 
 
 def build_runner(database: Database, settings: Settings) -> JobRunner:

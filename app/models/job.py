@@ -73,6 +73,7 @@ class JobPublic(BaseModel):
         description="True when a failed or cancelled job can be re-run with POST .../retry."
     )
     retry_of: int | None
+    worker: str | None = pydantic.Field(description='"host:pid" of the process that ran it.')
     created_by: str
     created_at: datetime
     started_at: datetime | None
@@ -92,6 +93,7 @@ class JobPublic(BaseModel):
             error=Problem.model_validate(job.error) if job.error else None,
             retryable=job.status in (JobStatus.failed, JobStatus.cancelled),
             retry_of=job.retry_of,
+            worker=job.worker,
             created_by=job.created_by,
             created_at=job.created_at,
             started_at=job.started_at,

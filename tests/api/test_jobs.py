@@ -186,7 +186,7 @@ class TestFailuresAndRestarts:
             response = client.post(f"/v1/projects/{project_id}/prelabels", json={"threshold": 0.01})
             result = wait_for_job(client, response.json())["result"]
             assert result["auto_accepted"] == len(pool)
-            assert app.state.database.model_cache.loads == 1  # loaded from the database once
+            assert result["model_version"] == "registry:1"  # loaded from the database
             kinds = [
                 j["kind"] for j in client.get(f"/v1/jobs?project_id={project_id}").json()["items"]
             ]
@@ -216,3 +216,26 @@ class TestCancelRunning:
         assert finished["status"] == "cancelled", finished
         assert finished["result"] is None and finished["retryable"] is True
         assert live_client.get(f"/v1/projects/{project_id}/models").json()["items"] == []
+
+
+class TestJobProcess:
+    def test_jobs_run_in_a_child_process_whose_death_fails_only_its_job(
+        self, live_client: TestClient
+    ) -> None:
+        import signal
+
+        project_id, _, _ = labeled_project(live_client, n_labeled=1_500, n_pool=0, seed=64)
+        job = live_client.post(f"/v1/projects/{project_id}/models", json={}).json()
+        deadline = time.monotonic() + 60
+        while (current := live_client.get(f"/v1/jobs/{job['id']}").json())["status"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        host, _, pid = current["worker"].rpartition(":")
+        assert host == socket.gethostname() and int(pid) != os.getpid()  # not the API process
+        os.kill(int(pid), signal.SIGKILL)
+        failed = wait_for_job(live_client, job)
+        assert failed["status"] == "failed"
+        assert failed["error"]["type"] == "/problems/job-interrupted"
+        # The runner replaces the dead process: the retry succeeds.
+        retried = live_client.post(f"/v1/jobs/{job['id']}/retry").json()
+        assert wait_for_job(live_client, retried)["status"] == "succeeded"
