@@ -6,9 +6,12 @@ cancelled; a function that fails wrote nothing, because results are committed in
 """
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
@@ -178,9 +181,6 @@ def fail_interrupted_jobs(
 
 
 def _owner_is_dead(worker: str | None) -> bool:
-    import os
-    import socket
-
     if not worker or ":" not in worker:
         return False
     host, _, pid_text = worker.rpartition(":")
@@ -195,7 +195,17 @@ def _owner_is_dead(worker: str | None) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """An exited process nobody has reaped yet (an orphaned job process whose new parent,
+    PID 1 in some containers, never reaps) still answers kill(pid, 0)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def fail_job_if_running(database: Database, job_id: int, detail: str) -> None:

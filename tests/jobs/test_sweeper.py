@@ -1,5 +1,6 @@
 """Jobs lost with another host are failed by the periodic sweep; this process's are kept."""
 
+import os
 from datetime import timedelta
 
 from sqlmodel import Session
@@ -34,3 +35,21 @@ def test_periodic_sweep_fails_only_stale_jobs_of_other_processes(live_settings: 
         statuses = {i: session.get(Job, i).status for i in (lost, alive, mine)}  # type: ignore[union-attr]
     assert statuses == {lost: "failed", alive: "running", mine: "running"}
     database.engine.dispose()
+
+
+def test_an_exited_but_unreaped_process_counts_as_dead() -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from app.jobs.execute import _owner_is_dead
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    # Not waited for: it stays a zombie, which still answers kill(pid, 0).
+    while not _owner_is_dead(f"{socket.gethostname()}:{child.pid}"):
+        assert time.monotonic() < deadline, "a zombie process was taken for a live one"
+        time.sleep(0.05)
+    child.wait()
+    assert not _owner_is_dead(f"{socket.gethostname()}:{os.getppid()}")
