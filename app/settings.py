@@ -26,10 +26,10 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
     log_level: str = "INFO"
 
-    # Jobs: "inprocess" runs them on a thread of the API process; "procrastinate" leaves them
+    # Jobs: "inprocess" runs them in child processes of the API process; "procrastinate" leaves them
     # to `labelwise worker` processes (PostgreSQL only).
     job_runner: Literal["inprocess", "procrastinate"] = "inprocess"
-    job_threads: int = Field(default=1, ge=1, le=16)
+    job_processes: int = Field(default=1, ge=1, le=16)
     job_stale_seconds: int = Field(default=60, ge=10)
     # The model registry: loaded versions kept in memory, pool scoring chunk size.
     model_cache_size: int = Field(default=4, ge=1)

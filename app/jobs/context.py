@@ -21,7 +21,7 @@ def worker_name() -> str:
 
 
 class JobRunner(Protocol):
-    """Runs committed, queued jobs: a thread of the API process, or procrastinate workers."""
+    """Runs committed, queued jobs: child processes of the API process, or procrastinate workers."""
 
     def enqueue(self, job_id: int) -> None:
         """Schedule a committed, queued job."""

@@ -62,7 +62,7 @@ class InProcessRunner:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.settings.job_threads,
+                    max_workers=self.settings.job_processes,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_child_start,
                     initargs=(self.settings.model_dump_json(), os.getpid()),
