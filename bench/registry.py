@@ -21,7 +21,7 @@ Four sections (--only picks some), for each --algorithm, in one run on one machi
   featurization, prediction, uncertainty and upsert, chunk by chunk.
 * api: a real server on a fresh SQLite database with --labels annotated items. Sequential
   GET /v1/projects/{id} latencies while idle (before and after) and while a training job runs
-  on the server's in-process job thread.
+  in the server's embedded job runner (a child process of the server).
 
 It is a benchmark, not a test: the exit status is 0 whether the targets are met or not.
 
