@@ -26,19 +26,27 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from common import (
+    BIN,
+    LOOPBACK,
+    REPO,
+    BenchError,
+    code_version,
+    running_server,
+    service_env,
+)
 from sqlmodel import Session
 
 from app.db import build_engine
@@ -49,21 +57,12 @@ from app.services.items import ITEM_TABLE, content_hash
 from app.services.projects import create_project
 from app.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "debian-dev.jsonl.gz"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-HOST = "127.0.0.1"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TARGET_RATIO = 0.5
 NDJSON_WRITE_LINES = 1_000  # lines per chunk the client writes to the stream
-READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 900.0
 FLOOR = "core-executemany"
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run or the service answered something unexpected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,37 +139,7 @@ def quiet_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def code_version() -> str:
-    """The commit the service code is at, and whether the working tree differs from it."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
 # --- the server ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def service_env(database_url: str, data_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "LABELWISE_DATABASE_URL": database_url,
-        "LABELWISE_DATA_DIR": str(data_dir),
-        "LABELWISE_LOG_LEVEL": "WARNING",
-    }
 
 
 def labelwise(args: list[str], env: dict[str, str]) -> str:
@@ -180,69 +149,6 @@ def labelwise(args: list[str], env: dict[str, str]) -> str:
     if done.returncode != 0:
         raise BenchError(f"labelwise {args[0]} failed:\n{done.stderr.strip()}")
     return done.stdout.strip()
-
-
-class Server:
-    """A `labelwise serve` subprocess on a free 127.0.0.1 port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log_path = log_path
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(BIN / "labelwise"), "serve", "--host", HOST, "--port", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"the server exited with {self.process.returncode}:\n{self.log()}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise BenchError(f"the server was not ready within {READY_TIMEOUT_S:.0f} s:\n{self.log()}")
-
-    def reset_peak_rss(self) -> None:
-        """Restart VmHWM from the current RSS (Linux clear_refs 5), so each leg has its own."""
-        with suppress(OSError):
-            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
-
-    def peak_rss_mib(self) -> float | None:
-        with suppress(OSError):
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-
-    def log(self, lines: int = 30) -> str:
-        with suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-
-@contextmanager
-def running_server(env: dict[str, str], log_path: Path) -> Iterator[Server]:
-    server = Server(env, log_path)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
 
 
 # --- the legs ------------------------------------------------------------------------------

@@ -36,8 +36,6 @@ import json
 import math
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +50,7 @@ import httpx
 import numpy as np
 import scipy.sparse as sp
 import sqlalchemy as sa
+from common import LOOPBACK, BenchError, Server, code_version, running_server, service_env
 from threadpoolctl import threadpool_info
 
 from app.main import tune_garbage_collector
@@ -62,26 +61,17 @@ from app.registry.store import dump_pipeline, load_pipeline
 from app.registry.training import featurize, probabilities_from_features, train
 from app.services.predictions import prediction_rows
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 DATA = Path(__file__).resolve().parents[2] / "shared/data/debian-dev.jsonl.gz"
 ALGORITHMS = ("tfidf_logreg", "hashing_sgd")
 SECTIONS = ("train", "score", "e2e", "api")
-HOST = "127.0.0.1"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 ADMIN_KEY = "lw_bench_registry_admin_key_0123456789abcdef"
 TARGET_SECONDS = 60.0
 TARGET_RATIO = 1.5
 TARGET_POOL = 1_000_000
 INGEST_BATCH = 10_000  # the server's max_items_per_request
 ANNOTATE_BATCH = 2_000
-READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 3_600.0
 POLL_S = 0.5
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run or the service answered something unexpected."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,77 +317,25 @@ def run_score(
 # --- the server ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Server:
-    """A `labelwise serve` subprocess on a free 127.0.0.1 port, with a bootstrap admin key."""
-
-    def __init__(self, database_url: str, workdir: Path, chunk: int) -> None:
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.log_path = workdir / "server.log"
-        env = {
-            **os.environ,
-            "LABELWISE_DATABASE_URL": database_url,
-            "LABELWISE_DATA_DIR": str(workdir),
-            "LABELWISE_LOG_LEVEL": "WARNING",
-            "LABELWISE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-            "LABELWISE_JOB_RUNNER": "inprocess",
-            "LABELWISE_SCORING_CHUNK_SIZE": str(chunk),
-        }
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [str(BIN / "labelwise"), "serve", "--host", HOST, "--port", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"the server exited with {self.process.returncode}:\n{self.log()}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise BenchError(f"the server was not ready within {READY_TIMEOUT_S:.0f} s:\n{self.log()}")
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=900
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-
-    def log(self, lines: int = 30) -> str:
-        with suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-
 @contextmanager
-def running_server(database_url: str, workdir: Path, chunk: int) -> Iterator[Server]:
+def running_registry_server(database_url: str, workdir: Path, chunk: int) -> Iterator[Server]:
+    """A migrated database and a server on it with a bootstrap admin key."""
     upgrade(database_url)
-    server = Server(database_url, workdir, chunk)
-    try:
-        server.wait_ready()
+    env = service_env(
+        database_url,
+        workdir,
+        bootstrap_admin_key=ADMIN_KEY,
+        job_runner="inprocess",
+        scoring_chunk_size=str(chunk),
+    )
+    with running_server(env, workdir / "server.log") as server:
         yield server
-    finally:
-        server.stop()
+
+
+def admin_client(server: Server) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=900
+    )
 
 
 def expect(response: httpx.Response, status: int, what: str) -> Any:
@@ -509,7 +447,10 @@ def e2e_leg(
     items, labels = unique_items(rows, count)
     labeled = min(labeled, count // 2)
     chosen = sorted({position * count // labeled for position in range(labeled)})
-    with running_server(database_url, workdir, chunk) as server, server.client() as client:
+    with (
+        running_registry_server(database_url, workdir, chunk) as server,
+        admin_client(server) as client,
+    ):
         project_id = new_project(client, f"bench-e2e-{algorithm}", sorted(set(labels)))
         started = time.perf_counter()
         ids = ingest(client, project_id, items)
@@ -626,8 +567,10 @@ def run_api(
     items, labels = unique_items(chosen, len(chosen))
     with (
         tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp,
-        running_server(f"sqlite:///{Path(tmp) / 'labelwise.db'}", Path(tmp), chunk) as server,
-        server.client() as client,
+        running_registry_server(
+            f"sqlite:///{Path(tmp) / 'labelwise.db'}", Path(tmp), chunk
+        ) as server,
+        admin_client(server) as client,
     ):
         project_id = new_project(client, f"bench-api-{algorithm}", sorted(set(labels)))
         ids = ingest(client, project_id, items)
@@ -848,19 +791,6 @@ def report_api(results: list[ApiResult]) -> list[str]:
             text_columns=2,
         ),
     ]
-
-
-def code_version() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() or "unknown"
 
 
 def machine() -> str:
