@@ -8,6 +8,7 @@ commits work as usual and nothing leaks between tests.
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +182,29 @@ def live_settings(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield Settings(database_url=url, data_dir=tmp, bootstrap_admin_key=ADMIN_SECRET)
 
 
-@pytest.fixture(scope="module")
-def live_client(live_settings: Settings) -> Iterator[TestClient]:
-    """The app with its real lifespan (in-process job runner) on a committed database."""
-    with TestClient(create_app(live_settings), raise_server_exceptions=False) as client:
+@contextmanager
+def started_app(settings: Settings) -> Iterator[TestClient]:
+    """An admin client of the app with its real lifespan (a start-up, the job runner)."""
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_SECRET}"
         client.event_hooks["response"] = [check_response]
         yield client
+
+
+@pytest.fixture(scope="module")
+def live_client(live_settings: Settings) -> Iterator[TestClient]:
+    """The app with its real lifespan (in-process job runner) on a committed database."""
+    with started_app(live_settings) as client:
+        yield client
+
+
+def wait_until_running(client: TestClient, job: dict[str, Any]) -> dict[str, Any]:
+    """Poll a job until it has left the queue; return its state."""
+    deadline = time.monotonic() + 60
+    while (current := client.get(f"/v1/jobs/{job['id']}").json())["status"] == "queued":
+        assert time.monotonic() < deadline, f"job {job['id']} never started"
+        time.sleep(0.01)
+    return current
 
 
 def wait_for_job(client: TestClient, job: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:

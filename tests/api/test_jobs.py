@@ -4,7 +4,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
@@ -16,7 +15,7 @@ from app.models.model_version import ModelVersion
 from app.services.jobs import new_job
 from app.settings import Settings
 from tests.api.test_registry import labeled_project, train
-from tests.conftest import ADMIN_SECRET, check_response, wait_for_job
+from tests.conftest import started_app, wait_for_job, wait_until_running
 from tests.factories import auth, make_key, make_project
 
 
@@ -125,9 +124,7 @@ class TestFailuresAndRestarts:
     def test_a_job_interrupted_by_a_crash_fails_at_the_next_start_and_can_be_retried(
         self, live_settings: Settings
     ) -> None:
-        with TestClient(create_app(live_settings)) as client:
-            client.headers["Authorization"] = f"Bearer {ADMIN_SECRET}"
-            client.event_hooks["response"] = [check_response]
+        with started_app(live_settings) as client:
             project_id, _, _ = labeled_project(client, n_labeled=10, n_pool=0, seed=61)
         database = Database(live_settings)
         with database.session(write=True) as session:
@@ -141,9 +138,7 @@ class TestFailuresAndRestarts:
             job.status, job.worker = JobStatus.running, f"{socket.gethostname()}:{dead_pid()}"
             session.add(job)
             session.commit()
-        with TestClient(create_app(live_settings)) as client:  # "the next start"
-            client.headers["Authorization"] = f"Bearer {ADMIN_SECRET}"
-            client.event_hooks["response"] = [check_response]
+        with started_app(live_settings) as client:  # "the next start"
             failed = client.get(f"/v1/jobs/{job.id}").json()
             assert failed["status"] == "failed"
             assert failed["error"]["type"] == "/problems/job-interrupted"
@@ -174,15 +169,11 @@ class TestFailuresAndRestarts:
     def test_after_a_restart_the_active_version_predicts_without_retraining(
         self, live_settings: Settings
     ) -> None:
-        with TestClient(create_app(live_settings)) as client:
-            client.headers["Authorization"] = f"Bearer {ADMIN_SECRET}"
+        with started_app(live_settings) as client:
             project_id, _, pool = labeled_project(client, n_labeled=10, n_pool=5, seed=62)
             job = train(client, project_id, activate=True)
             wait_for_job(client, {"id": job["result"]["scoring_job_id"]})
-        app = create_app(live_settings)
-        with TestClient(app) as client:  # a new process state: empty model cache
-            client.headers["Authorization"] = f"Bearer {ADMIN_SECRET}"
-            client.event_hooks["response"] = [check_response]
+        with started_app(live_settings) as client:  # a new start: nothing cached
             response = client.post(f"/v1/projects/{project_id}/prelabels", json={"threshold": 0.01})
             result = wait_for_job(client, response.json())["result"]
             assert result["auto_accepted"] == len(pool)
@@ -206,10 +197,7 @@ class TestCancelRunning:
     ) -> None:
         project_id, _, _ = labeled_project(live_client, n_labeled=1_500, n_pool=0, seed=63)
         job = live_client.post(f"/v1/projects/{project_id}/models", json={}).json()
-        deadline = time.monotonic() + 60
-        while live_client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until_running(live_client, job)
         cancel = live_client.post(f"/v1/jobs/{job['id']}/cancel")
         assert cancel.status_code == 200
         finished = wait_for_job(live_client, job)
@@ -226,10 +214,7 @@ class TestJobProcess:
 
         project_id, _, _ = labeled_project(live_client, n_labeled=1_500, n_pool=0, seed=64)
         job = live_client.post(f"/v1/projects/{project_id}/models", json={}).json()
-        deadline = time.monotonic() + 60
-        while (current := live_client.get(f"/v1/jobs/{job['id']}").json())["status"] == "queued":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        current = wait_until_running(live_client, job)
         host, _, pid = current["worker"].rpartition(":")
         assert host == socket.gethostname() and int(pid) != os.getpid()  # not the API process
         os.kill(int(pid), signal.SIGKILL)
