@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
 from app.models.base import timestamp_column, utcnow
+from app.models.job import JobPublic
 
 
 class ModelVersion(SQLModel, table=True):
@@ -150,3 +151,10 @@ class AlgorithmPublic(BaseModel):
     description: str
     input: str = pydantic.Field(description='"text" or "features" (data.features, numbers).')
     default_params: dict[str, Any]
+
+
+class Activation(BaseModel):
+    """The newly active version and the job scoring the pool with it."""
+
+    model: ModelVersionPublic
+    scoring_job: JobPublic

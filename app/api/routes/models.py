@@ -3,14 +3,18 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Response
-from pydantic import BaseModel
 
 from app.api.routes.jobs import ACCEPTED, accepted
 from app.deps import AnyRoleDep, PageDep, ProjectDep, RunnerDep, SessionDep, WriterDep
 from app.errors import problem_responses
 from app.models.base import MAX_DB_ID
 from app.models.job import JobPublic
-from app.models.model_version import AlgorithmPublic, ModelTrainRequest, ModelVersionPublic
+from app.models.model_version import (
+    Activation,
+    AlgorithmPublic,
+    ModelTrainRequest,
+    ModelVersionPublic,
+)
 from app.pagination import Page, make_page
 from app.registry.algorithms import ALGORITHMS
 from app.services import models
@@ -23,11 +27,6 @@ router = APIRouter(
 algorithms_router = APIRouter(prefix="/v1/algorithms", tags=["models"])
 
 VersionPath = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The version number.")]
-
-
-class Activation(BaseModel):
-    model: ModelVersionPublic
-    scoring_job: JobPublic
 
 
 @algorithms_router.get("", responses=problem_responses(401))
