@@ -4,6 +4,7 @@ prediction and uncertainty so batch selection is an indexed query, not a rescori
 from collections.abc import Iterator
 from typing import Any
 
+from sklearn.pipeline import Pipeline
 from sqlalchemy import exists, func
 from sqlmodel import Session, col, select
 
@@ -12,7 +13,7 @@ from app.models.annotation import Annotation
 from app.models.base import AnnotationSource
 from app.models.item import Item
 from app.models.model_version import ModelVersion, registry_version_name
-from app.registry.algorithms import get_algorithm
+from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.training import predict_probabilities
 from app.services import models as registry
 from app.services.predictions import prediction_rows, upsert_predictions
@@ -96,8 +97,8 @@ def run_score_pool(context: JobContext) -> dict[str, Any]:
 def _score_chunk(
     context: JobContext,
     version: ModelVersion,
-    pipeline: Any,
-    algorithm: Any,
+    pipeline: Pipeline,
+    algorithm: Algorithm,
     chunk: list[tuple[int, str, dict[str, Any]]],
     name: str,
 ) -> int:
@@ -119,6 +120,3 @@ def _score_chunk(
         upsert_predictions(writer, rows)
         writer.commit()
     return len(ids)
-
-
-__all__ = ["count_pool", "pool_chunks", "run_score_pool", "unsettled_condition"]
