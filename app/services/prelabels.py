@@ -3,6 +3,7 @@
 audit share of the auto-accepts goes to review as well so their real precision is measured."""
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,13 +136,8 @@ def calibration_set(
             col(Item.resolved_by).in_(registry.HUMAN_RESOLUTIONS),
         )
     ).all()
-    probabilities = np.zeros((len(rows), len(source.labels)))
-    y = np.zeros(len(rows), dtype=np.int64)
-    for row, (stored, label) in enumerate(rows):
-        for name, p in stored.items():
-            if name in index:
-                probabilities[row, index[name]] = p
-        y[row] = index.get(label or "", -1)
+    probabilities = probability_matrix([stored for stored, _ in rows], source.labels)
+    y = np.array([index.get(label or "", -1) for _, label in rows], dtype=np.int64)
     known = y >= 0
     return probabilities[known], y[known]
 
@@ -299,20 +295,26 @@ def _thresholds(
     return thresholds_for_precision(calibration[0], calibration[1], target), calibration
 
 
+def probability_matrix(stored: Sequence[Mapping[str, float]], labels: list[str]) -> np.ndarray:
+    """Stored {label: p} maps as an (n, len(labels)) matrix; labels not in `labels` drop."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(stored), len(labels)))
+    for row, probabilities in enumerate(stored):
+        for name, p in probabilities.items():
+            if name in index:
+                matrix[row, index[name]] = p
+    return matrix
+
+
 def _stored(
     session: Session, source: ModelSource, item_ids: list[int]
 ) -> tuple[list[int], np.ndarray]:
-    index = {label: i for i, label in enumerate(source.labels)}
     found = session.exec(
         select(Prediction.item_id, Prediction.probabilities)
         .where(col(Prediction.model_version) == source.name, col(Prediction.item_id).in_(item_ids))
         .order_by(col(Prediction.item_id))
     ).all()
-    probabilities = np.zeros((len(found), len(source.labels)))
-    for row, (_, stored) in enumerate(found):
-        for name, p in stored.items():
-            if name in index:
-                probabilities[row, index[name]] = p
+    probabilities = probability_matrix([stored for _, stored in found], source.labels)
     return [item_id for item_id, _ in found], probabilities
 
 
