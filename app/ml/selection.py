@@ -29,6 +29,15 @@ def _check_k(k: int) -> None:
         raise ValueError(f"k must be >= 0, got {k}")
 
 
+def _finite_vector(values: np.ndarray, name: str) -> np.ndarray:
+    vector = np.asarray(values, dtype=np.float64)
+    if vector.ndim != 1:
+        raise ValueError(f"{name} must be a vector, got shape {vector.shape}")
+    if not np.all(np.isfinite(vector)):
+        raise ValueError(f"{name} must be finite")
+    return vector
+
+
 def priority(uncertainty: Uncertainty, strategy: str) -> np.ndarray:
     """How worth labeling each item is under a strategy (float64, higher = ask sooner).
 
@@ -56,11 +65,7 @@ def power_sample(
     _check_k(k)
     if beta < 0 or not math.isfinite(beta):
         raise ValueError(f"beta must be finite and >= 0, got {beta}")
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 1:
-        raise ValueError(f"scores must be a vector, got shape {s.shape}")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores must be finite")
+    s = _finite_vector(scores, "scores")
     n = s.shape[0]
     k = min(k, n)
     if k == 0:
@@ -158,11 +163,7 @@ def choose_batch(
         raise ValueError(f"random_share must be in [0, 1], got {random_share}")
     if candidate_factor < 1:
         raise ValueError(f"candidate_factor must be >= 1, got {candidate_factor}")
-    p = np.asarray(priorities, dtype=np.float64)
-    if p.ndim != 1:
-        raise ValueError(f"priorities must be a vector, got shape {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("priorities must be finite")
+    p = _finite_vector(priorities, "priorities")
     n = p.shape[0]
     if features is not None and features.shape[0] != n:
         raise ValueError(f"features have {features.shape[0]} rows for {n} priorities")
