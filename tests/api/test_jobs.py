@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from app.db import Database
 from app.main import create_app
+from app.models.base import utcnow
 from app.models.job import Job, JobKind, JobStatus
 from app.models.model_version import ModelVersion
 from app.services.jobs import new_job
@@ -17,6 +18,17 @@ from app.settings import Settings
 from tests.api.test_registry import labeled_project, train
 from tests.conftest import started_app, wait_for_job, wait_until_running
 from tests.factories import auth, make_key, make_project
+
+
+def queued_training(session: Session, project_id: int, *, algorithm: str, activate: bool) -> Job:
+    """A training job queued directly, past the endpoint's checks (which would refuse some)."""
+    return new_job(
+        session,
+        project_id=project_id,
+        kind=JobKind.train_model,
+        params={"algorithm": algorithm, "params": {}, "activate": activate},
+        created_by="t",
+    )
 
 
 def dead_pid() -> int:
@@ -104,13 +116,7 @@ class TestFailuresAndRestarts:
         # Queued directly (the endpoint would refuse it with a 409): the job itself must fail.
         database = Database(live_settings)
         with database.session(write=True) as session:
-            job = new_job(
-                session,
-                project_id=project_id,
-                kind=JobKind.train_model,
-                params={"algorithm": "tfidf_logreg", "params": {}, "activate": True},
-                created_by="t",
-            )
+            job = queued_training(session, project_id, algorithm="tfidf_logreg", activate=True)
             session.commit()
         live_client.app.state.runner.enqueue(job.id)  # type: ignore[attr-defined]
         finished = wait_for_job(live_client, {"id": job.id})
@@ -128,13 +134,7 @@ class TestFailuresAndRestarts:
             project_id, _, _ = labeled_project(client, n_labeled=10, n_pool=0, seed=61)
         database = Database(live_settings)
         with database.session(write=True) as session:
-            job = new_job(
-                session,
-                project_id=project_id,
-                kind=JobKind.train_model,
-                params={"algorithm": "hashing_sgd", "params": {}, "activate": False},
-                created_by="t",
-            )
+            job = queued_training(session, project_id, algorithm="hashing_sgd", activate=False)
             job.status, job.worker = JobStatus.running, f"{socket.gethostname()}:{dead_pid()}"
             session.add(job)
             session.commit()
@@ -154,8 +154,6 @@ class TestFailuresAndRestarts:
                 session, project_id=None, kind=JobKind.prelabel, params={}, created_by="t"
             )
             job.status, job.worker = JobStatus.running, f"{socket.gethostname()}:{os.getppid()}"
-            from app.models.base import utcnow
-
             job.heartbeat_at = utcnow()
             session.add(job)
             session.commit()
