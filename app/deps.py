@@ -7,6 +7,7 @@ from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
+from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.jobs.context import JobRunner
 from app.models.base import MAX_DB_ID, Role
@@ -36,7 +37,13 @@ def get_runner(request: Request) -> JobRunner:
     return runner
 
 
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 

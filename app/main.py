@@ -18,6 +18,7 @@ from app import __doc__ as app_doc
 from app.api.routes import (
     annotations,
     api_keys,
+    batches,
     health,
     items,
     jobs,
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         projects.router,
         items.router,
         annotations.router,
+        batches.router,
         models.algorithms_router,
         models.router,
         predictions.router,

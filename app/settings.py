@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     scoring_chunk_size: int = Field(default=5_000, ge=100)
     # Share of auto-accepted prelabels also sent to human review to measure their precision.
     prelabel_audit_share: float = Field(default=0.02, ge=0.0, le=1.0)
+    # Batches: how long handed-out items stay reserved, the marked uniformly random share of
+    # every batch, and how long a skipped item is kept away from the annotator who skipped it.
+    lease_seconds: int = Field(default=30 * 60, ge=1)
+    batch_random_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    skip_cooldown_seconds: int = Field(default=8 * 3600, ge=0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 import app.models.base  # noqa: F401  (sets the constraint naming convention first)
 from app.models.annotation import Annotation
 from app.models.api_key import ApiKey
+from app.models.batch import Batch, Lease
 from app.models.item import Item
 from app.models.job import Job
 from app.models.model_version import ModelArtifact, ModelVersion
@@ -14,8 +15,10 @@ from app.models.project import Project
 __all__ = [
     "Annotation",
     "ApiKey",
+    "Batch",
     "Item",
     "Job",
+    "Lease",
     "ModelArtifact",
     "ModelVersion",
     "Prediction",

@@ -15,7 +15,7 @@ from app.models.base import AnnotationSource, Role, utcnow
 from app.models.item import Item
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
-from app.services import item_status, models
+from app.services import batches, item_status, models
 from app.services.api_keys import Principal
 
 ON_BEHALF_ROLES = {Role.admin, Role.service}
@@ -145,6 +145,11 @@ def submit_annotations(
     session.flush()
     for result, annotation in written:
         result.id = annotation.id
+    batches.release_answered(
+        session,
+        project_id=project.id,
+        answers=[(a.item_id, a.annotator) for _, a in written],
+    )
     item_status.refresh_items(session, project=project, item_ids=touched)
     retrain = models.auto_retrain_job(session, project=project) if touched else None
     session.commit()

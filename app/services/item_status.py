@@ -3,8 +3,9 @@
 Human answers come first: until the agreement work brings better consensus, the resolved
 label is a strict majority (more than half) of the non-abstaining human votes. Without one
 (a tie, or a plurality such as 2 of 4) the item goes to needs_review rather than silently
-picking the first label. A model's auto-accepted prelabel resolves an item only while no
-human has settled it, and never counts as a vote.
+picking the first label; so does an item whose allotted annotators have all answered with
+too few labels among them ("I don't know"). A model's auto-accepted prelabel resolves an item
+only while no human has settled it, and never counts as a vote.
 """
 
 from collections import Counter, defaultdict
@@ -45,6 +46,12 @@ def derive(
         if 2 * top <= labels.total():
             return Resolution(ItemStatus.needs_review, None, None)
         return Resolution(ItemStatus.labeled, label, "consensus")
+    if answers and len(answers) >= annotators_per_item:
+        # Everyone it was handed to has answered, but "I don't know"s leave too few labels:
+        # batches will not hand it out again, so a reviewer must decide.
+        if model_label is not None:
+            return Resolution(ItemStatus.needs_review, model_label, "model")
+        return Resolution(ItemStatus.needs_review, None, None)
     waiting_for_review = review_reason in REVIEW_REASONS
     if waiting_for_review and not labels:
         status = ItemStatus.needs_review  # only "I don't know" so far: still needs a reviewer

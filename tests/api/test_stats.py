@@ -37,9 +37,9 @@ class TestProjectStats:
         assert stats["n_items"] == 6
         assert stats["items_by_status"] == {
             "unlabeled": 1,
-            "in_progress": 1,
+            "in_progress": 0,
             "labeled": 4,
-            "needs_review": 0,
+            "needs_review": 1,  # its only annotator abstained
         }
         assert (
             stats["items_by_source"]["synthetic"] == 1 and stats["items_by_source"]["public"] == 5

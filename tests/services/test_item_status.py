@@ -14,11 +14,14 @@ def test_no_answers_is_unlabeled() -> None:
     assert derive_pair([], annotators_per_item=1) == (ItemStatus.unlabeled, None)
 
 
-def test_abstentions_do_not_count_towards_overlap() -> None:
+def test_abstentions_leave_too_few_labels_and_send_the_item_to_review() -> None:
+    # An "I don't know" is an answer: once every allotted annotator has answered, batches stop
+    # handing the item out, so with too few labels a reviewer must decide.
     assert derive_pair([(None, True), ("a", False)], annotators_per_item=2) == (
-        ItemStatus.in_progress,
+        ItemStatus.needs_review,
         None,
     )
+    assert derive_pair([(None, True)], annotators_per_item=2) == (ItemStatus.in_progress, None)
 
 
 def test_majority_wins_and_ties_need_review() -> None:

@@ -1,0 +1,71 @@
+"""Batches: the next items for an annotator, leased so nobody duplicates the work."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response
+
+from app.deps import AnyRoleDep, DatabaseDep, IdPath, ProjectDep, SessionDep, SettingsDep
+from app.errors import problem_responses
+from app.models.batch import BatchCreate, BatchPublic, BatchSkip
+from app.services import batches
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/batches",
+    tags=["batches"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+
+
+@router.post("", status_code=201, responses=problem_responses(409))
+def create_batch(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    project: ProjectDep,
+    body: Annotated[
+        BatchCreate,
+        Body(
+            examples=[
+                {"size": 10},
+                {"size": 20, "strategy": "diverse_margin"},
+                {"size": 10, "queue": "review"},
+            ]
+        ),
+    ],
+) -> BatchPublic:
+    """Lease the next items to label (or review) to the caller; fewer when the pool runs dry."""
+    return batches.create_batch(
+        session, database, project=project, principal=principal, request=body, settings=settings
+    )
+
+
+@router.get("/{batch_id}", responses=problem_responses(409))
+def get_batch(
+    principal: AnyRoleDep, session: SessionDep, project: ProjectDep, batch_id: IdPath
+) -> BatchPublic:
+    """A batch with the state of each item's lease (live, expired, answered, skipped, released)."""
+    return batches.get_batch(session, project=project, principal=principal, batch_id=batch_id)
+
+
+@router.delete("/{batch_id}", status_code=204, responses=problem_responses(409))
+def delete_batch(
+    principal: AnyRoleDep, session: SessionDep, project: ProjectDep, batch_id: IdPath
+) -> Response:
+    """Release the batch's unanswered items back to the pool."""
+    batches.release_batch(session, project=project, principal=principal, batch_id=batch_id)
+    return Response(status_code=204)
+
+
+@router.post("/{batch_id}/skip", responses=problem_responses(409))
+def skip_batch_items(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    project: ProjectDep,
+    batch_id: IdPath,
+    body: Annotated[BatchSkip, Body(examples=[{"item_ids": [17]}])],
+) -> BatchPublic:
+    """Give items back without answering; they go to others, not back to you this session."""
+    return batches.skip_items(
+        session, project=project, principal=principal, batch_id=batch_id, item_ids=body.item_ids
+    )
