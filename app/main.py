@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __doc__ as app_doc
 from app.api.routes import (
+    active_learning,
     annotations,
     api_keys,
     batches,
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         models.router,
         predictions.router,
         prelabels.router,
+        active_learning.router,
         jobs.router,
     ):
         app.include_router(router)

@@ -2,6 +2,7 @@
 
 from app.jobs.execute import JobFunction
 from app.models.job import JobKind
+from app.services.active_learning import run_simulation
 from app.services.models import run_training
 from app.services.prelabels import run_prelabel
 from app.services.scoring import run_score_pool
@@ -10,4 +11,5 @@ JOB_FUNCTIONS: dict[str, JobFunction] = {
     JobKind.train_model: run_training,
     JobKind.prelabel: run_prelabel,
     JobKind.score_pool: run_score_pool,
+    JobKind.simulate_active_learning: run_simulation,
 }

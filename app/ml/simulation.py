@@ -4,10 +4,12 @@ The replay answers "would a strategy have saved annotation effort on this data?"
 project commits annotators to it; gains vary by data set and seed, so they must be measured.
 """
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
 from app.ml.selection import STRATEGIES, Features, choose_batch, priority
 from app.ml.uncertainty import summarize
@@ -42,6 +44,97 @@ def _stratified_order(codes: np.ndarray, rng: np.random.Generator, *, one_each: 
     return order
 
 
+def _checked_labels(
+    features: Features, labels: np.ndarray, strategies: Sequence[str]
+) -> np.ndarray:
+    for strategy in strategies:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != features.shape[0]:
+        raise ValueError("labels must be a vector with one entry per feature row")
+    return y
+
+
+def _checked_codes(
+    y: np.ndarray, *, seed_size: int, batch_size: int, budget: int
+) -> tuple[int, np.ndarray]:
+    """(number of classes, class code of every item) once the replay sizes are known to be valid."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    classes, codes = np.unique(y, return_inverse=True)
+    if classes.shape[0] < 2:
+        raise ValueError("labels must hold at least two classes")
+    # A classifier cannot be fit on one class; the seed takes one item per class first, so two
+    # items are enough to give it two.
+    if not 2 <= seed_size <= budget:
+        raise ValueError(f"need 2 <= seed_size <= budget, got {seed_size} and {budget}")
+    return int(classes.shape[0]), codes.astype(np.int64)
+
+
+def _replay(
+    x_pool: Features,
+    y_pool: np.ndarray,
+    x_test: Features,
+    y_test: np.ndarray,
+    n_classes: int,
+    *,
+    strategies: Sequence[str],
+    seed_size: int,
+    batch_size: int,
+    budget: int,
+    rng: np.random.Generator,
+    make_classifier: Callable[[], Any],
+    on_curve: Callable[[], None] = lambda: None,
+) -> dict[str, Curve]:
+    """Learning curves of every strategy on one (pool, test) split; labels are class codes.
+
+    Draws the shared seed set and the strategies' shared random seed from rng, in that order;
+    calls on_curve after each strategy's curve is done.
+    """
+    n_pool = y_pool.shape[0]
+    if seed_size > n_pool:
+        raise ValueError(f"seed_size {seed_size} exceeds the pool of {n_pool} items")
+    seed_positions = _stratified_order(y_pool, rng, one_each=True)[:seed_size]
+    strategy_seed = int(rng.integers(2**63))
+
+    curves: dict[str, Curve] = {}
+    for strategy in strategies:
+        # Same seed for every strategy: differences between curves come from the strategy alone.
+        strategy_rng = np.random.default_rng(strategy_seed)
+        labeled = np.zeros(n_pool, dtype=bool)
+        labeled[seed_positions] = True
+        curve: Curve = []
+        while True:
+            chosen = np.flatnonzero(labeled)
+            classifier = make_classifier()
+            classifier.fit(x_pool[chosen], y_pool[chosen])
+            accuracy = float(np.mean(np.asarray(classifier.predict(x_test)) == y_test))
+            curve.append((int(chosen.shape[0]), accuracy))
+            unlabeled = np.flatnonzero(~labeled)
+            room = budget - chosen.shape[0]
+            if room <= 0 or unlabeled.shape[0] == 0:
+                break
+            x_unlabeled = x_pool[unlabeled]
+            # The labeled set may lack classes: place the classifier's columns at their codes and
+            # leave the missing classes at probability 0.
+            probabilities = np.zeros((unlabeled.shape[0], n_classes))
+            columns = np.asarray(classifier.classes_, dtype=np.int64)
+            probabilities[:, columns] = classifier.predict_proba(x_unlabeled)
+            picks, _ = choose_batch(
+                priority(summarize(probabilities), strategy),
+                min(batch_size, room),
+                strategy=strategy,
+                rng=strategy_rng,
+                random_share=0.0,
+                features=x_unlabeled,
+            )
+            labeled[unlabeled[picks]] = True
+        curves[strategy] = curve
+        on_curve()
+    return curves
+
+
 def learning_curves(
     features: Features,
     labels: np.ndarray,
@@ -62,70 +155,120 @@ def learning_curves(
     labeled items, scores the unlabeled pool and adds a batch from choose_batch (no random
     share), until `budget` labels, seed included, are used or the pool is exhausted.
     """
-    for strategy in strategies:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    y = np.asarray(labels)
-    n = features.shape[0]
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError("labels must be a vector with one entry per feature row")
+    y = _checked_labels(features, labels, strategies)
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    classes, codes = np.unique(y, return_inverse=True)
-    if classes.shape[0] < 2:
-        raise ValueError("labels must hold at least two classes")
-    # A classifier cannot be fit on one class; the seed takes one item per class first, so two
-    # items are enough to give it two.
-    if not 2 <= seed_size <= budget:
-        raise ValueError(f"need 2 <= seed_size <= budget, got {seed_size} and {budget}")
+    n_classes, codes = _checked_codes(y, seed_size=seed_size, batch_size=batch_size, budget=budget)
 
     rng = np.random.default_rng(seed)
     split = _stratified_order(codes, rng, one_each=False)
-    n_test = max(1, round(test_fraction * n))
+    n_test = max(1, round(test_fraction * y.shape[0]))
     test, pool = np.sort(split[:n_test]), np.sort(split[n_test:])
-    if seed_size > pool.shape[0]:
-        raise ValueError(f"seed_size {seed_size} exceeds the pool of {pool.shape[0]} items")
-    seed_positions = _stratified_order(codes[pool], rng, one_each=True)[:seed_size]
-    x_pool, y_pool = features[pool], codes[pool]
-    x_test, y_test = features[test], codes[test]
-    strategy_seed = int(rng.integers(2**63))
+    return _replay(
+        features[pool],
+        codes[pool],
+        features[test],
+        codes[test],
+        n_classes,
+        strategies=strategies,
+        seed_size=seed_size,
+        batch_size=batch_size,
+        budget=budget,
+        rng=rng,
+        make_classifier=make_classifier,
+    )
 
-    curves: dict[str, Curve] = {}
-    for strategy in strategies:
-        # Same seed for every strategy: differences between curves come from the strategy alone.
-        strategy_rng = np.random.default_rng(strategy_seed)
-        labeled = np.zeros(pool.shape[0], dtype=bool)
-        labeled[seed_positions] = True
-        curve: Curve = []
-        while True:
-            chosen = np.flatnonzero(labeled)
-            classifier = make_classifier()
-            classifier.fit(x_pool[chosen], y_pool[chosen])
-            accuracy = float(np.mean(np.asarray(classifier.predict(x_test)) == y_test))
-            curve.append((int(chosen.shape[0]), accuracy))
-            unlabeled = np.flatnonzero(~labeled)
-            room = budget - chosen.shape[0]
-            if room <= 0 or unlabeled.shape[0] == 0:
-                break
-            x_unlabeled = x_pool[unlabeled]
-            # The labeled set may lack classes: place the classifier's columns at their codes and
-            # leave the missing classes at probability 0.
-            probabilities = np.zeros((unlabeled.shape[0], classes.shape[0]))
-            columns = np.asarray(classifier.classes_, dtype=np.int64)
-            probabilities[:, columns] = classifier.predict_proba(x_unlabeled)
-            picks, _ = choose_batch(
-                priority(summarize(probabilities), strategy),
-                min(batch_size, room),
-                strategy=strategy,
-                rng=strategy_rng,
-                random_share=0.0,
-                features=x_unlabeled,
+
+def kfold_learning_curves(
+    features: Features,
+    labels: np.ndarray,
+    *,
+    strategies: Sequence[str],
+    folds: int,
+    seed_size: int,
+    batch_size: int,
+    budget: int,
+    seed: int = 0,
+    make_classifier: Callable[[], Any],
+    progress: Callable[[float], None] = lambda _: None,
+) -> dict[str, Curve]:
+    """learning_curves averaged over stratified k-fold splits: each fold is the test set once.
+
+    Within a fold every strategy shares the seed set and the seeded randomness, as in
+    learning_curves. A point at n labels is the mean accuracy of the folds whose curve reaches n
+    (a fold with a smaller pool may stop early). progress gets the finished share of the
+    (fold, strategy) replays after each one.
+    """
+    y = _checked_labels(features, labels, strategies)
+    n_classes, codes = _checked_codes(y, seed_size=seed_size, batch_size=batch_size, budget=budget)
+    n_items = y.shape[0]
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    if folds > n_items:
+        raise ValueError(f"folds {folds} exceeds the {n_items} items")
+    largest = int(np.bincount(codes).max())
+    if folds > largest:
+        raise ValueError(f"folds {folds} exceeds the {largest} items of the largest class")
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    # A class smaller than `folds` only leaves some test folds without it; sklearn's warning about
+    # that would abort callers that treat warnings as errors.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        splits = list(splitter.split(np.zeros((n_items, 1)), codes))
+    # Check every fold before any replay so a bad split fails fast rather than after minutes.
+    for pool, _ in splits:
+        if seed_size > pool.shape[0]:
+            raise ValueError(
+                f"seed_size {seed_size} exceeds a fold's pool of {pool.shape[0]} items"
             )
-            labeled[unlabeled[picks]] = True
-        curves[strategy] = curve
-    return curves
+        if np.unique(codes[pool]).shape[0] < 2:
+            raise ValueError("a fold's pool holds a single class; use fewer folds")
+
+    total = folds * len(strategies)
+    done = 0
+
+    def finished() -> None:
+        nonlocal done
+        done += 1
+        progress(done / total)
+
+    accuracies: dict[str, dict[int, list[float]]] = {s: {} for s in strategies}
+    # Independent streams per fold: a fold's replay does not depend on how many draws the
+    # previous folds made.
+    for (pool, test), fold_seed in zip(
+        splits, np.random.SeedSequence(seed).spawn(folds), strict=True
+    ):
+        fold_curves = _replay(
+            features[pool],
+            codes[pool],
+            features[test],
+            codes[test],
+            n_classes,
+            strategies=strategies,
+            seed_size=seed_size,
+            batch_size=batch_size,
+            budget=budget,
+            rng=np.random.default_rng(fold_seed),
+            make_classifier=make_classifier,
+            on_curve=finished,
+        )
+        for strategy, curve in fold_curves.items():
+            for n_labels, accuracy in curve:
+                accuracies[strategy].setdefault(n_labels, []).append(accuracy)
+    return {
+        strategy: [(n, float(np.mean(values))) for n, values in sorted(by_n.items())]
+        for strategy, by_n in accuracies.items()
+    }
+
+
+def curve_at(curve: Sequence[tuple[int, float]], n_labels: int) -> float | None:
+    """Accuracy of the curve's last point with at most n_labels labels; None if there is none.
+
+    That is the model a project would have had after n_labels labels.
+    """
+    reached = [accuracy for n, accuracy in sorted(curve) if n <= n_labels]
+    return reached[-1] if reached else None
 
 
 def labels_to_reach(curve: Sequence[tuple[int, float]], target_accuracy: float) -> int | None:
@@ -144,18 +287,16 @@ def savings(
 ) -> dict[str, float | None]:
     """Labels each strategy needs to match the baseline's accuracy at `at_labels`, / at_labels.
 
-    The baseline's accuracy at `at_labels` is that of its last point with at most `at_labels`
-    labels (the model a project would have had then). 0.5 means half the labels; None means the
-    strategy never got there within its curve.
+    The baseline's accuracy at `at_labels` is curve_at(baseline curve, at_labels). 0.5 means half
+    the labels; None means the strategy never got there within its curve.
     """
     if at_labels < 1:
         raise ValueError(f"at_labels must be >= 1, got {at_labels}")
     if baseline not in curves:
         raise ValueError(f"baseline {baseline!r} has no curve")
-    reached = [point for point in sorted(curves[baseline]) if point[0] <= at_labels]
-    if not reached:
+    target = curve_at(curves[baseline], at_labels)
+    if target is None:
         raise ValueError(f"the baseline curve has no point at or below {at_labels} labels")
-    target = reached[-1][1]
     result: dict[str, float | None] = {}
     for strategy, curve in curves.items():
         needed = labels_to_reach(curve, target)

@@ -17,6 +17,7 @@ class JobKind(StrEnum):
     train_model = "train_model"
     prelabel = "prelabel"
     score_pool = "score_pool"
+    simulate_active_learning = "simulate_active_learning"
 
 
 class JobStatus(StrEnum):

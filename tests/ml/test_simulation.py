@@ -7,8 +7,15 @@ import pytest
 from scipy import sparse
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
-from app.ml.simulation import labels_to_reach, learning_curves, savings
+from app.ml.simulation import (
+    curve_at,
+    kfold_learning_curves,
+    labels_to_reach,
+    learning_curves,
+    savings,
+)
 
 
 def logistic() -> Any:
@@ -136,3 +143,163 @@ def test_savings_exact_fractions() -> None:
         savings(curves, at_labels=50)
     with pytest.raises(ValueError):
         savings(curves, "bald", at_labels=100)
+
+
+class SwitchingStub:
+    """Predicts parity of the feature while fit on fewer than 7 items, class 1 after that.
+
+    Its accuracy on a test fold depends only on the fold's items and the number of labels, so the
+    expected averages can be computed from the split alone.
+    """
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "SwitchingStub":
+        self.n_fit = len(y)
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if self.n_fit < 7:
+            return np.asarray(x[:, 0] % 2, dtype=np.int64)
+        return np.ones(x.shape[0], dtype=np.int64)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.full((x.shape[0], self.classes_.shape[0]), 1.0 / self.classes_.shape[0])
+
+
+def small_set() -> tuple[np.ndarray, np.ndarray]:
+    """Ten items, six of class 0 and four of class 1, in a fixed shuffled order."""
+    y = np.random.default_rng(0).permutation(np.array([0] * 6 + [1] * 4))
+    return np.arange(10, dtype=np.float64).reshape(-1, 1), y
+
+
+def kfold_kwargs(**overrides: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "strategies": ["random", "margin"],
+        "folds": 3,
+        "seed_size": 10,
+        "batch_size": 10,
+        "budget": 50,
+        "seed": 0,
+        "make_classifier": logistic,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def test_kfold_learning_curves_shape() -> None:
+    x, y = dataset()
+    curves = kfold_learning_curves(x, y, **kfold_kwargs(strategies=["random", "margin", "entropy"]))
+    assert set(curves) == {"random", "margin", "entropy"}
+    for curve in curves.values():
+        assert [n for n, _ in curve] == [10, 20, 30, 40, 50]
+        assert all(0.0 <= accuracy <= 1.0 for _, accuracy in curve)
+    # Every strategy starts from the same seed set in every fold, so the first means agree.
+    assert len({curve[0] for curve in curves.values()}) == 1
+
+
+def test_kfold_averages_each_point_over_the_folds_that_reach_it() -> None:
+    x, y = small_set()
+    curves = kfold_learning_curves(
+        x,
+        y,
+        **kfold_kwargs(
+            strategies=["random", "margin", "diverse_margin"],
+            seed_size=2,
+            batch_size=2,
+            budget=100,
+            seed=4,
+            make_classifier=SwitchingStub,
+        ),
+    )
+    # Test folds of 4, 3 and 3 items leave pools of 6, 7 and 7: only two folds reach 7 labels.
+    by_n: dict[int, list[float]] = {}
+    splits = StratifiedKFold(n_splits=3, shuffle=True, random_state=4).split(x, y)
+    for pool, test in splits:
+        n_points = [2, 4, 6] + ([7] if pool.shape[0] == 7 else [])
+        for n in n_points:
+            predicted = x[test, 0] % 2 if n < 7 else 1
+            by_n.setdefault(n, []).append(float(np.mean(y[test] == predicted)))
+    assert [len(by_n[n]) for n in (2, 4, 6, 7)] == [3, 3, 3, 2]
+    for curve in curves.values():
+        assert [n for n, _ in curve] == [2, 4, 6, 7]
+        means = [sum(by_n[n]) / len(by_n[n]) for n in (2, 4, 6, 7)]
+        assert [accuracy for _, accuracy in curve] == pytest.approx(means)
+
+
+def test_kfold_learning_curves_is_deterministic() -> None:
+    x, y = dataset()
+    first = kfold_learning_curves(x, y, **kfold_kwargs(seed=7))
+    assert first == kfold_learning_curves(x, y, **kfold_kwargs(seed=7))
+    assert first != kfold_learning_curves(x, y, **kfold_kwargs(seed=8))
+
+
+def test_kfold_reports_progress_after_every_replay() -> None:
+    x, y = small_set()
+    reported: list[float] = []
+    kfold_learning_curves(
+        x,
+        y,
+        **kfold_kwargs(
+            strategies=["random", "margin"],
+            folds=4,
+            seed_size=2,
+            batch_size=3,
+            budget=8,
+            make_classifier=SwitchingStub,
+            progress=reported.append,
+        ),
+    )
+    assert reported == pytest.approx([k / 8 for k in range(1, 9)])
+    assert reported[-1] == 1.0
+
+
+def test_kfold_tolerates_a_class_smaller_than_folds() -> None:
+    # Two items of class 1 for three folds: sklearn warns, which pytest here turns into an error.
+    y = np.array([0, 1, 0, 0, 0, 0, 1, 0, 0, 0])
+    x = np.arange(10, dtype=np.float64).reshape(-1, 1)
+    curves = kfold_learning_curves(
+        x, y, **kfold_kwargs(seed_size=2, batch_size=2, budget=4, make_classifier=SwitchingStub)
+    )
+    assert [n for n, _ in curves["random"]] == [2, 4]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"strategies": ["bald"]}, "unknown strategy"),
+        ({"folds": 1}, "folds must be >= 2"),
+        ({"folds": 11}, "exceeds the 10 items"),
+        ({"folds": 7}, "largest class"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed_size": 1}, "seed_size"),
+        ({"seed_size": 5, "budget": 4}, "seed_size"),
+        ({"seed_size": 7, "budget": 10}, "exceeds a fold's pool"),
+    ],
+)
+def test_kfold_rejects_bad_arguments(overrides: dict[str, Any], match: str) -> None:
+    x, y = small_set()
+    arguments = kfold_kwargs(seed_size=2, budget=6, make_classifier=SwitchingStub) | overrides
+    with pytest.raises(ValueError, match=match):
+        kfold_learning_curves(x, y, **arguments)
+
+
+def test_kfold_rejects_bad_labels() -> None:
+    x, y = small_set()
+    kwargs = kfold_kwargs(seed_size=2, budget=6, make_classifier=SwitchingStub)
+    with pytest.raises(ValueError, match="one entry per feature row"):
+        kfold_learning_curves(x, y[:-1], **kwargs)
+    with pytest.raises(ValueError, match="two classes"):
+        kfold_learning_curves(x, np.zeros(10, dtype=np.int64), **kwargs)
+    # Nine against one in two folds: the fold that tests the lone item has one class to learn.
+    with pytest.raises(ValueError, match="single class"):
+        kfold_learning_curves(x, np.array([0] * 9 + [1]), **(kwargs | {"folds": 2}))
+
+
+def test_curve_at() -> None:
+    curve = [(30, 0.65), (10, 0.5), (20, 0.7)]
+    assert curve_at(curve, 9) is None
+    assert curve_at(curve, 10) == 0.5
+    assert curve_at(curve, 29) == 0.7
+    assert curve_at(curve, 30) == 0.65
+    assert curve_at(curve, 1000) == 0.65
+    assert curve_at([], 10) is None

@@ -1,0 +1,45 @@
+"""Is active learning paying off? The online yardstick and the offline replay job."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Response
+
+from app.api.routes.jobs import ACCEPTED, accepted
+from app.deps import AnyRoleDep, ProjectDep, RunnerDep, SessionDep, WriterDep
+from app.errors import problem_responses
+from app.models.active_learning import ActiveLearningReport, SimulationRequest
+from app.models.job import JobPublic
+from app.services import active_learning
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/active-learning",
+    tags=["active-learning"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+
+
+@router.get("")
+def get_active_learning(
+    principal: AnyRoleDep, session: SessionDep, project: ProjectDep
+) -> ActiveLearningReport:
+    """Model accuracy on the random share by training size, strategy use, the latest replay."""
+    return active_learning.report(session, project=project)
+
+
+@router.post("/simulations", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
+def create_simulation(
+    principal: WriterDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    project: ProjectDep,
+    response: Response,
+    body: Annotated[
+        SimulationRequest,
+        Body(examples=[{"strategies": ["margin"], "folds": 3, "batch_size": 100}]),
+    ] = SimulationRequest(),
+) -> JobPublic:
+    """Replay the project's labels k-fold: learning curves and label savings (202: a job)."""
+    job = active_learning.start_simulation(
+        session, runner, project=project, principal=principal, request=body
+    )
+    return accepted(response, job)

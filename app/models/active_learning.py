@@ -1,0 +1,88 @@
+"""Is active learning paying off? The online yardstick (the random share) and offline replays."""
+
+from datetime import datetime
+from typing import Self
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from app.ml.selection import Strategy
+
+DEFAULT_STRATEGIES: list[Strategy] = ["random", "margin", "diverse_margin"]
+
+
+class SimulationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    strategies: list[Strategy] = pydantic.Field(
+        default_factory=lambda: list(DEFAULT_STRATEGIES),
+        min_length=1,
+        max_length=5,
+        description='Compared against "random", which is always replayed as the baseline.',
+    )
+    folds: int = pydantic.Field(
+        default=3, ge=2, le=10, description="k of the k-fold: each fold is held out once."
+    )
+    seed_size: int = pydantic.Field(
+        default=50, ge=2, le=100_000, description="Labels every replay starts from."
+    )
+    batch_size: int = pydantic.Field(default=50, ge=1, le=10_000)
+    budget: int | None = pydantic.Field(
+        default=None,
+        ge=2,
+        le=1_000_000,
+        description="Labels each replay may use, seed included. Default: every item of the pool.",
+    )
+    at_labels: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        description="The savings compare each strategy with random's accuracy at this many "
+        "labels. Default: the budget.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError("strategies must be distinct")
+        if self.budget is not None and self.seed_size > self.budget:
+            raise ValueError("seed_size cannot exceed budget")
+        if self.budget is not None and self.at_labels is not None and self.at_labels > self.budget:
+            raise ValueError("at_labels cannot exceed budget")
+        return self
+
+
+class ExplorationAccuracy(BaseModel):
+    model_version: str
+    n_train: int | None = pydantic.Field(
+        description="Labels the version was trained on (unknown for external models)."
+    )
+    answered: int = pydantic.Field(description="Randomly drawn items annotators answered.")
+    correct: int = pydantic.Field(description="Of those, how many the model predicted right.")
+    accuracy: float | None
+    ci_low: float | None = pydantic.Field(description="95% Wilson interval.")
+    ci_high: float | None
+
+
+class StrategyUsage(BaseModel):
+    strategy: str
+    batches: int
+    items: int
+    answered: int
+    skipped: int
+
+
+class SimulationSummary(BaseModel):
+    job_id: int
+    finished_at: datetime | None
+    result: dict[str, object]
+
+
+class ActiveLearningReport(BaseModel):
+    exploration: list[ExplorationAccuracy] = pydantic.Field(
+        description="Accuracy of each model version on the uniformly random share of batches "
+        "that humans answered, by the labels it was trained on: the online learning curve."
+    )
+    strategies: list[StrategyUsage]
+    simulation: SimulationSummary | None = pydantic.Field(
+        description="The latest finished replay (POST .../active-learning/simulations)."
+    )

@@ -1,0 +1,291 @@
+"""Is active learning paying off on this project? Measured online from the random share of
+batches, and offline by replaying the project's own labels (a k-fold simulation job)."""
+
+import warnings
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sqlalchemy import and_, case, func
+from sqlmodel import Session, col, select
+
+from app.errors import Conflict
+from app.jobs.context import JobContext, JobRunner
+from app.ml.simulation import curve_at, kfold_learning_curves, labels_to_reach, savings
+from app.ml.thresholds import wilson_interval
+from app.models.active_learning import (
+    ActiveLearningReport,
+    ExplorationAccuracy,
+    SimulationRequest,
+    SimulationSummary,
+    StrategyUsage,
+)
+from app.models.annotation import Annotation
+from app.models.batch import Batch, Lease, LeaseOutcome
+from app.models.job import Job, JobKind, JobStatus
+from app.models.model_version import ModelVersion
+from app.models.project import Project
+from app.registry.algorithms import get_algorithm
+from app.services import jobs
+from app.services import models as registry
+from app.services.api_keys import Principal
+from app.services.predictions import REGISTRY_PREFIX
+
+BASELINE = "random"
+
+
+def report(session: Session, *, project: Project) -> ActiveLearningReport:
+    return ActiveLearningReport(
+        exploration=_exploration_accuracy(session, project=project),
+        strategies=_strategy_usage(session, project=project),
+        simulation=_latest_simulation(session, project=project),
+    )
+
+
+def _exploration_accuracy(session: Session, *, project: Project) -> list[ExplorationAccuracy]:
+    """The model's accuracy on uniformly drawn batch items, against their annotator's answer."""
+    rows = session.exec(
+        select(Batch.model_version, Lease.predicted_label, Annotation.label)
+        .join(Batch, col(Batch.id) == col(Lease.batch_id))
+        .join(
+            Annotation,
+            and_(
+                col(Annotation.item_id) == col(Lease.item_id),
+                col(Annotation.annotator) == col(Lease.annotator),
+                col(Annotation.is_current),
+            ),
+        )
+        .where(
+            col(Lease.project_id) == project.id,
+            col(Lease.is_random),
+            col(Lease.outcome) == LeaseOutcome.answered,
+            col(Lease.predicted_label).is_not(None),
+            col(Batch.model_version).is_not(None),
+            col(Annotation.label).is_not(None),
+        )
+    )
+    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for model_version, predicted, answer in rows:
+        counts = tally[str(model_version)]
+        counts[0] += 1
+        counts[1] += int(predicted == answer)
+    numbers = {
+        name: int(name.removeprefix(REGISTRY_PREFIX))
+        for name in tally
+        if name.startswith(REGISTRY_PREFIX) and name.removeprefix(REGISTRY_PREFIX).isdigit()
+    }
+    n_train = dict(
+        session.exec(
+            select(ModelVersion.version, ModelVersion.n_train).where(
+                col(ModelVersion.project_id) == project.id,
+                col(ModelVersion.version).in_(list(numbers.values())),
+            )
+        ).all()
+    )
+    result = []
+    for name, (answered, correct) in tally.items():
+        low, high = wilson_interval(correct, answered)
+        number = numbers.get(name)
+        result.append(
+            ExplorationAccuracy(
+                model_version=name,
+                n_train=n_train.get(number) if number is not None else None,
+                answered=answered,
+                correct=correct,
+                accuracy=correct / answered,
+                ci_low=low,
+                ci_high=high,
+            )
+        )
+    # The online learning curve: by training labels, external models last, then by name.
+    return sorted(result, key=lambda r: (r.n_train is None, r.n_train or 0, r.model_version))
+
+
+def _strategy_usage(session: Session, *, project: Project) -> list[StrategyUsage]:
+    batches = dict(
+        session.exec(
+            select(Batch.strategy, func.count())
+            .where(col(Batch.project_id) == project.id)
+            .group_by(col(Batch.strategy))
+        ).all()
+    )
+    leases = {
+        strategy: (items, answered, skipped)
+        for strategy, items, answered, skipped in session.exec(
+            select(
+                Batch.strategy,
+                func.count(),
+                func.sum(case((col(Lease.outcome) == LeaseOutcome.answered, 1), else_=0)),
+                func.sum(case((col(Lease.outcome) == LeaseOutcome.skipped, 1), else_=0)),
+            )
+            .join(Batch, col(Batch.id) == col(Lease.batch_id))
+            .where(col(Lease.project_id) == project.id)
+            .group_by(col(Batch.strategy))
+        )
+    }
+    return [
+        StrategyUsage(
+            strategy=strategy,
+            batches=n_batches,
+            items=leases.get(strategy, (0, 0, 0))[0],
+            answered=int(leases.get(strategy, (0, 0, 0))[1] or 0),
+            skipped=int(leases.get(strategy, (0, 0, 0))[2] or 0),
+        )
+        for strategy, n_batches in sorted(batches.items())
+    ]
+
+
+def _latest_simulation(session: Session, *, project: Project) -> SimulationSummary | None:
+    job = session.exec(
+        select(Job)
+        .where(
+            col(Job.project_id) == project.id,
+            col(Job.kind) == JobKind.simulate_active_learning,
+            col(Job.status) == JobStatus.succeeded,
+        )
+        .order_by(col(Job.id).desc())
+    ).first()
+    if job is None or job.id is None:
+        return None
+    return SimulationSummary(job_id=job.id, finished_at=job.finished_at, result=job.result or {})
+
+
+# --- the offline replay -------------------------------------------------------------------------
+
+
+def _algorithm_for(session: Session, *, project: Project) -> tuple[str, dict[str, Any]]:
+    """The active version's algorithm and params (the model the project really uses)."""
+    active = registry.active_version(session, project=project)
+    if active is not None:
+        return active.algorithm, dict(active.params)
+    algorithm = get_algorithm("tfidf_logreg")
+    return algorithm.name, dict(algorithm.defaults)
+
+
+def _replay_plan(n_items: int, request: SimulationRequest) -> dict[str, Any]:
+    """Budget and comparison point for n labeled items; a Conflict when they cannot work."""
+    pool = n_items - -(-n_items // request.folds)  # every fold's pool: all but the largest fold
+    budget = request.budget if request.budget is not None else pool
+    if budget > pool or request.seed_size + request.batch_size > budget:
+        raise Conflict(
+            f"The replay needs seed_size + batch_size <= budget <= {pool} (the labeled items "
+            f"outside one of {request.folds} folds); this project has {n_items} human-labeled "
+            f"items usable for training and asked for seed_size {request.seed_size}, "
+            f"batch_size {request.batch_size}, budget {budget}.",
+            slug="not-enough-labels",
+        )
+    strategies = [BASELINE] + [s for s in request.strategies if s != BASELINE]
+    return {
+        "strategies": strategies,
+        "folds": request.folds,
+        "seed_size": request.seed_size,
+        "batch_size": request.batch_size,
+        "budget": budget,
+        "at_labels": request.at_labels or budget,
+    }
+
+
+def start_simulation(
+    session: Session,
+    runner: JobRunner,
+    *,
+    project: Project,
+    principal: Principal,
+    request: SimulationRequest,
+) -> Job:
+    """Validate against the labels there are now (a 409 today, not a failed job later)."""
+    name, params = _algorithm_for(session, project=project)
+    algorithm = get_algorithm(name)
+    training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
+    registry.check_trainable(training_set)
+    plan = _replay_plan(len(training_set.item_ids), request)
+    return jobs.submit_job(
+        session,
+        runner,
+        project_id=project.id,
+        kind=JobKind.simulate_active_learning,
+        params={**plan, "algorithm": name, "params": params},
+        created_by=principal.name,
+    )
+
+
+def run_simulation(context: JobContext) -> dict[str, Any]:
+    """Job function: replay the project's labels k-fold for each strategy and random."""
+    p = context.params
+    algorithm = get_algorithm(p["algorithm"])
+    with context.database.session() as session:
+        project = registry.load_project(session, context.project_id)
+        training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
+    pipeline = algorithm.pipeline(algorithm.resolve_params(p["params"]))
+    classifier = pipeline.named_steps["classifier"]
+    with warnings.catch_warnings():
+        # A capped iteration count is the algorithm's speed choice, as in training.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # The features step sees no labels (vocabulary and IDF only), so fitting it once on
+        # every item leaks nothing the replayed annotators would not have had.
+        features = pipeline.named_steps["features"].fit_transform(
+            training_set.model_inputs(algorithm)
+        )
+        curves = kfold_learning_curves(
+            features,
+            np.asarray(training_set.labels),
+            strategies=p["strategies"],
+            folds=p["folds"],
+            seed_size=p["seed_size"],
+            batch_size=p["batch_size"],
+            budget=p["budget"],
+            seed=0,
+            make_classifier=lambda: clone(classifier),
+            progress=lambda done: context.progress(min(done, 0.99)),
+        )
+    at_labels = p["at_labels"]
+    target = curve_at(curves[BASELINE], at_labels)
+    needed = {
+        s: (labels_to_reach(c, target) if target is not None else None) for s, c in curves.items()
+    }
+    saved = savings(curves, BASELINE, at_labels=at_labels)
+    return {
+        "algorithm": algorithm.name,
+        "n_items": len(training_set.item_ids),
+        "folds": p["folds"],
+        "seed_size": p["seed_size"],
+        "batch_size": p["batch_size"],
+        "budget": p["budget"],
+        "baseline": BASELINE,
+        "at_labels": at_labels,
+        "target_accuracy": target,
+        "curves": {s: [[n, round(a, 4)] for n, a in c] for s, c in curves.items()},
+        "labels_needed": needed,
+        "label_share": saved,
+        "summary": _summary(needed, saved, at_labels=at_labels, target=target),
+    }
+
+
+def _summary(
+    needed: dict[str, int | None],
+    saved: dict[str, float | None],
+    *,
+    at_labels: int,
+    target: float | None,
+) -> str:
+    """One sentence a team can act on: the best strategy's saving, or that none helped."""
+    if target is None:
+        return "The baseline has no point at the comparison size; nothing to compare."
+    options = [(share, s) for s, share in saved.items() if s != BASELINE and share is not None]
+    if not options:
+        return (
+            f"No strategy reached random's accuracy at {at_labels} labels ({target:.3f}) within "
+            "the budget: active learning does not pay off on these labels."
+        )
+    share, best = min(options)
+    if share >= 1.0:
+        return (
+            f"No strategy beat random: the best, {best}, needed {needed[best]} labels to reach "
+            f"random's accuracy at {at_labels} labels ({target:.3f})."
+        )
+    return (
+        f"{best} reached random's accuracy at {at_labels} labels ({target:.3f}) with "
+        f"{needed[best]} labels: {1 - share:.0%} fewer labels."
+    )
