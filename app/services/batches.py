@@ -221,7 +221,9 @@ def random_items(
     if len(found) < n:
         rest = session.exec(
             select(Item.id)
-            .where(*conditions, col(Item.id).not_in(seen | set(found)))
+            # Ids seen but not found were ineligible a moment ago; only the excluded and the
+            # found need excluding (and the IN list stays far below the bound-parameter limits).
+            .where(*conditions, col(Item.id).not_in(set(exclude) | set(found)))
             .order_by(func.random())
             .limit(n - len(found))
         )

@@ -49,7 +49,10 @@ def test_readme_walkthrough_pastes_into_a_shell(live_server: LiveServer) -> None
     assert streamed["created"] == 1
     assert alice["created"] == 2 and bob["created"] == 2
     assert item["status"] == "labeled" and item["resolved_label"] == "bug"
-    assert stats["items_by_status"]["labeled"] == 1 and stats["items_by_status"]["in_progress"] == 1
+    # ID2 got "feature" and an "I don't know" from its two annotators: a reviewer decides.
+    assert (
+        stats["items_by_status"]["labeled"] == 1 and stats["items_by_status"]["needs_review"] == 1
+    )
     assert stats["cost_total"] == pytest.approx(2 * 0.30 + 2 * 0.05)
 
 
@@ -63,3 +66,20 @@ def test_readme_models_walkthrough_pastes_into_a_shell(live_server: LiveServer) 
     assert prelabel["result"]["auto_accepted"] + prelabel["result"]["needs_review"] == 2
     assert item["suggested_label"] == "bug"
     assert item["predictions"][0]["model_version"] == "registry:1"
+
+
+def test_readme_batches_walkthrough_pastes_into_a_shell(live_server: LiveServer) -> None:
+    outputs = run_as_pasted(readme_block("Batches and active learning with curl"), live_server)
+    alice, bob, skipped, released, report = outputs
+    assert (alice["strategy"], alice["model_version"]) == ("cold_start", None)
+    assert [lease for _, _, lease, _ in alice["items"]] == ["live"] * 3
+    started = sorted(item_id for item_id, *_ in alice["items"])
+    # Bob gets Alice's three first (in_progress, oldest first), then one fresh item.
+    assert [item_id for item_id, *_ in bob["items"][:3]] == started
+    assert [status for _, status, _, _ in bob["items"]] == ["in_progress"] * 3 + ["unlabeled"]
+    assert [lease for _, _, lease, _ in skipped["items"]] == ["skipped", "live", "live", "live"]
+    assert [lease for _, _, lease, _ in released["items"]] == ["skipped"] + ["released"] * 3
+    assert [(s["strategy"], s["batches"], s["items"]) for s in report["strategies"]] == [
+        ("cold_start", 2, 7)
+    ]
+    assert report["exploration"] == [] and report["simulation"] is None
