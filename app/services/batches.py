@@ -38,7 +38,7 @@ from app.models.batch import (
     Lease,
     LeaseOutcome,
 )
-from app.models.item import Item, ItemPublic
+from app.models.item import Item
 from app.models.model_version import ModelVersion
 from app.models.prediction import Prediction
 from app.models.project import Project
@@ -46,6 +46,7 @@ from app.registry.algorithms import get_algorithm
 from app.registry.training import featurize
 from app.services import models as registry
 from app.services.api_keys import Principal
+from app.services.items import item_public
 from app.services.prelabels import resolve_source
 from app.settings import Settings
 
@@ -560,7 +561,7 @@ def create_batch(
     ]
     session.add_all(leases)
     session.commit()
-    return _public(session, batch, leases, now=pool.now)
+    return _public(session, batch, leases, now=pool.now, viewer=principal)
 
 
 def _load_batch(session: Session, *, project: Project, batch_id: int) -> Batch:
@@ -592,7 +593,7 @@ def get_batch(
 ) -> BatchPublic:
     batch = _load_batch(session, project=project, batch_id=batch_id)
     _check_owner(principal, batch)
-    return _public(session, batch, _leases(session, batch_id), now=utcnow())
+    return _public(session, batch, _leases(session, batch_id), now=utcnow(), viewer=principal)
 
 
 def release_batch(
@@ -649,7 +650,7 @@ def skip_items(
             lease.released_at, lease.outcome = now, LeaseOutcome.skipped
             session.add(lease)
     session.commit()
-    return _public(session, batch, leases, now=now)
+    return _public(session, batch, leases, now=now, viewer=principal)
 
 
 def release_answered(
@@ -711,7 +712,9 @@ def _review_reasons(session: Session, items: list[Item]) -> dict[int, str]:
     return reasons
 
 
-def _public(session: Session, batch: Batch, leases: list[Lease], *, now: datetime) -> BatchPublic:
+def _public(
+    session: Session, batch: Batch, leases: list[Lease], *, now: datetime, viewer: Principal
+) -> BatchPublic:
     items = {
         i.id: i
         for i in session.exec(select(Item).where(col(Item.id).in_([le.item_id for le in leases])))
@@ -726,7 +729,7 @@ def _public(session: Session, batch: Batch, leases: list[Lease], *, now: datetim
             suggested, confidence = item.suggested_label, item.suggestion_confidence
         entries.append(
             BatchItem(
-                item=ItemPublic.of(item),
+                item=item_public(item, viewer=viewer),
                 score=lease.score,
                 suggested_label=suggested,
                 confidence=confidence,

@@ -309,8 +309,10 @@ class TestReviewQueue:
         annotate(client, b, project_id, [{"item_id": ids[0], "label": "negative"}])
         item = session.get(Item, ids[1])
         assert item is not None
-        item.status, item.review_reason = "needs_review", "low_confidence"
-        item.suggested_label, item.suggestion_confidence = "neutral", 0.41
+        # An auto-accept sampled for audit: resolved by the model, to be checked by a human.
+        item.status, item.review_reason = "needs_review", "audit"
+        item.resolved_label, item.resolved_by = "neutral", "model"
+        item.suggested_label, item.suggestion_confidence = "neutral", 0.97
         session.add(item)
         session.flush()
         annotate(client, a, project_id, [{"item_id": ids[2], "abstain": True}])
@@ -323,11 +325,10 @@ class TestReviewQueue:
         assert by_id[ids[0]]["review_reason"] == "disagreement"
         assert by_id[ids[2]]["review_reason"] == "abstained"
         suggestion = by_id[ids[1]]
-        assert (suggestion["review_reason"], suggestion["suggested_label"]) == (
-            "low_confidence",
-            "neutral",
-        )
-        assert suggestion["confidence"] == 0.41
+        assert (suggestion["review_reason"], suggestion["suggested_label"]) == ("audit", "neutral")
+        assert suggestion["confidence"] == 0.97
+        # Annotators label blind: the batch shows the suggestion, never the resolved label.
+        assert suggestion["item"]["resolved_label"] is None
         # One reviewer at a time, and never someone who already answered.
         assert fetch(client, d, project_id, size=10, queue="review")["items"] == []
         client.delete(f"/v1/projects/{project_id}/batches/{review['id']}", headers=c)
