@@ -71,6 +71,11 @@ class StrategyUsage(BaseModel):
     skipped: int
 
 
+class SkippedItem(BaseModel):
+    item_id: int
+    skips: int = pydantic.Field(description="Distinct annotators who skipped it.")
+
+
 class SimulationSummary(BaseModel):
     job_id: int
     finished_at: datetime | None
@@ -83,6 +88,10 @@ class ActiveLearningReport(BaseModel):
         "that humans answered, by the labels it was trained on: the online learning curve."
     )
     strategies: list[StrategyUsage]
+    most_skipped: list[SkippedItem] = pydantic.Field(
+        description="Items two or more annotators skipped, most first (at most 20): often "
+        "ambiguous or unlearnable; worth a look at the guidelines."
+    )
     simulation: SimulationSummary | None = pydantic.Field(
         description="The latest finished replay (POST .../active-learning/simulations)."
     )

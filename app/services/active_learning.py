@@ -20,6 +20,7 @@ from app.models.active_learning import (
     ExplorationAccuracy,
     SimulationRequest,
     SimulationSummary,
+    SkippedItem,
     StrategyUsage,
 )
 from app.models.annotation import Annotation
@@ -40,6 +41,7 @@ def report(session: Session, *, project: Project) -> ActiveLearningReport:
     return ActiveLearningReport(
         exploration=_exploration_accuracy(session, project=project),
         strategies=_strategy_usage(session, project=project),
+        most_skipped=_most_skipped(session, project=project),
         simulation=_latest_simulation(session, project=project),
     )
 
@@ -135,6 +137,19 @@ def _strategy_usage(session: Session, *, project: Project) -> list[StrategyUsage
         )
         for strategy, n_batches in sorted(batches.items())
     ]
+
+
+def _most_skipped(session: Session, *, project: Project, limit: int = 20) -> list[SkippedItem]:
+    skips = func.count(func.distinct(col(Lease.annotator)))
+    rows = session.exec(
+        select(Lease.item_id, skips)
+        .where(col(Lease.project_id) == project.id, col(Lease.outcome) == LeaseOutcome.skipped)
+        .group_by(col(Lease.item_id))
+        .having(skips >= 2)
+        .order_by(skips.desc(), col(Lease.item_id))
+        .limit(limit)
+    )
+    return [SkippedItem(item_id=item_id, skips=n) for item_id, n in rows]
 
 
 def _latest_simulation(session: Session, *, project: Project) -> SimulationSummary | None:

@@ -246,7 +246,7 @@ class TestLeasesAndOverlap:
     def test_skipped_items_go_to_others_not_back_to_the_skipper(
         self, client: TestClient, session: Session
     ) -> None:
-        _admin, project_id, _ids = setup(client, session, n_items=3)
+        admin, project_id, _ids = setup(client, session, n_items=3)
         a, b = annotator(session, "ann-j"), annotator(session, "ann-k")
         batch = fetch(client, a, project_id, size=2)
         skipped = item_ids(batch)[0]
@@ -255,7 +255,13 @@ class TestLeasesAndOverlap:
         assert state.status_code == 200
         assert [e["lease"] for e in state.json()["items"]] == ["skipped", "live"]
         assert skipped not in item_ids(fetch(client, a, project_id, size=3))
-        assert skipped in item_ids(fetch(client, b, project_id, size=3))
+        other = fetch(client, b, project_id, size=3)
+        assert skipped in item_ids(other)
+        # Skipped by two people: the report surfaces it (often an ambiguous item).
+        url = f"/v1/projects/{project_id}/batches/{other['id']}/skip"
+        assert client.post(url, json={"item_ids": [skipped]}, headers=b).status_code == 200
+        report = client.get(f"/v1/projects/{project_id}/active-learning", headers=admin).json()
+        assert report["most_skipped"] == [{"item_id": skipped, "skips": 2}]
 
     def test_skip_refuses_unknown_and_answered_items_and_changes_nothing(
         self, client: TestClient, session: Session
