@@ -161,6 +161,7 @@ def _latest_simulation(session: Session, *, project: Project) -> SimulationSumma
             col(Job.status) == JobStatus.succeeded,
         )
         .order_by(col(Job.id).desc())
+        .limit(1)
     ).first()
     if job is None or job.id is None:
         return None

@@ -18,10 +18,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, exists, func, or_, update
+from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from app.db import Database
@@ -50,12 +50,16 @@ from app.services.items import item_public
 from app.services.prelabels import resolve_source
 from app.settings import Settings
 
-# The strategy ranks this many times the batch size of candidates, so diverse_margin has room
-# to spread and concurrent annotators who lose some rows to each other's locks can fall back.
-CANDIDATE_FACTOR = 5
+# Candidates read per item wanted: spares for rows lost to concurrent claims, and for
+# diverse_margin the room to spread the batch over.
+CANDIDATE_FACTOR = 2
+DIVERSE_CANDIDATE_FACTOR = 5
 # Cold start spreads the batch over a uniform sample of this many times its size (bounded).
 COLD_START_FACTOR = 20
 COLD_START_MAX_SAMPLE = 4_000
+# Ranking walks the score index in pages of max(2 x candidates, MIN_RANK_PAGE), at most this many.
+MIN_RANK_PAGE = 500
+MAX_RANK_PAGES = 20
 # Rejection sampling of random ids: rounds before falling back to ORDER BY random().
 RANDOM_ROUNDS = 4
 MAX_RANDOM_DRAWS = 20_000
@@ -196,7 +200,9 @@ def random_items(
     if n <= 0:
         return []
     base = [col(Item.project_id) == pool.project_id, col(Item.status) == status]
-    low, high = session.exec(select(func.min(Item.id), func.max(Item.id)).where(*base)).one()
+    # Two queries: SQLite answers a lone min() or max() from the index, both at once by a scan.
+    low = session.exec(select(func.min(Item.id)).where(*base)).one()
+    high = session.exec(select(func.max(Item.id)).where(*base)).one()
     if low is None or high is None:
         return []
     found: list[int] = []
@@ -262,24 +268,46 @@ def _with_prediction(
 def _ranked_candidates(
     session: Session, pool: Pool, *, model_version: str, ranker: Ranker, limit: int, skip: set[int]
 ) -> list[tuple[Candidate, float]]:
+    """The `limit` highest-priority eligible items, walking the version's score index.
+
+    The walk is explicit, page by page, because a single joined query lets the planner start
+    from the item table and sort the whole pool (SQLite did, at a cost linear in the pool);
+    here every page is an index range read plus one eligibility check of its ids.
+    """
     order = ranker.column.asc() if ranker.ascending else ranker.column.desc()
-    query = (
-        select(Prediction.item_id, ranker.column, Prediction.label, Prediction.confidence)
-        .join(Item, col(Item.id) == col(Prediction.item_id))
-        .where(
-            col(Prediction.project_id) == pool.project_id,
-            col(Prediction.model_version) == model_version,
-            col(Item.status) == ItemStatus.unlabeled,
-            *pool.eligible("label"),
+    page = max(2 * limit, MIN_RANK_PAGE)
+    ranked: list[tuple[Candidate, float]] = []
+    for offset in range(0, MAX_RANK_PAGES * page, page):
+        rows = session.exec(
+            select(Prediction.item_id, ranker.column, Prediction.label, Prediction.confidence)
+            .where(
+                col(Prediction.project_id) == pool.project_id,
+                col(Prediction.model_version) == model_version,
+            )
+            .order_by(order, col(Prediction.item_id))
+            .offset(offset)
+            .limit(page)
+        ).all()
+        ids = [row[0] for row in rows if row[0] not in skip]
+        eligible = (
+            set(
+                session.exec(
+                    select(Item.id).where(
+                        col(Item.id).in_(ids),
+                        col(Item.status) == ItemStatus.unlabeled,
+                        *pool.eligible("label"),
+                    )
+                )
+            )
+            if ids
+            else set()
         )
-        .order_by(order, col(Prediction.item_id))
-        .limit(limit + len(skip))
-    )
-    ranked = []
-    for item_id, value, label, confidence in session.exec(query):
-        if item_id not in skip:
-            priority = ranker.priority(float(value))
-            ranked.append((Candidate(int(item_id), priority, label, confidence), priority))
+        for item_id, value, label, confidence in rows:
+            if item_id in eligible:
+                priority = ranker.priority(float(value))
+                ranked.append((Candidate(int(item_id), priority, label, confidence), priority))
+        if len(ranked) >= limit or len(rows) < page:
+            break
     return ranked[:limit]
 
 
@@ -315,6 +343,36 @@ def _interleave(
     for explorer in explorers:
         merged.insert(int(rng.integers(len(merged) + 1)), explorer)
     return merged
+
+
+class LeaseLike(Protocol):
+    @property
+    def item_id(self) -> int: ...
+    @property
+    def score(self) -> float | None: ...
+    @property
+    def is_random(self) -> bool: ...
+    @property
+    def predicted_label(self) -> str | None: ...
+    @property
+    def confidence(self) -> float | None: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def outcome(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """A lease just written, as the response needs it (a stored one is a Lease row)."""
+
+    item_id: int
+    score: float | None
+    is_random: bool
+    predicted_label: str | None
+    confidence: float | None
+    expires_at: datetime
+    outcome: str | None = None
 
 
 @dataclass
@@ -363,7 +421,8 @@ def _plan_label_batch(
             pool,
             model_version=source.name,
             ranker=ranker,
-            limit=CANDIDATE_FACTOR * n_picks,
+            limit=(DIVERSE_CANDIDATE_FACTOR if strategy == "diverse_margin" else CANDIDATE_FACTOR)
+            * n_picks,
             skip=taken,
         )
         features = None
@@ -428,10 +487,12 @@ def _model_source(session: Session, project: Project, requested: str | None) -> 
     source = resolve_source(session, project=project, requested=requested)
     if requested is None:
         stored = session.exec(
-            select(Prediction.id).where(
+            select(Prediction.id)
+            .where(
                 col(Prediction.project_id) == project.id,
                 col(Prediction.model_version) == source.name,
             )
+            .limit(1)
         ).first()
         if stored is None:  # activated, pool not scored yet: behave as a cold start
             return None
@@ -545,21 +606,29 @@ def create_batch(
     session.flush()
     assert batch.id is not None
     leases = [
-        Lease(
-            batch_id=batch.id,
-            project_id=project.id,
-            item_id=c.item_id,
-            annotator=pool.annotator,
-            position=position,
-            score=c.score,
-            is_random=c.is_random,
-            predicted_label=c.predicted_label,
-            confidence=c.confidence,
-            expires_at=expires_at,
-        )
-        for position, c in enumerate(chosen)
+        LeaseView(c.item_id, c.score, c.is_random, c.predicted_label, c.confidence, expires_at)
+        for c in chosen
     ]
-    session.add_all(leases)
+    if leases:
+        # A Core executemany: a hundred ORM objects would cost more than the whole claim.
+        session.connection().execute(
+            insert(Lease),
+            [
+                {
+                    "batch_id": batch.id,
+                    "project_id": project.id,
+                    "item_id": lease.item_id,
+                    "annotator": pool.annotator,
+                    "position": position,
+                    "score": lease.score,
+                    "is_random": lease.is_random,
+                    "predicted_label": lease.predicted_label,
+                    "confidence": lease.confidence,
+                    "expires_at": expires_at,
+                }
+                for position, lease in enumerate(leases)
+            ],
+        )
     session.commit()
     return _public(session, batch, leases, now=pool.now, viewer=principal)
 
@@ -680,7 +749,7 @@ def release_answered(
 # --- responses --------------------------------------------------------------------------------
 
 
-def _lease_state(lease: Lease, now: datetime) -> str:
+def _lease_state(lease: LeaseLike, now: datetime) -> str:
     if lease.outcome is not None:
         return lease.outcome
     return "live" if lease.expires_at > now else "expired"
@@ -713,7 +782,12 @@ def _review_reasons(session: Session, items: list[Item]) -> dict[int, str]:
 
 
 def _public(
-    session: Session, batch: Batch, leases: list[Lease], *, now: datetime, viewer: Principal
+    session: Session,
+    batch: Batch,
+    leases: Sequence[LeaseLike],
+    *,
+    now: datetime,
+    viewer: Principal,
 ) -> BatchPublic:
     items = {
         i.id: i

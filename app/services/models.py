@@ -158,11 +158,13 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     if every is None:
         return None
     pending = session.exec(
-        select(Job.id).where(
+        select(Job.id)
+        .where(
             col(Job.project_id) == project.id,
             col(Job.kind) == JobKind.train_model,
             col(Job.status).in_(("queued", "running")),
         )
+        .limit(1)
     ).first()
     if pending is not None:
         return None
@@ -170,6 +172,7 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
         select(ModelVersion)
         .where(col(ModelVersion.project_id) == project.id)
         .order_by(col(ModelVersion.version).desc())
+        .limit(1)
     ).first()
     labeled = session.exec(
         select(func.count())

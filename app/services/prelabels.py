@@ -69,9 +69,9 @@ def resolve_source(session: Session, *, project: Project, requested: str | None)
         version = registry.get_version(session, project=project, version=int(number))
         return ModelSource(requested, version.labels, version)
     stored = session.exec(
-        select(Prediction.id).where(
-            col(Prediction.project_id) == project.id, col(Prediction.model_version) == requested
-        )
+        select(Prediction.id)
+        .where(col(Prediction.project_id) == project.id, col(Prediction.model_version) == requested)
+        .limit(1)
     ).first()
     if stored is None:
         raise Conflict(
