@@ -35,6 +35,8 @@ from app.services.api_keys import Principal
 from app.services.predictions import REGISTRY_PREFIX
 
 BASELINE = "random"
+# Progress once the features are fitted; the replays share the rest.
+FEATURES_DONE = 0.05
 
 
 def report(session: Session, *, project: Project) -> ActiveLearningReport:
@@ -244,6 +246,7 @@ def run_simulation(context: JobContext) -> dict[str, Any]:
         features = pipeline.named_steps["features"].fit_transform(
             training_set.model_inputs(algorithm)
         )
+        context.progress(FEATURES_DONE)
         curves = kfold_learning_curves(
             features,
             np.asarray(training_set.labels),
@@ -254,7 +257,7 @@ def run_simulation(context: JobContext) -> dict[str, Any]:
             budget=p["budget"],
             seed=0,
             make_classifier=lambda: clone(classifier),
-            progress=lambda done: context.progress(min(done, 0.99)),
+            progress=lambda done: context.progress(FEATURES_DONE + (0.99 - FEATURES_DONE) * done),
         )
     at_labels = p["at_labels"]
     target = curve_at(curves[BASELINE], at_labels)
@@ -275,11 +278,11 @@ def run_simulation(context: JobContext) -> dict[str, Any]:
         "curves": {s: [[n, round(a, 4)] for n, a in c] for s, c in curves.items()},
         "labels_needed": needed,
         "label_share": saved,
-        "summary": _summary(needed, saved, at_labels=at_labels, target=target),
+        "summary": savings_summary(needed, saved, at_labels=at_labels, target=target),
     }
 
 
-def _summary(
+def savings_summary(
     needed: dict[str, int | None],
     saved: dict[str, float | None],
     *,
@@ -295,13 +298,15 @@ def _summary(
             f"No strategy reached random's accuracy at {at_labels} labels ({target:.3f}) within "
             "the budget: active learning does not pay off on these labels."
         )
-    share, best = min(options)
+    share = min(option[0] for option in options)
+    tied = [s for s in saved if s != BASELINE and saved[s] == share]
+    best = tied[0] if len(tied) == 1 else ", ".join(tied[:-1]) + " and " + tied[-1]
     if share >= 1.0:
         return (
-            f"No strategy beat random: the best, {best}, needed {needed[best]} labels to reach "
-            f"random's accuracy at {at_labels} labels ({target:.3f})."
+            f"No strategy beat random: the best ({best}) needed {needed[tied[0]]} labels to "
+            f"reach random's accuracy at {at_labels} labels ({target:.3f})."
         )
     return (
         f"{best} reached random's accuracy at {at_labels} labels ({target:.3f}) with "
-        f"{needed[best]} labels: {1 - share:.0%} fewer labels."
+        f"{needed[tied[0]]} labels: {1 - share:.0%} fewer labels."
     )
