@@ -15,7 +15,7 @@ again after the lock, in a fresh snapshot, before any lease is written.
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -60,6 +60,8 @@ COLD_START_MAX_SAMPLE = 4_000
 # Ranking walks the score index in pages of max(2 x candidates, MIN_RANK_PAGE), at most this many.
 MIN_RANK_PAGE = 500
 MAX_RANK_PAGES = 20
+# On PostgreSQL, how many times a claim that lost its candidates to others plans further.
+MORE_ROUNDS = 2
 # Rejection sampling of random ids: rounds before falling back to ORDER BY random().
 RANDOM_ROUNDS = 4
 MAX_RANDOM_DRAWS = 20_000
@@ -380,6 +382,8 @@ class Plan:
     strategy: str
     model_version: str | None
     ordered: list[Candidate]  # in preference order, more than needed when there is a fallback
+    # More candidates, none of the given ids, when concurrent claims took the ones planned.
+    more: Callable[[set[int], int], list[Candidate]] | None = None
 
 
 def _plan_label_batch(
@@ -477,7 +481,17 @@ def _plan_label_batch(
         first = [_with_prediction(c, found.get(c.item_id), ranker) for c in first]
         explorers = [_with_prediction(c, found.get(c.item_id), ranker) for c in explorers]
     ordered = first + _interleave(picks, explorers, rng) + fallback
-    return Plan(strategy, source.name if source is not None else None, ordered)
+
+    def more(tried: set[int], n: int) -> list[Candidate]:
+        if ranker is not None and source is not None and strategy != "random":
+            ranked = _ranked_candidates(
+                session, pool, model_version=source.name, ranker=ranker, limit=n, skip=tried
+            )
+            return [candidate for candidate, _ in ranked]
+        ids = random_items(session, pool, status=ItemStatus.unlabeled, n=n, rng=rng, exclude=tried)
+        return [Candidate(i, is_random=strategy == "random") for i in ids]
+
+    return Plan(strategy, source.name if source is not None else None, ordered, more)
 
 
 def _model_source(session: Session, project: Project, requested: str | None) -> Any:
@@ -530,7 +544,19 @@ def _claim(session: Session, pool: Pool, *, plan: Plan, size: int, queue: str) -
     )
     taken: list[Candidate] = []
     position = 0
-    while len(taken) < size and position < len(ordered):
+    rounds = 0
+    while len(taken) < size:
+        if position >= len(ordered):
+            # Everything planned was taken by concurrent claims (or was not eligible after
+            # all): plan a little further, a bounded number of times.
+            if plan.more is None or rounds >= MORE_ROUNDS:
+                break
+            rounds += 1
+            extra = [c for c in plan.more(seen, 2 * (size - len(taken))) if c.item_id not in seen]
+            if not extra:
+                break
+            seen.update(c.item_id for c in extra)
+            ordered.extend(extra)
         window = ordered[position : position + size - len(taken)]
         position += len(window)
         # Rows another claim holds are skipped, not waited for: it is taking them.
