@@ -1,7 +1,7 @@
 """Is active learning paying off? The online yardstick (the random share) and offline replays."""
 
 from datetime import datetime
-from typing import Self
+from typing import Any, Self
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -32,6 +32,16 @@ class SimulationRequest(BaseModel):
         ge=2,
         le=1_000_000,
         description="Labels each replay may use, seed included. Default: every item of the pool.",
+    )
+    algorithm: str | None = pydantic.Field(
+        default=None,
+        max_length=50,
+        description="The model to replay with (see GET /v1/algorithms). Default: the active "
+        "version's algorithm and params, else tfidf_logreg.",
+    )
+    params: dict[str, Any] = pydantic.Field(
+        default_factory=dict,
+        description='Overrides of the algorithm\'s params, e.g. {"class_weight": "none"}.',
     )
     at_labels: int | None = pydantic.Field(
         default=None,

@@ -26,6 +26,8 @@ class Algorithm:
     build: Callable[[dict[str, Any]], tuple[Any, Any]]
     # Upper bounds that keep one request from asking for gigabytes.
     maximums: Mapping[str, float] = field(default_factory=dict)
+    # Parameters that take one of a few named values instead of a positive number.
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def resolve_params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The defaults with overrides applied; unknown names or wrong types are a 422."""
@@ -38,6 +40,15 @@ class Algorithm:
                         msg=f"unknown parameter for {self.name}; known: {sorted(self.defaults)}",
                     )
                 )
+                continue
+            if key in self.choices:
+                if value not in self.choices[key]:
+                    errors.append(
+                        ErrorDetail(
+                            loc=["body", "params", key],
+                            msg=f"must be one of {list(self.choices[key])}",
+                        )
+                    )
                 continue
             expected = type(self.defaults[key])
             ok = isinstance(value, expected) and not isinstance(value, bool)
@@ -95,9 +106,15 @@ def _tfidf_logreg(p: dict[str, Any]) -> tuple[Any, Any]:
         dtype=np.float32,
     )
     classifier = LogisticRegression(
-        C=p["C"], class_weight="balanced", max_iter=p["max_iter"], tol=p["tol"]
+        C=p["C"], class_weight=_class_weight(p), max_iter=p["max_iter"], tol=p["tol"]
     )
     return FeatureUnion([("words", words), ("chars", chars)]), classifier
+
+
+def _class_weight(p: dict[str, Any]) -> str | None:
+    # "balanced" lifts rare labels when the labeled set keeps the pool's imbalance (random
+    # sampling); "none" keeps the probabilities closer to the label frequencies.
+    return None if p.get("class_weight") == "none" else "balanced"
 
 
 def _hashing_sgd(p: dict[str, Any]) -> tuple[Any, Any]:
@@ -131,7 +148,8 @@ ALGORITHMS: dict[str, Algorithm] = {
             name="tfidf_logreg",
             description=(
                 "TF-IDF of word (1-2) and character (3-5) n-grams, logistic regression with "
-                "balanced class weights. The default: strong on short and long texts."
+                "balanced class weights (class_weight: none turns them off). The default: "
+                "strong on short and long texts."
             ),
             input="text",
             defaults={
@@ -143,8 +161,10 @@ ALGORITHMS: dict[str, Algorithm] = {
                 "C": 10.0,
                 "max_iter": 100,
                 "tol": 1e-3,
+                "class_weight": "balanced",
             },
             build=_tfidf_logreg,
+            choices={"class_weight": ("balanced", "none")},
             maximums={
                 "word_ngram_max": 4,
                 "char_ngram_min": 8,

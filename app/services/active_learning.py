@@ -215,7 +215,10 @@ def start_simulation(
 ) -> Job:
     """Validate against the labels there are now (a 409 today, not a failed job later)."""
     name, params = _algorithm_for(session, project=project)
+    if request.algorithm is not None and request.algorithm != name:
+        name, params = request.algorithm, {}
     algorithm = get_algorithm(name)
+    params = algorithm.resolve_params({**params, **request.params})
     training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
     registry.check_trainable(training_set)
     plan = _replay_plan(len(training_set.item_ids), request)

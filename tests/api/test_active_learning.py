@@ -95,11 +95,19 @@ class TestSimulation:
         project_id, _, _ = labeled_project(live_client, n_labeled=40, n_pool=0, seed=63)
         response = live_client.post(
             f"/v1/projects/{project_id}/active-learning/simulations",
-            json={"strategies": ["margin"], "folds": 3, "seed_size": 9, "batch_size": 9},
+            json={
+                "strategies": ["margin"],
+                "folds": 3,
+                "seed_size": 9,
+                "batch_size": 9,
+                "params": {"class_weight": "none"},
+            },
         )
         assert response.status_code == 202, response.text
         job = wait_for_job(live_client, response.json())
         assert job["status"] == "succeeded", job
+        assert job["params"]["algorithm"] == "tfidf_logreg"
+        assert job["params"]["params"]["class_weight"] == "none"
         result = job["result"]
         assert set(result["curves"]) == {"random", "margin"}  # random is always the baseline
         assert (result["n_items"], result["folds"], result["budget"]) == (120, 3, 80)
@@ -121,5 +129,10 @@ class TestSimulation:
         assert too_big.json()["type"] == "/problems/not-enough-labels"
         repeated = live_client.post(url, json={"strategies": ["margin", "margin"]})
         assert repeated.status_code == 422
+        unknown = live_client.post(url, json={"algorithm": "oracle"})
+        assert unknown.status_code == 422
+        bad = live_client.post(url, json={"params": {"class_weight": "sometimes"}})
+        assert bad.status_code == 422
+        assert bad.json()["errors"][0]["loc"] == ["body", "params", "class_weight"]
         jobs = live_client.get(f"/v1/jobs?project_id={project_id}").json()["items"]
         assert not [j for j in jobs if j["kind"] == "simulate_active_learning"]
