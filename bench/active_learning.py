@@ -16,9 +16,10 @@ Method, in one run on one machine:
 * One simulation job (POST /v1/projects/{id}/active-learning/simulations) replays those labels
   k-fold (--folds): per fold, every strategy starts from the same stratified seed set of
   --seed-size labels and adds --batch-size labels per round, refitting the project's model
-  (tfidf_logreg defaults; no version is trained) until --budget labels, each fit scored on the
-  held-out fold. The curves are averaged over the folds. The job finds random's accuracy at
-  --at-labels and, per strategy, the fewest labels whose accuracy reaches it.
+  (tfidf_logreg defaults, with --params overrides; no version is trained) until --budget
+  labels, each fit scored on the held-out fold. The curves are averaged over the folds. The
+  job finds random's accuracy at --at-labels and, per strategy, the fewest labels whose
+  accuracy reaches it.
 
 Reported: the curves (labels -> mean accuracy per strategy), the labels each strategy needs
 and their share of --at-labels, the job's wall time (started_at..finished_at from the job row,
@@ -241,6 +242,7 @@ def replay(args: argparse.Namespace, client: httpx.Client, rows: list[Row], run:
         "batch_size": args.batch_size,
         "budget": args.budget,
         "at_labels": args.at_labels,
+        "params": args.params,
     }
     posted = time.monotonic()
     job = expect(
@@ -313,7 +315,7 @@ def curve_rows(
         for s in strategies:
             accuracy = curves[s].get(n)
             mark = "*" if result["labels_needed"].get(s) == n else ""
-            cells.append("-" if accuracy is None else f"{accuracy:.3f}{mark}")
+            cells.append("-" if accuracy is None else f"{accuracy:.4f}{mark}")
         rows.append(cells)
     return ["labels", *strategies], rows
 
@@ -329,7 +331,7 @@ def needed_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 s,
                 "not reached" if needed is None else f"{needed:,}",
                 "-" if share is None else f"{share:.0%}",
-                "-" if final is None else f"{final[1]:.3f} at {final[0]:,}",
+                "-" if final is None else f"{final[1]:.4f} at {final[0]:,}",
             ]
         )
     header = ["strategy", f"labels to reach random@{at_labels:,}", "share", "last point"]
@@ -489,6 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path(os.environ.get("LABELWISE_DEBIAN_DATA", DEFAULT_DATA)),
         help="JSON lines (gzip) with id, text, label",
+    )
+    parser.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help='tfidf_logreg param overrides for the replay, e.g. \'{"class_weight": "none"}\'',
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_al.md"), help="markdown")
     parser.add_argument(

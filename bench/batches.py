@@ -130,7 +130,9 @@ class Result:
     wall: float = 0.0
     threads: int = 1
     short: int = 0  # batches with fewer items than asked for
-    note: str = ""
+    explore: list[float] = field(default_factory=list)  # share of exploration items per batch
+    sizes: list[int] = field(default_factory=list)  # items per batch
+    load: tuple[float, float] = (math.nan, math.nan)  # 1-minute load average before, after
 
 
 @dataclass(slots=True)
@@ -140,6 +142,7 @@ class Setup:
     rows: dict[str, int] = field(default_factory=dict)
     size_mib: float | None = None
     server_rss_mib: float | None = None
+    code: str = ""  # source_digest() when the server started
 
     @property
     def total(self) -> float:
@@ -581,6 +584,8 @@ class Sampler:
     kept: list[tuple[str, int]] = field(default_factory=list)  # (secret, batch id)
     seconds: list[float] = field(default_factory=list)
     releases: list[float] = field(default_factory=list)
+    explore: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
     short: int = 0
     turn: int = 0
 
@@ -602,6 +607,9 @@ class Sampler:
         if record:
             self.seconds.append(elapsed)
             self.short += len(batch["items"]) < self.size
+            self.sizes.append(len(batch["items"]))
+            marked = sum(entry["exploration"] for entry in batch["items"])
+            self.explore.append(marked / max(len(batch["items"]), 1))
         if not self.variant.release:
             self.kept.append((secret, batch["id"]))
             return
@@ -657,6 +665,7 @@ def run_variant(
             except BaseException as error:  # reported by the main thread
                 errors.append(error)
 
+        load_before = load_average()
         threads = [
             threading.Thread(target=work, args=(sampler, count), daemon=True)
             for sampler, count in zip(samplers, shares, strict=True)
@@ -682,6 +691,9 @@ def run_variant(
         wall=wall,
         threads=variant.threads,
         short=sum(sampler.short for sampler in samplers),
+        explore=[e for sampler in samplers for e in sampler.explore],
+        sizes=[n for sampler in samplers for n in sampler.sizes],
+        load=(load_before, load_average()),
     )
     progress(
         f"{backend}: {variant.name}: p50 {ms(percentile(result.seconds, 50))} ms, "
@@ -732,6 +744,7 @@ def run_backend(
     env = service_env(database_url, workdir, bootstrap_admin_key=ADMIN_KEY)
     results: list[Result] = []
     started = time.perf_counter()
+    setup.code = source_digest()
     with running_server(env, workdir / "server.log") as server:
         setup.steps.append(("start the server", time.perf_counter() - started))
         with httpx.Client(
@@ -826,7 +839,7 @@ def report(setups: list[Setup], results: list[Result], size: int, pool: int) -> 
         lines.append(
             f"{s.backend}: "
             + ", ".join(f"{count:,} {table}" for table, count in s.rows.items())
-            + f"; database {size_text}; server peak RSS {rss}"
+            + f"; database {size_text}; server peak RSS {rss}; app sources {s.code} at start"
         )
     rows = []
     for r in results:
@@ -842,7 +855,9 @@ def report(setups: list[Setup], results: list[Result], size: int, pool: int) -> 
                 ms(max(r.seconds)) if r.seconds else "-",
                 rate,
                 ms(percentile(r.releases, 50)) if r.releases else "-",
-                f"{r.short}",
+                f"{100 * float(np.mean(r.explore)):.0f}%" if r.explore else "-",
+                f"{r.short} (min {min(r.sizes)})" if r.short else "0",
+                f"{r.load[0]:.1f}-{r.load[1]:.1f}",
             ]
         )
     lines += [
@@ -859,11 +874,16 @@ def report(setups: list[Setup], results: list[Result], size: int, pool: int) -> 
                 "max",
                 "batches/s",
                 "DELETE p50",
+                "explore",
                 "short",
+                "load",
             ],
             rows,
             text_columns=2,
         ),
+        "explore: mean share of items marked exploration; short: batches with fewer than "
+        f"{size} items (the smallest); load: 1-minute load average before-after the variant "
+        f"on {os.cpu_count()} CPUs",
         "",
     ]
     for r in results:
@@ -877,6 +897,14 @@ def report(setups: list[Setup], results: list[Result], size: int, pool: int) -> 
             f"p99 {p99:.1f} ms (target < {TARGET_P99_MS:.0f})"
         )
     return lines
+
+
+def load_average() -> float:
+    """The 1-minute load average: other work on the machine shows in the figures."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return math.nan
 
 
 def machine() -> str:

@@ -21,7 +21,19 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, exists, func, insert, or_, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Integer,
+    and_,
+    any_,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    update,
+)
 from sqlmodel import Session, col, select
 
 from app.db import Database
@@ -57,8 +69,10 @@ DIVERSE_CANDIDATE_FACTOR = 5
 # Cold start spreads the batch over a uniform sample of this many times its size (bounded).
 COLD_START_FACTOR = 20
 COLD_START_MAX_SAMPLE = 4_000
-# Ranking walks the score index in pages of max(2 x candidates, MIN_RANK_PAGE), at most this many.
+# Ranking walks the score index in pages from max(2 x candidates, MIN_RANK_PAGE) rows, doubling
+# up to MAX_RANK_PAGE, at most MAX_RANK_PAGES of them (about 150,000 rows).
 MIN_RANK_PAGE = 500
+MAX_RANK_PAGE = 10_000
 MAX_RANK_PAGES = 20
 # On PostgreSQL, how many times a claim that lost its candidates to others plans further.
 MORE_ROUNDS = 2
@@ -224,7 +238,9 @@ def random_items(
         if not draws:
             break
         seen.update(draws)
-        rows = set(session.exec(select(Item.id).where(col(Item.id).in_(draws), *conditions)))
+        rows = set(
+            session.exec(select(Item.id).where(id_in(session, col(Item.id), draws), *conditions))
+        )
         hit_rate = max(len(rows) / len(draws), 1e-4)
         found.extend(d for d in draws if d in rows)  # in draw order: still a uniform sample
     if len(found) < n:
@@ -247,7 +263,8 @@ def _predictions(
         return {}
     rows = session.exec(
         select(Prediction).where(
-            col(Prediction.model_version) == model_version, col(Prediction.item_id).in_(item_ids)
+            col(Prediction.model_version) == model_version,
+            id_in(session, col(Prediction.item_id), item_ids),
         )
     )
     return {p.item_id: p for p in rows}
@@ -273,29 +290,35 @@ def _ranked_candidates(
     """The `limit` highest-priority eligible items, walking the version's score index.
 
     The walk is explicit, page by page, because a single joined query lets the planner start
-    from the item table and sort the whole pool (SQLite did, at a cost linear in the pool);
-    here every page is an index range read plus one eligibility check of its ids.
+    from the item table and sort the whole pool (SQLite did, at a cost linear in the pool).
+    Pages are keyset ranges of the index (an OFFSET re-reads every skipped row) and double in
+    size, so even many thousands of items held by other annotators cost a few pages; each
+    page is one eligibility check of its ids.
     """
-    order = ranker.column.asc() if ranker.ascending else ranker.column.desc()
+    column = ranker.column
+    order = column.asc() if ranker.ascending else column.desc()
     page = max(2 * limit, MIN_RANK_PAGE)
     ranked: list[tuple[Candidate, float]] = []
-    for offset in range(0, MAX_RANK_PAGES * page, page):
-        rows = session.exec(
-            select(Prediction.item_id, ranker.column, Prediction.label, Prediction.confidence)
-            .where(
-                col(Prediction.project_id) == pool.project_id,
-                col(Prediction.model_version) == model_version,
+    after: tuple[float, int] | None = None
+    for _ in range(MAX_RANK_PAGES):
+        query = select(Prediction.item_id, column, Prediction.label, Prediction.confidence).where(
+            col(Prediction.project_id) == pool.project_id,
+            col(Prediction.model_version) == model_version,
+        )
+        if after is not None:
+            value, item_id = after
+            beyond = column > value if ranker.ascending else column < value
+            same = column >= value if ranker.ascending else column <= value
+            query = query.where(
+                same, or_(beyond, and_(column == value, col(Prediction.item_id) > item_id))
             )
-            .order_by(order, col(Prediction.item_id))
-            .offset(offset)
-            .limit(page)
-        ).all()
+        rows = session.exec(query.order_by(order, col(Prediction.item_id)).limit(page)).all()
         ids = [row[0] for row in rows if row[0] not in skip]
         eligible = (
             set(
                 session.exec(
                     select(Item.id).where(
-                        col(Item.id).in_(ids),
+                        id_in(session, col(Item.id), ids),
                         col(Item.status) == ItemStatus.unlabeled,
                         *pool.eligible("label"),
                     )
@@ -310,12 +333,30 @@ def _ranked_candidates(
                 ranked.append((Candidate(int(item_id), priority, label, confidence), priority))
         if len(ranked) >= limit or len(rows) < page:
             break
+        after = (float(rows[-1][1]), int(rows[-1][0]))
+        page = min(2 * page, MAX_RANK_PAGE)
     return ranked[:limit]
+
+
+def id_in(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """column IN ids; on PostgreSQL as `= ANY(array)`, one parameter however many ids.
+
+    psycopg caches the plans of statements up to 4 kB only; an IN list of hundreds of ids is
+    longer, so it would be parsed again on every request.
+    """
+    result: ColumnElement[bool]
+    if session.get_bind().dialect.name == "postgresql":
+        result = column == any_(literal(list(ids), ARRAY(Integer)))
+    else:
+        result = column.in_(ids)
+    return result
 
 
 def _inputs(session: Session, item_ids: list[int]) -> list[tuple[int, str, dict[str, Any]]]:
     """(id, text, data) of the items, in the order of item_ids."""
-    rows = session.exec(select(Item.id, Item.text, Item.data).where(col(Item.id).in_(item_ids)))
+    rows = session.exec(
+        select(Item.id, Item.text, Item.data).where(id_in(session, col(Item.id), item_ids))
+    )
     by_id = {r[0]: (r[0], r[1], dict(r[2])) for r in rows if r[0] is not None}
     return [(i, *by_id[i][1:]) for i in item_ids]
 
@@ -560,10 +601,10 @@ def _claim(session: Session, pool: Pool, *, plan: Plan, size: int, queue: str) -
         window = ordered[position : position + size - len(taken)]
         position += len(window)
         # Rows another claim holds are skipped, not waited for: it is taking them.
-        locked = list(
+        locked = _ids(
             session.exec(
-                select(Item.id)
-                .where(col(Item.id).in_([c.item_id for c in window]))
+                select(col(Item.id))
+                .where(id_in(session, col(Item.id), [c.item_id for c in window]))
                 .order_by(col(Item.id))
                 .with_for_update(skip_locked=True)
             )
@@ -575,7 +616,7 @@ def _claim(session: Session, pool: Pool, *, plan: Plan, size: int, queue: str) -
         still = set(
             session.exec(
                 select(Item.id).where(
-                    col(Item.id).in_(locked),
+                    id_in(session, col(Item.id), locked),
                     col(Item.status).in_(statuses),
                     *pool.eligible(queue),
                 )
@@ -817,7 +858,9 @@ def _public(
 ) -> BatchPublic:
     items = {
         i.id: i
-        for i in session.exec(select(Item).where(col(Item.id).in_([le.item_id for le in leases])))
+        for i in session.exec(
+            select(Item).where(id_in(session, col(Item.id), [le.item_id for le in leases]))
+        )
     }
     review = batch.queue == "review"
     reasons = _review_reasons(session, list(items.values())) if review else {}

@@ -141,6 +141,26 @@ class TestStrategies:
         assert diverse["strategy"] == "diverse_margin"
         assert len(set(item_ids(diverse)) & set(ids[:20])) <= 2
 
+    def test_ranking_walks_past_items_others_hold(
+        self, client: TestClient, session: Session
+    ) -> None:
+        # The 1,000 most uncertain items are held: the walk must page (keyset) past them.
+        admin, project_id, ids = setup(client, session, n_items=1_100)
+        half = [i / 3_000 for i in range(1_100)]  # margin 2 * half, increasing with the index
+        post_predictions(
+            client,
+            admin,
+            project_id,
+            {i: [0.5 + h, 0.5 - h, 0.0] for i, h in zip(ids, half, strict=True)},
+        )
+        common = {"model_version": "ext-1", "random_share": 0, "strategy": "margin"}
+        holder = annotator(session, "holder")
+        held = item_ids(fetch(client, holder, project_id, size=500, **common))
+        held += item_ids(fetch(client, holder, project_id, size=500, **common))
+        assert held == ids[:1_000]
+        batch = fetch(client, annotator(session, "walker"), project_id, size=10, **common)
+        assert item_ids(batch) == ids[1_000:1_010]
+
     def test_validation_and_unknown_model(self, client: TestClient, session: Session) -> None:
         admin, project_id, _ = setup(client, session, n_items=3)
         for body in (
