@@ -42,6 +42,8 @@ openapi: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/registry.py
+	$(BIN)/python bench/batches.py
+	$(BIN)/python bench/active_learning.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
