@@ -54,6 +54,7 @@ from typing import Any
 
 import httpx
 from common import REPO, BenchError, Server, code_version, running_server, service_env
+from common import machine as common_machine
 from threadpoolctl import threadpool_info
 
 from app.migrations import upgrade
@@ -359,23 +360,13 @@ def verdict(result: dict[str, Any]) -> str:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kib / 2**20:.0f} GiB RAM"
     # The job runs in the server; load the libraries it uses so their thread pools show here.
     for module in ("numpy", "scipy.sparse", "sklearn.linear_model"):
         with suppress(ImportError):
             importlib.import_module(module)
     pools = threadpool_info()
     blas = ", ".join(sorted({f"{i['internal_api']} {i['num_threads']} threads" for i in pools}))
-    return f"{os.cpu_count()} CPUs ({cpu}){memory}, {blas or 'no BLAS/OpenMP pools'}"
+    return f"{common_machine()}, {blas or 'no BLAS/OpenMP pools'}"
 
 
 def timings(run: Run) -> list[str]:

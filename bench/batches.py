@@ -65,7 +65,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -74,7 +74,7 @@ from typing import Any
 import httpx
 import numpy as np
 import sqlalchemy as sa
-from common import LOOPBACK, REPO, BenchError, Server, running_server, service_env
+from common import LOOPBACK, REPO, BenchError, Server, machine, running_server, service_env
 
 from app.db import build_engine
 from app.migrations import upgrade
@@ -905,20 +905,6 @@ def load_average() -> float:
         return float(Path("/proc/loadavg").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return math.nan
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kib / 2**20:.0f} GiB RAM"
-    return f"{os.cpu_count()} CPUs ({cpu}){memory}"
 
 
 def source_digest() -> str:

@@ -117,3 +117,18 @@ def code_version() -> str:
     except OSError:
         return "unknown"
     return done.stdout.strip() or "unknown"
+
+
+def machine() -> str:
+    """'N CPUs (model), M GiB RAM' from /proc, for the header of every report."""
+    cpu = "unknown CPU"
+    with suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with suppress(OSError, ValueError, IndexError):
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    return f"{os.cpu_count()} CPUs ({cpu}){memory}"

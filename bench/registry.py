@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,7 @@ import numpy as np
 import scipy.sparse as sp
 import sqlalchemy as sa
 from common import LOOPBACK, BenchError, Server, code_version, running_server, service_env
+from common import machine as common_machine
 from threadpoolctl import threadpool_info
 
 from app.main import tune_garbage_collector
@@ -794,19 +795,9 @@ def report_api(results: list[ApiResult]) -> list[str]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    memory = ""
-    with suppress(OSError, ValueError, IndexError):
-        kib = int(Path("/proc/meminfo").read_text().split()[1])
-        memory = f", {kib / 2**20:.0f} GiB RAM"
     pools = threadpool_info()
     blas = ", ".join(sorted({f"{i['internal_api']} {i['num_threads']} threads" for i in pools}))
-    return f"{os.cpu_count()} CPUs ({cpu}){memory}, {blas or 'no BLAS/OpenMP pools'}"
+    return f"{common_machine()}, {blas or 'no BLAS/OpenMP pools'}"
 
 
 def parse_sections(value: str) -> set[str]:
