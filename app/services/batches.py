@@ -882,16 +882,4 @@ def _public(
             )
         )
     assert batch.id is not None
-    return BatchPublic(
-        id=batch.id,
-        project_id=batch.project_id,
-        annotator=batch.annotator,
-        queue=batch.queue,
-        strategy=batch.strategy,
-        requested_strategy=batch.requested_strategy,
-        model_version=batch.model_version,
-        lease_expires_at=batch.lease_expires_at,
-        created_at=batch.created_at,
-        released_at=batch.released_at,
-        items=entries,
-    )
+    return BatchPublic.model_validate({**batch.model_dump(), "items": entries})
