@@ -881,5 +881,4 @@ def _public(
                 lease=_lease_state(lease, now),
             )
         )
-    assert batch.id is not None
     return BatchPublic.model_validate({**batch.model_dump(), "items": entries})
