@@ -74,7 +74,16 @@ from typing import Any
 import httpx
 import numpy as np
 import sqlalchemy as sa
-from common import LOOPBACK, REPO, BenchError, Server, machine, running_server, service_env
+from common import (
+    REPO,
+    BenchError,
+    Server,
+    admin_engine,
+    machine,
+    running_server,
+    service_env,
+    throwaway_database,
+)
 
 from app.db import build_engine
 from app.migrations import upgrade
@@ -469,21 +478,11 @@ def work_history(
 
 @contextmanager
 def postgres_database(admin_url: str, name: str) -> Iterator[str]:
-    """CREATE DATABASE `name` on the loopback server; yield its URL; always DROP it."""
-    host = sa.make_url(admin_url).host or "localhost"
-    if host not in LOOPBACK:
-        raise BenchError(f"the PostgreSQL server must be on this machine (127.0.0.1), not {host}")
-    admin = sa.create_engine(
-        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
+    """A throwaway database on the loopback server; yield its URL; always DROP it."""
+    admin = admin_engine(admin_url)
     try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin.url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with throwaway_database(admin, name) as url:
+            yield url
     finally:
         admin.dispose()
 

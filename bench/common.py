@@ -11,6 +11,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -132,3 +133,25 @@ def machine() -> str:
         kib = int(Path("/proc/meminfo").read_text().split()[1])
         memory = f", {kib / 2**20:.0f} GiB RAM"
     return f"{os.cpu_count()} CPUs ({cpu}){memory}"
+
+
+def admin_engine(admin_url: str) -> sa.Engine:
+    """An AUTOCOMMIT engine for CREATE and DROP DATABASE, on a loopback PostgreSQL server only."""
+    host = sa.make_url(admin_url).host or "localhost"
+    if host not in LOOPBACK:
+        raise BenchError(f"the PostgreSQL server must be on this machine (127.0.0.1), not {host}")
+    return sa.create_engine(
+        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+
+
+@contextmanager
+def throwaway_database(admin: sa.Engine, name: str) -> Iterator[str]:
+    """CREATE DATABASE `name`; yield its URL; always DROP it (FORCE ends stray sessions)."""
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

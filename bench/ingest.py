@@ -40,12 +40,13 @@ import httpx
 import sqlalchemy as sa
 from common import (
     BIN,
-    LOOPBACK,
     REPO,
     BenchError,
+    admin_engine,
     code_version,
     running_server,
     service_env,
+    throwaway_database,
 )
 from sqlmodel import Session
 
@@ -289,25 +290,8 @@ def run_sqlite(data: Dataset, batch: int) -> list[Result]:
         return [floor, *http]
 
 
-@contextmanager
-def postgres_database(admin: sa.Engine, name: str) -> Iterator[str]:
-    """CREATE DATABASE `name`; yield its URL; always DROP it (FORCE ends stray sessions)."""
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def run_postgresql(data: Dataset, batch: int, admin_url: str) -> list[Result]:
-    host = sa.make_url(admin_url).host or "localhost"
-    if host not in LOOPBACK:
-        raise BenchError(f"the PostgreSQL server must be on this machine (127.0.0.1), not {host}")
-    admin = sa.create_engine(
-        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
+    admin = admin_engine(admin_url)
     try:
         try:
             with admin.connect():
@@ -320,8 +304,8 @@ def run_postgresql(data: Dataset, batch: int, admin_url: str) -> list[Result]:
         name = f"labelwise_bench_{os.getpid()}"
         with (
             tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp,
-            postgres_database(admin, f"{name}_floor") as floor_url,
-            postgres_database(admin, name) as http_url,
+            throwaway_database(admin, f"{name}_floor") as floor_url,
+            throwaway_database(admin, name) as http_url,
         ):
             floor = floor_leg("postgresql", floor_url, Path(tmp), data, batch)
             http = http_legs("postgresql", http_url, Path(tmp), data, batch)

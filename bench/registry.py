@@ -50,7 +50,15 @@ import httpx
 import numpy as np
 import scipy.sparse as sp
 import sqlalchemy as sa
-from common import LOOPBACK, BenchError, Server, code_version, running_server, service_env
+from common import (
+    BenchError,
+    Server,
+    admin_engine,
+    code_version,
+    running_server,
+    service_env,
+    throwaway_database,
+)
 from common import machine as common_machine
 from threadpoolctl import threadpool_info
 
@@ -485,28 +493,20 @@ def e2e_leg(
 
 @contextmanager
 def postgres_database(admin_url: str, name: str) -> Iterator[str | None]:
-    """CREATE DATABASE `name` on the loopback server; yield its URL (None if unreachable);
-    always DROP it (FORCE ends stray sessions)."""
-    host = sa.make_url(admin_url).host or "localhost"
-    if host not in LOOPBACK:
-        raise BenchError(f"the PostgreSQL server must be on this machine (127.0.0.1), not {host}")
-    admin = sa.create_engine(
-        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
+    """A throwaway database on the loopback server; yield its URL (None if the server is
+    unreachable); always DROP it."""
+    admin = admin_engine(admin_url)
     try:
         try:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            with admin.connect():
+                pass
         except sa.exc.OperationalError as error:
             reason = str(error.orig).strip().splitlines()[0]
             print(f"postgresql: skipped, unreachable: {reason}", file=sys.stderr)
             yield None
             return
-        try:
-            yield admin.url.set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with throwaway_database(admin, name) as url:
+            yield url
     finally:
         admin.dispose()
 
