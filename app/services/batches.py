@@ -59,7 +59,7 @@ from app.registry.training import featurize
 from app.services import models as registry
 from app.services.api_keys import Principal
 from app.services.items import item_public
-from app.services.prelabels import resolve_source
+from app.services.prelabels import ModelSource, resolve_source
 from app.settings import Settings
 
 # Candidates read per item wanted: spares for rows lost to concurrent claims, and for
@@ -535,11 +535,14 @@ def _plan_label_batch(
     return Plan(strategy, source.name if source is not None else None, ordered, more)
 
 
-def _model_source(session: Session, project: Project, requested: str | None) -> Any:
+def _model_source(session: Session, project: Project, requested: str | None) -> ModelSource | None:
     """The model whose stored predictions rank the pool, or None when there is none yet."""
-    if requested is None and registry.active_version(session, project=project) is None:
-        return None
-    source = resolve_source(session, project=project, requested=requested)
+    try:
+        source = resolve_source(session, project=project, requested=requested)
+    except Conflict:
+        if requested is None:  # no active model: a cold start, not an error
+            return None
+        raise
     if requested is None:
         stored = session.exec(
             select(Prediction.id)
