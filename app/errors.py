@@ -22,6 +22,11 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[ErrorDetail] | None = None
+    context: dict[str, Any] | None = Field(
+        default=None,
+        description="Machine-readable facts behind the problem, e.g. the measured agreement "
+        "and the threshold it missed.",
+    )
 
 
 def problem_type(slug: str) -> str:
@@ -29,7 +34,12 @@ def problem_type(slug: str) -> str:
 
 
 def make_problem(
-    status: int, detail: str, *, slug: str | None = None, errors: list[ErrorDetail] | None = None
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[ErrorDetail] | None = None,
+    context: dict[str, Any] | None = None,
 ) -> Problem:
     phrase = HTTPStatus(status).phrase
     return Problem(
@@ -38,6 +48,7 @@ def make_problem(
         status=status,
         detail=detail,
         errors=errors,
+        context=context,
     )
 
 
@@ -46,16 +57,24 @@ class AppError(Exception):
     slug: str = "bad-request"
 
     def __init__(
-        self, detail: str, *, errors: list[ErrorDetail] | None = None, slug: str | None = None
+        self,
+        detail: str,
+        *,
+        errors: list[ErrorDetail] | None = None,
+        slug: str | None = None,
+        context: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.context = context
         if slug is not None:
             self.slug = slug
 
     def to_problem(self) -> Problem:
-        return make_problem(self.status, self.detail, slug=self.slug, errors=self.errors)
+        return make_problem(
+            self.status, self.detail, slug=self.slug, errors=self.errors, context=self.context
+        )
 
 
 class Unauthorized(AppError):

@@ -27,6 +27,8 @@ from app.api.routes import (
     predictions,
     prelabels,
     projects,
+    quality,
+    reviews,
 )
 from app.db import Database, refusal_reason
 from app.errors import PROBLEM_MEDIA_TYPE, AppError, ErrorDetail, Problem, make_problem
@@ -140,12 +142,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         projects.router,
         items.router,
         annotations.router,
+        reviews.router,
         batches.router,
         models.algorithms_router,
         models.router,
         predictions.router,
         prelabels.router,
         active_learning.router,
+        quality.router,
         jobs.router,
     ):
         app.include_router(router)

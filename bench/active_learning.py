@@ -219,7 +219,12 @@ def replay(args: argparse.Namespace, client: httpx.Client, rows: list[Row], run:
     project = expect(
         client.post(
             "/v1/projects",
-            json={"name": "bench-active-learning", "labels": run.labels, "annotators_per_item": 1},
+            json={
+                "name": "bench-active-learning",
+                "labels": run.labels,
+                "annotators_per_item": 1,
+                "phase": "production",
+            },
         ),
         201,
         "create project",

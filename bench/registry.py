@@ -355,7 +355,9 @@ def expect(response: httpx.Response, status: int, what: str) -> Any:
 
 def new_project(client: httpx.Client, name: str, labels: list[str]) -> int:
     body = expect(
-        client.post("/v1/projects", json={"name": name, "labels": labels}), 201, "create project"
+        client.post("/v1/projects", json={"name": name, "labels": labels, "phase": "production"}),
+        201,
+        "create project",
     )
     project_id: int = body["id"]
     return project_id

@@ -32,7 +32,14 @@ def auth(secret: str) -> dict[str, str]:
 
 
 def make_project(client: TestClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    body = {"name": unique("project"), "labels": ["positive", "negative", "neutral"], **fields}
+    """A project in production phase unless told otherwise: one answer per item resolves it
+    (a pilot sends every item to two annotators; tests about the pilot ask for it)."""
+    body = {
+        "name": unique("project"),
+        "labels": ["positive", "negative", "neutral"],
+        "phase": "production",
+        **fields,
+    }
     response = client.post("/v1/projects", json=body, headers=headers)
     assert response.status_code == 201, response.text
     result: dict[str, Any] = response.json()

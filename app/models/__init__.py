@@ -10,7 +10,8 @@ from app.models.item import Item
 from app.models.job import Job
 from app.models.model_version import ModelArtifact, ModelVersion
 from app.models.prediction import Prediction
-from app.models.project import Project
+from app.models.project import PhaseChange, Project
+from app.models.review import Review
 
 __all__ = [
     "Annotation",
@@ -21,7 +22,9 @@ __all__ = [
     "Lease",
     "ModelArtifact",
     "ModelVersion",
+    "PhaseChange",
     "Prediction",
     "Project",
+    "Review",
     "SQLModel",
 ]

@@ -93,3 +93,15 @@ class AnnotationSource(StrEnum):
 class Phase(StrEnum):
     pilot = "pilot"
     production = "production"
+
+
+class ConsensusMethod(StrEnum):
+    """How an item's human answers become one label (docs/quality.md compares them)."""
+
+    majority = "majority"
+    dawid_skene = "dawid_skene"
+    crowdlab = "crowdlab"
+
+
+# Annotators per item during the pilot round, whatever annotators_per_item says.
+PILOT_MIN_ANNOTATORS = 2

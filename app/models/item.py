@@ -44,8 +44,11 @@ class Item(SQLModel, table=True):
     source: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     resolved_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
-    # Who decided resolved_label: "consensus" of human answers or "model" (an auto-accept).
+    # Who decided resolved_label: a "review", the "consensus" of human answers, or a "model"
+    # (an auto-accept), in that order of precedence.
     resolved_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(20)))
+    # How sure the consensus is (majority: the winning vote share; Dawid-Skene: posterior).
+    consensus_quality: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
     # Why it was sent to human review, and the model's suggestion for the reviewer.
     review_reason: str | None = Field(default=None, sa_column=sa.Column(sa.String(30)))
     suggested_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
@@ -123,8 +126,14 @@ class ItemPublic(BaseModel):
     source: ItemSource
     status: ItemStatus
     resolved_label: str | None
-    resolved_by: Literal["consensus", "model"] | None = pydantic.Field(
-        default=None, description="Human consensus, or a model's auto-accepted prelabel."
+    resolved_by: Literal["review", "consensus", "model"] | None = pydantic.Field(
+        default=None,
+        description="A reviewer's decision, human consensus, or a model's auto-accepted "
+        "prelabel (that order of precedence).",
+    )
+    consensus_quality: float | None = pydantic.Field(
+        default=None,
+        description="Confidence of the consensus label under the project's consensus_method.",
     )
     review_reason: str | None = pydantic.Field(
         default=None, description="Why it went to human review: low_confidence, audit."

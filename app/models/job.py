@@ -18,6 +18,7 @@ class JobKind(StrEnum):
     prelabel = "prelabel"
     score_pool = "score_pool"
     simulate_active_learning = "simulate_active_learning"
+    apply_consensus = "apply_consensus"
 
 
 class JobStatus(StrEnum):

@@ -8,7 +8,15 @@ import sqlalchemy as sa
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
 from sqlmodel import Field, SQLModel
 
-from app.models.base import Phase, SafeStr, reject_nul, timestamp_column, utcnow
+from app.models.base import (
+    PILOT_MIN_ANNOTATORS,
+    ConsensusMethod,
+    Phase,
+    SafeStr,
+    reject_nul,
+    timestamp_column,
+    utcnow,
+)
 
 Label = Annotated[
     str,
@@ -43,10 +51,21 @@ class Project(SQLModel, table=True):
     synthetic_max_ratio: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
     cost_per_label: dict[str, float] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     phase: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    consensus_method: str = Field(
+        default=ConsensusMethod.majority,
+        sa_column=sa.Column(sa.String(20), nullable=False, server_default="majority"),
+    )
     # Train a new version after this many new human labels (None: only on request).
     retrain_after_labels: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+    @property
+    def required_annotators(self) -> int:
+        """Human answers an item needs: annotators_per_item, and at least two in the pilot."""
+        if self.phase == Phase.pilot:
+            return max(self.annotators_per_item, PILOT_MIN_ANNOTATORS)
+        return self.annotators_per_item
 
 
 def _check_labels(labels: list[str] | None, examples: list[Example] | None) -> None:
@@ -79,7 +98,16 @@ class ProjectCreate(BaseModel):
     cost_per_label: dict[SafeStr, Cost] = pydantic.Field(
         default_factory=dict, examples=[{"in_house": 0.12, "crowd": 0.04}]
     )
-    phase: Phase = Phase.pilot
+    phase: Phase = pydantic.Field(
+        default=Phase.pilot,
+        description="pilot: every item goes to at least two annotators so agreement is "
+        "measured; moving to production needs alpha >= agreement_threshold (or force + reason).",
+    )
+    consensus_method: ConsensusMethod = pydantic.Field(
+        default=ConsensusMethod.majority,
+        description="How answers become one label: majority (ties go to review), dawid_skene, "
+        "or crowdlab (needs a trained model).",
+    )
     retrain_after_labels: int | None = pydantic.Field(
         default=None,
         ge=1,
@@ -114,6 +142,7 @@ class ProjectUpdate(BaseModel):
     synthetic_max_ratio: Probability | None = None
     cost_per_label: dict[SafeStr, Cost] | None = None
     phase: Phase | None = None
+    consensus_method: ConsensusMethod | None = None
     retrain_after_labels: int | None = pydantic.Field(default=None, ge=1, le=10_000_000)
 
     force: bool = pydantic.Field(
@@ -147,6 +176,41 @@ class ProjectPublic(BaseModel):
     synthetic_max_ratio: float
     cost_per_label: dict[str, float]
     phase: Phase
+    consensus_method: ConsensusMethod
     retrain_after_labels: int | None
     created_at: datetime
     updated_at: datetime
+
+
+class PhaseChange(SQLModel, table=True):
+    """A recorded move between phases, with the agreement measured at that moment."""
+
+    __tablename__ = "phase_change"
+    __table_args__ = (sa.Index("ix_phase_change_project", "project_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("project.id"), nullable=False)
+    )
+    from_phase: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    to_phase: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    forced: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    krippendorff_alpha: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    agreement_threshold: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
+    changed_by: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+
+class PhaseChangePublic(BaseModel):
+    id: int
+    from_phase: Phase
+    to_phase: Phase
+    forced: bool = pydantic.Field(description="Moved below the agreement threshold on purpose.")
+    reason: str | None
+    krippendorff_alpha: float | None = pydantic.Field(
+        description="Agreement measured when the phase changed (null: not measurable)."
+    )
+    agreement_threshold: float
+    changed_by: str
+    created_at: datetime

@@ -15,7 +15,7 @@ from app.models.base import AnnotationSource, Role, utcnow
 from app.models.item import Item
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
-from app.services import batches, item_status, models
+from app.services import batches, consensus, item_status, models
 from app.services.api_keys import Principal
 
 ON_BEHALF_ROLES = {Role.admin, Role.service}
@@ -151,10 +151,14 @@ def submit_annotations(
         answers=[(a.item_id, a.annotator) for _, a in written],
     )
     item_status.refresh_items(session, project=project, item_ids=touched)
-    retrain = models.auto_retrain_job(session, project=project) if touched else None
+    follow_ups = []
+    if touched:
+        follow_ups.append(consensus.queue_apply(session, project=project, created_by="consensus"))
+        follow_ups.append(models.auto_retrain_job(session, project=project))
     session.commit()
-    if retrain is not None and retrain.id is not None:
-        runner.enqueue(retrain.id)
+    for job in follow_ups:
+        if job is not None and job.id is not None:
+            runner.enqueue(job.id)
     return report
 
 

@@ -7,7 +7,7 @@ uniformly from the whole pool. Without a model the picks are a diverse cold star
 
 Eligibility is one SQL predicate: the item is in the queue's status, the annotator has not
 answered it, holds it, or recently skipped it, and its human annotations plus live leases
-leave room under the project's `annotators_per_item` (review: nobody else holds it).
+leave room under the project's `required_annotators` (review: nobody else holds it).
 The claim is atomic: on SQLite the request is one write transaction (BEGIN IMMEDIATE); on
 PostgreSQL the chosen rows are locked FOR UPDATE SKIP LOCKED and the predicate is checked
 again after the lock, in a fresh snapshot, before any lease is written.
@@ -166,7 +166,7 @@ class Pool:
                 )
                 .scalar_subquery()
             )
-            conditions.append(human_answers + live_leases < self.project.annotators_per_item)
+            conditions.append(human_answers + live_leases < self.project.required_annotators)
         return conditions
 
 

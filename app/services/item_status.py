@@ -1,11 +1,14 @@
-"""Derive an item's status and resolved label from its current annotations.
+"""Derive an item's status and resolved label: review > consensus > auto-accept.
 
-Human answers come first: until the agreement work brings better consensus, the resolved
-label is a strict majority (more than half) of the non-abstaining human votes. Without one
-(a tie, or a plurality such as 2 of 4) the item goes to needs_review rather than silently
-picking the first label; so does an item whose allotted annotators have all answered with
-too few labels among them ("I don't know"). A model's auto-accepted prelabel resolves an item
-only while no human has settled it, and never counts as a vote.
+This is the one definition of an item's label; training, batches and exports read what it
+writes. A reviewer's decision wins outright. Otherwise, once the item has the answers it
+needs (`Project.required_annotators`), the human votes decide: a strict majority (more than
+half) of the non-abstaining votes. Without one (a tie, or a plurality such as 2 of 4) the item
+goes to needs_review rather than silently picking the first label; so does an item whose
+allotted annotators have all answered with too few labels among them ("I don't know"). A
+model's auto-accepted prelabel resolves an item only while no human has settled it, and never
+counts as a vote. Projects whose consensus_method is dawid_skene or crowdlab start from this
+majority and are then re-resolved project-wide by the consensus job (services/consensus.py).
 """
 
 from collections import Counter, defaultdict
@@ -18,6 +21,7 @@ from app.models.annotation import Annotation
 from app.models.base import AnnotationSource, ItemStatus, utcnow
 from app.models.item import Item
 from app.models.project import Project
+from app.models.review import Review
 
 CHUNK = 500
 # Reasons that keep an item in the review queue until a human answers it.
@@ -28,6 +32,7 @@ class Resolution(NamedTuple):
     status: ItemStatus
     label: str | None
     resolved_by: str | None
+    quality: float | None = None  # the winning label's share of the votes
 
 
 def derive(
@@ -36,22 +41,27 @@ def derive(
     annotators_per_item: int,
     model_label: str | None = None,
     review_reason: str | None = None,
+    review_label: str | None = None,
 ) -> Resolution:
     """Status and resolved label from the (label, abstain) pairs of current human annotations,
-    the current auto-accepted model label, if any, and why the item was sent to review."""
+    the current auto-accepted model label, if any, why the item was sent to review, and the
+    current review's label, if any. `annotators_per_item` is the project's required count."""
     answers = list(votes)
     labels = Counter(label for label, abstain in answers if not abstain and label is not None)
+    quality = labels.most_common(1)[0][1] / labels.total() if labels else None
+    if review_label is not None:
+        return Resolution(ItemStatus.labeled, review_label, "review", quality)
     if answers and sum(labels.values()) >= annotators_per_item:
         label, top = labels.most_common(1)[0]
         if 2 * top <= labels.total():
-            return Resolution(ItemStatus.needs_review, None, None)
-        return Resolution(ItemStatus.labeled, label, "consensus")
+            return Resolution(ItemStatus.needs_review, None, None, quality)
+        return Resolution(ItemStatus.labeled, label, "consensus", quality)
     if answers and len(answers) >= annotators_per_item:
         # Everyone it was handed to has answered, but "I don't know"s leave too few labels:
         # batches will not hand it out again, so a reviewer must decide.
         if model_label is not None:
-            return Resolution(ItemStatus.needs_review, model_label, "model")
-        return Resolution(ItemStatus.needs_review, None, None)
+            return Resolution(ItemStatus.needs_review, model_label, "model", quality)
+        return Resolution(ItemStatus.needs_review, None, None, quality)
     waiting_for_review = review_reason in REVIEW_REASONS
     if waiting_for_review and not labels:
         status = ItemStatus.needs_review  # only "I don't know" so far: still needs a reviewer
@@ -62,8 +72,8 @@ def derive(
     else:
         status = ItemStatus.unlabeled
     if model_label is not None:
-        return Resolution(status, model_label, "model")
-    return Resolution(status, None, None)
+        return Resolution(status, model_label, "model", quality)
+    return Resolution(status, None, None, quality)
 
 
 def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:
@@ -84,28 +94,43 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
                 model_labels[item_id] = label
             else:
                 votes[item_id].append((label, abstain))
+        reviews = dict(
+            session.exec(
+                select(Review.item_id, Review.label).where(
+                    col(Review.item_id).in_(chunk), col(Review.is_current)
+                )
+            ).all()
+        )
         items = session.exec(select(Item).where(col(Item.id).in_(chunk)))
         for item in items:
             assert item.id is not None
             resolution = derive(
                 votes[item.id],
-                annotators_per_item=project.annotators_per_item,
+                annotators_per_item=project.required_annotators,
                 model_label=model_labels.get(item.id),
                 review_reason=item.review_reason,
+                review_label=reviews.get(item.id),
             )
-            current = (item.status, item.resolved_label, item.resolved_by)
-            if current != (resolution.status, resolution.label, resolution.resolved_by):
+            current = (item.status, item.resolved_label, item.resolved_by, item.consensus_quality)
+            if current != tuple(resolution):
                 item.status, item.resolved_label = resolution.status, resolution.label
-                item.resolved_by, item.updated_at = resolution.resolved_by, now
+                item.resolved_by, item.consensus_quality = (
+                    resolution.resolved_by,
+                    resolution.quality,
+                )
+                item.updated_at = now
                 session.add(item)
     session.flush()
 
 
 def refresh_project(session: Session, *, project: Project) -> None:
-    """Recompute every annotated item of a project (after annotators_per_item changes)."""
+    """Recompute every annotated item of a project (after the required answers change)."""
     annotated = session.exec(
         select(Annotation.item_id)
         .where(col(Annotation.project_id) == project.id, col(Annotation.is_current))
         .distinct()
     )
-    refresh_items(session, project=project, item_ids=list(annotated))
+    reviewed = session.exec(
+        select(Review.item_id).where(col(Review.project_id) == project.id, col(Review.is_current))
+    )
+    refresh_items(session, project=project, item_ids={*annotated, *reviewed})

@@ -33,8 +33,8 @@ from app.registry.training import MIN_PER_LABEL, train
 from app.services import jobs
 from app.services.api_keys import Principal
 
-# Labels a model may learn from: human consensus (reviews join when adjudication lands).
-HUMAN_RESOLUTIONS = ("consensus",)
+# Labels a model may learn from: a reviewer's decision or the human consensus, never a model's.
+HUMAN_RESOLUTIONS = ("review", "consensus")
 PIPELINE_ARTIFACT = "pipeline"
 OOF_ARTIFACT = "oof_probabilities"
 

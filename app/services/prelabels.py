@@ -415,7 +415,9 @@ def audit_report(session: Session, *, project: Project) -> list[AuditVersion]:
         by_version[version or ""].append((label, resolved, resolved_by))
     report = []
     for version, entries in sorted(by_version.items()):
-        reviewed = [(label, resolved) for label, resolved, by in entries if by == "consensus"]
+        reviewed = [
+            (label, resolved) for label, resolved, by in entries if by in registry.HUMAN_RESOLUTIONS
+        ]
         agreed = sum(1 for label, resolved in reviewed if label == resolved)
         low, high = wilson_interval(agreed, len(reviewed))
         report.append(

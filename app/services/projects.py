@@ -4,12 +4,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from app.jobs.context import JobRunner
 from app.models.annotation import Annotation
-from app.models.base import utcnow
+from app.models.base import ConsensusMethod, Phase, utcnow
 from app.models.item import Item
-from app.models.project import Project, ProjectCreate, ProjectUpdate
+from app.models.project import PhaseChange, Project, ProjectCreate, ProjectUpdate
 from app.pagination import PageRequest, keyset
-from app.services import item_status
+from app.services import agreement, consensus, item_status
+from app.services.api_keys import Principal
 
 
 def create_project(session: Session, *, data: ProjectCreate) -> Project:
@@ -30,11 +32,17 @@ def list_projects(session: Session, *, page: PageRequest) -> list[Project]:
     return list(session.exec(keyset(select(Project), col(Project.id), page)))
 
 
-def update_project(session: Session, *, project: Project, data: ProjectUpdate) -> Project:
+def update_project(
+    session: Session,
+    runner: JobRunner,
+    *,
+    project: Project,
+    data: ProjectUpdate,
+    principal: Principal,
+) -> Project:
     changes = data.model_dump(mode="json", exclude_unset=True)
     assert project.id is not None
     force, reason = changes.pop("force", False), changes.pop("reason", None)
-    del force, reason  # recorded by the pilot-to-production gate (agreement work)
     labels = changes.get("labels", project.labels)
     if "labels" in changes:
         _refuse_removing_used_labels(session, project=project, new_labels=labels)
@@ -46,15 +54,80 @@ def update_project(session: Session, *, project: Project, data: ProjectUpdate) -
         )
     if unknown:
         raise Conflict(f"Examples still use {unknown}; send new examples with the new labels.")
+    if changes.get("consensus_method", project.consensus_method) != project.consensus_method:
+        consensus.check_method(
+            session, project=project, method=ConsensusMethod(changes["consensus_method"])
+        )
+    phase_change = _phase_change(
+        session, project=project, changes=changes, force=force, reason=reason, by=principal
+    )
+    required_before, method_before = project.required_annotators, project.consensus_method
     for field, value in changes.items():
         setattr(project, field, value)
     project.updated_at = utcnow()
     session.add(project)
-    if "annotators_per_item" in changes:
-        session.flush()
+    if phase_change is not None:
+        session.add(phase_change)
+    session.flush()
+    job = None
+    if (required_before, method_before) != (project.required_annotators, project.consensus_method):
         item_status.refresh_project(session, project=project)
+        job = consensus.queue_apply(session, project=project, created_by=principal.name)
     _commit_or_conflict(session, name=project.name)
+    if job is not None and job.id is not None:
+        runner.enqueue(job.id)
     return project
+
+
+def _phase_change(
+    session: Session,
+    *,
+    project: Project,
+    changes: dict[str, object],
+    force: bool,
+    reason: str | None,
+    by: Principal,
+) -> PhaseChange | None:
+    """The record of a phase change; leaving the pilot below the agreement threshold is
+    refused unless forced with a reason, which is recorded with the measured alpha."""
+    new_phase = changes.get("phase", project.phase)
+    if new_phase == project.phase:
+        return None
+    alpha, pairable = agreement.measured_alpha(session, project=project)
+    threshold = float(changes.get("agreement_threshold", project.agreement_threshold))  # type: ignore[arg-type]
+    leaving_pilot = project.phase == Phase.pilot and new_phase == Phase.production
+    below = alpha is None or alpha < threshold
+    if leaving_pilot and below and not force:
+        measured = "cannot be measured yet" if alpha is None else f"is {alpha:.3f}"
+        raise Conflict(
+            f"Agreement {measured} (Krippendorff's alpha over {pairable} items with two or more "
+            f"labels), below the agreement threshold {threshold}: the pilot is not done. "
+            "See GET .../agreement for the likely causes, or send force: true with a reason.",
+            slug="agreement-below-threshold",
+            context={
+                "krippendorff_alpha": alpha,
+                "agreement_threshold": threshold,
+                "n_pairable_items": pairable,
+            },
+        )
+    assert project.id is not None
+    return PhaseChange(
+        project_id=project.id,
+        from_phase=project.phase,
+        to_phase=str(new_phase),
+        forced=bool(leaving_pilot and below and force),
+        reason=reason,
+        krippendorff_alpha=alpha,
+        agreement_threshold=threshold,
+        changed_by=by.name,
+    )
+
+
+def list_phase_changes(
+    session: Session, *, project_id: int, page: PageRequest
+) -> list[PhaseChange]:
+    query = select(PhaseChange).where(col(PhaseChange.project_id) == project_id)
+    return list(session.exec(keyset(query, col(PhaseChange.id), page)))
 
 
 def _refuse_removing_used_labels(

@@ -30,7 +30,8 @@ def test_target_precision_auto_accepts_are_right(
 ) -> None:
     labels = sorted({r["label"] for r in debian_rows})
     project = live_client.post(
-        "/v1/projects", json={"name": f"debian-{uuid.uuid4().hex[:6]}", "labels": labels}
+        "/v1/projects",
+        json={"name": f"debian-{uuid.uuid4().hex[:6]}", "labels": labels, "phase": "production"},
     ).json()
     base = f"/v1/projects/{project['id']}"
     items = [{"external_id": r["id"], "text": r["text"]} for r in debian_rows]

@@ -10,7 +10,10 @@ from tests.factories import annotate, auth, ingest, make_key, make_project
 
 class TestCreateProject:
     def test_defaults_follow_the_contract(self, client: TestClient, session: Session) -> None:
-        project = make_project(client, auth(make_key(session)), name="sentiment")
+        body = {"name": "sentiment", "labels": ["positive", "negative", "neutral"]}
+        response = client.post("/v1/projects", json=body, headers=auth(make_key(session)))
+        assert response.status_code == 201, response.text
+        project = response.json()
         assert project["labels"] == ["positive", "negative", "neutral"]
         assert project["allow_abstain"] is True
         assert project["annotators_per_item"] == 1
@@ -18,6 +21,7 @@ class TestCreateProject:
         assert project["agreement_threshold"] == 0.6
         assert project["synthetic_max_ratio"] == 0.1
         assert project["phase"] == "pilot"
+        assert project["consensus_method"] == "majority"
         assert project["examples"] == [] and project["cost_per_label"] == {}
         assert project["created_at"].endswith("Z")
 

@@ -17,7 +17,12 @@ def labeled_project(
     """A project with n_labeled human-labeled items per topic and an unlabeled pool."""
     import uuid
 
-    body = {"name": f"registry-{uuid.uuid4().hex[:8]}", "labels": LABELS, **fields}
+    body = {
+        "name": f"registry-{uuid.uuid4().hex[:8]}",
+        "labels": LABELS,
+        "phase": "production",
+        **fields,
+    }
     project = client.post("/v1/projects", json=body).json()
     corpus = labeled_corpus(n_labeled + n_pool, seed=seed)
     items = [{"text": text, "external_id": f"{seed}-{i}"} for i, (text, _) in enumerate(corpus)]
@@ -118,7 +123,12 @@ class TestTrainingRefusals:
         import uuid
 
         project = live_client.post(
-            "/v1/projects", json={"name": f"one-{uuid.uuid4().hex[:6]}", "labels": ["a", "b"]}
+            "/v1/projects",
+            json={
+                "name": f"one-{uuid.uuid4().hex[:6]}",
+                "labels": ["a", "b"],
+                "phase": "production",
+            },
         ).json()
         items = [{"text": f"only one class {i}"} for i in range(10)]
         ids = [
@@ -213,7 +223,12 @@ class TestFeaturesAlgorithm:
 
         rng = random.Random(9)
         project = live_client.post(
-            "/v1/projects", json={"name": f"vec-{uuid.uuid4().hex[:6]}", "labels": ["low", "high"]}
+            "/v1/projects",
+            json={
+                "name": f"vec-{uuid.uuid4().hex[:6]}",
+                "labels": ["low", "high"],
+                "phase": "production",
+            },
         ).json()
         base = f"/v1/projects/{project['id']}"
 

@@ -44,7 +44,7 @@ def run_as_pasted(script: str, server: LiveServer) -> list[dict[str, Any]]:
 
 def test_readme_walkthrough_pastes_into_a_shell(live_server: LiveServer) -> None:
     outputs = run_as_pasted(readme_block("Walkthrough with curl"), live_server)
-    ingest, streamed, alice, bob, item, stats = outputs
+    ingest, streamed, alice, bob, item, stats, agreement, gate = outputs
     assert (ingest["created"], ingest["duplicates"]) == (3, 1)
     assert streamed["created"] == 1
     assert alice["created"] == 2 and bob["created"] == 2
@@ -54,6 +54,10 @@ def test_readme_walkthrough_pastes_into_a_shell(live_server: LiveServer) -> None
         stats["items_by_status"]["labeled"] == 1 and stats["items_by_status"]["needs_review"] == 1
     )
     assert stats["cost_total"] == pytest.approx(2 * 0.30 + 2 * 0.05)
+    # One shared item with one label in use: agreement cannot be measured, so the pilot stays.
+    assert agreement["n_pairable_items"] == 1 and agreement["krippendorff_alpha"] is None
+    assert agreement["interpretation"]["band"] == "not_measurable"
+    assert gate["status"] == 409 and gate["type"] == "/problems/agreement-below-threshold"
 
 
 def test_readme_models_walkthrough_pastes_into_a_shell(live_server: LiveServer) -> None:

@@ -40,7 +40,12 @@ def test_kill_during_training_then_restart(database_url: str, tmp_path: Any) -> 
     try:
         with server.client() as client:
             project = client.post(
-                "/v1/projects", json={"name": f"r-{uuid.uuid4().hex[:6]}", "labels": sorted(TOPICS)}
+                "/v1/projects",
+                json={
+                    "name": f"r-{uuid.uuid4().hex[:6]}",
+                    "labels": sorted(TOPICS),
+                    "phase": "production",
+                },
             ).json()
             base = f"/v1/projects/{project['id']}"
             corpus = labeled_corpus(1_500, seed=11)

@@ -272,7 +272,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def trainable_project(client: httpx.Client, name: str) -> int:
     """A project with 12 human-labelled items, 6 for each of two labels."""
-    project = client.post("/v1/projects", json={"name": name, "labels": ["good", "bad"]})
+    project = client.post(
+        "/v1/projects", json={"name": name, "labels": ["good", "bad"], "phase": "production"}
+    )
     assert project.status_code == 201, project.text
     project_id: int = project.json()["id"]
     good, bad = "lovely, great, works well", "broken, awful, crashes"

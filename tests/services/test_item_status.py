@@ -6,8 +6,13 @@ from app.services.items import content_hash, normalize_text
 
 
 def derive_pair(*args: Any, **kwargs: Any) -> tuple[object, object]:
-    status, label, _ = derive(*args, **kwargs)
+    status, label, _, _ = derive(*args, **kwargs)
     return status, label
+
+
+def derive_triple(*args: Any, **kwargs: Any) -> tuple[object, object, object]:
+    status, label, resolved_by, _ = derive(*args, **kwargs)
+    return status, label, resolved_by
 
 
 def test_no_answers_is_unlabeled() -> None:
@@ -47,23 +52,23 @@ def test_a_plurality_is_not_a_majority() -> None:
 
 
 def test_an_auto_accept_resolves_only_until_humans_settle_the_item() -> None:
-    assert derive([], annotators_per_item=1, model_label="a") == (
+    assert derive_triple([], annotators_per_item=1, model_label="a") == (
         ItemStatus.labeled,
         "a",
         "model",
     )
-    assert derive([("b", False)], annotators_per_item=1, model_label="a") == (
+    assert derive_triple([("b", False)], annotators_per_item=1, model_label="a") == (
         ItemStatus.labeled,
         "b",
         "consensus",
     )
     # An audited auto-accept waits in the review queue, keeping the model's label meanwhile.
-    assert derive([], annotators_per_item=1, model_label="a", review_reason="audit") == (
+    assert derive_triple([], annotators_per_item=1, model_label="a", review_reason="audit") == (
         ItemStatus.needs_review,
         "a",
         "model",
     )
-    assert derive([], annotators_per_item=1, review_reason="low_confidence") == (
+    assert derive_triple([], annotators_per_item=1, review_reason="low_confidence") == (
         ItemStatus.needs_review,
         None,
         None,
@@ -71,10 +76,10 @@ def test_an_auto_accept_resolves_only_until_humans_settle_the_item() -> None:
 
 
 def test_an_abstention_does_not_take_an_item_out_of_review() -> None:
-    assert derive(
+    assert derive_triple(
         [(None, True)], annotators_per_item=1, model_label="a", review_reason="audit"
     ) == (ItemStatus.needs_review, "a", "model")
-    assert derive([(None, True)], annotators_per_item=1, review_reason="low_confidence") == (
+    assert derive_triple([(None, True)], annotators_per_item=1, review_reason="low_confidence") == (
         ItemStatus.needs_review,
         None,
         None,

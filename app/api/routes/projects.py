@@ -2,9 +2,9 @@
 
 from fastapi import APIRouter
 
-from app.deps import AnyRoleDep, PageDep, ProjectDep, SessionDep, WriterDep
+from app.deps import AnyRoleDep, PageDep, ProjectDep, RunnerDep, SessionDep, WriterDep
 from app.errors import problem_responses
-from app.models.project import ProjectCreate, ProjectPublic, ProjectUpdate
+from app.models.project import PhaseChangePublic, ProjectCreate, ProjectPublic, ProjectUpdate
 from app.models.stats import ProjectStats
 from app.pagination import Page, make_page
 from app.services import projects, stats
@@ -35,11 +35,28 @@ def get_project(principal: AnyRoleDep, project: ProjectDep) -> ProjectPublic:
 
 @router.patch("/{project_id}", responses=problem_responses(404, 409))
 def update_project(
-    principal: WriterDep, session: SessionDep, project: ProjectDep, body: ProjectUpdate
+    principal: WriterDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    project: ProjectDep,
+    body: ProjectUpdate,
 ) -> ProjectPublic:
-    """Change a project; only the fields sent change. Removing a label in use is a 409."""
-    updated = projects.update_project(session, project=project, data=body)
+    """Change a project; only the fields sent change. Removing a label in use is a 409, and so
+    is leaving the pilot below the agreement threshold without `force` and a `reason`."""
+    updated = projects.update_project(
+        session, runner, project=project, data=body, principal=principal
+    )
     return ProjectPublic.model_validate(updated.model_dump())
+
+
+@router.get("/{project_id}/phase-changes", responses=problem_responses(404))
+def list_phase_changes(
+    principal: AnyRoleDep, session: SessionDep, project: ProjectDep, page: PageDep
+) -> Page[PhaseChangePublic]:
+    """The project's phase changes, oldest first, with the agreement measured and any reason."""
+    assert project.id is not None
+    rows = projects.list_phase_changes(session, project_id=project.id, page=page)
+    return make_page(rows, page, lambda r: PhaseChangePublic.model_validate(r.model_dump()))
 
 
 @router.get("/{project_id}/stats", responses=problem_responses(404))

@@ -1,0 +1,58 @@
+"""Reviews (adjudication): a reviewer's final word on an item, and the list of decisions."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, RunnerDep, SessionDep
+from app.errors import problem_responses
+from app.models.review import ReviewCreate, ReviewPublic
+from app.pagination import Page, make_page
+from app.services import reviews
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/reviews",
+    tags=["reviews"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+
+
+@router.post("", status_code=201)
+def create_review(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    project: ProjectDep,
+    body: Annotated[
+        ReviewCreate,
+        Body(examples=[{"item_id": 1, "label": "devel", "note": "a compiler, not a library"}]),
+    ],
+) -> ReviewPublic:
+    """Decide an item: the label overrides consensus and auto-accepts; a new review replaces
+    the previous one, which stays as history."""
+    review = reviews.submit_review(session, runner, project=project, principal=principal, data=body)
+    return ReviewPublic.model_validate(review.model_dump())
+
+
+@router.get("")
+def list_reviews(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    project: ProjectDep,
+    page: PageDep,
+    item_id: IdQuery = None,
+    reviewer: NameQuery = None,
+    include_history: Annotated[bool, Query(description="Add replaced reviews.")] = False,
+) -> Page[ReviewPublic]:
+    """List reviews in id order; an annotator key sees only its own."""
+    assert project.id is not None
+    rows = reviews.list_reviews(
+        session,
+        viewer=principal,
+        project_id=project.id,
+        item_id=item_id,
+        reviewer=reviewer,
+        include_history=include_history,
+        page=page,
+    )
+    return make_page(rows, page, lambda r: ReviewPublic.model_validate(r.model_dump()))

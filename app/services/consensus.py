@@ -1,0 +1,347 @@
+"""Consensus: one label per item from its human answers, and a quality score per annotator.
+
+Three methods (`ml.consensus`): majority vote (a tie is undecided, never the first label),
+Dawid-Skene, and cleanlab's CROWDLAB (needs the active registry model's out-of-fold
+probabilities). `GET .../consensus` computes any of them on demand, cached per process until
+the answers change. The project's `consensus_method` is the policy that resolves items:
+majority is applied item by item as answers arrive (`item_status`); the project-wide methods
+are applied by the `apply_consensus` job, queued whenever answers change.
+"""
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import bindparam, func, update
+from sqlalchemy import select as select_columns
+from sqlmodel import Session, col, select
+
+from app.db import Database
+from app.errors import Conflict
+from app.jobs.context import JobContext
+from app.ml import consensus as methods
+from app.ml.consensus import Consensus
+from app.models.annotation import Annotation
+from app.models.base import ConsensusMethod, ItemStatus, utcnow
+from app.models.item import Item
+from app.models.job import Job, JobKind
+from app.models.model_version import ModelVersion, registry_version_name
+from app.models.project import Project
+from app.models.quality import AnnotatorQuality, ConsensusItem, ConsensusPage
+from app.models.review import Review
+from app.pagination import PageRequest, encode_cursor
+from app.registry.algorithms import get_algorithm
+from app.registry.training import predict_probabilities
+from app.services import jobs
+from app.services import models as registry
+from app.services.votes import ProjectVotes, load_votes
+
+DAWID_SKENE_SEED = 0
+WRITE_CHUNK = 1000
+CACHE_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Computed:
+    method: ConsensusMethod
+    loaded: ProjectVotes
+    counts: np.ndarray  # (items, labels) vote counts
+    abstentions: np.ndarray  # (items,)
+    result: Consensus
+    model_version: str | None
+
+
+class _Cache:
+    """The last few computations, keyed by project, method and a fingerprint of the answers."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[Any, ...], Computed] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Computed | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[Any, ...], value: Computed) -> None:
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > CACHE_SIZE:
+                self._entries.popitem(last=False)
+
+
+_cache = _Cache()
+
+
+def compute(
+    session: Session, database: Database, *, project: Project, method: ConsensusMethod
+) -> Computed:
+    version = _crowdlab_version(session, project=project) if method == "crowdlab" else None
+    count, last_id = session.exec(
+        select(func.count(), func.max(Annotation.id)).where(
+            col(Annotation.project_id) == project.id
+        )
+    ).one()
+    key = (project.id, method, count, last_id, tuple(project.labels), version and version.id)
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    loaded = load_votes(session, project=project)
+    votes = loaded.votes
+    model_version = None
+    if method == ConsensusMethod.majority:
+        result = methods.majority_vote(votes)
+    elif method == ConsensusMethod.dawid_skene:
+        result = methods.dawid_skene(votes, seed=DAWID_SKENE_SEED)
+    else:
+        assert version is not None
+        probabilities = _out_of_fold_probabilities(session, database, project, version, loaded)
+        result = methods.crowdlab(votes, probabilities)
+        model_version = registry_version_name(version.version)
+    counts = np.zeros((votes.n_items, votes.n_labels), dtype=np.int64)
+    np.add.at(counts, (votes.item, votes.label), 1)
+    computed = Computed(
+        method=method,
+        loaded=loaded,
+        counts=counts,
+        abstentions=np.bincount(loaded.abstain_item, minlength=votes.n_items),
+        result=result,
+        model_version=model_version,
+    )
+    _cache.put(key, computed)
+    return computed
+
+
+def _crowdlab_version(session: Session, *, project: Project) -> ModelVersion:
+    version = registry.active_version(session, project=project)
+    if version is None:
+        raise Conflict(
+            "CROWDLAB needs a trained model's out-of-fold probabilities and this project has "
+            "no active model version; train one (POST .../models) or use majority or "
+            "dawid_skene.",
+            slug="no-active-model",
+        )
+    return version
+
+
+def _out_of_fold_probabilities(
+    session: Session,
+    database: Database,
+    project: Project,
+    version: ModelVersion,
+    loaded: ProjectVotes,
+) -> np.ndarray:
+    """(items, labels) held-out probabilities in the project's label order: the version's
+    out-of-fold rows for items it trained on, its predictions for the rest (which it never
+    saw); columns of labels the model does not know get a small floor before renormalising."""
+    n_labels = len(loaded.labels)
+    column = {label: i for i, label in enumerate(loaded.labels)}
+    model_columns = [column.get(label, -1) for label in version.labels]
+    raw = np.full((len(loaded.item_ids), len(version.labels)), np.nan, dtype=np.float64)
+    position = {int(item_id): code for code, item_id in enumerate(loaded.item_ids)}
+    oof = registry.load_oof_probabilities(session, version)
+    for row, item_id in enumerate(version.train_item_ids):
+        code = position.get(item_id)
+        if code is not None:
+            raw[code] = oof[row]
+    unseen = [int(loaded.item_ids[c]) for c in np.flatnonzero(np.isnan(raw[:, 0]))]
+    if unseen:
+        algorithm = get_algorithm(version.algorithm)
+        pipeline = registry.load_version(database, version)
+        for start in range(0, len(unseen), WRITE_CHUNK):
+            rows = session.exec(
+                select(Item.id, Item.text, Item.data).where(
+                    col(Item.id).in_(unseen[start : start + WRITE_CHUNK])
+                )
+            ).all()
+            ids, inputs = registry.version_inputs(
+                algorithm, [(i, str(t), dict(d)) for i, t, d in rows if i is not None]
+            )
+            if ids:
+                predicted = predict_probabilities(pipeline, inputs, len(version.labels))
+                for item_id, probabilities in zip(ids, predicted, strict=True):
+                    raw[position[item_id]] = probabilities
+    probabilities = np.zeros((len(loaded.item_ids), n_labels), dtype=np.float64)
+    known = [(m, p) for m, p in enumerate(model_columns) if p >= 0]
+    for model_column, project_column in known:
+        probabilities[:, project_column] = raw[:, model_column]
+    # Items the model cannot read (no features) carry no evidence: a uniform row.
+    probabilities[np.isnan(probabilities).any(axis=1)] = 1.0 / n_labels
+    probabilities = np.maximum(probabilities, 1e-6)
+    normalized: np.ndarray = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return normalized
+
+
+def consensus_page(computed: Computed, page: PageRequest) -> ConsensusPage:
+    """One page of items in id order, with every annotator's quality."""
+    loaded, result = computed.loaded, computed.result
+    start = 0
+    if page.after_id is not None:
+        start = int(np.searchsorted(loaded.item_ids, page.after_id, side="right"))
+    codes = range(start, min(start + page.limit, len(loaded.item_ids)))
+    items = [
+        ConsensusItem(
+            item_id=int(loaded.item_ids[code]),
+            label=loaded.labels[result.labels[code]] if result.labels[code] >= 0 else None,
+            quality=_finite(result.quality[code]),
+            votes={
+                loaded.labels[label]: int(computed.counts[code, label])
+                for label in np.flatnonzero(computed.counts[code])
+            },
+            abstentions=int(computed.abstentions[code]),
+        )
+        for code in codes
+    ]
+    more = start + page.limit < len(loaded.item_ids)
+    return ConsensusPage(
+        items=items,
+        next_cursor=encode_cursor(items[-1].item_id) if more and items else None,
+        method=computed.method,
+        converged=result.converged,
+        iterations=result.iterations,
+        model_version=computed.model_version,
+        annotators=sorted(
+            (
+                AnnotatorQuality(
+                    annotator=name,
+                    quality=_finite(result.annotator_quality[code]),
+                    n=int(result.annotator_n[code]),
+                )
+                for code, name in enumerate(loaded.annotators)
+            ),
+            key=lambda a: (a.quality is None, -(a.quality or 0.0), a.annotator),
+        ),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 6)
+
+
+def check_method(session: Session, *, project: Project, method: ConsensusMethod) -> None:
+    """Refuse a policy the project cannot run (CROWDLAB without a model)."""
+    if method == ConsensusMethod.crowdlab:
+        _crowdlab_version(session, project=project)
+
+
+def queue_apply(session: Session, *, project: Project, created_by: str) -> Job | None:
+    """A job re-resolving the project under a project-wide method, unless one is already
+    queued (flushes; the caller commits, then enqueues)."""
+    if project.consensus_method == ConsensusMethod.majority:
+        return None
+    pending = session.exec(
+        select(Job.id)
+        .where(
+            col(Job.project_id) == project.id,
+            col(Job.kind) == JobKind.apply_consensus,
+            col(Job.status) == "queued",
+        )
+        .limit(1)
+    ).first()
+    if pending is not None:
+        return None
+    return jobs.new_job(
+        session,
+        project_id=project.id,
+        kind=JobKind.apply_consensus,
+        params={},
+        created_by=created_by,
+    )
+
+
+def run_apply_consensus(context: JobContext) -> dict[str, Any]:
+    """Job function: resolve every item that has its required answers, and no review, under
+    the project's consensus_method. Undecided items go to needs_review."""
+    with context.database.session() as session:
+        project = registry.load_project(session, context.project_id)
+        method = ConsensusMethod(project.consensus_method)
+        if method == ConsensusMethod.majority:
+            return {"method": method, "changed": 0, "skipped": "majority is applied per item"}
+        computed = compute(session, context.database, project=project, method=method)
+    context.progress(0.5, cancellable=True)
+    loaded, result = computed.loaded, computed.result
+    answers = computed.counts.sum(axis=1) + computed.abstentions
+    ready = np.flatnonzero(answers >= project.required_annotators)
+    decided = {
+        int(loaded.item_ids[code]): (
+            loaded.labels[result.labels[code]] if result.labels[code] >= 0 else None,
+            _finite(result.quality[code]),
+        )
+        for code in ready
+    }
+    changed = 0
+    now = utcnow()
+    statement = (
+        update(Item)
+        .where(col(Item.id) == bindparam("item_id"))
+        .values(
+            status=bindparam("status"),
+            resolved_label=bindparam("label"),
+            resolved_by=bindparam("by"),
+            consensus_quality=bindparam("quality"),
+            updated_at=bindparam("now"),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    ids = sorted(decided)
+    with context.database.session(write=True) as session:
+        for start in range(0, len(ids), WRITE_CHUNK):
+            chunk = ids[start : start + WRITE_CHUNK]
+            reviewed = set(
+                session.exec(
+                    select(Review.item_id).where(
+                        col(Review.item_id).in_(chunk), col(Review.is_current)
+                    )
+                )
+            )
+            current = (
+                session.connection()
+                .execute(
+                    select_columns(
+                        col(Item.id),
+                        col(Item.status),
+                        col(Item.resolved_label),
+                        col(Item.resolved_by),
+                        col(Item.consensus_quality),
+                    ).where(col(Item.id).in_(chunk))
+                )
+                .all()
+            )
+            rows = []
+            for item_id, status, label, by, quality in current:
+                if item_id is None or item_id in reviewed:
+                    continue
+                new_label, new_quality = decided[item_id]
+                new = (
+                    (ItemStatus.labeled, new_label, "consensus", new_quality)
+                    if new_label is not None
+                    else (ItemStatus.needs_review, None, None, new_quality)
+                )
+                if (status, label, by, quality) != new:
+                    rows.append(
+                        {
+                            "item_id": item_id,
+                            "status": new[0],
+                            "label": new[1],
+                            "by": new[2],
+                            "quality": new[3],
+                            "now": now,
+                        }
+                    )
+            if rows:
+                session.connection().execute(statement, rows)
+                changed += len(rows)
+        session.commit()
+    return {
+        "method": method,
+        "model_version": computed.model_version,
+        "items_considered": len(ids),
+        "changed": changed,
+        "undecided": sum(1 for label, _ in decided.values() if label is None),
+        "converged": result.converged,
+        "iterations": result.iterations,
+    }

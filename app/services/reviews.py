@@ -1,0 +1,91 @@
+"""Reviews: a reviewer's final word on an item. It overrides consensus and auto-accepts, is
+kept with what the item resolved to before, and a later review replaces it (history kept)."""
+
+from sqlmodel import Session, col, select
+
+from app.errors import ErrorDetail, Forbidden, NotFound, ValidationFailed
+from app.jobs.context import JobRunner
+from app.models.base import Role, utcnow
+from app.models.item import Item
+from app.models.project import Project
+from app.models.review import Review, ReviewCreate
+from app.pagination import PageRequest, keyset
+from app.services import batches, item_status, models
+from app.services.api_keys import Principal
+
+
+def submit_review(
+    session: Session,
+    runner: JobRunner,
+    *,
+    project: Project,
+    principal: Principal,
+    data: ReviewCreate,
+) -> Review:
+    assert project.id is not None
+    if data.label not in project.labels:
+        raise ValidationFailed(
+            f"Unknown label {data.label!r}; the project's labels are {project.labels}.",
+            errors=[ErrorDetail(loc=["body", "label"], msg="not one of the project's labels")],
+        )
+    item = session.exec(
+        select(Item)
+        .where(col(Item.project_id) == project.id, col(Item.id) == data.item_id)
+        .with_for_update()
+    ).first()
+    if item is None:
+        raise NotFound(f"No item {data.item_id} in this project.")
+    now = utcnow()
+    previous = session.exec(
+        select(Review).where(col(Review.item_id) == item.id, col(Review.is_current))
+    ).first()
+    if previous is not None:
+        previous.is_current, previous.replaced_at = False, now
+        session.add(previous)
+        session.flush()  # the partial unique index allows one current review at a time
+    review = Review(
+        project_id=project.id,
+        item_id=data.item_id,
+        reviewer=principal.name,
+        label=data.label,
+        note=data.note,
+        previous_label=item.resolved_label,
+        previous_resolved_by=item.resolved_by,
+        is_current=True,
+        created_at=now,
+    )
+    session.add(review)
+    session.flush()
+    batches.release_answered(
+        session, project_id=project.id, answers=[(data.item_id, principal.name)]
+    )
+    item_status.refresh_items(session, project=project, item_ids=[data.item_id])
+    retrain = models.auto_retrain_job(session, project=project)
+    session.commit()
+    if retrain is not None and retrain.id is not None:
+        runner.enqueue(retrain.id)
+    return review
+
+
+def list_reviews(
+    session: Session,
+    *,
+    viewer: Principal,
+    project_id: int,
+    item_id: int | None,
+    reviewer: str | None,
+    include_history: bool,
+    page: PageRequest,
+) -> list[Review]:
+    if viewer.role == Role.annotator:
+        if reviewer not in (None, viewer.name):
+            raise Forbidden("An annotator key lists only its own reviews.")
+        reviewer = viewer.name
+    query = select(Review).where(col(Review.project_id) == project_id)
+    if not include_history:
+        query = query.where(col(Review.is_current))
+    if item_id is not None:
+        query = query.where(col(Review.item_id) == item_id)
+    if reviewer is not None:
+        query = query.where(col(Review.reviewer) == reviewer)
+    return list(session.exec(keyset(query, col(Review.id), page)))
