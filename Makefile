@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/registry.py
 	$(BIN)/python bench/batches.py
 	$(BIN)/python bench/active_learning.py
+	$(BIN)/python bench/agreement.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

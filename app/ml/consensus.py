@@ -54,13 +54,15 @@ def _plurality(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def majority_vote(votes: Votes) -> Consensus:
-    """The unique most-voted label of each item; a tie is -1, never silently the first label.
+    """The label more than half of an item's votes chose; without one (a tie, or a plurality
+    such as 2 of 4) the item is -1, never silently the first label.
 
-    quality is the top label's vote share (for a tie, the tied top share with label -1);
+    quality is the top label's vote share (also when undecided, with label -1);
     annotator_quality is agreement_with_others (agreement with the other annotators' majority).
     """
     counts = label_counts(votes)
     labels, share = _plurality(counts)
+    labels[~(share > 0.5)] = -1  # NaN (no votes) compares False: undecided too
     rate, _ = agreement_with_others(votes, counts)
     return Consensus(
         labels=labels, quality=share, annotator_quality=rate, annotator_n=_annotator_n(votes)

@@ -2,10 +2,10 @@
 
 This is the one definition of an item's label; training, batches and exports read what it
 writes. A reviewer's decision wins outright. Otherwise, once the item has the answers it
-needs (`Project.required_annotators`), the human votes decide: a strict majority (more than
-half) of the non-abstaining votes. Without one (a tie, or a plurality such as 2 of 4) the item
-goes to needs_review rather than silently picking the first label; so does an item whose
-allotted annotators have all answered with too few labels among them ("I don't know"). A
+needs (`Project.required_annotators`), the human votes decide: a label chosen by more than
+half of the non-abstaining votes and by more than half of the required answers. Without one
+(a tie, a plurality such as 2 of 4, or "I don't know"s leaving a single vote of two) the
+item goes to needs_review rather than silently picking the first label. A
 model's auto-accepted prelabel resolves an item only while no human has settled it, and never
 counts as a vote. Projects whose consensus_method is dawid_skene or crowdlab start from this
 majority and are then re-resolved project-wide by the consensus job (services/consensus.py).
@@ -51,15 +51,17 @@ def derive(
     quality = labels.most_common(1)[0][1] / labels.total() if labels else None
     if review_label is not None:
         return Resolution(ItemStatus.labeled, review_label, "review", quality)
-    if answers and sum(labels.values()) >= annotators_per_item:
-        label, top = labels.most_common(1)[0]
-        if 2 * top <= labels.total():
-            return Resolution(ItemStatus.needs_review, None, None, quality)
-        return Resolution(ItemStatus.labeled, label, "consensus", quality)
-    if answers and len(answers) >= annotators_per_item:
-        # Everyone it was handed to has answered, but "I don't know"s leave too few labels:
-        # batches will not hand it out again, so a reviewer must decide.
-        if model_label is not None:
+    if answers and max(labels.total(), len(answers)) >= annotators_per_item:
+        # Every place is answered. A label wins with more than half of the votes, and with
+        # more than half of the required answers, so "I don't know"s cannot make one vote
+        # a decision (1 label + 1 abstention of 2) but do not block a clear one (4 of 5).
+        if labels:
+            label, top = labels.most_common(1)[0]
+            if 2 * top > labels.total() and 2 * top > annotators_per_item:
+                return Resolution(ItemStatus.labeled, label, "consensus", quality)
+        # A tie, a plurality, or too few labels: batches will not hand it out again, so a
+        # reviewer decides; an auto-accepted label stays meanwhile.
+        if model_label is not None and labels.total() < annotators_per_item:
             return Resolution(ItemStatus.needs_review, model_label, "model", quality)
         return Resolution(ItemStatus.needs_review, None, None, quality)
     waiting_for_review = review_reason in REVIEW_REASONS

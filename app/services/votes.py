@@ -1,9 +1,16 @@
 """A project's current human answers as integer-coded arrays, the input of `ml.agreement` and
-`ml.consensus`: one projection query of plain tuples, no ORM objects."""
+`ml.consensus`, read where the data is: one aggregate row per annotator.
+
+Reading 500,000 answers as Python rows costs seconds (bench/agreement.py measured 1.5-1.9 s
+on SQLite, three quarters of the whole report). Instead SQL codes each answer as one integer,
+item_id * (labels + 1) + (label code + 1) with 0 for "I don't know", and concatenates them per
+annotator (group_concat on SQLite, string_agg on PostgreSQL); numpy parses the strings.
+"""
 
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import BigInteger, String, case, cast, func, literal
 from sqlmodel import Session, col, select
 
 from app.ml.agreement import Votes
@@ -29,39 +36,43 @@ class ProjectVotes:
 
 
 def load_votes(session: Session, *, project: Project) -> ProjectVotes:
-    """Every current answer that is not a model's (model-made labels never count as votes)."""
+    """Every current answer that is not a model's (model-made labels never count as votes).
+    A label the project no longer has cannot occur: removing a label in use is refused."""
+    labels = list(project.labels)
+    width = len(labels) + 1
+    label_code = case(
+        {label: code + 1 for code, label in enumerate(labels)},
+        value=col(Annotation.label),
+        else_=0,
+    )
+    answer = cast(col(Annotation.item_id), BigInteger) * literal(width) + label_code
     rows = session.exec(
-        select(Annotation.item_id, Annotation.annotator, Annotation.label).where(
+        select(
+            col(Annotation.annotator),
+            func.aggregate_strings(cast(answer, String), ","),
+        )
+        .where(
             col(Annotation.project_id) == project.id,
             col(Annotation.is_current),
             col(Annotation.source) != AnnotationSource.model,
         )
+        .group_by(col(Annotation.annotator))
+        .order_by(col(Annotation.annotator))
     ).all()
-    labels = list(project.labels)
-    label_code = {label: code for code, label in enumerate(labels)}
-    if rows:
-        raw_items, raw_annotators, raw_labels = zip(*rows, strict=True)
-    else:
-        raw_items, raw_annotators, raw_labels = (), (), ()
-    item_ids, item_codes = np.unique(
-        np.fromiter(raw_items, np.int64, len(rows)), return_inverse=True
+    annotators = [name for name, _ in rows]
+    per_annotator = [np.array(joined.split(","), dtype=np.int64) for _, joined in rows]
+    answers = np.concatenate(per_annotator) if per_annotator else np.zeros(0, dtype=np.int64)
+    annotator_codes = np.repeat(
+        np.arange(len(annotators), dtype=np.int64), [len(a) for a in per_annotator]
     )
-    annotators = sorted(set(raw_annotators))
-    annotator_code = {name: code for code, name in enumerate(annotators)}
-    annotator_codes = np.fromiter(
-        (annotator_code[name] for name in raw_annotators), np.int64, len(rows)
-    )
-    # An abstention has no label: code -1 until it is split off below.
-    label_codes = np.fromiter(
-        (-1 if label is None else label_code.get(label, -1) for label in raw_labels),
-        np.int64,
-        len(rows),
-    )
-    voted = label_codes >= 0
+    raw_items, label_codes = np.divmod(answers, width)
+    item_ids, item_codes = np.unique(raw_items, return_inverse=True)
+    item_codes = item_codes.astype(np.int64)
+    voted = label_codes > 0
     votes = Votes(
-        item=item_codes[voted].astype(np.int64),
+        item=item_codes[voted],
         annotator=annotator_codes[voted],
-        label=label_codes[voted],
+        label=label_codes[voted] - 1,
         n_items=len(item_ids),
         n_annotators=len(annotators),
         n_labels=len(labels),
@@ -71,6 +82,6 @@ def load_votes(session: Session, *, project: Project) -> ProjectVotes:
         item_ids=item_ids,
         annotators=annotators,
         labels=labels,
-        abstain_item=item_codes[~voted].astype(np.int64),
+        abstain_item=item_codes[~voted],
         abstain_annotator=annotator_codes[~voted],
     )

@@ -75,6 +75,11 @@ def test_majority_vote_never_breaks_a_tie_silently() -> None:
     result = majority_vote(votes)
     assert list(result.labels) == [-1, 1]
     assert list(result.quality) == pytest.approx([0.5, 2 / 3])
+    # A plurality is not a majority: 2 of 4 votes leave the item undecided.
+    plurality = Votes.from_triples(
+        [(0, "a", "x"), (0, "b", "x"), (0, "c", "y"), (0, "d", "z")], labels=["x", "y", "z"]
+    )
+    assert majority_vote(plurality).labels.tolist() == [-1]
     assert list(result.annotator_n) == [2, 2, 1]
     rates, _ = agreement_with_others(votes, label_counts(votes))
     assert np.array_equal(result.annotator_quality, rates, equal_nan=True)

@@ -84,3 +84,21 @@ def test_an_abstention_does_not_take_an_item_out_of_review() -> None:
         None,
         None,
     )
+
+
+def test_a_clear_majority_is_not_blocked_by_an_abstention() -> None:
+    four_agree = [("a", False)] * 4 + [(None, True)]
+    assert derive_triple(four_agree, annotators_per_item=5) == (
+        ItemStatus.labeled,
+        "a",
+        "consensus",
+    )
+    # But one label beside an "I don't know" is not a decision of two annotators.
+    assert derive_pair([("a", False), (None, True)], annotators_per_item=2) == (
+        ItemStatus.needs_review,
+        None,
+    )
+    # Nor is 2 of 5 places, even when the other answers are all abstentions.
+    two_of_five = [("a", False), ("a", False)] + [(None, True)] * 3
+    assert derive_pair(two_of_five, annotators_per_item=5) == (ItemStatus.needs_review, None)
+    assert derive(four_agree, annotators_per_item=5).quality == 1.0
