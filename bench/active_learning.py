@@ -36,10 +36,8 @@ met or not (1 when the run itself fails, 2 when the data is missing).
 """
 
 import argparse
-import gzip
 import importlib
 import json
-import os
 import shlex
 import signal
 import sys
@@ -53,13 +51,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import REPO, BenchError, Server, code_version, running_server, service_env
+from common import (
+    BenchError,
+    Server,
+    Source,
+    api_client,
+    code_version,
+    debian_data,
+    expect,
+    load_sources,
+    progress,
+    running_server,
+    service_env,
+    table,
+)
 from common import machine as common_machine
 from threadpoolctl import threadpool_info
 
 from app.migrations import upgrade
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "debian-dev.jsonl.gz"
 STRATEGIES = ("random", "margin", "diverse_margin", "least_confidence", "entropy")
 BASELINE = "random"
 TARGET_STRATEGY = "margin"
@@ -71,13 +81,6 @@ REQUEST_TIMEOUT_S = 900.0
 JOB_TIMEOUT_S = 4 * 3_600.0
 POLL_S = 2.0
 HEARTBEAT_S = 60.0  # print a progress line at least this often while the job runs
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: str
-    text: str
-    label: str
 
 
 @dataclass(slots=True)
@@ -97,32 +100,11 @@ class Run:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-# --- data ----------------------------------------------------------------------------------
-
-
-def load_rows(path: Path) -> list[Row]:
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
-    if not rows:
-        raise BenchError(f"{path} has no rows")
-    return [Row(str(r["id"]), r["text"], r["label"]) for r in rows]
-
-
 # --- HTTP ----------------------------------------------------------------------------------
 
 
-def expect(response: httpx.Response, status: int, what: str) -> Any:
-    if response.status_code != status:
-        raise BenchError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
-    return response.json()
-
-
-def progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
-
-
 def ingest(
-    client: httpx.Client, project_id: int, rows: list[Row], run: Run
+    client: httpx.Client, project_id: int, rows: list[Source], run: Run
 ) -> list[tuple[int, str]]:
     """(item id, label) of the rows the server created; a duplicate row points at an earlier
     row's item and is only counted."""
@@ -193,7 +175,7 @@ def wait_job(client: httpx.Client, job_id: int, posted: float) -> dict[str, Any]
     raise BenchError(f"job {job_id} did not finish within {JOB_TIMEOUT_S:.0f} s")
 
 
-def simulate(args: argparse.Namespace, rows: list[Row], workdir: Path) -> Run:
+def simulate(args: argparse.Namespace, rows: list[Source], workdir: Path) -> Run:
     labels = sorted({r.label for r in rows})
     run = Run(rows=len(rows), labels=labels)
     database_url = f"sqlite:///{workdir / 'labelwise.db'}"
@@ -201,11 +183,7 @@ def simulate(args: argparse.Namespace, rows: list[Row], workdir: Path) -> Run:
     env = service_env(database_url, workdir, bootstrap_admin_key=ADMIN_KEY, job_runner="inprocess")
     with (
         running_server(env, workdir / "server.log") as server,
-        httpx.Client(
-            base_url=server.url,
-            headers={"authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=REQUEST_TIMEOUT_S,
-        ) as client,
+        api_client(server, ADMIN_KEY, REQUEST_TIMEOUT_S) as client,
     ):
         try:
             return replay(args, client, rows, run)
@@ -215,7 +193,7 @@ def simulate(args: argparse.Namespace, rows: list[Row], workdir: Path) -> Run:
             report_server_warnings(server)
 
 
-def replay(args: argparse.Namespace, client: httpx.Client, rows: list[Row], run: Run) -> Run:
+def replay(args: argparse.Namespace, client: httpx.Client, rows: list[Source], run: Run) -> Run:
     project = expect(
         client.post(
             "/v1/projects",
@@ -280,20 +258,6 @@ def report_server_warnings(server: Server) -> None:
 
 
 # --- report --------------------------------------------------------------------------------
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Aligned columns: the first to the left, the figures to the right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-
-    def cells(values: list[str]) -> str:
-        return "  ".join(
-            v.ljust(w) if i == 0 else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    line = cells(header)
-    return [line, "-" * len(line), *(cells(row) for row in rows)]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -485,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("LABELWISE_DEBIAN_DATA", DEFAULT_DATA)),
+        default=debian_data(),
         help="JSON lines (gzip) with id, text, label",
     )
     parser.add_argument(
@@ -515,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    rows = load_rows(args.data)
+    rows = load_sources(args.data)
     counts = Counter(r.label for r in rows)
     print(f"{len(rows):,} rows, {len(counts)} labels from {args.data}", file=sys.stderr)
 

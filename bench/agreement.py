@@ -51,20 +51,15 @@ whether the target is met or not.
 """
 
 import argparse
-import gzip
-import hashlib
 import json
 import math
 import os
-import shlex
 import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,57 +67,50 @@ from typing import Any
 
 import httpx
 import numpy as np
-import sqlalchemy as sa
 from common import (
-    REPO,
-    BenchError,
+    BACKENDS,
+    ITEM_HEAD_COLUMNS,
+    BulkLoader,
+    Database,
     Server,
-    admin_engine,
+    Setup,
+    Source,
+    add_backends_option,
+    api_client,
+    bulk_loader,
     code_version,
+    expect,
+    find_debian_data,
+    item_heads,
+    load_average,
+    load_sources,
     machine,
-    running_server,
-    service_env,
-    throwaway_database,
+    migrated_server,
+    ms,
+    on_each_database,
+    percentile,
+    postgres_version,
+    progress,
+    setup_table,
+    source_digest,
+    table,
+    timed,
+    write_report,
 )
 
-from app.db import build_engine
-from app.migrations import upgrade
 from app.ml.agreement import Votes, krippendorff_alpha_nominal, label_counts
-from app.models.base import UTCDateTime, utcnow
+from app.models.base import utcnow
 from app.services.item_status import derive
-from app.services.items import content_hash
-from app.settings import Settings
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "debian-dev.jsonl.gz"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_OUT = Path("/tmp/bench_agreement.md")
 DEFAULT_ACCURACIES = (0.9, 0.85, 0.8, 0.75, 0.5)
 ADMIN_KEY = "lw_bench_agreement_admin_key_0123456789abcdef"
-BACKENDS = ("sqlite", "postgres")
 TARGET_S = 2.0
 AGREEMENT_THRESHOLD = 0.6
 PAGE_LIMIT = 1000
-LOAD_CHUNK = 20_000
 SEED = 20_260_102
 REQUEST_TIMEOUT_S = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    id: str
-    text: str
-    label: str
-
-
-# --- data ----------------------------------------------------------------------------------
-
-
-def load_sources(path: Path) -> list[Source]:
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
-    if not rows:
-        raise BenchError(f"{path} has no rows")
-    return [Source(r["id"], r["text"], r["label"]) for r in rows]
 
 
 @dataclass(slots=True)
@@ -185,8 +173,8 @@ def annotator_names(count: int) -> list[str]:
 # --- loading -------------------------------------------------------------------------------
 
 ITEM_COLUMNS = (
-    "id, project_id, external_id, text, content_hash, data, metadata, source, status, "
-    "resolved_label, resolved_by, consensus_quality, created_at, updated_at"
+    f"{ITEM_HEAD_COLUMNS}, status, resolved_label, resolved_by, consensus_quality, created_at, "
+    "updated_at"
 )
 ANNOTATION_COLUMNS = (
     "id, project_id, item_id, annotator, label, abstain, source, duration_ms, is_current, "
@@ -195,57 +183,8 @@ ANNOTATION_COLUMNS = (
 TABLES = {"item": ITEM_COLUMNS, "annotation": ANNOTATION_COLUMNS}
 
 
-class Loader:
-    """Bulk rows into one table: COPY on PostgreSQL, executemany per chunk on SQLite.
-
-    Rows are tuples in the table's column order, with JSON already serialized (json.dumps,
-    as SQLAlchemy's JSON type does) and timestamps passed through `self.time`.
-    """
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.postgres = engine.dialect.name == "postgresql"
-        processor = UTCDateTime().bind_processor(engine.dialect)
-        self._time: Callable[[datetime], Any] = processor or (lambda value: value)
-
-    def time(self, value: datetime | None) -> Any:
-        return None if value is None else self._time(value)
-
-    def load(self, table: str, rows: Iterable[tuple[Any, ...]]) -> int:
-        columns = TABLES[table]
-        count = 0
-        if self.postgres:
-            with self.engine.begin() as connection:
-                driver = connection.connection.driver_connection
-                assert driver is not None
-                with (
-                    driver.cursor() as cursor,
-                    cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
-                ):
-                    for row in rows:
-                        copy.write_row(row)
-                        count += 1
-            return count
-        marks = ", ".join("?" * (columns.count(",") + 1))
-        statement = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
-        chunk: list[tuple[Any, ...]] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) >= LOAD_CHUNK:
-                count += self._insert(statement, chunk)
-                chunk = []
-        if chunk:
-            count += self._insert(statement, chunk)
-        return count
-
-    def _insert(self, statement: str, rows: list[tuple[Any, ...]]) -> int:
-        with self.engine.begin() as connection:
-            connection.exec_driver_sql(statement, rows)
-        return len(rows)
-
-
 def item_rows(
-    loader: Loader,
+    loader: BulkLoader,
     project_id: int,
     sources: list[Source],
     labels: list[str],
@@ -256,24 +195,15 @@ def item_rows(
     created_at = loader.time(created)
     updated_at = loader.time(created + timedelta(days=1))
     required = answers.label.shape[1]
-    for position, given in enumerate(answers.label.tolist()):
-        k, index = divmod(position, len(sources))
-        source = sources[index]
-        text = f"{source.text} [copy {k} {source.id}]"
+    heads = item_heads(sources, len(answers.label), project_id)
+    for given, (_, head) in zip(answers.label.tolist(), heads, strict=True):
         resolution = derive(
             [(None, True) if code < 0 else (labels[code], False) for code in given],
             annotators_per_item=required,
         )
         statuses[str(resolution.status)] += 1
         yield (
-            position + 1,
-            project_id,
-            f"{source.id}-{k}",
-            text,
-            content_hash(text),
-            "{}",
-            "{}",
-            "manual",
+            *head,
             str(resolution.status),
             resolution.label,
             resolution.resolved_by,
@@ -284,7 +214,7 @@ def item_rows(
 
 
 def annotation_rows(
-    loader: Loader, project_id: int, labels: list[str], answers: Answers, created: datetime
+    loader: BulkLoader, project_id: int, labels: list[str], answers: Answers, created: datetime
 ) -> Iterator[tuple[Any, ...]]:
     names = annotator_names(answers.label.shape[1])
     rng = np.random.default_rng(SEED + 1)
@@ -315,67 +245,21 @@ def annotation_rows(
 
 
 @dataclass(slots=True)
-class Setup:
-    backend: str
-    steps: list[tuple[str, float]] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
+class AgreementSetup(Setup):
+    """The setup, and the statuses the loaded items were given."""
+
     statuses: Counter[str] = field(default_factory=Counter)
-    size_mib: float | None = None
-    server_rss_mib: float | None = None
-
-    @property
-    def total(self) -> float:
-        return sum(seconds for _, seconds in self.steps)
-
-
-@contextmanager
-def postgres_database(admin_url: str, name: str) -> Iterator[str | None]:
-    """A throwaway database on the loopback server, or None if the server is unreachable."""
-    admin = admin_engine(admin_url)
-    try:
-        try:
-            with admin.connect():
-                pass
-        except sa.exc.OperationalError as error:
-            reason = str(error.orig).strip().splitlines()[0]
-            print(f"postgres: skipped, the server is unreachable: {reason}", file=sys.stderr)
-            yield None
-            return
-        with throwaway_database(admin, name) as url:
-            yield url
-    finally:
-        admin.dispose()
-
-
-def expect(response: httpx.Response, status: int, what: str) -> Any:
-    if response.status_code != status:
-        raise BenchError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
-    return response.json() if response.content else None
-
-
-def timed(setup: Setup, step: str) -> Callable[[Callable[[], Any]], Any]:
-    def run(work: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        value = work()
-        setup.steps.append((step, time.perf_counter() - started))
-        progress(f"{setup.backend}: {step} in {setup.steps[-1][1]:.1f} s")
-        return value
-
-    return run
 
 
 def populate(
-    setup: Setup,
-    database_url: str,
-    workdir: Path,
+    setup: AgreementSetup,
+    database: Database,
     project_id: int,
     sources: list[Source],
     labels: list[str],
     answers: Answers,
 ) -> None:
-    engine = build_engine(Settings(database_url=database_url, data_dir=workdir))
-    try:
-        loader = Loader(engine)
+    with bulk_loader(database, TABLES) as loader:
         created = utcnow() - timedelta(days=30)
         items, annotators = answers.label.shape
         setup.rows["item"] = timed(setup, f"load {items:,} items")(
@@ -389,31 +273,9 @@ def populate(
                 "annotation", annotation_rows(loader, project_id, labels, answers, created)
             )
         )
-        if loader.postgres:
-
-            def finish_postgres() -> None:
-                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                    for table in TABLES:
-                        connection.exec_driver_sql(
-                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                            f"(SELECT max(id) FROM {table}))"
-                        )
-                    connection.exec_driver_sql("VACUUM ANALYZE")
-
-            timed(setup, "setval + VACUUM ANALYZE")(finish_postgres)
-            with engine.connect() as connection:
-                size = connection.exec_driver_sql("SELECT pg_database_size(current_database())")
-                setup.size_mib = size.scalar_one() / 2**20
-        else:
-
-            def checkpoint() -> None:
-                with engine.connect() as connection:
-                    connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-
-            timed(setup, "WAL checkpoint")(checkpoint)
-            setup.size_mib = Path(engine.url.database or "").stat().st_size / 2**20
-    finally:
-        engine.dispose()
+        finish = "setval + VACUUM ANALYZE" if loader.postgres else "WAL checkpoint"
+        timed(setup, finish)(loader.finish)
+        setup.size_mib = loader.size_mib()
 
 
 # --- measuring -----------------------------------------------------------------------------
@@ -460,31 +322,22 @@ def measure(
 
 @dataclass(slots=True)
 class Run:
-    setup: Setup
+    setup: AgreementSetup
     timings: list[Timing]
     load: tuple[float, float] = (math.nan, math.nan)  # 1-minute load average before, after
 
 
 def run_backend(
-    backend: str,
-    database_url: str,
-    workdir: Path,
+    database: Database,
     args: argparse.Namespace,
     sources: list[Source],
     labels: list[str],
     answers: Answers,
 ) -> Run:
-    setup = Setup(backend)
-    timed(setup, "migrate")(lambda: upgrade(database_url))
-    env = service_env(database_url, workdir, bootstrap_admin_key=ADMIN_KEY)
-    started = time.perf_counter()
-    with running_server(env, workdir / "server.log") as server:
-        setup.steps.append(("start the server", time.perf_counter() - started))
-        with httpx.Client(
-            base_url=server.url,
-            headers={"authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=REQUEST_TIMEOUT_S,
-        ) as client:
+    backend = database.backend
+    setup = AgreementSetup(backend)
+    with migrated_server(setup, database, ADMIN_KEY) as server:
+        with api_client(server, ADMIN_KEY, REQUEST_TIMEOUT_S) as client:
             project = timed(setup, "HTTP: create the project")(
                 lambda: expect(
                     client.post(
@@ -502,7 +355,7 @@ def run_backend(
                 )
             )
             project_id = int(project["id"])
-            populate(setup, database_url, workdir, project_id, sources, labels, answers)
+            populate(setup, database, project_id, sources, labels, answers)
             progress(
                 f"{backend}: setup {setup.total:.0f} s, "
                 + ", ".join(f"{count:,} {table}" for table, count in setup.rows.items())
@@ -537,32 +390,6 @@ def run_requests(
 # --- report --------------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f}"
-
-
-def table(header: list[str], rows: list[list[str]], *, text_columns: int = 1) -> list[str]:
-    """Aligned columns: the first `text_columns` to the left, the figures to the right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-
-    def cells(values: list[str]) -> str:
-        return "  ".join(
-            v.ljust(w) if i < text_columns else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    line = cells(header)
-    return [line, "-" * len(line), *(cells(row) for row in rows)]
-
-
 def figure(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -571,15 +398,7 @@ def report(runs: list[Run], answers: Answers, labels: list[str]) -> list[str]:
     items, annotators = answers.label.shape
     lines = [
         f"Setup (not timed into the figures): {items:,} items x {annotators} annotators",
-        *table(
-            ["database", "step", "seconds"],
-            [
-                [run.setup.backend, step, f"{seconds:.1f}"]
-                for run in runs
-                for step, seconds in [*run.setup.steps, ("total", run.setup.total)]
-            ],
-            text_columns=2,
-        ),
+        *setup_table([run.setup for run in runs]),
         "",
     ]
     for run in runs:
@@ -721,42 +540,6 @@ def sanity(runs: list[Run], answers: Answers, labels: list[str]) -> list[str]:
     return lines
 
 
-def load_average() -> float:
-    """The 1-minute load average: other work on the machine shows in the figures."""
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return math.nan
-
-
-def source_digest() -> str:
-    """A fingerprint of the service code measured (app/**/*.py), without asking git."""
-    digest = hashlib.sha256()
-    for path in sorted((REPO / "app").rglob("*.py")):
-        digest.update(path.relative_to(REPO).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def postgres_version(url: str) -> str:
-    engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as connection:
-            return str(connection.exec_driver_sql("SHOW server_version").scalar_one())
-    except sa.exc.OperationalError:
-        return "unreachable"
-    finally:
-        engine.dispose()
-
-
-def parse_backends(value: str) -> set[str]:
-    aliases = {"postgresql": "postgres"}
-    chosen = {aliases.get(p.strip(), p.strip()) for p in value.split(",") if p.strip()}
-    if not chosen or chosen - set(BACKENDS):
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(BACKENDS)} (comma-separated)")
-    return chosen
-
-
 def parse_accuracies(value: str) -> list[float]:
     try:
         chosen = [float(part) for part in value.split(",") if part.strip()]
@@ -785,13 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("LABELWISE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
         help="a loopback server where the benchmark may CREATE and DROP a database",
     )
-    parser.add_argument(
-        "--only",
-        type=parse_backends,
-        default=set(BACKENDS),
-        metavar="BACKENDS",
-        help="comma-separated, from sqlite,postgres",
-    )
+    add_backends_option(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the Markdown report")
     parser.add_argument(
         "--no-code-version",
@@ -805,9 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--annotators must be in 2..100 (the project's annotators_per_item)")
     if not 0.0 <= args.abstain < 1.0:
         parser.error("--abstain must be in [0, 1)")
-    path = Path(os.environ.get("LABELWISE_DEBIAN_DATA") or DEFAULT_DATA)
-    if not path.is_file():
-        print(f"no data at {path}; set LABELWISE_DEBIAN_DATA", file=sys.stderr)
+    path = find_debian_data()
+    if path is None:
         return 2
     sources = load_sources(path)
     labels = sorted({s.label for s in sources})
@@ -824,25 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     version = "not asked (--no-code-version)" if args.no_code_version else code_version()
     digest = source_digest()
-    runs: list[Run] = []
-    status = 0
-    try:
-        for backend in backends:
-            with tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp:
-                workdir = Path(tmp)
-                if backend == "sqlite":
-                    url = f"sqlite:///{workdir / 'labelwise.db'}"
-                    runs.append(run_backend(backend, url, workdir, args, sources, labels, answers))
-                    continue
-                name = f"labelwise_bench_agreement_{os.getpid()}"
-                with postgres_database(args.postgres_url, name) as pg_url:
-                    if pg_url is not None:
-                        runs.append(
-                            run_backend(backend, pg_url, workdir, args, sources, labels, answers)
-                        )
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        status = 1
+    runs, status = on_each_database(
+        backends,
+        args.postgres_url,
+        f"labelwise_bench_agreement_{os.getpid()}",
+        lambda database: run_backend(database, args, sources, labels, answers),
+    )
     versions = [f"SQLite {sqlite3.sqlite_version}"]
     if any(run.setup.backend == "postgres" for run in runs):
         versions.append(f"PostgreSQL {postgres_version(args.postgres_url)}")
@@ -856,13 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines = [*header, "", *report(runs, answers, labels)] if runs else header
     print("\n".join(lines))
-    command = shlex.join([".venv/bin/python", "bench/agreement.py", *sys.argv[1:]])
-    args.out.write_text(
-        "# bench/agreement.py\n\n"
-        f"Command (from the repository root): `{command}`\n\n"
-        f"Machine: {machine()}\n\n```\n" + "\n".join(lines) + "\n```\n"
-    )
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_report(args.out, "bench/agreement.py", lines)
     return status
 
 

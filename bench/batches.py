@@ -53,19 +53,15 @@ the exit status is 0 whether the targets are met or not.
 """
 
 import argparse
-import gzip
-import hashlib
 import json
 import math
 import os
 import signal
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -73,50 +69,56 @@ from typing import Any
 
 import httpx
 import numpy as np
-import sqlalchemy as sa
 from common import (
-    REPO,
+    BACKENDS,
+    ITEM_HEAD_COLUMNS,
+    LOAD_CHUNK,
     BenchError,
+    BulkLoader,
+    Database,
     Server,
-    admin_engine,
+    Setup,
+    Source,
+    add_backends_option,
+    api_client,
+    bulk_loader,
+    expect,
+    find_debian_data,
+    item_heads,
+    load_average,
+    load_sources,
     machine,
-    running_server,
-    service_env,
-    throwaway_database,
+    migrated_server,
+    ms,
+    on_each_database,
+    percentile,
+    postgres_version,
+    progress,
+    setup_table,
+    source_digest,
+    table,
+    timed,
+    write_report,
 )
 
-from app.db import build_engine
-from app.migrations import upgrade
-from app.models.base import UTCDateTime, utcnow
-from app.services.items import content_hash
+from app.models.base import utcnow
 from app.services.predictions import prediction_rows
-from app.settings import Settings
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "debian-dev.jsonl.gz"
 DEFAULT_OUT = Path("/tmp/bench_batches.md")
 ADMIN_KEY = "lw_bench_batches_admin_key_0123456789abcdef"
 MODEL_VERSION = "bench-ext"
-BACKENDS = ("sqlite", "postgres")
 TARGET_P50_MS = 100.0
 TARGET_P99_MS = 300.0
 LABELED_SHARE = 0.02
 IN_PROGRESS_SHARE = 0.003
 PRIOR_ANNOTATORS = 20
 SKIPS_PER_ANNOTATOR = 50
-LOAD_CHUNK = 20_000
 HISTORY_BATCH = 100
 ALPHA_BASE = 0.3
 ALPHA_TRUE = 2.0
 SEED = 20_260_101
 THREADS = 4
 REQUEST_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    id: str
-    text: str
-    label: str
 
 
 @dataclass(slots=True)
@@ -145,28 +147,13 @@ class Result:
 
 
 @dataclass(slots=True)
-class Setup:
-    backend: str
-    steps: list[tuple[str, float]] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
-    size_mib: float | None = None
-    server_rss_mib: float | None = None
-    code: str = ""  # source_digest() when the server started
+class PoolSetup(Setup):
+    """The setup, and the app sources the server started from."""
 
-    @property
-    def total(self) -> float:
-        return sum(seconds for _, seconds in self.steps)
+    code: str = ""  # source_digest() when the server started
 
 
 # --- data ----------------------------------------------------------------------------------
-
-
-def load_sources(path: Path) -> list[Source]:
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
-    if not rows:
-        raise BenchError(f"{path} has no rows")
-    return [Source(r["id"], r["text"], r["label"]) for r in rows]
 
 
 @dataclass(slots=True)
@@ -200,10 +187,7 @@ class PoolPlan:
 
 # --- loading -------------------------------------------------------------------------------
 
-ITEM_COLUMNS = (
-    "id, project_id, external_id, text, content_hash, data, metadata, source, status, "
-    "resolved_label, resolved_by, created_at, updated_at"
-)
+ITEM_COLUMNS = f"{ITEM_HEAD_COLUMNS}, status, resolved_label, resolved_by, created_at, updated_at"
 PREDICTION_COLUMNS = (
     "id, project_id, item_id, model_version, source, label, confidence, margin, entropy, "
     "probabilities, created_at"
@@ -228,74 +212,15 @@ TABLES = {
 }
 
 
-class Loader:
-    """Bulk rows into one table: COPY on PostgreSQL, executemany per chunk on SQLite.
-
-    Rows are tuples in the table's column order, with JSON already serialized (json.dumps,
-    as SQLAlchemy's JSON type does) and timestamps passed through `self.time`.
-    """
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.postgres = engine.dialect.name == "postgresql"
-        processor = UTCDateTime().bind_processor(engine.dialect)
-        self._time: Callable[[datetime], Any] = processor or (lambda value: value)
-
-    def time(self, value: datetime | None) -> Any:
-        return None if value is None else self._time(value)
-
-    def load(self, table: str, rows: Iterable[tuple[Any, ...]]) -> int:
-        columns = TABLES[table]
-        count = 0
-        if self.postgres:
-            with self.engine.begin() as connection:
-                driver = connection.connection.driver_connection
-                assert driver is not None
-                with (
-                    driver.cursor() as cursor,
-                    cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
-                ):
-                    for row in rows:
-                        copy.write_row(row)
-                        count += 1
-            return count
-        marks = ", ".join("?" * (columns.count(",") + 1))
-        statement = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
-        chunk: list[tuple[Any, ...]] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) >= LOAD_CHUNK:
-                count += self._insert(statement, chunk)
-                chunk = []
-        if chunk:
-            count += self._insert(statement, chunk)
-        return count
-
-    def _insert(self, statement: str, rows: list[tuple[Any, ...]]) -> int:
-        with self.engine.begin() as connection:
-            connection.exec_driver_sql(statement, rows)
-        return len(rows)
-
-
 def item_rows(
-    loader: Loader, project_id: int, sources: list[Source], plan: PoolPlan, when: datetime
+    loader: BulkLoader, project_id: int, sources: list[Source], plan: PoolPlan, when: datetime
 ) -> Iterator[tuple[Any, ...]]:
     stamp = loader.time(when)
     status_names = ("unlabeled", "labeled", "in_progress")
-    for position in range(plan.size):
-        k, index = divmod(position, len(sources))
-        source = sources[index]
-        text = f"{source.text} [copy {k} {source.id}]"
+    for position, (source, head) in enumerate(item_heads(sources, plan.size, project_id)):
         status = int(plan.status[position])
         yield (
-            position + 1,
-            project_id,
-            f"{source.id}-{k}",
-            text,
-            content_hash(text),
-            "{}",
-            "{}",
-            "manual",
+            *head,
             status_names[status],
             source.label if status == 1 else None,
             "consensus" if status == 1 else None,
@@ -305,7 +230,7 @@ def item_rows(
 
 
 def prediction_table_rows(
-    loader: Loader,
+    loader: BulkLoader,
     project_id: int,
     sources: list[Source],
     labels: list[str],
@@ -354,7 +279,7 @@ class History:
 
 
 def work_history(
-    loader: Loader,
+    loader: BulkLoader,
     project_id: int,
     sources: list[Source],
     plan: PoolPlan,
@@ -476,46 +401,15 @@ def work_history(
 # --- the database and the server -----------------------------------------------------------
 
 
-@contextmanager
-def postgres_database(admin_url: str, name: str) -> Iterator[str]:
-    """A throwaway database on the loopback server; yield its URL; always DROP it."""
-    admin = admin_engine(admin_url)
-    try:
-        with throwaway_database(admin, name) as url:
-            yield url
-    finally:
-        admin.dispose()
-
-
-def expect(response: httpx.Response, status: int, what: str) -> Any:
-    if response.status_code != status:
-        raise BenchError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
-    return response.json() if response.content else None
-
-
-def timed(setup: Setup, step: str) -> Callable[[Callable[[], Any]], Any]:
-    def run(work: Callable[[], Any]) -> Any:
-        started = time.perf_counter()
-        value = work()
-        setup.steps.append((step, time.perf_counter() - started))
-        progress(f"{setup.backend}: {step} in {setup.steps[-1][1]:.1f} s")
-        return value
-
-    return run
-
-
 def populate(
-    setup: Setup,
-    database_url: str,
-    workdir: Path,
+    setup: PoolSetup,
+    database: Database,
     project_id: int,
     sources: list[Source],
     labels: list[str],
     plan: PoolPlan,
 ) -> None:
-    engine = build_engine(Settings(database_url=database_url, data_dir=workdir))
-    try:
-        loader = Loader(engine)
+    with bulk_loader(database, TABLES) as loader:
         now = utcnow()
         created = now - timedelta(days=30)
         setup.rows["item"] = timed(setup, f"load {plan.size:,} items")(
@@ -536,27 +430,10 @@ def populate(
 
         timed(setup, "load prior work (annotations, batches, leases)")(load_history)
         if loader.postgres:
-
-            def finish_postgres() -> None:
-                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                    for table in TABLES:
-                        connection.exec_driver_sql(
-                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                            f"(SELECT max(id) FROM {table}))"
-                        )
-                    connection.exec_driver_sql("VACUUM ANALYZE")
-
-            timed(setup, "setval + VACUUM ANALYZE")(finish_postgres)
-            with engine.connect() as connection:
-                size = connection.exec_driver_sql("SELECT pg_database_size(current_database())")
-                setup.size_mib = size.scalar_one() / 2**20
+            timed(setup, "setval + VACUUM ANALYZE")(loader.finish)
         else:
-            path = Path(engine.url.database or "")
-            with engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            setup.size_mib = path.stat().st_size / 2**20
-    finally:
-        engine.dispose()
+            loader.finish()  # the WAL checkpoint, not a setup step of its own
+        setup.size_mib = loader.size_mib()
 
 
 # --- measuring -----------------------------------------------------------------------------
@@ -729,28 +606,16 @@ def variants(requests: int) -> list[Variant]:
 
 
 def run_backend(
-    backend: str,
-    database_url: str,
-    workdir: Path,
-    args: argparse.Namespace,
-    sources: list[Source],
-    labels: list[str],
-) -> tuple[Setup, list[Result]]:
-    setup = Setup(backend)
+    database: Database, args: argparse.Namespace, sources: list[Source], labels: list[str]
+) -> tuple[PoolSetup, list[Result]]:
+    backend = database.backend
+    setup = PoolSetup(backend)
     annotators = [f"bench-{i:02d}" for i in range(1, args.annotators + 1)]
     plan = PoolPlan.draw(args.pool, annotators)
-    timed(setup, "migrate")(lambda: upgrade(database_url))
-    env = service_env(database_url, workdir, bootstrap_admin_key=ADMIN_KEY)
     results: list[Result] = []
-    started = time.perf_counter()
     setup.code = source_digest()
-    with running_server(env, workdir / "server.log") as server:
-        setup.steps.append(("start the server", time.perf_counter() - started))
-        with httpx.Client(
-            base_url=server.url,
-            headers={"authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=REQUEST_TIMEOUT_S,
-        ) as admin:
+    with migrated_server(setup, database, ADMIN_KEY) as server:
+        with api_client(server, ADMIN_KEY, REQUEST_TIMEOUT_S) as admin:
 
             def http_setup() -> tuple[int, list[tuple[str, str]]]:
                 project = expect(
@@ -776,7 +641,7 @@ def run_backend(
                 return int(project["id"]), keys
 
             project_id, keys = timed(setup, "HTTP: project and annotator keys")(http_setup)
-        populate(setup, database_url, workdir, project_id, sources, labels, plan)
+        populate(setup, database, project_id, sources, labels, plan)
         progress(
             f"{backend}: setup {setup.total:.0f} s, "
             + ", ".join(f"{count:,} {table}" for table, count in setup.rows.items())
@@ -792,44 +657,10 @@ def run_backend(
 # --- report --------------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f}"
-
-
-def table(header: list[str], rows: list[list[str]], *, text_columns: int = 1) -> list[str]:
-    """Aligned columns: the first `text_columns` to the left, the figures to the right."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-
-    def cells(values: list[str]) -> str:
-        return "  ".join(
-            v.ljust(w) if i < text_columns else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    line = cells(header)
-    return [line, "-" * len(line), *(cells(row) for row in rows)]
-
-
-def report(setups: list[Setup], results: list[Result], size: int, pool: int) -> list[str]:
+def report(setups: list[PoolSetup], results: list[Result], size: int, pool: int) -> list[str]:
     lines = [
         f"Setup (not timed into the figures): pool {pool:,} items",
-        *table(
-            ["database", "step", "seconds"],
-            [
-                [s.backend, step, f"{seconds:.1f}"]
-                for s in setups
-                for step, seconds in [*s.steps, ("total", s.total)]
-            ],
-            text_columns=2,
-        ),
+        *setup_table(setups),
         "",
     ]
     for s in setups:
@@ -898,42 +729,6 @@ def report(setups: list[Setup], results: list[Result], size: int, pool: int) -> 
     return lines
 
 
-def load_average() -> float:
-    """The 1-minute load average: other work on the machine shows in the figures."""
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return math.nan
-
-
-def source_digest() -> str:
-    """A fingerprint of the service code measured (app/**/*.py), without asking git."""
-    digest = hashlib.sha256()
-    for path in sorted((REPO / "app").rglob("*.py")):
-        digest.update(path.relative_to(REPO).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def postgres_version(url: str) -> str:
-    engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as connection:
-            return str(connection.exec_driver_sql("SHOW server_version").scalar_one())
-    except sa.exc.OperationalError:
-        return "unreachable"
-    finally:
-        engine.dispose()
-
-
-def parse_backends(value: str) -> set[str]:
-    aliases = {"postgresql": "postgres"}
-    chosen = {aliases.get(p.strip(), p.strip()) for p in value.split(",") if p.strip()}
-    if not chosen or chosen - set(BACKENDS):
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(BACKENDS)} (comma-separated)")
-    return chosen
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--pool", type=int, default=1_000_000, help="items in the pool")
@@ -947,13 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a loopback server where the benchmark may CREATE and DROP a database "
         "(postgresql+psycopg://postgres@127.0.0.1:5432/test); without it, SQLite only",
     )
-    parser.add_argument(
-        "--only",
-        type=parse_backends,
-        default=set(BACKENDS),
-        metavar="BACKENDS",
-        help="comma-separated, from sqlite,postgres",
-    )
+    add_backends_option(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the Markdown report")
     args = parser.parse_args(argv)
     if min(args.pool, args.size, args.requests, args.annotators) < 1 or args.warmup < 0:
@@ -965,9 +754,8 @@ def main(argv: list[str] | None = None) -> int:
             "warning: the accumulating variant may drain a pool this small",
             file=sys.stderr,
         )
-    path = Path(os.environ.get("LABELWISE_DEBIAN_DATA") or DEFAULT_DATA)
-    if not path.is_file():
-        print(f"no data at {path}; set LABELWISE_DEBIAN_DATA", file=sys.stderr)
+    path = find_debian_data()
+    if path is None:
         return 2
     sources = load_sources(path)
     labels = sorted({s.label for s in sources})
@@ -982,24 +770,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # A SIGTERM unwinds like Ctrl-C, so the finally blocks stop the server and drop databases.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    setups: list[Setup] = []
-    results: list[Result] = []
-    status = 0
-    try:
-        for backend in backends:
-            with tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp:
-                if backend == "sqlite":
-                    url = f"sqlite:///{Path(tmp) / 'labelwise.db'}"
-                    setup, found = run_backend(backend, url, Path(tmp), args, sources, labels)
-                else:
-                    name = f"labelwise_bench_{os.getpid()}"
-                    with postgres_database(args.postgres_url, name) as url:
-                        setup, found = run_backend(backend, url, Path(tmp), args, sources, labels)
-            setups.append(setup)
-            results += found
-    except BenchError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        status = 1
+    done, status = on_each_database(
+        backends,
+        args.postgres_url,
+        f"labelwise_bench_{os.getpid()}",
+        lambda database: run_backend(database, args, sources, labels),
+    )
+    setups = [setup for setup, _ in done]
+    results = [result for _, found in done for result in found]
     versions = [f"SQLite {sqlite3.sqlite_version}"]
     if "postgres" in backends:
         versions.append(f"PostgreSQL {postgres_version(args.postgres_url)}")
@@ -1011,13 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines = [*header, "", *report(setups, results, args.size, args.pool)] if results else header
     print("\n".join(lines))
-    command = " ".join([".venv/bin/python", "bench/batches.py", *sys.argv[1:]])
-    args.out.write_text(
-        "# bench/batches.py\n\n"
-        f"Command (from the repository root): `{command}`\n\n"
-        f"Machine: {machine()}\n\n```\n" + "\n".join(lines) + "\n```\n"
-    )
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_report(args.out, "bench/batches.py", lines)
     return status
 
 

@@ -22,7 +22,6 @@ It is a benchmark, not a test: the exit status is 0 whether the target is met or
 
 import argparse
 import gc
-import gzip
 import json
 import os
 import signal
@@ -40,10 +39,13 @@ import httpx
 import sqlalchemy as sa
 from common import (
     BIN,
-    REPO,
     BenchError,
-    admin_engine,
+    api_client,
     code_version,
+    copy_of,
+    find_debian_data,
+    postgres_server,
+    read_rows,
     running_server,
     service_env,
     throwaway_database,
@@ -58,7 +60,6 @@ from app.services.items import ITEM_TABLE, content_hash
 from app.services.projects import create_project
 from app.settings import Settings
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "debian-dev.jsonl.gz"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_RATIO = 0.5
 NDJSON_WRITE_LINES = 1_000  # lines per chunk the client writes to the stream
@@ -89,28 +90,18 @@ class Result:
 # --- data ----------------------------------------------------------------------------------
 
 
-def data_path() -> Path:
-    return Path(os.environ.get("LABELWISE_DEBIAN_DATA") or DEFAULT_DATA)
-
-
 def load_dataset(path: Path, count: int) -> Dataset:
-    """`count` items cycled from the rows; the k-th pass appends " [copy k <row id>]".
-
-    The row id is in the suffix because the source has normalized-text duplicates
-    (9,069 distinct texts in 10,330 rows), which a bare " [copy k]" would keep.
-    """
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
-    if not rows:
-        raise BenchError(f"{path} has no rows")
+    """`count` items cycled from the rows; the k-th pass makes the k-th copies (copy_of)."""
+    rows = read_rows(path)
     items: list[dict[str, Any]] = []
     for position in range(count):
         k, index = divmod(position, len(rows))
         row = rows[index]
+        external_id, text = copy_of(row["id"], row["text"], k)
         items.append(
             {
-                "external_id": f"{row['id']}-{k}",
-                "text": f"{row['text']} [copy {k} {row['id']}]",
+                "external_id": external_id,
+                "text": text,
                 "metadata": {"tags": row["tags"]},
                 "source": "public",
             }
@@ -186,11 +177,7 @@ def http_legs(
     results: list[Result] = []
     with (
         running_server(env, workdir / "server.log") as server,
-        httpx.Client(
-            base_url=server.url,
-            headers={"authorization": f"Bearer {key}"},
-            timeout=REQUEST_TIMEOUT_S,
-        ) as client,
+        api_client(server, key, REQUEST_TIMEOUT_S) as client,
     ):
         project_id = new_project(client, "bench-json", data.labels)
         server.reset_peak_rss()
@@ -291,15 +278,10 @@ def run_sqlite(data: Dataset, batch: int) -> list[Result]:
 
 
 def run_postgresql(data: Dataset, batch: int, admin_url: str) -> list[Result]:
-    admin = admin_engine(admin_url)
-    try:
-        try:
-            with admin.connect():
-                pass
-        except sa.exc.OperationalError as error:
-            reason = str(error.orig).strip().splitlines()[0]
-            where = f"{admin.url.host}:{admin.url.port}"
-            print(f"postgresql: skipped, {where} is unreachable: {reason}", file=sys.stderr)
+    url = sa.make_url(admin_url)
+    skipped = f"postgresql: skipped, {url.host}:{url.port} is unreachable"
+    with postgres_server(admin_url, skipped) as admin:
+        if admin is None:
             return []
         name = f"labelwise_bench_{os.getpid()}"
         with (
@@ -310,8 +292,6 @@ def run_postgresql(data: Dataset, batch: int, admin_url: str) -> list[Result]:
             floor = floor_leg("postgresql", floor_url, Path(tmp), data, batch)
             http = http_legs("postgresql", http_url, Path(tmp), data, batch)
             return [floor, *http]
-    finally:
-        admin.dispose()
 
 
 # --- report --------------------------------------------------------------------------------
@@ -366,9 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.items < 1 or args.batch < 1:
         parser.error("--items and --batch must be positive")
 
-    path = data_path()
-    if not path.is_file():
-        print(f"no data at {path}; set LABELWISE_DEBIAN_DATA", file=sys.stderr)
+    path = find_debian_data()
+    if path is None:
         return 2
     data = load_dataset(path, args.items)
     version = code_version()

@@ -31,8 +31,6 @@ It is a benchmark, not a test: the exit status is 0 whether the targets are met 
 
 import argparse
 import gc
-import gzip
-import json
 import math
 import os
 import signal
@@ -49,15 +47,21 @@ from typing import Any
 import httpx
 import numpy as np
 import scipy.sparse as sp
-import sqlalchemy as sa
 from common import (
+    DEBIAN_DATA,
     BenchError,
     Server,
-    admin_engine,
+    Source,
+    api_client,
     code_version,
+    expect,
+    load_sources,
+    percentile,
+    postgres_database,
+    progress,
     running_server,
     service_env,
-    throwaway_database,
+    table,
 )
 from common import machine as common_machine
 from threadpoolctl import threadpool_info
@@ -70,7 +74,6 @@ from app.registry.store import dump_pipeline, load_pipeline
 from app.registry.training import featurize, probabilities_from_features, train
 from app.services.predictions import prediction_rows
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/debian-dev.jsonl.gz"
 ALGORITHMS = ("tfidf_logreg", "hashing_sgd")
 SECTIONS = ("train", "score", "e2e", "api")
 ADMIN_KEY = "lw_bench_registry_admin_key_0123456789abcdef"
@@ -81,33 +84,19 @@ INGEST_BATCH = 10_000  # the server's max_items_per_request
 ANNOTATE_BATCH = 2_000
 JOB_TIMEOUT_S = 3_600.0
 POLL_S = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    id: str
-    text: str
-    label: str
+REQUEST_TIMEOUT_S = 900.0
 
 
 # --- data ----------------------------------------------------------------------------------
 
 
-def load_rows(path: Path) -> list[Row]:
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        rows = [json.loads(line) for line in lines if line.strip()]
-    if not rows:
-        raise BenchError(f"{path} has no rows")
-    return [Row(r["id"], r["text"], r["label"]) for r in rows]
-
-
-def sample(rows: list[Row], count: int) -> list[Row]:
+def sample(rows: list[Source], count: int) -> list[Source]:
     """`count` rows (all of them if count exceeds), in a fixed shuffled order."""
     order = np.random.default_rng(0).permutation(len(rows))
     return [rows[i] for i in order[: min(count, len(rows))]]
 
 
-def unique_items(rows: list[Row], count: int) -> tuple[list[dict[str, Any]], list[str]]:
+def unique_items(rows: list[Source], count: int) -> tuple[list[dict[str, Any]], list[str]]:
     """`count` items cycled from the rows; " #<position>" keeps every text unique (the file
     has only 9,069 distinct texts after normalization), and a number token unique to one
     item is dropped by min_df=2, so it does not help the model."""
@@ -137,7 +126,7 @@ class TrainResult:
     classes: list[str] = field(repr=False)
 
 
-def run_train(name: str, rows: list[Row], count: int) -> TrainResult:
+def run_train(name: str, rows: list[Source], count: int) -> TrainResult:
     algorithm = get_algorithm(name)
     params = algorithm.resolve_params({})
     chosen = sample(rows, count)
@@ -278,7 +267,7 @@ def time_registry(
 
 
 def run_score(
-    trained: TrainResult, rows: list[Row], pool: int, chunk: int, rounds: int, with_rows: bool
+    trained: TrainResult, rows: list[Source], pool: int, chunk: int, rounds: int, with_rows: bool
 ) -> ScoreResult:
     texts = [r.text for r in rows]
     featurize_times = []
@@ -339,18 +328,6 @@ def running_registry_server(database_url: str, workdir: Path, chunk: int) -> Ite
     )
     with running_server(env, workdir / "server.log") as server:
         yield server
-
-
-def admin_client(server: Server) -> httpx.Client:
-    return httpx.Client(
-        base_url=server.url, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=900
-    )
-
-
-def expect(response: httpx.Response, status: int, what: str) -> Any:
-    if response.status_code != status:
-        raise BenchError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
-    return response.json()
 
 
 def new_project(client: httpx.Client, name: str, labels: list[str]) -> int:
@@ -450,7 +427,7 @@ def e2e_leg(
     database_url: str,
     workdir: Path,
     algorithm: str,
-    rows: list[Row],
+    rows: list[Source],
     count: int,
     labeled: int,
     chunk: int,
@@ -460,7 +437,7 @@ def e2e_leg(
     chosen = sorted({position * count // labeled for position in range(labeled)})
     with (
         running_registry_server(database_url, workdir, chunk) as server,
-        admin_client(server) as client,
+        api_client(server, ADMIN_KEY, REQUEST_TIMEOUT_S) as client,
     ):
         project_id = new_project(client, f"bench-e2e-{algorithm}", sorted(set(labels)))
         started = time.perf_counter()
@@ -493,27 +470,7 @@ def e2e_leg(
     return result
 
 
-@contextmanager
-def postgres_database(admin_url: str, name: str) -> Iterator[str | None]:
-    """A throwaway database on the loopback server; yield its URL (None if the server is
-    unreachable); always DROP it."""
-    admin = admin_engine(admin_url)
-    try:
-        try:
-            with admin.connect():
-                pass
-        except sa.exc.OperationalError as error:
-            reason = str(error.orig).strip().splitlines()[0]
-            print(f"postgresql: skipped, unreachable: {reason}", file=sys.stderr)
-            yield None
-            return
-        with throwaway_database(admin, name) as url:
-            yield url
-    finally:
-        admin.dispose()
-
-
-def run_e2e(args: argparse.Namespace, algorithm: str, rows: list[Row]) -> list[E2EResult]:
+def run_e2e(args: argparse.Namespace, algorithm: str, rows: list[Source]) -> list[E2EResult]:
     results = []
     leg = (algorithm, rows, args.e2e_pool, args.e2e_labels, args.chunk)
     with tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp:
@@ -524,7 +481,7 @@ def run_e2e(args: argparse.Namespace, algorithm: str, rows: list[Row]) -> list[E
         name = f"labelwise_bench_registry_{os.getpid()}"
         with (
             tempfile.TemporaryDirectory(prefix="labelwise-bench-") as tmp,
-            postgres_database(args.postgres_url, name) as url,
+            postgres_database(args.postgres_url, name, "postgresql: skipped, unreachable") as url,
         ):
             if url is not None:
                 results.append(e2e_leg("postgresql", url, Path(tmp), *leg))
@@ -564,7 +521,7 @@ def latencies(
 
 
 def run_api(
-    algorithm: str, rows: list[Row], count: int, requests: int, interval: float, chunk: int
+    algorithm: str, rows: list[Source], count: int, requests: int, interval: float, chunk: int
 ) -> ApiResult:
     chosen = sample(rows, count)
     items, labels = unique_items(chosen, len(chosen))
@@ -573,7 +530,7 @@ def run_api(
         running_registry_server(
             f"sqlite:///{Path(tmp) / 'labelwise.db'}", Path(tmp), chunk
         ) as server,
-        admin_client(server) as client,
+        api_client(server, ADMIN_KEY, REQUEST_TIMEOUT_S) as client,
     ):
         project_id = new_project(client, f"bench-api-{algorithm}", sorted(set(labels)))
         ids = ingest(client, project_id, items)
@@ -595,28 +552,6 @@ def run_api(
 
 
 # --- report --------------------------------------------------------------------------------
-
-
-def progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else math.nan
-
-
-def table(header: list[str], rows: list[list[str]], *, text_columns: int = 1) -> list[str]:
-    """Aligned columns: the first `text_columns` to the left, the figures to the right."""
-
-    def cells(values: list[str]) -> str:
-        return "  ".join(
-            v.ljust(w) if i < text_columns else v.rjust(w)
-            for i, (v, w) in enumerate(zip(values, widths, strict=True))
-        ).rstrip()
-
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = cells(header)
-    return [line, "-" * len(line), *(cells(row) for row in rows)]
 
 
 def report_train(results: list[TrainResult]) -> list[str]:
@@ -846,19 +781,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--pool, --labels, --chunk, --rounds and --api-requests must be positive")
     if args.e2e_pool < 0 or 0 < args.e2e_pool < 1_000 or args.e2e_labels < 100:
         parser.error("--e2e-pool must be 0 (skip) or at least 1000; --e2e-labels at least 100")
-    if not DATA.is_file():
+    if not DEBIAN_DATA.is_file():
         print(
-            f"no data at {DATA}: this benchmark needs the Debian descriptions "
+            f"no data at {DEBIAN_DATA}: this benchmark needs the Debian descriptions "
             "(shared/data/debian-dev.jsonl.gz next to the repository)",
             file=sys.stderr,
         )
         return 2
-    rows = load_rows(DATA)
+    rows = load_sources(DEBIAN_DATA)
     algorithms = list(ALGORITHMS) if args.algorithm == "all" else [args.algorithm]
     sections = args.only
     if args.e2e_pool == 0:
         sections = sections - {"e2e"}
-    print(f"{len(rows)} rows from {DATA}; sections {sorted(sections)}", file=sys.stderr)
+    print(f"{len(rows)} rows from {DEBIAN_DATA}; sections {sorted(sections)}", file=sys.stderr)
 
     # A SIGTERM unwinds like Ctrl-C, so the finally blocks stop servers and drop databases.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
