@@ -1,7 +1,10 @@
 """Consensus labels from several annotators: majority vote (the baseline), Dawid-Skene EM, and
 CROWDLAB (cleanlab), each with per-item and per-annotator quality estimates."""
 
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +18,23 @@ from app.ml.agreement import Votes, agreement_with_others, label_counts
 _POSTERIOR_TIE = 1e-9
 # Size of the seeded perturbation that breaks exact ties in the initial soft counts.
 _INIT_JITTER = 1e-3
+# cleanlab breaks its last majority-vote ties with numpy's global RNG; seeded, the same votes
+# give the same consensus on every call.
+CROWDLAB_SEED = 0
+_global_rng_lock = threading.Lock()
+
+
+@contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """numpy's global RNG seeded for the block and restored after it; one block at a time,
+    since the state is shared by every thread."""
+    with _global_rng_lock:
+        state = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,16 +267,17 @@ def crowdlab(votes: Votes, pred_probs: np.ndarray) -> Consensus:
     with warnings.catch_warnings():
         # Both are about the input, which the agreement statistics already report: annotators
         # who never agree, and majority-vote ties that pred_probs, class frequencies and
-        # annotator agreement all fail to break (cleanlab then draws with numpy's global RNG;
-        # CROWDLAB's own consensus only falls back on that vote for exact posterior ties).
+        # annotator agreement all fail to break (cleanlab then draws with numpy's global RNG,
+        # seeded here; CROWDLAB's own consensus only falls back on that vote for exact ties).
         warnings.filterwarnings("ignore", message="Annotators do not agree on any example")
         warnings.filterwarnings("ignore", message="breaking ties of examples")
-        result = get_label_quality_multiannotator(
-            dense,
-            _normalised(probs[np.ix_(items, used)]),
-            verbose=False,
-            return_detailed_quality=False,
-        )
+        with _seeded_global_rng(CROWDLAB_SEED):
+            result = get_label_quality_multiannotator(
+                dense,
+                _normalised(probs[np.ix_(items, used)]),
+                verbose=False,
+                return_detailed_quality=False,
+            )
     label_quality = result["label_quality"]
     labels[items] = used[label_quality["consensus_label"].to_numpy(dtype=np.int64)]
     quality[items] = label_quality["consensus_quality_score"].to_numpy(dtype=np.float64)

@@ -105,6 +105,11 @@ class ConsensusItem(BaseModel):
     )
     votes: dict[str, int]
     abstentions: int
+    complete: bool = pydantic.Field(
+        description="The item has its required answers (annotators_per_item; two in the "
+        "pilot), so under the project's method this label resolves it; otherwise it is "
+        "provisional."
+    )
 
 
 class AnnotatorQuality(BaseModel):

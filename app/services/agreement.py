@@ -52,7 +52,10 @@ def _measurable(counts: np.ndarray) -> bool:
 
 
 def _alpha(counts: np.ndarray) -> float | None:
-    return stats.krippendorff_alpha_nominal(counts) if _measurable(counts) else None
+    """Alpha at the precision it is reported with (4 decimals): the report, its warnings and
+    the pilot gate compare that same number with the threshold, so what is shown is what
+    was decided."""
+    return _round(stats.krippendorff_alpha_nominal(counts)) if _measurable(counts) else None
 
 
 def report(session: Session, *, project: Project) -> AgreementReport:
@@ -180,12 +183,12 @@ def _interpret(
         "needs_work": "below 0.6: the task definition needs work before more labels are "
         "collected; the labels disagree too often to train on.",
     }[reading]
-    threshold = f" The project's threshold is {project.agreement_threshold:.2f}; " + (
+    threshold = f" The project's threshold is {project.agreement_threshold:g}; " + (
         "it is met." if alpha >= project.agreement_threshold else "it is not met."
     )
     return Interpretation(
         band=reading,
-        summary=f"Krippendorff's alpha is {alpha:.2f}{span} over {pairable} items labeled by "
+        summary=f"Krippendorff's alpha is {alpha:g}{span} over {pairable} items labeled by "
         f"at least two people: {verdict}{threshold}",
     )
 
@@ -208,8 +211,8 @@ def _warnings(
         warnings.append(
             AgreementWarning(
                 code="below_threshold",
-                message=f"Alpha {alpha:.2f} is below the project's agreement threshold "
-                f"{project.agreement_threshold:.2f}. The likely causes follow, with evidence.",
+                message=f"Alpha {alpha:g} is below the project's agreement threshold "
+                f"{project.agreement_threshold:g}. The likely causes follow, with evidence.",
                 evidence={"krippendorff_alpha": alpha, "threshold": project.agreement_threshold},
             )
         )

@@ -24,7 +24,7 @@ from app.jobs.context import JobContext
 from app.ml import consensus as methods
 from app.ml.consensus import Consensus
 from app.models.annotation import Annotation
-from app.models.base import ConsensusMethod, ItemStatus, utcnow
+from app.models.base import AnnotationSource, ConsensusMethod, ItemStatus, utcnow
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.model_version import ModelVersion, registry_version_name
@@ -34,8 +34,9 @@ from app.models.review import Review
 from app.pagination import PageRequest, encode_cursor
 from app.registry.algorithms import get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import jobs
+from app.services import item_status, jobs
 from app.services import models as registry
+from app.services.item_status import Resolution
 from app.services.votes import ProjectVotes, load_votes
 
 DAWID_SKENE_SEED = 0
@@ -86,7 +87,15 @@ def compute(
             col(Annotation.project_id) == project.id
         )
     ).one()
-    key = (project.id, method, count, last_id, tuple(project.labels), version and version.id)
+    key = (
+        str(database.engine.url),  # tests and benches run several databases in one process
+        project.id,
+        method,
+        count,
+        last_id,
+        tuple(project.labels),
+        version and version.id,
+    )
     cached = _cache.get(key)
     if cached is not None:
         return cached
@@ -176,8 +185,11 @@ def _out_of_fold_probabilities(
     return normalized
 
 
-def consensus_page(computed: Computed, page: PageRequest) -> ConsensusPage:
-    """One page of items in id order, with every annotator's quality."""
+def consensus_page(computed: Computed, page: PageRequest, *, required: int) -> ConsensusPage:
+    """One page of items in id order, with every annotator's quality. `required` is the
+    project's required answers per item: majority applies item_status's rule (the winner
+    needs more than half of the required answers too), and `complete` says whether the item
+    has its answers, i.e. whether this label resolves it."""
     loaded, result = computed.loaded, computed.result
     start = 0
     if page.after_id is not None:
@@ -186,13 +198,14 @@ def consensus_page(computed: Computed, page: PageRequest) -> ConsensusPage:
     items = [
         ConsensusItem(
             item_id=int(loaded.item_ids[code]),
-            label=loaded.labels[result.labels[code]] if result.labels[code] >= 0 else None,
+            label=_label(computed, code, required),
             quality=_finite(result.quality[code]),
             votes={
                 loaded.labels[label]: int(computed.counts[code, label])
                 for label in np.flatnonzero(computed.counts[code])
             },
             abstentions=int(computed.abstentions[code]),
+            complete=bool(computed.counts[code].sum() + computed.abstentions[code] >= required),
         )
         for code in codes
     ]
@@ -216,6 +229,20 @@ def consensus_page(computed: Computed, page: PageRequest) -> ConsensusPage:
             key=lambda a: (a.quality is None, -(a.quality or 0.0), a.annotator),
         ),
     )
+
+
+def _label(computed: Computed, code: int, required: int) -> str | None:
+    winner = int(computed.result.labels[code])
+    if winner < 0:
+        return None
+    complete = computed.counts[code].sum() + computed.abstentions[code] >= required
+    if (
+        computed.method == ConsensusMethod.majority
+        and complete
+        and not 2 * computed.counts[code, winner] > required
+    ):
+        return None  # "I don't know"s left too few labels (item_status.derive's rule)
+    return computed.loaded.labels[winner]
 
 
 def _finite(value: float) -> float | None:
@@ -261,87 +288,140 @@ def run_apply_consensus(context: JobContext) -> dict[str, Any]:
         method = ConsensusMethod(project.consensus_method)
         if method == ConsensusMethod.majority:
             return {"method": method, "changed": 0, "skipped": "majority is applied per item"}
+        newer = _newer_apply_job(session, project_id=project.id or 0, job_id=context.job_id)
+        if newer is not None:
+            # Two requests raced past queue_apply's check: the later job does the work.
+            return {"method": method, "changed": 0, "skipped": f"superseded by job {newer}"}
         computed = compute(session, context.database, project=project, method=method)
     context.progress(0.5, cancellable=True)
     loaded, result = computed.loaded, computed.result
-    answers = computed.counts.sum(axis=1) + computed.abstentions
-    ready = np.flatnonzero(answers >= project.required_annotators)
+    n_labels = computed.counts.sum(axis=1)
+    ready = np.flatnonzero(n_labels + computed.abstentions >= project.required_annotators)
     decided = {
         int(loaded.item_ids[code]): (
             loaded.labels[result.labels[code]] if result.labels[code] >= 0 else None,
             _finite(result.quality[code]),
+            int(n_labels[code]),
         )
         for code in ready
     }
-    changed = 0
-    now = utcnow()
-    statement = (
-        update(Item)
-        .where(col(Item.id) == bindparam("item_id"))
-        .values(
-            status=bindparam("status"),
-            resolved_label=bindparam("label"),
-            resolved_by=bindparam("by"),
-            consensus_quality=bindparam("quality"),
-            updated_at=bindparam("now"),
-        )
-        .execution_options(synchronize_session=False)
-    )
     ids = sorted(decided)
-    with context.database.session(write=True) as session:
-        for start in range(0, len(ids), WRITE_CHUNK):
-            chunk = ids[start : start + WRITE_CHUNK]
-            reviewed = set(
-                session.exec(
-                    select(Review.item_id).where(
-                        col(Review.item_id).in_(chunk), col(Review.is_current)
-                    )
-                )
+    changed = 0
+    for start in range(0, len(ids), WRITE_CHUNK):
+        chunk = ids[start : start + WRITE_CHUNK]
+        # One short transaction per chunk, so annotators' submissions wait for a chunk at most.
+        with context.database.session(write=True) as session:
+            changed += _apply_chunk(
+                session, chunk=chunk, decided=decided, required=project.required_annotators
             )
-            current = (
-                session.connection()
-                .execute(
-                    select_columns(
-                        col(Item.id),
-                        col(Item.status),
-                        col(Item.resolved_label),
-                        col(Item.resolved_by),
-                        col(Item.consensus_quality),
-                    ).where(col(Item.id).in_(chunk))
-                )
-                .all()
-            )
-            rows = []
-            for item_id, status, label, by, quality in current:
-                if item_id is None or item_id in reviewed:
-                    continue
-                new_label, new_quality = decided[item_id]
-                new = (
-                    (ItemStatus.labeled, new_label, "consensus", new_quality)
-                    if new_label is not None
-                    else (ItemStatus.needs_review, None, None, new_quality)
-                )
-                if (status, label, by, quality) != new:
-                    rows.append(
-                        {
-                            "item_id": item_id,
-                            "status": new[0],
-                            "label": new[1],
-                            "by": new[2],
-                            "quality": new[3],
-                            "now": now,
-                        }
-                    )
-            if rows:
-                session.connection().execute(statement, rows)
-                changed += len(rows)
-        session.commit()
+            session.commit()
     return {
         "method": method,
         "model_version": computed.model_version,
         "items_considered": len(ids),
         "changed": changed,
-        "undecided": sum(1 for label, _ in decided.values() if label is None),
+        "undecided": sum(1 for label, _, _ in decided.values() if label is None),
         "converged": result.converged,
         "iterations": result.iterations,
     }
+
+
+def _newer_apply_job(session: Session, *, project_id: int, job_id: int) -> int | None:
+    return session.exec(
+        select(Job.id)
+        .where(
+            col(Job.project_id) == project_id,
+            col(Job.kind) == JobKind.apply_consensus,
+            col(Job.status) == "queued",
+            col(Job.id) > job_id,
+        )
+        .limit(1)
+    ).first()
+
+
+_SET_RESOLUTION = (
+    update(Item)
+    .where(col(Item.id) == bindparam("item_id"))
+    .values(
+        status=bindparam("status"),
+        resolved_label=bindparam("label"),
+        resolved_by=bindparam("by"),
+        consensus_quality=bindparam("quality"),
+        updated_at=bindparam("now"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+def _apply_chunk(
+    session: Session,
+    *,
+    chunk: list[int],
+    decided: dict[int, tuple[str | None, float | None, int]],
+    required: int,
+) -> int:
+    """Write the consensus of one chunk of items; returns how many changed.
+
+    The items are locked first (in id order, as every writer locks them), then their reviews
+    and auto-accepts are read: a review committed meanwhile is seen and wins.
+    """
+    current = (
+        session.connection()
+        .execute(
+            select_columns(
+                col(Item.id),
+                col(Item.status),
+                col(Item.resolved_label),
+                col(Item.resolved_by),
+                col(Item.consensus_quality),
+            )
+            .where(col(Item.id).in_(chunk))
+            .order_by(col(Item.id))
+            .with_for_update()
+        )
+        .all()
+    )
+    reviewed = set(
+        session.exec(
+            select(Review.item_id).where(col(Review.item_id).in_(chunk), col(Review.is_current))
+        )
+    )
+    model_labels: dict[int, str | None] = dict(
+        session.exec(
+            select(Annotation.item_id, Annotation.label).where(
+                col(Annotation.item_id).in_(chunk),
+                col(Annotation.is_current),
+                col(Annotation.source) == AnnotationSource.model,
+            )
+        ).all()
+    )
+    now = utcnow()
+    rows = []
+    for item_id, status, label, by, quality in current:
+        if item_id is None or item_id in reviewed:
+            continue
+        new_label, new_quality, n_labels = decided[item_id]
+        new = (
+            Resolution(ItemStatus.labeled, new_label, "consensus", new_quality)
+            if new_label is not None
+            else item_status.unsettled(
+                model_label=model_labels.get(item_id),
+                n_labels=n_labels,
+                required=required,
+                quality=new_quality,
+            )
+        )
+        if (status, label, by, quality) != tuple(new):
+            rows.append(
+                {
+                    "item_id": item_id,
+                    "status": new.status,
+                    "label": new.label,
+                    "by": new.resolved_by,
+                    "quality": new.quality,
+                    "now": now,
+                }
+            )
+    if rows:
+        session.connection().execute(_SET_RESOLUTION, rows)
+    return len(rows)

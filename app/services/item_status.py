@@ -59,11 +59,12 @@ def derive(
             label, top = labels.most_common(1)[0]
             if 2 * top > labels.total() and 2 * top > annotators_per_item:
                 return Resolution(ItemStatus.labeled, label, "consensus", quality)
-        # A tie, a plurality, or too few labels: batches will not hand it out again, so a
-        # reviewer decides; an auto-accepted label stays meanwhile.
-        if model_label is not None and labels.total() < annotators_per_item:
-            return Resolution(ItemStatus.needs_review, model_label, "model", quality)
-        return Resolution(ItemStatus.needs_review, None, None, quality)
+        return unsettled(
+            model_label=model_label,
+            n_labels=labels.total(),
+            required=annotators_per_item,
+            quality=quality,
+        )
     waiting_for_review = review_reason in REVIEW_REASONS
     if waiting_for_review and not labels:
         status = ItemStatus.needs_review  # only "I don't know" so far: still needs a reviewer
@@ -76,6 +77,18 @@ def derive(
     if model_label is not None:
         return Resolution(status, model_label, "model", quality)
     return Resolution(status, None, None, quality)
+
+
+def unsettled(
+    *, model_label: str | None, n_labels: int, required: int, quality: float | None
+) -> Resolution:
+    """An item with its answers but no decision (a tie, a plurality, too few labels): batches
+    will not hand it out again, so a reviewer decides. When "I don't know"s left fewer labels
+    than required, an auto-accepted model label stays meanwhile; when humans disagreed, it
+    does not. The consensus job uses the same rule for items its method leaves undecided."""
+    if model_label is not None and n_labels < required:
+        return Resolution(ItemStatus.needs_review, model_label, "model", quality)
+    return Resolution(ItemStatus.needs_review, None, None, quality)
 
 
 def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:

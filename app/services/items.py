@@ -398,10 +398,10 @@ def get_item(session: Session, *, project_id: int, item_id: int) -> Item:
 
 
 def item_public(item: Item, *, viewer: Principal) -> ItemPublic:
-    """The public view of an item; annotators label blind, so no resolved label for them."""
+    """The public view of an item; annotators label blind, so not how it resolved."""
     public = ItemPublic.of(item)
     if viewer.role == Role.annotator:
-        public.resolved_label = None
+        public.resolved_label = public.resolved_by = public.consensus_quality = None
     return public
 
 

@@ -19,7 +19,7 @@ from app.ml.thresholds import (
     wilson_interval,
 )
 from app.models.annotation import Annotation
-from app.models.base import AnnotationSource, utcnow
+from app.models.base import AnnotationSource, Phase, utcnow
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.model_version import ModelVersion, registry_version_name
@@ -170,6 +170,11 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
     allowed = np.array([label in project.labels for label in source.labels])
     thresholds = [t if allowed[k] else None for k, t in enumerate(thresholds)]
     cutoffs = np.array([np.inf if t is None else t for t in thresholds])
+    # A pilot measures human agreement: every item needs two human answers, so nothing is
+    # auto-accepted and a prediction is only a suggestion (the item stays in the label queue).
+    pilot = project.phase == Phase.pilot
+    if pilot:
+        cutoffs = np.full_like(cutoffs, np.inf)
     context.progress(0.05)
 
     chunks, skipped = _read_phase(context, project, source, allowed, cutoffs)
@@ -183,10 +188,12 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
     per_label: Counter[int] = Counter()
     for index, chunk in enumerate(chunks):
         with context.database.session(write=True) as session:
-            applied = _write_chunk(session, project, source, chunk, audited, thresholds)
+            applied = _write_chunk(
+                session, project, source, chunk, audited, thresholds, pilot=pilot
+            )
             session.commit()
         for top, accept, audit in applied:
-            counts["auto_accepted" if accept else "needs_review"] += 1
+            counts["auto_accepted" if accept else "suggested" if pilot else "needs_review"] += 1
             counts["audited"] += audit
             per_label[top] += accept
         context.progress(0.7 + 0.3 * (index + 1) / len(chunks), cancellable=False)
@@ -203,8 +210,13 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
         "considered": considered,
         "auto_accepted": counts["auto_accepted"],
         "needs_review": counts["needs_review"],
+        "suggested": counts["suggested"],
+        "pilot": pilot,
         "audited": counts["audited"],
-        "skipped": considered - counts["auto_accepted"] - counts["needs_review"],
+        "skipped": considered
+        - counts["auto_accepted"]
+        - counts["needs_review"]
+        - counts["suggested"],
         "expected_precision": {
             "estimate": estimate.estimate,
             "ci_low": estimate.low,
@@ -325,8 +337,11 @@ def _write_chunk(
     chunk: ChunkDecisions,
     audited: set[int],
     thresholds: list[float | None],
+    *,
+    pilot: bool,
 ) -> list[tuple[int, bool, bool]]:
-    """Apply one chunk's decisions; return (label index, accepted, audited) per applied item."""
+    """Apply one chunk's decisions; return (label index, accepted, audited) per applied item.
+    In a pilot a prediction below the threshold is a suggestion, not a review case."""
     if chunk.new_probabilities is not None:
         upsert_predictions(
             session,
@@ -384,7 +399,8 @@ def _write_chunk(
                 )
             )
         audit = accept and item_id in audited
-        item.review_reason = ("audit" if audit else None) if accept else "low_confidence"
+        below = None if pilot else "low_confidence"
+        item.review_reason = ("audit" if audit else None) if accept else below
         item.suggested_label, item.suggestion_confidence = label, confidence
         session.add(item)
         applied.append((top, accept, audit))

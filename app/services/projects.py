@@ -94,14 +94,15 @@ def _phase_change(
     if new_phase == project.phase:
         return None
     alpha, pairable = agreement.measured_alpha(session, project=project)
-    threshold = float(changes.get("agreement_threshold", project.agreement_threshold))  # type: ignore[arg-type]
+    # The stored threshold: lowering it in the same request does not open the gate.
+    threshold = project.agreement_threshold
     leaving_pilot = project.phase == Phase.pilot and new_phase == Phase.production
     below = alpha is None or alpha < threshold
     if leaving_pilot and below and not force:
-        measured = "cannot be measured yet" if alpha is None else f"is {alpha:.3f}"
+        measured = "cannot be measured yet" if alpha is None else f"is {alpha:g}"
         raise Conflict(
             f"Agreement {measured} (Krippendorff's alpha over {pairable} items with two or more "
-            f"labels), below the agreement threshold {threshold}: the pilot is not done. "
+            f"labels), below the agreement threshold {threshold:g}: the pilot is not done. "
             "See GET .../agreement for the likely causes, or send force: true with a reason.",
             slug="agreement-below-threshold",
             context={

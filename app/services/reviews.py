@@ -1,14 +1,17 @@
 """Reviews: a reviewer's final word on an item. It overrides consensus and auto-accepts, is
 kept with what the item resolved to before, and a later review replaces it (history kept)."""
 
+from datetime import datetime
+
 from sqlmodel import Session, col, select
 
 from app.errors import ErrorDetail, Forbidden, NotFound, ValidationFailed
 from app.jobs.context import JobRunner
 from app.models.base import Role, utcnow
+from app.models.batch import Batch, Lease
 from app.models.item import Item
 from app.models.project import Project
-from app.models.review import Review, ReviewCreate
+from app.models.review import Review, ReviewCreate, ReviewPublic
 from app.pagination import PageRequest, keyset
 from app.services import batches, item_status, models
 from app.services.api_keys import Principal
@@ -36,6 +39,13 @@ def submit_review(
     if item is None:
         raise NotFound(f"No item {data.item_id} in this project.")
     now = utcnow()
+    if principal.role == Role.annotator and not _holds_review_lease(
+        session, item_id=data.item_id, annotator=principal.name, now=now
+    ):
+        raise Forbidden(
+            "An annotator key decides only items it holds from the review queue "
+            '(POST .../batches with "queue": "review"); admin and service keys decide any item.'
+        )
     previous = session.exec(
         select(Review).where(col(Review.item_id) == item.id, col(Review.is_current))
     ).first()
@@ -65,6 +75,30 @@ def submit_review(
     if retrain is not None and retrain.id is not None:
         runner.enqueue(retrain.id)
     return review
+
+
+def _holds_review_lease(session: Session, *, item_id: int, annotator: str, now: datetime) -> bool:
+    """Whether the annotator holds a live lease on the item from a review-queue batch."""
+    lease = session.exec(
+        select(Lease.id)
+        .join(Batch, col(Batch.id) == col(Lease.batch_id))
+        .where(
+            col(Lease.item_id) == item_id,
+            col(Lease.annotator) == annotator,
+            col(Lease.released_at).is_(None),
+            col(Lease.expires_at) > now,
+            col(Batch.queue) == "review",
+        )
+    ).first()
+    return lease is not None
+
+
+def review_public(review: Review, *, viewer: Principal) -> ReviewPublic:
+    """The public view of a review; annotators label blind, so not what the item was before."""
+    public = ReviewPublic.model_validate(review.model_dump())
+    if viewer.role == Role.annotator:
+        public.previous_label = public.previous_resolved_by = None
+    return public
 
 
 def list_reviews(

@@ -41,8 +41,8 @@ def load_votes(session: Session, *, project: Project) -> ProjectVotes:
     labels = list(project.labels)
     width = len(labels) + 1
     label_code = case(
-        {label: code + 1 for code, label in enumerate(labels)},
-        value=col(Annotation.label),
+        (col(Annotation.abstain), 0),
+        *((col(Annotation.label) == label, code + 1) for code, label in enumerate(labels)),
         else_=0,
     )
     answer = cast(col(Annotation.item_id), BigInteger) * literal(width) + label_code
@@ -57,8 +57,9 @@ def load_votes(session: Session, *, project: Project) -> ProjectVotes:
             col(Annotation.source) != AnnotationSource.model,
         )
         .group_by(col(Annotation.annotator))
-        .order_by(col(Annotation.annotator))
     ).all()
+    # Sorted here, not by the database: collations differ between SQLite and PostgreSQL.
+    rows = sorted(rows, key=lambda row: row[0])
     annotators = [name for name, _ in rows]
     per_annotator = [np.array(joined.split(","), dtype=np.int64) for _, joined in rows]
     answers = np.concatenate(per_annotator) if per_annotator else np.zeros(0, dtype=np.int64)

@@ -175,11 +175,26 @@ def test_majority_consensus_keeps_ties_undecided_and_pages(
     ).json()
     assert [i["item_id"] for i in second["items"]] == ids[2:]
     assert second["items"][0]["abstentions"] == 1 and second["next_cursor"] is None
+    # One label and one "I don't know" of the two answers required: no decision, as in the
+    # item's status (one vote of two does not make a majority).
+    assert (second["items"][0]["label"], second["items"][0]["complete"]) == (None, True)
+    item = client.get(f"/v1/projects/{project_id}/items/{ids[2]}", headers=admin).json()
+    assert (item["status"], item["resolved_label"]) == ("needs_review", None)
+    assert clear["complete"] is True
     annotators = {a["annotator"]: a for a in first["annotators"]}
     assert annotators["a"]["n"] == 2 and annotators["c"]["n"] == 1
     # The tie is in the review queue, never silently the first label.
     item = client.get(f"/v1/projects/{project_id}/items/{ids[1]}", headers=admin).json()
     assert item["status"] == "needs_review" and item["resolved_label"] is None
+    # An item still waiting for its second answer shows a provisional label.
+    late = ingest(client, admin, project_id, [{"text": "late"}])["results"][0]["id"]
+    _answers(client, admin, project_id, {"a": ["negative"]}, [late])
+    last = client.get(
+        f"/v1/projects/{project_id}/consensus",
+        params={"limit": 1000},
+        headers=admin,
+    ).json()["items"][-1]
+    assert (last["item_id"], last["label"], last["complete"]) == (late, "negative", False)
 
 
 def test_dawid_skene_consensus_on_request(client: TestClient, session: Session) -> None:
@@ -226,7 +241,7 @@ def test_crowdlab_needs_a_model(client: TestClient, session: Session) -> None:
 
 def test_review_overrides_consensus_and_keeps_history(client: TestClient, session: Session) -> None:
     admin = auth(make_key(session))
-    reviewer = make_key(session, role=Role.annotator, name="rita")
+    reviewer = make_key(session, role=Role.service, name="rita")
     project_id, ids = _project_with_items(client, admin, 2)
     _answers(client, admin, project_id, {"a": ["positive", "negative"]}, ids)
     item = client.get(f"/v1/projects/{project_id}/items/{ids[0]}", headers=admin).json()
@@ -266,9 +281,51 @@ def test_review_overrides_consensus_and_keeps_history(client: TestClient, sessio
         ("neutral", False),
         ("negative", True),
     ]
-    # An annotator sees only their own reviews.
-    mine = client.get(f"/v1/projects/{project_id}/reviews", headers=auth(reviewer)).json()
-    assert mine["items"] == []  # rita's review was replaced; history is opt-in
+    current = client.get(f"/v1/projects/{project_id}/reviews", headers=auth(reviewer)).json()
+    assert [r["label"] for r in current["items"]] == ["negative"]  # history is opt-in
+
+
+def test_annotator_reviews_only_what_the_review_queue_gave_them_blind(
+    client: TestClient, session: Session
+) -> None:
+    admin = auth(make_key(session))
+    rita = auth(make_key(session, role=Role.annotator, name="rita"))
+    project_id, ids = _project_with_items(client, admin, 2, annotators_per_item=2)
+    _answers(
+        client, admin, project_id, {"a": ["positive", "positive"], "b": ["negative", "*"]}, ids
+    )
+    url = f"/v1/projects/{project_id}/reviews"
+    # Not leased to rita: refused, and nothing changes.
+    refused = client.post(url, json={"item_id": ids[0], "label": "neutral"}, headers=rita)
+    assert refused.status_code == 403, refused.text
+    assert client.get(url, headers=admin).json()["items"] == []
+
+    batch = client.post(
+        f"/v1/projects/{project_id}/batches", json={"size": 5, "queue": "review"}, headers=rita
+    ).json()
+    assert [entry["item"]["id"] for entry in batch["items"]] == [ids[0]]  # the tie
+    leased = batch["items"][0]["item"]
+    assert leased["resolved_by"] is None and leased["consensus_quality"] is None
+    created = client.post(url, json={"item_id": ids[0], "label": "neutral"}, headers=rita)
+    assert created.status_code == 201, created.text
+    # Rita labels blind: she does not learn what her colleagues' answers resolved to.
+    assert created.json()["previous_label"] is None
+    assert created.json()["previous_resolved_by"] is None
+    mine = client.get(url, headers=rita).json()["items"]
+    assert [(r["label"], r["previous_resolved_by"]) for r in mine] == [("neutral", None)]
+    seen_by_admin = client.get(url, headers=admin).json()["items"]
+    assert [(r["reviewer"], r["label"]) for r in seen_by_admin] == [("rita", "neutral")]
+    item = client.get(f"/v1/projects/{project_id}/items/{ids[0]}", headers=admin).json()
+    assert (item["status"], item["resolved_label"], item["resolved_by"]) == (
+        "labeled",
+        "neutral",
+        "review",
+    )
+    # The lease was released by the decision: a second review from rita is refused.
+    again = client.post(url, json={"item_id": ids[0], "label": "negative"}, headers=rita)
+    assert again.status_code == 403
+    seen_by_rita = client.get(f"/v1/projects/{project_id}/items/{ids[0]}", headers=rita).json()
+    assert seen_by_rita["resolved_label"] is None and seen_by_rita["resolved_by"] is None
 
 
 def test_review_rejects_bad_input_and_changes_nothing(client: TestClient, session: Session) -> None:
@@ -325,6 +382,17 @@ def test_leaving_the_pilot_below_the_threshold_needs_force_and_a_reason(
     assert problem["context"]["agreement_threshold"] == 0.8
     assert problem["context"]["krippendorff_alpha"] < 0.8
     assert client.get(url, headers=admin).json()["phase"] == "pilot"
+    # Lowering the threshold in the same request does not open the gate, and changes nothing.
+    lowered = client.patch(
+        url, json={"phase": "production", "agreement_threshold": 0.0}, headers=admin
+    )
+    assert lowered.status_code == 409
+    assert lowered.json()["context"]["agreement_threshold"] == 0.8
+    unchanged = client.get(url, headers=admin).json()
+    assert (unchanged["phase"], unchanged["agreement_threshold"]) == ("pilot", 0.8)
+    # The report's alpha is the number the gate compared (same rounding).
+    report = client.get(f"{url}/agreement", headers=admin).json()
+    assert report["krippendorff_alpha"] == problem["context"]["krippendorff_alpha"]
 
     no_reason = client.patch(url, json={"phase": "production", "force": True}, headers=admin)
     assert no_reason.status_code == 422

@@ -4,7 +4,15 @@ on a trained model's out-of-fold probabilities."""
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
+from sqlmodel import col
 
+from app.db import Database
+from app.jobs.context import JobContext
+from app.models.job import Job, JobKind
+from app.services import jobs
+from app.services.consensus import run_apply_consensus
+from app.settings import Settings
 from tests.api.test_registry import labeled_project, train
 from tests.conftest import wait_for_job
 
@@ -142,3 +150,117 @@ def test_crowdlab_uses_the_active_models_out_of_fold_probabilities(
     job = wait_for_job(live_client, _jobs(live_client, project_id, "apply_consensus")[0])
     assert job["status"] == "succeeded", job
     assert job["result"]["model_version"] == "registry:1"
+
+
+def _prelabel(client: TestClient, project_id: int, **body: Any) -> dict[str, Any]:
+    response = client.post(f"/v1/projects/{project_id}/prelabels", json=body)
+    assert response.status_code == 202, response.text
+    job = wait_for_job(client, response.json())
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def test_a_pilot_auto_accepts_nothing_predictions_stay_suggestions(
+    live_client: TestClient,
+) -> None:
+    project_id, _, pool = labeled_project(live_client, n_labeled=8, n_pool=4)
+    assert train(live_client, project_id, activate=True)["status"] == "succeeded"
+    back = live_client.patch(f"/v1/projects/{project_id}", json={"phase": "pilot"})
+    assert back.status_code == 200, back.text
+
+    job = _prelabel(live_client, project_id, threshold=0.01, item_ids=pool)
+
+    result = job["result"]
+    assert (result["pilot"], result["auto_accepted"], result["needs_review"]) == (True, 0, 0)
+    assert result["suggested"] == len(pool)
+    for item_id in pool:
+        item = live_client.get(f"/v1/projects/{project_id}/items/{item_id}").json()
+        # Still in the label queue, for two humans; the prediction is only a suggestion.
+        assert (item["status"], item["resolved_label"], item["review_reason"]) == (
+            "unlabeled",
+            None,
+            None,
+        )
+        assert item["suggested_label"] is not None
+        assert not [a for a in item["annotations"] if a["source"] == "model"]
+
+
+def test_consensus_job_keeps_an_auto_accept_that_abstentions_left_undecided(
+    live_client: TestClient,
+) -> None:
+    project_id, _, pool = labeled_project(
+        live_client, n_labeled=8, n_pool=2, consensus_method="dawid_skene"
+    )
+    assert train(live_client, project_id, activate=True)["status"] == "succeeded"
+    _prelabel(live_client, project_id, threshold=0.01, item_ids=pool[:1], audit_share=0)
+    accepted = live_client.get(f"/v1/projects/{project_id}/items/{pool[0]}").json()
+    assert (accepted["status"], accepted["resolved_by"]) == ("labeled", "model")
+    two = live_client.patch(f"/v1/projects/{project_id}", json={"annotators_per_item": 2})
+    assert two.status_code == 200, two.text
+    for job in _jobs(live_client, project_id, "apply_consensus"):
+        wait_for_job(live_client, job)
+    before = {j["id"] for j in _jobs(live_client, project_id, "apply_consensus")}
+
+    response = live_client.post(
+        f"/v1/projects/{project_id}/annotations",
+        json=[
+            {"item_id": pool[0], "label": None, "abstain": True, "annotator": who}
+            for who in ("a", "b")
+        ],
+    )
+    assert response.status_code == 200, response.text
+    # Item status and the consensus job use one rule: two "I don't know"s send the item to a
+    # reviewer, and the model's label stays meanwhile.
+    for job in _jobs(live_client, project_id, "apply_consensus"):
+        if job["id"] not in before:
+            assert wait_for_job(live_client, job)["status"] == "succeeded"
+    item = live_client.get(f"/v1/projects/{project_id}/items/{pool[0]}").json()
+    assert (item["status"], item["resolved_label"], item["resolved_by"]) == (
+        "needs_review",
+        accepted["resolved_label"],
+        "model",
+    )
+    page = live_client.get(f"/v1/projects/{project_id}/consensus", params={"limit": 1000}).json()
+    entry = next(i for i in page["items"] if i["item_id"] == pool[0])
+    assert (entry["label"], entry["abstentions"], entry["complete"]) == (None, 2, True)
+
+
+def test_a_consensus_job_superseded_by_a_later_queued_one_does_nothing(
+    live_client: TestClient, live_settings: Settings
+) -> None:
+    project_id, _, _ = labeled_project(
+        live_client, n_labeled=2, n_pool=0, consensus_method="dawid_skene"
+    )
+    database = Database(live_settings)
+    try:
+        with database.session(write=True) as session:
+            # Two requests raced past queue_apply's "one is already queued" check.
+            first, second = (
+                jobs.new_job(
+                    session,
+                    project_id=project_id,
+                    kind=JobKind.apply_consensus,
+                    params={},
+                    created_by="test",
+                )
+                for _ in range(2)
+            )
+            session.commit()
+            ids = (first.id, second.id)
+        assert ids[0] is not None and ids[1] is not None
+        context = JobContext(
+            job_id=ids[0],
+            project_id=project_id,
+            params={},
+            database=database,
+            settings=live_settings,
+        )
+        result = run_apply_consensus(context)
+        assert result["skipped"] == f"superseded by job {ids[1]}"
+        assert result["changed"] == 0
+        with database.session(write=True) as session:
+            for job_id in ids:
+                session.exec(update(Job).where(col(Job.id) == job_id).values(status="cancelled"))
+            session.commit()
+    finally:
+        database.engine.dispose()

@@ -248,6 +248,25 @@ def test_crowdlab_when_annotators_never_agree() -> None:
     assert result.labels.tolist() == [0, 1, 2]
 
 
+def test_crowdlab_breaks_unbreakable_ties_the_same_way_every_time() -> None:
+    # Two annotators who disagree half the time and an uninformative model: cleanlab's majority
+    # vote falls back on numpy's global RNG. Seeded inside crowdlab, the answer is stable
+    # whatever state the caller left the global RNG in, and that state is restored.
+    rows = [("0", "x", "y"), ("1", "x", "y"), ("2", "y", "x"), ("3", "x", "x"), ("4", "y", "y")]
+    votes = Votes.from_triples(
+        [(int(i), who, label) for i, a, b in rows for who, label in (("a", a), ("b", b))],
+        labels=["x", "y"],
+    )
+    probabilities = np.full((5, 2), 0.5)
+    outcomes = set()
+    for seed in range(8):
+        np.random.seed(seed)
+        before = np.random.get_state()[1].copy()
+        outcomes.add(tuple(crowdlab(votes, probabilities).labels.tolist()))
+        assert np.array_equal(np.random.get_state()[1], before)
+    assert len(outcomes) == 1
+
+
 def debian_sample(path: Path, size: int, seed: int) -> tuple[list[str], np.ndarray, list[str]]:
     with gzip.open(path, "rt", encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines]

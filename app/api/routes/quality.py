@@ -44,4 +44,4 @@ def get_consensus(
     """Consensus label and quality per item (id order), and every annotator's quality."""
     chosen = method or ConsensusMethod(project.consensus_method)
     computed = consensus.compute(session, database, project=project, method=chosen)
-    return consensus.consensus_page(computed, page)
+    return consensus.consensus_page(computed, page, required=project.required_annotators)

@@ -29,9 +29,10 @@ def create_review(
     ],
 ) -> ReviewPublic:
     """Decide an item: the label overrides consensus and auto-accepts; a new review replaces
-    the previous one, which stays as history."""
+    the previous one, which stays as history. Admin and service keys decide any item; an
+    annotator key only items it holds from the review queue (403 otherwise)."""
     review = reviews.submit_review(session, runner, project=project, principal=principal, data=body)
-    return ReviewPublic.model_validate(review.model_dump())
+    return reviews.review_public(review, viewer=principal)
 
 
 @router.get("")
@@ -44,7 +45,8 @@ def list_reviews(
     reviewer: NameQuery = None,
     include_history: Annotated[bool, Query(description="Add replaced reviews.")] = False,
 ) -> Page[ReviewPublic]:
-    """List reviews in id order; an annotator key sees only its own."""
+    """List reviews in id order; an annotator key sees only its own, without what the item
+    resolved to before."""
     assert project.id is not None
     rows = reviews.list_reviews(
         session,
@@ -55,4 +57,4 @@ def list_reviews(
         include_history=include_history,
         page=page,
     )
-    return make_page(rows, page, lambda r: ReviewPublic.model_validate(r.model_dump()))
+    return make_page(rows, page, lambda r: reviews.review_public(r, viewer=principal))
