@@ -23,6 +23,7 @@ from app.api.routes import (
     health,
     items,
     jobs,
+    label_issues,
     models,
     predictions,
     prelabels,
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prelabels.router,
         active_learning.router,
         quality.router,
+        label_issues.router,
         jobs.router,
     ):
         app.include_router(router)

@@ -5,6 +5,8 @@ back afterwards; the app's session joins it through savepoints, so the services'
 commits work as usual and nothing leaks between tests.
 """
 
+import gzip
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -168,6 +170,13 @@ def debian_path() -> Path:
     if not path.exists():
         pytest.skip(f"the shared Debian dataset is absent ({path})")
     return path
+
+
+@pytest.fixture(scope="session")
+def debian_rows_in_file_order(debian_path: Path) -> list[dict[str, Any]]:
+    """The shared Debian rows (id, text, label, tags), read once; shuffle a copy."""
+    with gzip.open(debian_path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
 
 
 ADMIN_SECRET = "lw_" + "a" * 43

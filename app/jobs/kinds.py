@@ -4,6 +4,7 @@ from app.jobs.execute import JobFunction
 from app.models.job import JobKind
 from app.services.active_learning import run_simulation
 from app.services.consensus import run_apply_consensus
+from app.services.label_issues import run_report
 from app.services.models import run_training
 from app.services.prelabels import run_prelabel
 from app.services.scoring import run_score_pool
@@ -14,4 +15,5 @@ JOB_FUNCTIONS: dict[str, JobFunction] = {
     JobKind.score_pool: run_score_pool,
     JobKind.simulate_active_learning: run_simulation,
     JobKind.apply_consensus: run_apply_consensus,
+    JobKind.label_issues: run_report,
 }

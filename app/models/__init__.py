@@ -8,6 +8,7 @@ from app.models.api_key import ApiKey
 from app.models.batch import Batch, Lease
 from app.models.item import Item
 from app.models.job import Job
+from app.models.label_issue import LabelIssueReport, LabelIssueRow
 from app.models.model_version import ModelArtifact, ModelVersion
 from app.models.prediction import Prediction
 from app.models.project import PhaseChange, Project
@@ -19,6 +20,8 @@ __all__ = [
     "Batch",
     "Item",
     "Job",
+    "LabelIssueReport",
+    "LabelIssueRow",
     "Lease",
     "ModelArtifact",
     "ModelVersion",

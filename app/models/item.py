@@ -53,6 +53,9 @@ class Item(SQLModel, table=True):
     review_reason: str | None = Field(default=None, sa_column=sa.Column(sa.String(30)))
     suggested_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
     suggestion_confidence: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    # Order in the review queue among items that already have a label (a label-issue flag's
+    # label quality: lowest first); null for items still waiting for a label, which go first.
+    review_priority: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 

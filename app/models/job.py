@@ -19,6 +19,7 @@ class JobKind(StrEnum):
     score_pool = "score_pool"
     simulate_active_learning = "simulate_active_learning"
     apply_consensus = "apply_consensus"
+    label_issues = "label_issues"
 
 
 class JobStatus(StrEnum):

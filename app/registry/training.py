@@ -43,21 +43,16 @@ def train(
     progress: Callable[[float], None] = lambda _: None,
 ) -> TrainedModel:
     started = time.perf_counter()
-    classes = sorted(set(labels))
-    index = {label: i for i, label in enumerate(classes)}
-    y = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
+    classes, y = _codes(labels)
     pipeline = algorithm.pipeline(params)
     features, classifier = pipeline.named_steps["features"], pipeline.named_steps["classifier"]
     with warnings.catch_warnings():
         # A capped iteration count is a speed choice; the CV metrics show its effect.
         warnings.simplefilter("ignore", ConvergenceWarning)
         matrix = features.fit_transform(inputs)
-        oof = np.zeros((len(y), len(classes)), dtype=np.float64)
-        folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=0)
-        for fold, (train_rows, test_rows) in enumerate(folds.split(np.zeros(len(y)), y)):
-            fitted = clone(classifier).fit(matrix[train_rows], y[train_rows])
-            oof[test_rows] = _full_columns(fitted, matrix[test_rows], len(classes))
-            progress((fold + 1) / (N_FOLDS + 1))
+        oof = _cross_validate(
+            classifier, matrix, y, len(classes), lambda f: progress(f * N_FOLDS / (N_FOLDS + 1))
+        )
         final = clone(classifier).fit(matrix, y)
     pipeline = Pipeline([("features", features), ("classifier", final)])
     metrics = classification_metrics(y, oof, classes) | {"n_folds": N_FOLDS}
@@ -68,6 +63,45 @@ def train(
         metrics=metrics,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def out_of_fold_probabilities(
+    algorithm: Algorithm,
+    params: dict[str, Any],
+    inputs: Sequence[str] | np.ndarray,
+    labels: Sequence[str],
+    *,
+    progress: Callable[[float], None] = lambda _: None,
+) -> np.ndarray:
+    """(n, classes) out-of-fold probabilities, columns in sorted label order: exactly the
+    cross-validation `train` runs, without the final fit (label-issue reports need only this)."""
+    classes, y = _codes(labels)
+    pipeline = algorithm.pipeline(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        matrix = pipeline.named_steps["features"].fit_transform(inputs)
+        return _cross_validate(
+            pipeline.named_steps["classifier"], matrix, y, len(classes), progress
+        )
+
+
+def _codes(labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The sorted label set (every probability matrix's column order) and each label's code."""
+    classes = sorted(set(labels))
+    index = {label: i for i, label in enumerate(classes)}
+    return classes, np.fromiter((index[x] for x in labels), dtype=np.int64, count=len(labels))
+
+
+def _cross_validate(
+    classifier: Any, matrix: Any, y: np.ndarray, n_labels: int, progress: Callable[[float], None]
+) -> np.ndarray:
+    oof = np.zeros((len(y), n_labels), dtype=np.float64)
+    folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=0)
+    for fold, (train_rows, test_rows) in enumerate(folds.split(np.zeros(len(y)), y)):
+        fitted = clone(classifier).fit(matrix[train_rows], y[train_rows])
+        oof[test_rows] = _full_columns(fitted, matrix[test_rows], n_labels)
+        progress((fold + 1) / N_FOLDS)
+    return oof
 
 
 def featurize(pipeline: Pipeline, inputs: Sequence[str] | np.ndarray) -> Any:

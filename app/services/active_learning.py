@@ -173,15 +173,6 @@ def _latest_simulation(session: Session, *, project: Project) -> SimulationSumma
 # --- the offline replay -------------------------------------------------------------------------
 
 
-def _algorithm_for(session: Session, *, project: Project) -> tuple[str, dict[str, Any]]:
-    """The active version's algorithm and params (the model the project really uses)."""
-    active = registry.active_version(session, project=project)
-    if active is not None:
-        return active.algorithm, dict(active.params)
-    algorithm = get_algorithm("tfidf_logreg")
-    return algorithm.name, dict(algorithm.defaults)
-
-
 def _replay_plan(n_items: int, request: SimulationRequest) -> dict[str, Any]:
     """Budget and comparison point for n labeled items; a Conflict when they cannot work."""
     pool = n_items - -(-n_items // request.folds)  # every fold's pool: all but the largest fold
@@ -214,7 +205,7 @@ def start_simulation(
     request: SimulationRequest,
 ) -> Job:
     """Validate against the labels there are now (a 409 today, not a failed job later)."""
-    name, params = _algorithm_for(session, project=project)
+    name, params = registry.default_algorithm(session, project=project)
     if request.algorithm is not None and request.algorithm != name:
         name, params = request.algorithm, {}
     algorithm = get_algorithm(name)

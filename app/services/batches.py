@@ -561,7 +561,9 @@ def _plan_review_batch(session: Session, pool: Pool, *, size: int) -> Plan:
     query = (
         select(col(Item.id))
         .where(col(Item.status) == ItemStatus.needs_review, *pool.eligible("review"))
-        .order_by(col(Item.id))
+        # Items without a label (ties, low confidence) first, oldest first; then labels a
+        # report doubts, worst first (review_priority is their label quality).
+        .order_by(col(Item.review_priority).is_not(None), col(Item.review_priority), col(Item.id))
         .limit(CANDIDATE_FACTOR * size)
     )
     return Plan("review", None, [Candidate(i) for i in _ids(session.exec(query))])

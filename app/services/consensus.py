@@ -374,6 +374,7 @@ def _apply_chunk(
                 col(Item.resolved_label),
                 col(Item.resolved_by),
                 col(Item.consensus_quality),
+                col(Item.review_reason),
             )
             .where(col(Item.id).in_(chunk))
             .order_by(col(Item.id))
@@ -397,11 +398,11 @@ def _apply_chunk(
     )
     now = utcnow()
     rows = []
-    for item_id, status, label, by, quality in current:
+    for item_id, status, label, by, quality, review_reason in current:
         if item_id is None or item_id in reviewed:
             continue
         new_label, new_quality, n_labels = decided[item_id]
-        new = (
+        new = item_status.held_for_review(
             Resolution(ItemStatus.labeled, new_label, "consensus", new_quality)
             if new_label is not None
             else item_status.unsettled(
@@ -409,7 +410,8 @@ def _apply_chunk(
                 n_labels=n_labels,
                 required=required,
                 quality=new_quality,
-            )
+            ),
+            review_reason,
         )
         if (status, label, by, quality) != tuple(new):
             rows.append(

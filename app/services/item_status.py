@@ -7,8 +7,10 @@ half of the non-abstaining votes and by more than half of the required answers. 
 (a tie, a plurality such as 2 of 4, or "I don't know"s leaving a single vote of two) the
 item goes to needs_review rather than silently picking the first label. A
 model's auto-accepted prelabel resolves an item only while no human has settled it, and never
-counts as a vote. Projects whose consensus_method is dawid_skene or crowdlab start from this
-majority and are then re-resolved project-wide by the consensus job (services/consensus.py).
+counts as a vote. A label a label-issue report flagged stays, but the item waits in the review
+queue until a reviewer decides. Projects whose consensus_method is dawid_skene or crowdlab
+start from this majority and are then re-resolved project-wide by the consensus job
+(services/consensus.py).
 """
 
 from collections import Counter, defaultdict
@@ -26,6 +28,9 @@ from app.models.review import Review
 CHUNK = 500
 # Reasons that keep an item in the review queue until a human answers it.
 REVIEW_REASONS = {"low_confidence", "audit"}
+# A label a label-issue report doubts: the item keeps it, but stays in the review queue until
+# a reviewer decides (new answers alone do not clear the doubt).
+FLAG_REASONS = {"label_issue"}
 
 
 class Resolution(NamedTuple):
@@ -51,6 +56,27 @@ def derive(
     quality = labels.most_common(1)[0][1] / labels.total() if labels else None
     if review_label is not None:
         return Resolution(ItemStatus.labeled, review_label, "review", quality)
+    return held_for_review(
+        _by_votes(answers, labels, quality, annotators_per_item, model_label, review_reason),
+        review_reason,
+    )
+
+
+def held_for_review(resolution: Resolution, review_reason: str | None) -> Resolution:
+    """A labeled item whose label a report flagged waits for a reviewer, label kept."""
+    if review_reason in FLAG_REASONS and resolution.status == ItemStatus.labeled:
+        return resolution._replace(status=ItemStatus.needs_review)
+    return resolution
+
+
+def _by_votes(
+    answers: list[tuple[str | None, bool]],
+    labels: Counter[str],
+    quality: float | None,
+    annotators_per_item: int,
+    model_label: str | None,
+    review_reason: str | None,
+) -> Resolution:
     if answers and max(labels.total(), len(answers)) >= annotators_per_item:
         # Every place is answered. A label wins with more than half of the votes, and with
         # more than half of the required answers, so "I don't know"s cannot make one vote

@@ -113,6 +113,16 @@ def build_training_set(session: Session, *, project: Project, algorithm: Algorit
     return result
 
 
+def default_algorithm(session: Session, *, project: Project) -> tuple[str, dict[str, Any]]:
+    """The active version's algorithm and params (the model the project really uses), else
+    tfidf_logreg with its defaults."""
+    active = active_version(session, project=project)
+    if active is not None:
+        return active.algorithm, dict(active.params)
+    algorithm = get_algorithm("tfidf_logreg")
+    return algorithm.name, dict(algorithm.defaults)
+
+
 def check_trainable(training_set: TrainingSet) -> None:
     usable = {k: v for k, v in training_set.label_counts.items() if v >= MIN_PER_LABEL}
     if len(usable) >= 2:

@@ -102,3 +102,24 @@ def test_a_clear_majority_is_not_blocked_by_an_abstention() -> None:
     two_of_five = [("a", False), ("a", False)] + [(None, True)] * 3
     assert derive_pair(two_of_five, annotators_per_item=5) == (ItemStatus.needs_review, None)
     assert derive(four_agree, annotators_per_item=5).quality == 1.0
+
+
+def test_a_flagged_label_stays_but_waits_for_a_reviewer() -> None:
+    votes = [("a", False)]
+    assert derive_triple(votes, annotators_per_item=1, review_reason="label_issue") == (
+        ItemStatus.needs_review,
+        "a",
+        "consensus",
+    )
+    # More agreeing answers do not clear the doubt; a review does.
+    more = [("a", False), ("a", False)]
+    assert derive_triple(more, annotators_per_item=1, review_reason="label_issue")[0] == (
+        ItemStatus.needs_review
+    )
+    assert derive_triple(
+        votes, annotators_per_item=1, review_reason="label_issue", review_label="b"
+    ) == (ItemStatus.labeled, "b", "review")
+    # An item still collecting answers is not held: the flag applies to settled labels.
+    assert derive_triple(votes, annotators_per_item=2, review_reason="label_issue")[0] == (
+        ItemStatus.in_progress
+    )
