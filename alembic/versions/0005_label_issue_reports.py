@@ -1,4 +1,4 @@
-"""Label-issue reports and their per-item rows; a review priority on items.
+"""Label-issue reports and their issue rows; a review priority on items.
 
 Revision ID: 0005
 Revises: 0004
@@ -31,6 +31,8 @@ def upgrade() -> None:
         sa.Column("library_versions", sa.JSON(), nullable=False),
         sa.Column("probabilities_source", sa.String(length=50), nullable=False),
         sa.Column("snapshot_hash", sa.String(length=64), nullable=False),
+        sa.Column("snapshot_labels", sa.JSON(), nullable=False),
+        sa.Column("snapshot", sa.LargeBinary(), nullable=False),
         sa.Column("n_items", sa.Integer(), nullable=False),
         sa.Column("n_issues", sa.Integer(), nullable=False),
         sa.Column("counts", sa.JSON(), nullable=False),
@@ -38,6 +40,7 @@ def upgrade() -> None:
         sa.Column("comparison", sa.JSON(), nullable=True),
         sa.Column("seconds", sa.Float(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["project_id"], ["project.id"], name=op.f("fk_label_issue_report_project_id_project")
         ),
@@ -69,6 +72,7 @@ def upgrade() -> None:
         sa.Column("is_near_duplicate", sa.Boolean(), nullable=False),
         sa.Column("is_outlier", sa.Boolean(), nullable=False),
         sa.Column("change", sa.String(length=12), nullable=True),
+        sa.Column("sent_to_review", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["report_id"],
             ["label_issue_report.id"],

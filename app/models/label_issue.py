@@ -14,8 +14,11 @@ from app.pagination import Page
 
 IssueType = Literal["label", "near_duplicate", "outlier"]
 ISSUE_TYPES: tuple[IssueType, ...] = ("label", "near_duplicate", "outlier")
-# How an item's row compares with the previous report of the project.
-Change = Literal["new", "persisting", "fixed"]
+# How an item's suspected mislabel compares with the project's previous report: new,
+# persisting, or gone: fixed (its label changed), dismissed (a reviewer kept the label), or
+# cleared (the model no longer doubts it).
+Change = Literal["new", "persisting", "fixed", "dismissed", "cleared"]
+GONE: tuple[Change, ...] = ("fixed", "dismissed", "cleared")
 
 
 class LabelIssueReport(SQLModel, table=True):
@@ -37,7 +40,11 @@ class LabelIssueReport(SQLModel, table=True):
     library_versions: dict[str, str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     # Where the out-of-fold probabilities came from: "registry:N" or "cross_validation".
     probabilities_source: str = Field(sa_column=sa.Column(sa.String(50), nullable=False))
-    # sha256 of the (item id, given label) pairs the report ran on, in id order.
+    # The labels the report ran on: an (n, 2) int64 array of item id and label code (codes
+    # index snapshot_labels), stored with numpy's .npy format; and the sha256 of the
+    # (item id, given label) pairs in id order.
+    snapshot: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
+    snapshot_labels: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     snapshot_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     n_items: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     n_issues: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
@@ -46,10 +53,14 @@ class LabelIssueReport(SQLModel, table=True):
     comparison: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
     seconds: float = Field(sa_column=sa.Column(sa.Float, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+    # Set when the job finished (flags included); reports without it are invisible.
+    completed_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
 class LabelIssueRow(SQLModel, table=True):
-    """One evaluated item of a report (issue or not): together, the label snapshot."""
+    """An item of a report that is an issue, or whose suspected mislabel of the previous
+    report is gone (change fixed, dismissed or cleared). The other judged items are only in
+    the report's snapshot."""
 
     __tablename__ = "label_issue_item"
     __table_args__ = (
@@ -73,6 +84,8 @@ class LabelIssueRow(SQLModel, table=True):
     is_near_duplicate: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
     is_outlier: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
     change: str | None = Field(default=None, sa_column=sa.Column(sa.String(12)))
+    # Flagged into the review queue by this report: what its measured precision is over.
+    sent_to_review: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
 
 
 class LabelIssueRequest(BaseModel):
@@ -91,7 +104,7 @@ class LabelIssueRequest(BaseModel):
     )
     near_duplicate_threshold: float = pydantic.Field(
         default=0.8,
-        gt=0.0,
+        ge=0.5,
         le=1.0,
         description="Word-shingle Jaccard similarity at or above which two texts are "
         "near-duplicates.",
@@ -119,15 +132,16 @@ class LabelIssue(BaseModel):
     suggestion_confidence: float
     issue_types: list[IssueType]
     change: Change | None = pydantic.Field(
-        description="Against the previous report: new, persisting, or fixed (flagged there, "
-        "not here); null for the first report."
+        description="The suspected mislabel against the previous report: new, persisting; or "
+        "gone: fixed (its label changed), dismissed (a reviewer kept it), cleared (no longer "
+        "doubted). Null for the first report and for other issue types."
     )
 
 
 class FlagReview(BaseModel):
     """What reviewers decided about this report's suspected mislabels."""
 
-    flagged: int = pydantic.Field(description="Items flagged as label issues.")
+    flagged: int = pydantic.Field(description="Suspected mislabels sent to the review queue.")
     reviewed: int = pydantic.Field(description="Flagged items a reviewer decided since.")
     confirmed: int = pydantic.Field(description="Reviewed flags whose label was changed.")
     precision: float | None = pydantic.Field(
@@ -142,6 +156,7 @@ class LabelIssueReportPublic(Page[LabelIssue]):
     project_id: int
     job_id: int | None
     created_at: datetime
+    completed_at: datetime | None
     params: dict[str, Any]
     library_versions: dict[str, str]
     probabilities_source: str
@@ -153,7 +168,7 @@ class LabelIssueReportPublic(Page[LabelIssue]):
         description="class_imbalance, noise_matrix, near_duplicate_groups, outliers."
     )
     comparison: dict[str, Any] | None = pydantic.Field(
-        description="Against the previous report: its id and the new, persisting and fixed counts."
+        description="Against the previous report: its id and the count of each change."
     )
     flag_review: FlagReview
     seconds: float
@@ -163,6 +178,7 @@ class LabelIssueReportSummary(BaseModel):
     id: int
     job_id: int | None
     created_at: datetime
+    completed_at: datetime | None
     probabilities_source: str
     n_items: int
     n_issues: int

@@ -22,6 +22,7 @@ from app.ml.metrics import classification_metrics
 from app.registry.algorithms import Algorithm
 
 N_FOLDS = 5
+FOLD_SEED = 0  # StratifiedKFold's shuffle: the same labels always get the same folds
 MIN_PER_LABEL = N_FOLDS  # every fold must be able to hold out one example of each label
 
 
@@ -96,7 +97,7 @@ def _cross_validate(
     classifier: Any, matrix: Any, y: np.ndarray, n_labels: int, progress: Callable[[float], None]
 ) -> np.ndarray:
     oof = np.zeros((len(y), n_labels), dtype=np.float64)
-    folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=0)
+    folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=FOLD_SEED)
     for fold, (train_rows, test_rows) in enumerate(folds.split(np.zeros(len(y)), y)):
         fitted = clone(classifier).fit(matrix[train_rows], y[train_rows])
         oof[test_rows] = _full_columns(fitted, matrix[test_rows], n_labels)

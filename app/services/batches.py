@@ -56,6 +56,7 @@ from app.models.prediction import Prediction
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
 from app.registry.training import featurize
+from app.services import item_status
 from app.services import models as registry
 from app.services.api_keys import Principal
 from app.services.items import item_public
@@ -875,6 +876,8 @@ def _public(
         suggested, confidence = lease.predicted_label, lease.confidence
         if review:
             suggested, confidence = item.suggested_label, item.suggestion_confidence
+            if viewer.role == Role.annotator and item_status.hides_suggestion(item):
+                suggested = confidence = None
         entries.append(
             BatchItem(
                 item=item_public(item, viewer=viewer),

@@ -30,7 +30,8 @@ CHUNK = 500
 REVIEW_REASONS = {"low_confidence", "audit"}
 # A label a label-issue report doubts: the item keeps it, but stays in the review queue until
 # a reviewer decides (new answers alone do not clear the doubt).
-FLAG_REASONS = {"label_issue"}
+LABEL_ISSUE = "label_issue"
+FLAG_REASONS = {LABEL_ISSUE}
 
 
 class Resolution(NamedTuple):
@@ -67,6 +68,20 @@ def held_for_review(resolution: Resolution, review_reason: str | None) -> Resolu
     if review_reason in FLAG_REASONS and resolution.status == ItemStatus.labeled:
         return resolution._replace(status=ItemStatus.needs_review)
     return resolution
+
+
+def clear_flag(item: Item) -> None:
+    """Take a label-issue flag off an item (a review settled it, or a report no longer doubts
+    it); the caller re-derives its status."""
+    if item.review_reason in FLAG_REASONS:
+        item.review_reason = item.review_priority = None
+        item.suggested_label = item.suggestion_confidence = None
+
+
+def hides_suggestion(item: Item) -> bool:
+    """A doubted label's suggestion tells an annotator what the hidden label is not (in a
+    two-label project, what it is): annotators label blind, so they do not see it."""
+    return item.review_reason in FLAG_REASONS
 
 
 def _by_votes(

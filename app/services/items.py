@@ -27,6 +27,7 @@ from app.models.item import (
 )
 from app.models.prediction import Prediction
 from app.pagination import PageRequest, keyset
+from app.services import item_status
 from app.services.api_keys import Principal
 from app.services.predictions import LOOKUP_CHUNK, latest_predictions
 from app.sources.json_bodies import InvalidEntry
@@ -402,6 +403,8 @@ def item_public(item: Item, *, viewer: Principal) -> ItemPublic:
     public = ItemPublic.of(item)
     if viewer.role == Role.annotator:
         public.resolved_label = public.resolved_by = public.consensus_quality = None
+        if item_status.hides_suggestion(item):
+            public.suggested_label = public.suggestion_confidence = None
     return public
 
 

@@ -16,16 +16,18 @@ from importlib.metadata import version as package_version
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import case, insert, update
 from sqlmodel import Session, col, func, select
 
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.jobs.context import JobContext, JobRunner
 from app.ml import duplicates, label_issues
 from app.ml.thresholds import wilson_interval
+from app.models.base import utcnow
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.label_issue import (
+    GONE,
     ISSUE_TYPES,
     Change,
     FlagReview,
@@ -42,18 +44,20 @@ from app.models.project import Project
 from app.models.review import Review
 from app.pagination import PageRequest, encode_cursor, keyset
 from app.registry.algorithms import get_algorithm
-from app.registry.training import N_FOLDS, out_of_fold_probabilities
+from app.registry.store import dump_array
+from app.registry.training import FOLD_SEED, N_FOLDS, out_of_fold_probabilities
 from app.services import item_status, jobs
 from app.services import models as registry
 from app.services.api_keys import Principal
 
-FLAG_REASON = "label_issue"
+FLAG_REASON = item_status.LABEL_ISSUE
 ROW_CHUNK = 5_000
 FLAG_CHUNK = 1_000
 # Dataset-level lists are capped in the stored report; the per-item rows hold everything.
 MAX_LISTED_GROUPS = 200
 MAX_LISTED_OUTLIERS = 200
 LIBRARIES = ("cleanlab", "scikit-learn", "numpy", "scipy")
+NUM_PERM = 128  # MinHash permutations for near-duplicates (duplicates.near_duplicate_groups)
 
 
 def start_report(
@@ -64,8 +68,22 @@ def start_report(
     principal: Principal,
     request: LabelIssueRequest,
 ) -> Job:
-    """Queue a report job. Unknown algorithms or params are a 422 now; too few labels make
-    the job fail with a problem (the labels may change before it runs)."""
+    """Queue a report job. Unknown algorithms or params are a 422 now, a report already on its
+    way a 409; too few labels make the job fail with a problem (labels may change before it
+    runs). One report at a time per project keeps the chain of comparisons and flags linear."""
+    pending = session.exec(
+        select(Job.id).where(
+            col(Job.project_id) == project.id,
+            col(Job.kind) == JobKind.label_issues,
+            col(Job.status).in_(("queued", "running")),
+        )
+    ).first()
+    if pending is not None:
+        raise Conflict(
+            f"A label-issue report is already on its way for this project (job {pending}); "
+            "wait for it (GET /v1/jobs/{id}) or cancel it first.",
+            slug="report-in-progress",
+        )
     name, params = registry.default_algorithm(session, project=project)
     if request.algorithm is not None and request.algorithm != name:
         name, params = request.algorithm, {}
@@ -82,14 +100,23 @@ def start_report(
             "near_duplicate_threshold": request.near_duplicate_threshold,
             "outlier_share": request.outlier_share,
             "send_to_review": request.send_to_review,
+            # Fixed by the code today; recorded so a report says everything it ran with.
+            "n_folds": N_FOLDS,
+            "fold_seed": FOLD_SEED,
+            "near_duplicate_shingles": "word unigrams and bigrams",
+            "near_duplicate_num_perm": NUM_PERM,
+            "near_duplicate_seed": 0,
+            "outlier_method": "cleanlab OutOfDistribution on pred_probs",
         },
         created_by=principal.name,
     )
 
 
 def run_report(context: JobContext) -> dict[str, Any]:
-    """Job function. Read and judge (writes nothing, cancellable), then store the report and
-    its rows in one transaction, then flag the suspected mislabels chunk by chunk."""
+    """Job function. Read and judge (writes nothing, cancellable); store the report and its
+    issue rows in one transaction; flag the suspected mislabels chunk by chunk; mark the
+    report complete. Until then the report is invisible, so a job that fails midway leaves no
+    report behind, and the next report's flag phase corrects any flags it had set."""
     started = time.perf_counter()
     p = context.params
     algorithm = get_algorithm(p["algorithm"])
@@ -100,6 +127,16 @@ def run_report(context: JobContext) -> dict[str, Any]:
         registry.check_trainable(training_set)
         texts = _texts(session, training_set.item_ids, training_set, algorithm.input)
         reviewed = _reviewed(session, project_id=project.id or 0)
+        previous = session.exec(
+            select(LabelIssueReport)
+            .where(
+                col(LabelIssueReport.project_id) == project.id,
+                col(LabelIssueReport.completed_at).is_not(None),
+            )
+            .order_by(col(LabelIssueReport.id).desc())
+            .limit(1)
+        ).first()
+        previous_flags = _label_issues(session, previous.id) if previous is not None else {}
         active = registry.active_version(session, project=project)
         reused = None
         if (
@@ -108,12 +145,6 @@ def run_report(context: JobContext) -> dict[str, Any]:
             and (active.algorithm, dict(active.params)) == (algorithm.name, params)
         ):
             reused = active, registry.load_oof_probabilities(session, active)
-        previous = session.exec(
-            select(LabelIssueReport)
-            .where(col(LabelIssueReport.project_id) == project.id)
-            .order_by(col(LabelIssueReport.id).desc())
-            .limit(1)
-        ).first()
     context.progress(0.05)
     if reused is not None:
         version, oof = reused
@@ -130,29 +161,32 @@ def run_report(context: JobContext) -> dict[str, Any]:
         source = "cross_validation"
     context.progress(0.8)
 
+    item_ids = np.asarray(training_set.item_ids, dtype=np.int64)
+    is_reviewed = np.isin(item_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
     judged = _judge(
-        item_ids=np.asarray(training_set.item_ids, dtype=np.int64),
+        item_ids=item_ids,
         given=training_set.labels,
         classes=classes,
         oof=np.asarray(oof, dtype=np.float64),
         texts=texts,
         near_duplicate_threshold=p["near_duplicate_threshold"],
         outlier_share=p["outlier_share"],
-        reviewed=np.isin(np.asarray(training_set.item_ids, dtype=np.int64), list(reviewed)),
+        reviewed=is_reviewed,
     )
     judged.findings["class_imbalance"]["excluded_labels"] = training_set.excluded_labels
     context.progress(0.9, cancellable=True)
 
+    changes, comparison = _compare(judged, previous, previous_flags, is_reviewed)
     with context.database.session(write=True) as session:
-        previous_issues = _label_issues(session, previous.id) if previous is not None else set()
-        changes, comparison = _compare(judged, previous, previous_issues)
         report = LabelIssueReport(
             project_id=project.id or 0,
             job_id=context.job_id,
             previous_report_id=previous.id if previous is not None else None,
-            params={**p, "params": params, "n_folds": N_FOLDS},
+            params={**p, "params": params},
             library_versions={name: package_version(name) for name in LIBRARIES},
             probabilities_source=source,
+            snapshot=_snapshot(item_ids, training_set.labels, classes),
+            snapshot_labels=classes,
             snapshot_hash=_snapshot_hash(training_set.item_ids, training_set.labels),
             n_items=len(training_set.item_ids),
             n_issues=int(judged.is_issue.sum()),
@@ -165,15 +199,20 @@ def run_report(context: JobContext) -> dict[str, Any]:
         session.flush()
         assert report.id is not None
         _insert_rows(session, report.id, judged, changes)
-        report.seconds = round(time.perf_counter() - started, 3)
-        session.add(report)
         session.commit()
         report_id = report.id
     context.progress(0.95, cancellable=False)
 
-    flagged = 0
-    if p["send_to_review"]:
-        flagged = _flag_for_review(context, project=project, judged=judged)
+    flagged = _flag_for_review(
+        context, project=project, judged=judged, report_id=report_id, send=p["send_to_review"]
+    )
+    with context.database.session(write=True) as session:
+        stored = session.get(LabelIssueReport, report_id)
+        assert stored is not None
+        stored.seconds = round(time.perf_counter() - started, 3)
+        stored.completed_at = utcnow()
+        session.add(stored)
+        session.commit()
     return {
         "report_id": report_id,
         "n_items": len(training_set.item_ids),
@@ -248,7 +287,9 @@ def _judge(
     imbalance = label_issues.class_imbalance(np.bincount(codes, minlength=len(classes)))
     scores = label_issues.outlier_scores(codes, oof)
     outlying = label_issues.outliers(scores, share=outlier_share)
-    groups = duplicates.near_duplicate_groups(texts, threshold=near_duplicate_threshold)
+    groups = duplicates.near_duplicate_groups(
+        texts, threshold=near_duplicate_threshold, num_perm=NUM_PERM
+    )
 
     in_group = np.zeros(len(codes), dtype=bool)
     for group in groups:
@@ -346,18 +387,28 @@ def _snapshot_hash(item_ids: list[int], labels: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _label_issues(session: Session, report_id: int | None) -> set[int]:
-    return set(
+def _label_issues(session: Session, report_id: int | None) -> dict[int, str]:
+    """The suspected mislabels of a report: item id -> the label it doubted."""
+    return dict(
         session.exec(
-            select(LabelIssueRow.item_id).where(
+            select(LabelIssueRow.item_id, LabelIssueRow.given_label).where(
                 col(LabelIssueRow.report_id) == report_id, col(LabelIssueRow.is_label_issue)
             )
-        )
+        ).all()
     )
 
 
+def _snapshot(item_ids: np.ndarray, labels: list[str], classes: list[str]) -> bytes:
+    index = {label: k for k, label in enumerate(classes)}
+    codes = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
+    return dump_array(np.column_stack([item_ids, codes]))
+
+
 def _compare(
-    judged: _Judged, previous: LabelIssueReport | None, previous_issues: set[int]
+    judged: _Judged,
+    previous: LabelIssueReport | None,
+    previous_flags: dict[int, str],
+    reviewed: np.ndarray,
 ) -> tuple[list[Change | None], dict[str, Any] | None]:
     """Each row's change against the previous report, and the counts. Suspected mislabels are
     what gets fixed (a reviewer corrects the label), so the comparison follows them;
@@ -366,66 +417,84 @@ def _compare(
         return [None] * len(judged.item_ids), None
     changes: list[Change | None] = []
     flagged = judged.flags["label"].tolist()
-    for item_id, issue in zip(judged.item_ids.tolist(), flagged, strict=True):
-        was = item_id in previous_issues
-        changes.append(
-            "persisting" if issue and was else "new" if issue else "fixed" if was else None
-        )
+    for k, (item_id, issue) in enumerate(zip(judged.item_ids.tolist(), flagged, strict=True)):
+        doubted = previous_flags.get(item_id)
+        change: Change | None = None
+        if issue:
+            change = "persisting" if doubted is not None else "new"
+        elif doubted is not None:
+            change = (
+                "fixed" if judged.given[k] != doubted else "dismissed" if reviewed[k] else "cleared"
+            )
+        changes.append(change)
+    counts: dict[str, int] = {
+        str(kind): changes.count(kind) for kind in ("new", "persisting", *GONE)
+    }
     judged_now = set(judged.item_ids.tolist())
     return changes, {
         "previous_report_id": previous.id,
-        "new": changes.count("new"),
-        "persisting": changes.count("persisting"),
-        "fixed": changes.count("fixed"),
-        # Flagged before, no longer among the judged labels (no human label any more).
-        "no_longer_judged": len(previous_issues - judged_now),
+        **counts,
+        # Doubted before, no longer among the judged labels (no human label any more).
+        "no_longer_judged": len(previous_flags.keys() - judged_now),
     }
 
 
 def _insert_rows(
     session: Session, report_id: int, judged: _Judged, changes: list[Change | None]
 ) -> None:
+    """The issues, and the previous report's suspected mislabels that are gone: everything the
+    report lists. The other judged items are in its snapshot only."""
     flags = judged.flags
-    rows = [
-        {
-            "report_id": report_id,
-            "item_id": int(judged.item_ids[k]),
-            "rank": int(judged.rank[k]),
-            "given_label": judged.given[k],
-            "suggested_label": judged.suggested[k],
-            "label_quality": round(float(judged.label_quality[k]), 6),
-            "suggestion_confidence": round(float(judged.suggestion_confidence[k]), 6),
-            "is_issue": bool(judged.is_issue[k]),
-            "is_label_issue": bool(flags["label"][k]),
-            "is_near_duplicate": bool(flags["near_duplicate"][k]),
-            "is_outlier": bool(flags["outlier"][k]),
-            "change": changes[k],
-        }
-        for k in range(len(judged.item_ids))
-    ]
-    for start in range(0, len(rows), ROW_CHUNK):
-        session.connection().execute(insert(LabelIssueRow), rows[start : start + ROW_CHUNK])
+    kept = np.flatnonzero(judged.is_issue | np.array([c is not None for c in changes], bool))
+    for start in range(0, len(kept), ROW_CHUNK):
+        rows = [
+            {
+                "report_id": report_id,
+                "item_id": int(judged.item_ids[k]),
+                "rank": int(judged.rank[k]),
+                "given_label": judged.given[k],
+                "suggested_label": judged.suggested[k],
+                "label_quality": round(float(judged.label_quality[k]), 6),
+                "suggestion_confidence": round(float(judged.suggestion_confidence[k]), 6),
+                "is_issue": bool(judged.is_issue[k]),
+                "is_label_issue": bool(flags["label"][k]),
+                "is_near_duplicate": bool(flags["near_duplicate"][k]),
+                "is_outlier": bool(flags["outlier"][k]),
+                "change": changes[k],
+                "sent_to_review": False,
+            }
+            for k in kept[start : start + ROW_CHUNK].tolist()
+        ]
+        session.connection().execute(insert(LabelIssueRow), rows)
 
 
-def _flag_for_review(context: JobContext, *, project: Project, judged: _Judged) -> int:
-    """Send this report's suspected mislabels to needs_review (label kept, suggestion and
-    priority set) and take back the flags of earlier reports it no longer confirms. An item
-    whose label changed since the report, or that a reviewer decided, is left alone."""
+def _flag_for_review(
+    context: JobContext, *, project: Project, judged: _Judged, report_id: int, send: bool
+) -> int:
+    """Send the suspected mislabels to needs_review (label kept; suggestion set; the report's
+    rank as review priority) when `send`, and always take back the flags of earlier reports
+    this one no longer doubts. Left alone: an item whose label changed since the report, one
+    a reviewer decided, and one already in review for another reason (an audit, a low
+    confidence), which keeps that reason."""
     position = {int(i): k for k, i in enumerate(judged.item_ids.tolist())}
-    flagged_now = {int(judged.item_ids[k]) for k in np.flatnonzero(judged.flags["label"])}
+    doubted = judged.item_ids[judged.flags["label"]].tolist()
+    flagged_now = set(doubted) if send else set()
     with context.database.session() as session:
-        flagged_before = set(
-            session.exec(
+        flagged_before = {
+            i
+            for i in session.exec(
                 select(Item.id).where(
                     col(Item.project_id) == project.id, col(Item.review_reason) == FLAG_REASON
                 )
             )
-        )
-    ids = sorted(flagged_now | {i for i in flagged_before if i is not None})
+            if i is not None
+        }
+    ids = sorted(flagged_now | (flagged_before - set(doubted)))
     sent = 0
     for start in range(0, len(ids), FLAG_CHUNK):
         chunk = ids[start : start + FLAG_CHUNK]
         with context.database.session(write=True) as session:
+            # Items first, in id order (as every writer locks them), then their reviews.
             items = session.exec(
                 select(Item).where(col(Item.id).in_(chunk)).order_by(col(Item.id)).with_for_update()
             ).all()
@@ -436,25 +505,41 @@ def _flag_for_review(context: JobContext, *, project: Project, judged: _Judged) 
                     )
                 )
             )
+            sent_ids = []
             for item in items:
                 assert item.id is not None
                 k = position.get(item.id)
-                still_given = k is not None and item.resolved_label == judged.given[k]
-                if item.id in flagged_now and still_given and item.id not in reviewed:
+                if item.id in flagged_now:
                     assert k is not None
+                    if (
+                        item.resolved_label != judged.given[k]
+                        or item.id in reviewed
+                        or item.review_reason not in (None, FLAG_REASON)
+                    ):
+                        continue
                     item.review_reason = FLAG_REASON
                     item.suggested_label = judged.suggested[k]
                     item.suggestion_confidence = round(float(judged.suggestion_confidence[k]), 6)
-                    item.review_priority = round(float(judged.label_quality[k]), 6)
-                    sent += 1
-                elif item.review_reason == FLAG_REASON and item.id not in flagged_now:
-                    item.review_reason = item.review_priority = None
+                    item.review_priority = float(judged.rank[k])
+                    sent_ids.append(item.id)
+                elif item.review_reason == FLAG_REASON:
+                    item_status.clear_flag(item)
                 else:
                     continue
                 session.add(item)
             session.flush()
+            if sent_ids:
+                session.exec(
+                    update(LabelIssueRow)
+                    .where(
+                        col(LabelIssueRow.report_id) == report_id,
+                        col(LabelIssueRow.item_id).in_(sent_ids),
+                    )
+                    .values(sent_to_review=True)
+                )
             item_status.refresh_items(session, project=project, item_ids=chunk)
             session.commit()
+            sent += len(sent_ids)
     return sent
 
 
@@ -464,7 +549,11 @@ def _flag_for_review(context: JobContext, *, project: Project, judged: _Judged) 
 def list_reports(
     session: Session, *, project: Project, page: PageRequest
 ) -> list[LabelIssueReport]:
-    query = select(LabelIssueReport).where(col(LabelIssueReport.project_id) == project.id)
+    """Completed reports, newest first."""
+    query = select(LabelIssueReport).where(
+        col(LabelIssueReport.project_id) == project.id,
+        col(LabelIssueReport.completed_at).is_not(None),
+    )
     return list(session.exec(keyset(query, col(LabelIssueReport.id), page, descending=True)))
 
 
@@ -485,11 +574,14 @@ def get_report(
 ) -> LabelIssueReportPublic:
     """A report with one page of its issues, worst first (rank order), filtered."""
     report = session.get(LabelIssueReport, report_id)
-    if report is None or report.project_id != project.id:
-        raise NotFound(f"No label-issue report {report_id} in project {project.id}.")
+    if report is None or report.project_id != project.id or report.completed_at is None:
+        raise NotFound(
+            f"No label-issue report {report_id} in project {project.id} (a report appears when "
+            "its job succeeds)."
+        )
     query = select(LabelIssueRow).where(col(LabelIssueRow.report_id) == report.id)
-    if change == "fixed":
-        query = query.where(col(LabelIssueRow.change) == "fixed")
+    if change in GONE:
+        query = query.where(col(LabelIssueRow.change) == change)
     else:
         query = query.where(col(LabelIssueRow.is_issue))
         if change is not None:
@@ -540,37 +632,43 @@ def _issue_public(row: LabelIssueRow) -> LabelIssue:
 
 
 def flag_review(session: Session, *, report: LabelIssueReport) -> FlagReview:
-    """The first review after the report of each flagged item: confirmed when the reviewer
-    chose another label than the flagged one."""
-    flagged = dict(
-        session.exec(
-            select(LabelIssueRow.item_id, LabelIssueRow.given_label).where(
-                col(LabelIssueRow.report_id) == report.id, col(LabelIssueRow.is_label_issue)
-            )
-        ).all()
+    """The first review since the report of each item it sent to review: confirmed when the
+    reviewer chose another label than the doubted one."""
+    sent = (
+        select(LabelIssueRow.item_id)
+        .where(col(LabelIssueRow.report_id) == report.id, col(LabelIssueRow.sent_to_review))
+        .scalar_subquery()
     )
-    first_review: dict[int, str] = {}
-    if flagged:
-        first_ids = (
-            select(func.min(Review.id))
-            .join(LabelIssueRow, col(LabelIssueRow.item_id) == col(Review.item_id))
-            .where(
-                col(LabelIssueRow.report_id) == report.id,
-                col(LabelIssueRow.is_label_issue),
-                col(Review.created_at) >= report.created_at,
-            )
-            .group_by(col(Review.item_id))
+    first_review = (
+        select(func.min(Review.id))
+        .where(col(Review.item_id).in_(sent), col(Review.created_at) >= report.created_at)
+        .group_by(col(Review.item_id))
+        .scalar_subquery()
+    )
+    flagged = session.exec(
+        select(func.count())
+        .select_from(LabelIssueRow)
+        .where(col(LabelIssueRow.report_id) == report.id, col(LabelIssueRow.sent_to_review))
+    ).one()
+    reviewed, confirmed = session.exec(
+        select(
+            func.count(),
+            func.coalesce(
+                func.sum(case((col(Review.label) != col(LabelIssueRow.given_label), 1), else_=0)),
+                0,
+            ),
         )
-        first_review = dict(
-            session.exec(
-                select(Review.item_id, Review.label).where(col(Review.id).in_(first_ids))
-            ).all()
+        .select_from(Review)
+        .join(
+            LabelIssueRow,
+            (col(LabelIssueRow.item_id) == col(Review.item_id))
+            & (col(LabelIssueRow.report_id) == report.id),
         )
-    confirmed = sum(1 for item_id, label in first_review.items() if label != flagged[item_id])
-    reviewed = len(first_review)
+        .where(col(Review.id).in_(first_review))
+    ).one()
     low, high = wilson_interval(confirmed, reviewed) if reviewed else (None, None)
     return FlagReview(
-        flagged=len(flagged),
+        flagged=flagged,
         reviewed=reviewed,
         confirmed=confirmed,
         precision=round(confirmed / reviewed, 4) if reviewed else None,

@@ -65,6 +65,8 @@ def submit_review(
         created_at=now,
     )
     session.add(review)
+    item_status.clear_flag(item)  # the doubt is settled; the review keeps the evidence
+    session.add(item)
     session.flush()
     batches.release_answered(
         session, project_id=project.id, answers=[(data.item_id, principal.name)]

@@ -30,7 +30,7 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=202, responses=ACCEPTED)
+@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
 def create_label_issue_report(
     principal: WriterDep,
     session: SessionDep,
