@@ -30,6 +30,7 @@ from app.api.routes import (
     projects,
     quality,
     reviews,
+    synthetic,
 )
 from app.db import Database, refusal_reason
 from app.errors import PROBLEM_MEDIA_TYPE, AppError, ErrorDetail, Problem, make_problem
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         active_learning.router,
         quality.router,
         label_issues.router,
+        synthetic.router,
         jobs.router,
     ):
         app.include_router(router)

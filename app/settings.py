@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     batch_random_share: float = Field(default=0.1, ge=0.0, le=1.0)
     skip_cooldown_seconds: int = Field(default=8 * 3600, ge=0)
 
+    # The OpenAI-compatible endpoint for synthetic generation (docs/synthetic.md). Unset base
+    # URL or model: POST /synthetic answers 503 llm-not-configured. The key is never echoed.
+    llm_base_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    llm_timeout_seconds: float = Field(default=30.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0, le=10)
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -8,6 +8,7 @@ from app.services.label_issues import run_report
 from app.services.models import run_training
 from app.services.prelabels import run_prelabel
 from app.services.scoring import run_score_pool
+from app.services.synthetic import run_generation
 
 JOB_FUNCTIONS: dict[str, JobFunction] = {
     JobKind.train_model: run_training,
@@ -16,4 +17,5 @@ JOB_FUNCTIONS: dict[str, JobFunction] = {
     JobKind.simulate_active_learning: run_simulation,
     JobKind.apply_consensus: run_apply_consensus,
     JobKind.label_issues: run_report,
+    JobKind.synthetic: run_generation,
 }

@@ -20,6 +20,7 @@ class JobKind(StrEnum):
     simulate_active_learning = "simulate_active_learning"
     apply_consensus = "apply_consensus"
     label_issues = "label_issues"
+    synthetic = "synthetic"
 
 
 class JobStatus(StrEnum):
