@@ -1,7 +1,7 @@
 """Annotations: one current answer per (item, annotator); replaced answers stay as history."""
 
 from datetime import datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import pydantic
 import sqlalchemy as sa
@@ -53,6 +53,8 @@ class Annotation(SQLModel, table=True):
     threshold: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
     duration_ms: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     note: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    # Where an imported or implicit label came from (same shape as Item.provenance).
+    provenance: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
     is_current: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     replaced_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
@@ -97,6 +99,7 @@ class AnnotationPublic(BaseModel):
     threshold: float | None = None
     duration_ms: int | None
     note: str | None
+    provenance: dict[str, Any] | None = None
     is_current: bool
     created_at: datetime
     replaced_at: datetime | None

@@ -56,6 +56,8 @@ class Item(SQLModel, table=True):
     # Order in the review queue among items that already have a label (a label-issue flag's
     # label quality: lowest first); null for items still waiting for a label, which go first.
     review_priority: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
+    # Where an imported item came from: {kind, name, query_sha256?, job_id, imported_at}.
+    provenance: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
@@ -143,6 +145,11 @@ class ItemPublic(BaseModel):
     )
     suggested_label: str | None = None
     suggestion_confidence: float | None = None
+    provenance: dict[str, Any] | None = pydantic.Field(
+        default=None,
+        description="For imported items: the import kind, source name, query hash, job and "
+        "time it came from.",
+    )
     created_at: datetime
     updated_at: datetime
 
