@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/batches.py
 	$(BIN)/python bench/active_learning.py
 	$(BIN)/python bench/agreement.py
+	$(BIN)/python bench/label_issues.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
