@@ -1,6 +1,7 @@
 """Annotated dependency aliases: the session, the calling principal, role gates, load-or-404."""
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
@@ -10,7 +11,7 @@ from sqlmodel import Session
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.jobs.context import JobRunner
-from app.models.base import MAX_DB_ID, Role
+from app.models.base import MAX_DB_ID, Role, utcnow
 from app.models.project import Project
 from app.pagination import PageRequest, page_request
 from app.services import projects
@@ -42,7 +43,13 @@ def get_database(request: Request) -> Database:
     return database
 
 
+def get_now() -> datetime:
+    """The request's clock (UTC); tests override it to move through days without waiting."""
+    return utcnow()
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
+NowDep = Annotated[datetime, Depends(get_now)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]

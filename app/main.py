@@ -27,6 +27,7 @@ from app.api.routes import (
     models,
     predictions,
     prelabels,
+    production,
     projects,
     quality,
     reviews,
@@ -38,6 +39,7 @@ from app.jobs.runner import build_runner
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.models.item import ItemIn
+from app.models.production import ProductionPredictionIn
 from app.services.api_keys import ensure_bootstrap_admin
 from app.settings import Settings, get_settings
 
@@ -154,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         quality.router,
         label_issues.router,
         synthetic.router,
+        production.router,
         jobs.router,
     ):
         app.include_router(router)
@@ -197,8 +200,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    # Schemas referenced by hand: the raw-body ingest route and the problem envelope.
-    for model in (ItemIn, Problem):
+    # Schemas referenced by hand: the raw-body ingest routes and the problem envelope.
+    for model in (ItemIn, ProductionPredictionIn, Problem):
         extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(extra.pop("$defs", {}))
         components[model.__name__] = extra

@@ -11,6 +11,7 @@ from app.models.job import Job
 from app.models.label_issue import LabelIssueReport, LabelIssueRow
 from app.models.model_version import ModelArtifact, ModelVersion
 from app.models.prediction import Prediction
+from app.models.production import ProductionPrediction
 from app.models.project import PhaseChange, Project
 from app.models.review import Review
 
@@ -27,6 +28,7 @@ __all__ = [
     "ModelVersion",
     "PhaseChange",
     "Prediction",
+    "ProductionPrediction",
     "Project",
     "Review",
     "SQLModel",

@@ -141,7 +141,9 @@ class ItemPublic(BaseModel):
         description="Confidence of the consensus label under the project's consensus_method.",
     )
     review_reason: str | None = pydantic.Field(
-        default=None, description="Why it went to human review: low_confidence, audit."
+        default=None,
+        description="Why it went to human review: low_confidence, audit, label_issue, "
+        "production_low_confidence, production_random.",
     )
     suggested_label: str | None = None
     suggestion_confidence: float | None = None

@@ -1,5 +1,6 @@
 """Projects: a labeling task definition (labels, guidelines, overlap, thresholds, costs)."""
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Self
 
@@ -16,6 +17,11 @@ from app.models.base import (
     reject_nul,
     timestamp_column,
     utcnow,
+)
+from app.models.production import (
+    DEFAULT_PRODUCTION_SAMPLING,
+    ProductionSampling,
+    ProductionSamplingUpdate,
 )
 
 Label = Annotated[
@@ -57,6 +63,13 @@ class Project(SQLModel, table=True):
     )
     # Train a new version after this many new human labels (None: only on request).
     retrain_after_labels: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
+    # The daily review sample of production predictions (models/production.py).
+    production_sampling: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_PRODUCTION_SAMPLING),
+        sa_column=sa.Column(
+            sa.JSON, nullable=False, server_default=json.dumps(DEFAULT_PRODUCTION_SAMPLING)
+        ),
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
@@ -115,6 +128,11 @@ class ProjectCreate(BaseModel):
         description="Train a new model version after this many new human labels; it is "
         "activated if its cross-validated macro-F1 is at least the active version's.",
     )
+    production_sampling: ProductionSampling = pydantic.Field(
+        default_factory=ProductionSampling,
+        description="How many production predictions (POST .../production-samples) go to "
+        "human review each UTC day.",
+    )
 
     @model_validator(mode="after")
     def _labels_are_consistent(self) -> Self:
@@ -144,6 +162,9 @@ class ProjectUpdate(BaseModel):
     phase: Phase | None = None
     consensus_method: ConsensusMethod | None = None
     retrain_after_labels: int | None = pydantic.Field(default=None, ge=1, le=10_000_000)
+    production_sampling: ProductionSamplingUpdate | None = pydantic.Field(
+        default=None, description="Only the fields sent change."
+    )
 
     force: bool = pydantic.Field(
         default=False,
@@ -178,6 +199,7 @@ class ProjectPublic(BaseModel):
     phase: Phase
     consensus_method: ConsensusMethod
     retrain_after_labels: int | None
+    production_sampling: ProductionSampling
     created_at: datetime
     updated_at: datetime
 

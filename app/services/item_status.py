@@ -26,8 +26,11 @@ from app.models.project import Project
 from app.models.review import Review
 
 CHUNK = 500
+# A production prediction sampled for review (services/production.py): its model's label is
+# the suggestion, and the reviewer's decision measures the production model.
+PRODUCTION_REASONS = {"production_low_confidence", "production_random"}
 # Reasons that keep an item in the review queue until a human answers it.
-REVIEW_REASONS = {"low_confidence", "audit"}
+REVIEW_REASONS = {"low_confidence", "audit", *PRODUCTION_REASONS}
 # A label a label-issue report doubts: the item keeps it, but stays in the review queue until
 # a reviewer decides (new answers alone do not clear the doubt).
 LABEL_ISSUE = "label_issue"

@@ -126,6 +126,43 @@ def ingest_items(
     raise AssertionError("unreachable")
 
 
+def stage_items(
+    session: Session,
+    *,
+    project_id: int,
+    entries: Sequence[tuple[int, Any]],
+    max_text_chars: int,
+) -> IngestReport:
+    """ingest_items inside the caller's transaction (flushes, never commits), for a use case
+    that writes more than items. Each attempt runs in a savepoint, so a unique-constraint race
+    or a value the database refuses undoes only this batch's rows, never the caller's work
+    or locks: the race replays the batch, the refused value fails only its own entry."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            with session.begin_nested():
+                return _ingest_once(
+                    session, project_id=project_id, entries=entries, max_text_chars=max_text_chars
+                )
+        except IntegrityError:
+            if attempt == MAX_ATTEMPTS:
+                raise Conflict(
+                    "The batch kept colliding with other writes of the same external_ids or "
+                    "texts; retry it."
+                ) from None
+        except DataError as error:
+            if len(entries) == 1:
+                return _refused_by_database(entries[0][0], error)
+            middle = len(entries) // 2
+            report = IngestReport()
+            for half in (entries[:middle], entries[middle:]):
+                part = stage_items(
+                    session, project_id=project_id, entries=half, max_text_chars=max_text_chars
+                )
+                report.absorb(part, keep_all=True)
+            return report
+    raise AssertionError("unreachable")
+
+
 def _refused_by_database(index: int, error: DataError) -> IngestReport:
     problem = make_problem(
         422,

@@ -376,6 +376,8 @@ def _write_chunk(
         item = items.get(item_id)
         if item is None or item_id in answered:
             continue  # a human answered while the model was predicting: humans win
+        if item.review_reason in item_status.PRODUCTION_REASONS:
+            continue  # a production sample waits for its reviewer: it measures that model
         label, confidence = source.labels[top], round(confidence, 6)
         old = previous.get(item_id)
         keep = accept and old is not None and (old.label, old.model_version) == (label, source.name)

@@ -43,6 +43,11 @@ def update_project(
     changes = data.model_dump(mode="json", exclude_unset=True)
     assert project.id is not None
     force, reason = changes.pop("force", False), changes.pop("reason", None)
+    if "production_sampling" in changes:  # a partial object: the fields sent change
+        changes["production_sampling"] = {
+            **project.production_sampling,
+            **changes["production_sampling"],
+        }
     labels = changes.get("labels", project.labels)
     if "labels" in changes:
         _refuse_removing_used_labels(session, project=project, new_labels=labels)
