@@ -82,9 +82,11 @@ def clear_flag(item: Item) -> None:
 
 
 def hides_suggestion(item: Item) -> bool:
-    """A doubted label's suggestion tells an annotator what the hidden label is not (in a
-    two-label project, what it is): annotators label blind, so they do not see it."""
-    return item.review_reason in FLAG_REASONS
+    """Annotators label these blind. A doubted label's suggestion tells an annotator what the
+    hidden label is not (in a two-label project, what it is); a production sample's suggestion
+    is the production model's label, and showing it would anchor the very decision that
+    measures that model."""
+    return item.review_reason in FLAG_REASONS or item.review_reason in PRODUCTION_REASONS
 
 
 def _by_votes(

@@ -414,6 +414,9 @@ class TestDailySampling:
             "production_low_confidence",
             "production_random",
         }
+        # Reviewers decide blind: the production label would anchor the measurement.
+        assert {i["suggested_label"] for i in handed_out.values()} == {None}
+        assert {i["item"]["suggested_label"] for i in handed_out.values()} == {None}
 
     def test_quotas_are_exact_over_a_day_and_renewed_the_next(
         self, client: TestClient, session: Session, headers: dict[str, str], clock: Clock
