@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -21,6 +22,7 @@ from app.api.routes import (
     api_keys,
     batches,
     health,
+    imports,
     items,
     jobs,
     label_issues,
@@ -38,6 +40,7 @@ from app.errors import PROBLEM_MEDIA_TYPE, AppError, ErrorDetail, Problem, make_
 from app.jobs.runner import build_runner
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.models.imports import FileImportForm, JsonImport
 from app.models.item import ItemIn
 from app.models.production import ProductionPredictionIn
 from app.services.api_keys import ensure_bootstrap_admin
@@ -157,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         label_issues.router,
         synthetic.router,
         production.router,
+        imports.router,
         jobs.router,
     ):
         app.include_router(router)
@@ -165,7 +169,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(DataError, handle_data_error)
     app.add_exception_handler(Exception, handle_unexpected)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_import_bytes=settings.max_import_bytes,
+    )
     app.add_middleware(RequestLogMiddleware)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
@@ -200,11 +208,15 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    # Schemas referenced by hand: the raw-body ingest routes and the problem envelope.
-    for model in (ItemIn, ProductionPredictionIn, Problem):
-        extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    # Schemas referenced by hand: the raw-body ingest and import routes, the problem envelope.
+    ref_template = "#/components/schemas/{model}"
+    for model in (ItemIn, ProductionPredictionIn, Problem, FileImportForm):
+        extra = model.model_json_schema(ref_template=ref_template)
         components.update(extra.pop("$defs", {}))
         components[model.__name__] = extra
+    json_import = TypeAdapter(JsonImport).json_schema(ref_template=ref_template)
+    components.update(json_import.pop("$defs", {}))
+    components["JsonImport"] = json_import
     # One error envelope: FastAPI's default 422 body is replaced by problem+json everywhere.
     problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path in schema["paths"].values():

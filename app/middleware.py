@@ -28,6 +28,9 @@ LATENCY = Histogram(
 
 # The contract makes NDJSON ingest an unbounded stream, processed in chunks.
 STREAMED_INGEST_PATH = re.compile(r"^/v1/projects/[^/]+/items/?$")
+# File imports are uploads of up to max_import_bytes, spooled to disk as they arrive.
+IMPORT_PATH = re.compile(r"^/v1/projects/[^/]+/imports/?$")
+MULTIPART = "multipart/form-data"
 
 
 async def send_problem(send: Send, status: int, detail: str, slug: str | None = None) -> None:
@@ -45,6 +48,14 @@ async def send_problem(send: Send, status: int, detail: str, slug: str | None = 
     await send({"type": "http.response.body", "body": body})
 
 
+def is_file_import(scope: Scope, media_type: str) -> bool:
+    return (
+        scope["method"] == "POST"
+        and media_type == MULTIPART
+        and IMPORT_PATH.match(scope["path"]) is not None
+    )
+
+
 def is_streamed_ingest(scope: Scope, media_type: str) -> bool:
     return (
         scope["method"] == "POST"
@@ -57,12 +68,14 @@ class BodyLimitMiddleware:
     """Refuse bodies over the limit with 413, by Content-Length or while they stream in.
 
     When a chunked body crosses the limit, the 413 is sent at once and the app is told
-    the client went away, so it stops reading and its own answer is dropped.
+    the client went away, so it stops reading and its own answer is dropped. File imports
+    (multipart uploads to .../imports) have their own, larger limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_import_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_import_bytes = max_import_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,11 +83,16 @@ class BodyLimitMiddleware:
             return
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").decode("latin-1")
-        if is_streamed_ingest(scope, content_type.split(";")[0].strip().lower()):
+        media_type = content_type.split(";")[0].strip().lower()
+        if is_streamed_ingest(scope, media_type):
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
-        detail = f"The request body is over the limit of {limit} bytes."
+        if is_file_import(scope, media_type):
+            limit = self.max_import_bytes
+            detail = f"The upload is over the import limit of {limit} bytes."
+        else:
+            limit = self.max_body_bytes
+            detail = f"The request body is over the limit of {limit} bytes."
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await send_problem(send, 413, detail, "payload-too-large")

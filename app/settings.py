@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=30.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0, le=10)
 
+    # Imports (docs/imports.md): the body limit of a multipart file upload, and the named
+    # databases SQL imports may read, {name: SQLAlchemy URL}. The URLs carry credentials:
+    # they are never echoed in responses, job params, errors or logs (hence repr=False).
+    max_import_bytes: int = Field(default=2 * 1024**3, ge=1)
+    sql_sources: dict[str, str] = Field(default_factory=dict, repr=False)
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

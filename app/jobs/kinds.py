@@ -4,6 +4,7 @@ from app.jobs.execute import JobFunction
 from app.models.job import JobKind
 from app.services.active_learning import run_simulation
 from app.services.consensus import run_apply_consensus
+from app.services.imports import run_file_import, run_sql_import
 from app.services.label_issues import run_report
 from app.services.models import run_training
 from app.services.prelabels import run_prelabel
@@ -18,4 +19,6 @@ JOB_FUNCTIONS: dict[str, JobFunction] = {
     JobKind.apply_consensus: run_apply_consensus,
     JobKind.label_issues: run_report,
     JobKind.synthetic: run_generation,
+    JobKind.import_file: run_file_import,
+    JobKind.import_sql: run_sql_import,
 }

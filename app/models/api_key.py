@@ -9,7 +9,8 @@ from sqlmodel import Field, SQLModel
 
 from app.models.base import Role, SafeStr, timestamp_column, utcnow
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+# ":" lets import annotators be named after their source, e.g. "import:crm-2024".
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,99}$"
 
 
 class ApiKey(SQLModel, table=True):

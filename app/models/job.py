@@ -1,4 +1,4 @@
-"""Jobs: long work (training, prelabelling, pool scoring) answered with 202 and polled."""
+"""Jobs: long work (training, prelabelling, pool scoring, imports) answered with 202 and polled."""
 
 from datetime import datetime
 from enum import StrEnum
@@ -21,6 +21,8 @@ class JobKind(StrEnum):
     apply_consensus = "apply_consensus"
     label_issues = "label_issues"
     synthetic = "synthetic"
+    import_file = "import_file"
+    import_sql = "import_sql"
 
 
 class JobStatus(StrEnum):

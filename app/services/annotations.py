@@ -1,5 +1,7 @@
 """Submit annotations in bulk (one current per item and annotator, history kept) and list them."""
 
+from typing import Any
+
 from sqlmodel import Session, col, select
 
 from app.errors import ErrorDetail, Forbidden, Problem, make_problem
@@ -13,6 +15,7 @@ from app.models.annotation import (
 )
 from app.models.base import AnnotationSource, Role, utcnow
 from app.models.item import Item
+from app.models.job import Job
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
 from app.services import batches, consensus, item_status, models
@@ -51,6 +54,42 @@ def submit_annotations(
     entries: list[AnnotationIn],
 ) -> AnnotationReport:
     _authorize(principal, entries)
+    report = write_annotations(
+        session, project=project, default_annotator=principal.name, entries=entries
+    )
+    follow_ups = (
+        queue_follow_ups(session, project=project) if report.created or report.replaced else []
+    )
+    session.commit()
+    for job in follow_ups:
+        if job.id is not None:
+            runner.enqueue(job.id)
+    return report
+
+
+def queue_follow_ups(session: Session, *, project: Project) -> list[Job]:
+    """The jobs new answers call for (project-wide consensus, automatic retraining); flushes,
+    the caller commits and then enqueues them."""
+    jobs = [
+        consensus.queue_apply(session, project=project, created_by="consensus"),
+        models.auto_retrain_job(session, project=project),
+    ]
+    return [job for job in jobs if job is not None]
+
+
+def write_annotations(
+    session: Session,
+    *,
+    project: Project,
+    default_annotator: str,
+    entries: list[AnnotationIn],
+    provenance: dict[str, Any] | None = None,
+) -> AnnotationReport:
+    """Write annotations and re-derive the touched items' status and label (flushes only).
+
+    Entries without an annotator are `default_annotator`'s; `provenance` is recorded on each
+    new annotation (imports). The caller has authorized the entries.
+    """
     assert project.id is not None
     item_ids = sorted({e.item_id for e in entries})
     # Lock the items (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers) so
@@ -77,7 +116,7 @@ def submit_annotations(
     touched: set[int] = set()
     written: list[tuple[AnnotationEntryResult, Annotation]] = []
     for index, entry in enumerate(entries):
-        annotator = entry.annotator or principal.name
+        annotator = entry.annotator or default_annotator
         problem: Problem | None = None
         if entry.item_id not in known_items:
             problem = _entry_problem(
@@ -130,6 +169,7 @@ def submit_annotations(
                 source=source,
                 duration_ms=entry.duration_ms,
                 note=entry.note,
+                provenance=provenance,
                 is_current=True,
                 created_at=now,
             )
@@ -151,14 +191,6 @@ def submit_annotations(
         answers=[(a.item_id, a.annotator) for _, a in written],
     )
     item_status.refresh_items(session, project=project, item_ids=touched)
-    follow_ups = []
-    if touched:
-        follow_ups.append(consensus.queue_apply(session, project=project, created_by="consensus"))
-        follow_ups.append(models.auto_retrain_job(session, project=project))
-    session.commit()
-    for job in follow_ups:
-        if job is not None and job.id is not None:
-            runner.enqueue(job.id)
     return report
 
 

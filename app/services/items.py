@@ -3,7 +3,7 @@
 import hashlib
 import json
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,7 @@ def ingest_items(
     project_id: int,
     entries: Sequence[tuple[int, Any]],
     max_text_chars: int,
+    then: Callable[[IngestReport], None] | None = None,
 ) -> IngestReport:
     """Upsert a batch of (index, raw entry) pairs in one transaction, with a result per entry.
 
@@ -95,12 +96,18 @@ def ingest_items(
     replays the batch, which then sees the other request's rows. A value the database
     refuses despite validation fails only its own entry: the batch is split until the
     culprit is alone.
+
+    `then` adds writes to the same transaction once the items are written (an import's
+    labels), given the report about to be committed. It runs again when the batch is replayed
+    and once per part when it is split, so it must keep what it learns only when it returns.
     """
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             report = _ingest_once(
                 session, project_id=project_id, entries=entries, max_text_chars=max_text_chars
             )
+            if then is not None:
+                then(report)
             session.commit()
             return report
         except IntegrityError:
@@ -119,7 +126,11 @@ def ingest_items(
             report = IngestReport()
             for half in (entries[:middle], entries[middle:]):
                 part = ingest_items(
-                    session, project_id=project_id, entries=half, max_text_chars=max_text_chars
+                    session,
+                    project_id=project_id,
+                    entries=half,
+                    max_text_chars=max_text_chars,
+                    then=then,
                 )
                 report.absorb(part, keep_all=True)
             return report

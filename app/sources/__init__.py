@@ -1,1 +1,2 @@
-"""Adapters for the outside world: request-body readers now; files, SQL, click logs, LLMs later."""
+"""Adapters for the outside world: request-body readers, import files and SQL sources, the LLM
+client. No FastAPI and no project logic here."""

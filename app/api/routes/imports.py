@@ -1,0 +1,171 @@
+"""Imports: one path, two bodies. A multipart upload is a file import; a JSON body is an
+import of the kind it names (sql). Either answers 202 with the job.
+
+Admin and service keys only: an import writes items and labels in another annotator's name.
+"""
+
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from app.api.routes.jobs import ACCEPTED, accepted
+from app.deps import ProjectDep, RunnerDep, SessionDep, SettingsDep, WriterDep
+from app.errors import ErrorDetail, UnsupportedMediaType, ValidationFailed, problem_responses
+from app.models.imports import FileImportFields, JsonImport
+from app.models.job import JobPublic
+from app.services import imports
+from app.sources.json_bodies import strict_loads
+
+router = APIRouter(
+    prefix="/v1/projects/{project_id}/imports",
+    tags=["imports"],
+    responses=problem_responses(401, 403, 404, 422),
+)
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+FORM_FIELDS = set(FileImportFields.model_fields) | {"file"}
+JSON_IMPORT: pydantic.TypeAdapter[JsonImport] = pydantic.TypeAdapter(JsonImport)
+
+IMPORT_BODY = {
+    "required": True,
+    "content": {
+        MULTIPART: {
+            "schema": {"$ref": "#/components/schemas/FileImportForm"},
+            "encoding": {"mapping": {"contentType": JSON}},
+            "description": "kind=file: a JSONL, CSV or Parquet file and its column mapping.",
+        },
+        JSON: {
+            "schema": {"$ref": "#/components/schemas/JsonImport"},
+            "example": {
+                "kind": "sql",
+                "connection": "crm",
+                "query": "SELECT id, body, category FROM tickets WHERE created_at >= :since",
+                "params": {"since": "2024-01-01"},
+                "mapping": {"external_id": "id", "text": "body", "label": "category"},
+                "max_rows": 100000,
+            },
+        },
+    },
+}
+
+
+def _invalid(error: pydantic.ValidationError, *prefix: str | int) -> RequestValidationError:
+    """A pydantic error as the request's 422, its locations under ["body", *prefix]."""
+    return RequestValidationError(
+        [
+            {**e, "loc": ("body", *prefix, *e["loc"])}
+            for e in error.errors(include_url=False, include_context=False, include_input=False)
+        ]
+    )
+
+
+def _file_fields(form: FormData) -> tuple[FileImportFields, UploadFile]:
+    """Validate the form: its fields (mapping is JSON text), once each, and one file."""
+    unknown = sorted(set(form.keys()) - FORM_FIELDS)
+    repeated = sorted(k for k in set(form.keys()) if len(form.getlist(k)) > 1)
+    errors = [ErrorDetail(loc=["body", k], msg="not a field of a file import") for k in unknown]
+    errors += [ErrorDetail(loc=["body", k], msg="given more than once") for k in repeated]
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        msg = "send the file as a file part" if upload is not None else "Field required"
+        errors.append(ErrorDetail(loc=["body", "file"], msg=msg))
+    fields: dict[str, Any] = {}
+    for key, value in form.items():
+        if key == "file" or key not in FORM_FIELDS:
+            continue
+        if not isinstance(value, str):
+            errors.append(ErrorDetail(loc=["body", key], msg="send a text field, not a file"))
+        elif key == "mapping":
+            try:
+                fields[key] = strict_loads(value)
+            except ValueError as error:
+                errors.append(ErrorDetail(loc=["body", key], msg=f"not valid JSON: {error}"))
+        else:
+            fields[key] = value
+    if errors:
+        raise ValidationFailed(
+            "; ".join(f"{'.'.join(map(str, e.loc[1:]))}: {e.msg}" for e in errors), errors=errors
+        )
+    try:
+        parsed = FileImportFields.model_validate(fields)
+    except pydantic.ValidationError as error:
+        raise _invalid(error) from None
+    assert isinstance(upload, UploadFile)
+    return parsed, upload
+
+
+def _json_request(body: bytes) -> JsonImport:
+    try:
+        value = strict_loads(body)
+    except ValueError as error:
+        raise ValidationFailed(
+            f"The body is not valid JSON: {error}.",
+            errors=[ErrorDetail(loc=["body"], msg=str(error))],
+        ) from None
+    if isinstance(value, dict) and value.get("kind") == "file":
+        raise ValidationFailed(
+            "kind: a file import is sent as multipart/form-data (fields kind, mapping, file).",
+            errors=[ErrorDetail(loc=["body", "kind"], msg="file imports are multipart/form-data")],
+        )
+    try:
+        return JSON_IMPORT.validate_python(value)
+    except pydantic.ValidationError as error:
+        raise _invalid(error) from None
+
+
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra={"requestBody": IMPORT_BODY},
+    responses={**ACCEPTED, **problem_responses(413, 415, 503)},
+)
+async def create_import(
+    principal: WriterDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    project: ProjectDep,
+    request: Request,
+    response: Response,
+) -> JobPublic:
+    """Import a file (multipart: JSONL, CSV, Parquet) or a SQL query's rows (JSON) (202: a job)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in (MULTIPART, JSON):
+        raise UnsupportedMediaType(
+            f"Send a file import as {MULTIPART}, or a SQL import as {JSON}; "
+            f"not {media_type or 'a body without a content type'}."
+        )
+    # The body may be slow to arrive: hold no transaction (on SQLite, no write lock) meanwhile.
+    await run_in_threadpool(session.commit)
+    if media_type == JSON:
+        json_request = _json_request(await request.body())
+        job = await run_in_threadpool(
+            imports.start_json_import,
+            session,
+            runner,
+            project=project,
+            principal=principal,
+            request=json_request,
+            settings=settings,
+        )
+        return accepted(response, job)
+    # Files are spooled to a temporary file as they arrive (in memory up to 1 MiB).
+    async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
+        fields, upload = _file_fields(form)
+        job = await run_in_threadpool(
+            imports.start_file_import,
+            session,
+            runner,
+            project=project,
+            principal=principal,
+            fields=fields,
+            file=upload.file,
+            file_name=upload.filename,
+            settings=settings,
+        )
+    return accepted(response, job)
