@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/active_learning.py
 	$(BIN)/python bench/agreement.py
 	$(BIN)/python bench/label_issues.py
+	$(BIN)/python bench/import_jsonl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
