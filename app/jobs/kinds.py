@@ -3,6 +3,7 @@
 from app.jobs.execute import JobFunction
 from app.models.job import JobKind
 from app.services.active_learning import run_simulation
+from app.services.click_logs import run_click_logs_import
 from app.services.consensus import run_apply_consensus
 from app.services.imports import run_file_import, run_sql_import
 from app.services.label_issues import run_report
@@ -21,4 +22,5 @@ JOB_FUNCTIONS: dict[str, JobFunction] = {
     JobKind.synthetic: run_generation,
     JobKind.import_file: run_file_import,
     JobKind.import_sql: run_sql_import,
+    JobKind.import_click_logs: run_click_logs_import,
 }

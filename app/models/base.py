@@ -90,6 +90,13 @@ class AnnotationSource(StrEnum):
     user_behavior = "user_behavior"
 
 
+# The annotation sources that are votes: a person decided the label (now, or in the past answers
+# an import brings in). A model's auto-accept and an implicit label inferred from user behaviour
+# (clicks) are not: they resolve an item only while no vote has settled it, and never count in
+# consensus, agreement, annotator quality or the annotators-per-item overlap.
+VOTE_SOURCES: tuple[AnnotationSource, ...] = (AnnotationSource.human, AnnotationSource.import_)
+
+
 class Phase(StrEnum):
     pilot = "pilot"
     production = "production"

@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 from app.errors import Problem
 from app.models.api_key import NAME_PATTERN
 from app.models.base import ItemSource, SafeStr, timestamp_column, utcnow
+from app.models.click_logs import ClickLogsImport
 
 FileFormat = Literal["jsonl", "csv", "parquet"]
 ColumnName = Annotated[SafeStr, pydantic.Field(min_length=1, max_length=255)]
@@ -196,7 +197,7 @@ class SqlImport(BaseModel):
 
 
 # The JSON-bodied kinds, told apart by `kind` (an unknown kind is a 422).
-JsonImport = Annotated[SqlImport, pydantic.Field(discriminator="kind")]
+JsonImport = Annotated[SqlImport | ClickLogsImport, pydantic.Field(discriminator="kind")]
 
 
 # --- the result -------------------------------------------------------------------------------

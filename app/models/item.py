@@ -44,8 +44,9 @@ class Item(SQLModel, table=True):
     source: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
     resolved_label: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
-    # Who decided resolved_label: a "review", the "consensus" of human answers, or a "model"
-    # (an auto-accept), in that order of precedence.
+    # Who decided resolved_label: a "review", the "consensus" of human answers, a "model" (an
+    # auto-accept), or "user_behavior" (an implicit label from clicks), in that order of
+    # precedence.
     resolved_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(20)))
     # How sure the consensus is (majority: the winning vote share; Dawid-Skene: posterior).
     consensus_quality: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
@@ -131,10 +132,11 @@ class ItemPublic(BaseModel):
     source: ItemSource
     status: ItemStatus
     resolved_label: str | None
-    resolved_by: Literal["review", "consensus", "model"] | None = pydantic.Field(
+    resolved_by: Literal["review", "consensus", "model", "user_behavior"] | None = pydantic.Field(
         default=None,
-        description="A reviewer's decision, human consensus, or a model's auto-accepted "
-        "prelabel (that order of precedence).",
+        description="A reviewer's decision, human consensus, a model's auto-accepted "
+        "prelabel, or an implicit label from user behaviour such as clicks (that order of "
+        "precedence).",
     )
     consensus_quality: float | None = pydantic.Field(
         default=None,

@@ -23,6 +23,7 @@ class JobKind(StrEnum):
     synthetic = "synthetic"
     import_file = "import_file"
     import_sql = "import_sql"
+    import_click_logs = "import_click_logs"
 
 
 class JobStatus(StrEnum):
@@ -34,6 +35,9 @@ class JobStatus(StrEnum):
 
 
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+# The job's bulk input (e.g. click-log sessions) lives in params under this key: kept in the row
+# so the job (and a retry) can read it, left out of the public view so polling stays small.
+PAYLOAD_PARAM = "payload"
 
 
 class Job(SQLModel, table=True):
@@ -72,7 +76,9 @@ class JobPublic(BaseModel):
     kind: JobKind
     status: JobStatus
     progress: float = pydantic.Field(ge=0, le=1)
-    params: dict[str, Any]
+    params: dict[str, Any] = pydantic.Field(
+        description="What the job was asked to do (bulk input such as click-log sessions left out)."
+    )
     result: dict[str, Any] | None
     error: Problem | None
     retryable: bool = pydantic.Field(
@@ -94,7 +100,7 @@ class JobPublic(BaseModel):
             kind=JobKind(job.kind),
             status=JobStatus(job.status),
             progress=job.progress,
-            params=job.params,
+            params={k: v for k, v in job.params.items() if k != PAYLOAD_PARAM},
             result=job.result,
             error=Problem.model_validate(job.error) if job.error else None,
             retryable=job.status in (JobStatus.failed, JobStatus.cancelled),

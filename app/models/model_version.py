@@ -102,6 +102,11 @@ class ModelMetrics(BaseModel):
     synthetic_dropped: int = pydantic.Field(
         default=0, description="Synthetic items left out by the project's synthetic_max_ratio."
     )
+    n_user_behavior: int = pydantic.Field(
+        default=0,
+        description="Training examples resolved by an implicit label from user behaviour "
+        "(weighted 0.5 against 1.0 for human labels).",
+    )
 
 
 class ModelVersionPublic(BaseModel):

@@ -58,7 +58,7 @@ class ReviewPublic(BaseModel):
     previous_label: str | None = pydantic.Field(
         description="The item's resolved label before this review."
     )
-    previous_resolved_by: Literal["review", "consensus", "model"] | None
+    previous_resolved_by: Literal["review", "consensus", "model", "user_behavior"] | None
     is_current: bool
     created_at: datetime
     replaced_at: datetime | None

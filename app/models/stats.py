@@ -24,6 +24,26 @@ class CostLine(BaseModel):
     cost: float
 
 
+class SourceShare(BaseModel):
+    source: str
+    count: int
+    share: float = Field(description="Of the project's resolved labels.")
+
+
+class LabelSources(BaseModel):
+    """Where the resolved labels came from, to see selection bias at a glance."""
+
+    n_resolved: int = Field(description="Items with a resolved label.")
+    by_resolution: list[SourceShare] = Field(
+        description="Who decided each label: review, consensus (of human or imported answers), "
+        "model (an auto-accept) or user_behavior (an implicit label, e.g. from clicks)."
+    )
+    by_item_source: list[SourceShare] = Field(
+        description="Where the labeled items came from: manual, existing_db, user_behavior, "
+        "public, synthetic, production."
+    )
+
+
 class ProjectStats(BaseModel):
     project_id: int
     n_items: int
@@ -38,7 +58,11 @@ class ProjectStats(BaseModel):
     imbalance_ratio: float | None = Field(
         description="Largest over smallest non-zero resolved-label count."
     )
-    warnings: list[str]
+    label_sources: LabelSources
+    warnings: list[str] = Field(
+        description="Plain-language warnings: class imbalance, a biased label or item source "
+        "dominating the resolved labels, unpriced work."
+    )
     n_annotations: int
     annotations_per_annotator: list[AnnotatorCount]
     abstain_rate: float | None

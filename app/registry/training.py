@@ -3,7 +3,9 @@
 The features step is fitted once on all training inputs (it sees no labels: TF-IDF
 vocabulary and IDF only), then the classifier is cross-validated on that matrix. The
 out-of-fold probabilities are what threshold calibration and label-issue reports need:
-in-sample probabilities would hide the errors.
+in-sample probabilities would hide the errors. Optional per-example sample weights (less
+trusted labels weigh less) go to the classifier's fit, in every fold and in the final fit;
+every registered classifier (LogisticRegression, SGDClassifier) accepts them.
 """
 
 import time
@@ -41,6 +43,7 @@ def train(
     inputs: Sequence[str] | np.ndarray,
     labels: Sequence[str],
     *,
+    sample_weight: np.ndarray | None = None,
     progress: Callable[[float], None] = lambda _: None,
 ) -> TrainedModel:
     started = time.perf_counter()
@@ -52,9 +55,14 @@ def train(
         warnings.simplefilter("ignore", ConvergenceWarning)
         matrix = features.fit_transform(inputs)
         oof = _cross_validate(
-            classifier, matrix, y, len(classes), lambda f: progress(f * N_FOLDS / (N_FOLDS + 1))
+            classifier,
+            matrix,
+            y,
+            len(classes),
+            lambda f: progress(f * N_FOLDS / (N_FOLDS + 1)),
+            sample_weight,
         )
-        final = clone(classifier).fit(matrix, y)
+        final = _fit(clone(classifier), matrix, y, sample_weight)
     pipeline = Pipeline([("features", features), ("classifier", final)])
     metrics = classification_metrics(y, oof, classes) | {"n_folds": N_FOLDS}
     return TrainedModel(
@@ -72,6 +80,7 @@ def out_of_fold_probabilities(
     inputs: Sequence[str] | np.ndarray,
     labels: Sequence[str],
     *,
+    sample_weight: np.ndarray | None = None,
     progress: Callable[[float], None] = lambda _: None,
 ) -> np.ndarray:
     """(n, classes) out-of-fold probabilities, columns in sorted label order: exactly the
@@ -82,7 +91,7 @@ def out_of_fold_probabilities(
         warnings.simplefilter("ignore", ConvergenceWarning)
         matrix = pipeline.named_steps["features"].fit_transform(inputs)
         return _cross_validate(
-            pipeline.named_steps["classifier"], matrix, y, len(classes), progress
+            pipeline.named_steps["classifier"], matrix, y, len(classes), progress, sample_weight
         )
 
 
@@ -93,13 +102,25 @@ def _codes(labels: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return classes, np.fromiter((index[x] for x in labels), dtype=np.int64, count=len(labels))
 
 
+def _fit(classifier: Any, matrix: Any, y: np.ndarray, sample_weight: np.ndarray | None) -> Any:
+    if sample_weight is None:
+        return classifier.fit(matrix, y)
+    return classifier.fit(matrix, y, sample_weight=sample_weight)
+
+
 def _cross_validate(
-    classifier: Any, matrix: Any, y: np.ndarray, n_labels: int, progress: Callable[[float], None]
+    classifier: Any,
+    matrix: Any,
+    y: np.ndarray,
+    n_labels: int,
+    progress: Callable[[float], None],
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     oof = np.zeros((len(y), n_labels), dtype=np.float64)
     folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=FOLD_SEED)
     for fold, (train_rows, test_rows) in enumerate(folds.split(np.zeros(len(y)), y)):
-        fitted = clone(classifier).fit(matrix[train_rows], y[train_rows])
+        weights = None if sample_weight is None else sample_weight[train_rows]
+        fitted = _fit(clone(classifier), matrix[train_rows], y[train_rows], weights)
         oof[test_rows] = _full_columns(fitted, matrix[test_rows], n_labels)
         progress((fold + 1) / N_FOLDS)
     return oof

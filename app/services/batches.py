@@ -41,7 +41,7 @@ from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, ValidationFai
 from app.ml.features import hashed_text_features
 from app.ml.selection import choose_batch, cold_start
 from app.models.annotation import Annotation
-from app.models.base import AnnotationSource, ItemStatus, Role, utcnow
+from app.models.base import VOTE_SOURCES, ItemStatus, Role, utcnow
 from app.models.batch import (
     Batch,
     BatchCreate,
@@ -163,7 +163,7 @@ class Pool:
                 .where(
                     col(Annotation.item_id) == col(Item.id),
                     col(Annotation.is_current),
-                    col(Annotation.source) != AnnotationSource.model,
+                    col(Annotation.source).in_(VOTE_SOURCES),
                 )
                 .scalar_subquery()
             )

@@ -9,7 +9,7 @@ are applied by the `apply_consensus` job, queued whenever answers change.
 """
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -363,7 +363,8 @@ def _apply_chunk(
     """Write the consensus of one chunk of items; returns how many changed.
 
     The items are locked first (in id order, as every writer locks them), then their reviews
-    and auto-accepts are read: a review committed meanwhile is seen and wins.
+    and auto-accepts (and implicit labels) are read: a review committed meanwhile is seen and
+    wins.
     """
     current = (
         session.connection()
@@ -387,15 +388,19 @@ def _apply_chunk(
             select(Review.item_id).where(col(Review.item_id).in_(chunk), col(Review.is_current))
         )
     )
-    model_labels: dict[int, str | None] = dict(
-        session.exec(
-            select(Annotation.item_id, Annotation.label).where(
-                col(Annotation.item_id).in_(chunk),
-                col(Annotation.is_current),
-                col(Annotation.source) == AnnotationSource.model,
-            )
-        ).all()
-    )
+    model_labels: dict[int, str | None] = {}
+    implicit: dict[int, list[str | None]] = defaultdict(list)
+    for annotated_id, given, source in session.exec(
+        select(Annotation.item_id, Annotation.label, Annotation.source).where(
+            col(Annotation.item_id).in_(chunk),
+            col(Annotation.is_current),
+            col(Annotation.source).in_((AnnotationSource.model, AnnotationSource.user_behavior)),
+        )
+    ):
+        if source == AnnotationSource.model:
+            model_labels[annotated_id] = given
+        else:
+            implicit[annotated_id].append(given)
     now = utcnow()
     rows = []
     for item_id, status, label, by, quality, review_reason in current:
@@ -406,7 +411,9 @@ def _apply_chunk(
             Resolution(ItemStatus.labeled, new_label, "consensus", new_quality)
             if new_label is not None
             else item_status.unsettled(
-                model_label=model_labels.get(item_id),
+                standby=item_status.fallback(
+                    model_labels.get(item_id), item_status.implicit_label(implicit[item_id])
+                ),
                 n_labels=n_labels,
                 required=required,
                 quality=new_quality,

@@ -27,6 +27,7 @@ from app.errors import AppError, ErrorDetail, Problem, ValidationFailed, make_pr
 from app.jobs.context import JobContext, JobRunner
 from app.models.annotation import AnnotationIn
 from app.models.base import AnnotationSource, ItemSource, utcnow
+from app.models.click_logs import ClickLogsImport
 from app.models.imports import (
     MAX_ROW_ERRORS,
     ColumnMapping,
@@ -43,7 +44,7 @@ from app.models.imports import (
 from app.models.item import IngestReport
 from app.models.job import FINISHED, Job, JobKind
 from app.models.project import Project
-from app.services import annotations, jobs
+from app.services import annotations, click_logs, jobs
 from app.services.api_keys import Principal
 from app.services.items import IN_CLAUSE_CHUNK, ITEM_TABLE, ingest_items
 from app.services.models import load_project
@@ -501,6 +502,10 @@ def start_json_import(
                 principal=principal,
                 request=request,
                 settings=settings,
+            )
+        case ClickLogsImport():
+            return click_logs.start_click_logs_import(
+                session, runner, project=project, principal=principal, request=request
             )
 
 

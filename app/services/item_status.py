@@ -1,4 +1,4 @@
-"""Derive an item's status and resolved label: review > consensus > auto-accept.
+"""Derive an item's status and resolved label: review > consensus > auto-accept > implicit.
 
 This is the one definition of an item's label; training, batches and exports read what it
 writes. A reviewer's decision wins outright. Otherwise, once the item has the answers it
@@ -7,8 +7,10 @@ half of the non-abstaining votes and by more than half of the required answers. 
 (a tie, a plurality such as 2 of 4, or "I don't know"s leaving a single vote of two) the
 item goes to needs_review rather than silently picking the first label. A
 model's auto-accepted prelabel resolves an item only while no human has settled it, and never
-counts as a vote. A label a label-issue report flagged stays, but the item waits in the review
-queue until a reviewer decides. Projects whose consensus_method is dawid_skene or crowdlab
+counts as a vote; below it, an implicit label inferred from user behaviour (clicks, source
+`user_behavior`) does the same with less trust. Votes are the sources in `VOTE_SOURCES`. A
+label a label-issue report flagged stays, but the item waits in the review queue until a
+reviewer decides. Projects whose consensus_method is dawid_skene or crowdlab
 start from this majority and are then re-resolved project-wide by the consensus job
 (services/consensus.py).
 """
@@ -20,7 +22,7 @@ from typing import NamedTuple
 from sqlmodel import Session, col, select
 
 from app.models.annotation import Annotation
-from app.models.base import AnnotationSource, ItemStatus, utcnow
+from app.models.base import VOTE_SOURCES, AnnotationSource, ItemStatus, utcnow
 from app.models.item import Item
 from app.models.project import Project
 from app.models.review import Review
@@ -44,6 +46,31 @@ class Resolution(NamedTuple):
     quality: float | None = None  # the winning label's share of the votes
 
 
+class Fallback(NamedTuple):
+    """The label an item has while no vote settles it, and who gave it."""
+
+    label: str
+    resolved_by: str  # "model" or "user_behavior"
+
+
+def fallback(model_label: str | None, implicit_label: str | None) -> Fallback | None:
+    """A model's auto-accept outranks an implicit label from user behaviour."""
+    if model_label is not None:
+        return Fallback(model_label, "model")
+    if implicit_label is not None:
+        return Fallback(implicit_label, AnnotationSource.user_behavior.value)
+    return None
+
+
+def implicit_label(labels: Iterable[str | None]) -> str | None:
+    """One label from an item's current implicit labels (one per log source): the most common
+    one when it leads strictly, none on a tie."""
+    counts = Counter(label for label in labels if label is not None).most_common(2)
+    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
+
+
 def derive(
     votes: Iterable[tuple[str | None, bool]],
     *,
@@ -51,17 +78,26 @@ def derive(
     model_label: str | None = None,
     review_reason: str | None = None,
     review_label: str | None = None,
+    implicit: str | None = None,
 ) -> Resolution:
     """Status and resolved label from the (label, abstain) pairs of current human annotations,
-    the current auto-accepted model label, if any, why the item was sent to review, and the
-    current review's label, if any. `annotators_per_item` is the project's required count."""
+    the current auto-accepted model label, if any, why the item was sent to review, the
+    current review's label, if any, and the implicit label from user behaviour, if any.
+    `annotators_per_item` is the project's required count."""
     answers = list(votes)
     labels = Counter(label for label, abstain in answers if not abstain and label is not None)
     quality = labels.most_common(1)[0][1] / labels.total() if labels else None
     if review_label is not None:
         return Resolution(ItemStatus.labeled, review_label, "review", quality)
     return held_for_review(
-        _by_votes(answers, labels, quality, annotators_per_item, model_label, review_reason),
+        _by_votes(
+            answers,
+            labels,
+            quality,
+            annotators_per_item,
+            fallback(model_label, implicit),
+            review_reason,
+        ),
         review_reason,
     )
 
@@ -94,7 +130,7 @@ def _by_votes(
     labels: Counter[str],
     quality: float | None,
     annotators_per_item: int,
-    model_label: str | None,
+    standby: Fallback | None,
     review_reason: str | None,
 ) -> Resolution:
     if answers and max(labels.total(), len(answers)) >= annotators_per_item:
@@ -106,7 +142,7 @@ def _by_votes(
             if 2 * top > labels.total() and 2 * top > annotators_per_item:
                 return Resolution(ItemStatus.labeled, label, "consensus", quality)
         return unsettled(
-            model_label=model_label,
+            standby=standby,
             n_labels=labels.total(),
             required=annotators_per_item,
             quality=quality,
@@ -116,24 +152,25 @@ def _by_votes(
         status = ItemStatus.needs_review  # only "I don't know" so far: still needs a reviewer
     elif answers:
         status = ItemStatus.in_progress
-    elif model_label is not None:
+    elif standby is not None:
         status = ItemStatus.labeled
     else:
         status = ItemStatus.unlabeled
-    if model_label is not None:
-        return Resolution(status, model_label, "model", quality)
+    if standby is not None:
+        return Resolution(status, standby.label, standby.resolved_by, quality)
     return Resolution(status, None, None, quality)
 
 
 def unsettled(
-    *, model_label: str | None, n_labels: int, required: int, quality: float | None
+    *, standby: Fallback | None, n_labels: int, required: int, quality: float | None
 ) -> Resolution:
     """An item with its answers but no decision (a tie, a plurality, too few labels): batches
     will not hand it out again, so a reviewer decides. When "I don't know"s left fewer labels
-    than required, an auto-accepted model label stays meanwhile; when humans disagreed, it
-    does not. The consensus job uses the same rule for items its method leaves undecided."""
-    if model_label is not None and n_labels < required:
-        return Resolution(ItemStatus.needs_review, model_label, "model", quality)
+    than required, an auto-accepted model label (else an implicit one) stays meanwhile; when
+    humans disagreed, it does not. The consensus job uses the same rule for items its method
+    leaves undecided."""
+    if standby is not None and n_labels < required:
+        return Resolution(ItemStatus.needs_review, standby.label, standby.resolved_by, quality)
     return Resolution(ItemStatus.needs_review, None, None, quality)
 
 
@@ -145,16 +182,19 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
         chunk = ids[start : start + CHUNK]
         votes: dict[int, list[tuple[str | None, bool]]] = defaultdict(list)
         model_labels: dict[int, str | None] = {}
+        implicit: dict[int, list[str | None]] = defaultdict(list)
         rows = session.exec(
             select(
                 Annotation.item_id, Annotation.label, Annotation.abstain, Annotation.source
             ).where(col(Annotation.item_id).in_(chunk), col(Annotation.is_current))
         )
         for item_id, label, abstain, source in rows:
-            if source == AnnotationSource.model:
-                model_labels[item_id] = label
-            else:
+            if source in VOTE_SOURCES:
                 votes[item_id].append((label, abstain))
+            elif source == AnnotationSource.model:
+                model_labels[item_id] = label
+            elif source == AnnotationSource.user_behavior:
+                implicit[item_id].append(label)
         reviews = dict(
             session.exec(
                 select(Review.item_id, Review.label).where(
@@ -171,6 +211,7 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
                 model_label=model_labels.get(item.id),
                 review_reason=item.review_reason,
                 review_label=reviews.get(item.id),
+                implicit=implicit_label(implicit[item.id]),
             )
             current = (item.status, item.resolved_label, item.resolved_by, item.consensus_quality)
             if current != tuple(resolution):

@@ -2,7 +2,8 @@
 to the worst ones, with the dataset-level findings (class imbalance, the estimated noise
 between labels, near-duplicate groups, outliers).
 
-The report job judges every human-resolved label with out-of-fold probabilities (the active
+The report job judges every trainable label (human-resolved, and implicit labels from user
+behaviour, which are the noisiest) with out-of-fold probabilities (the active
 model's, when it was trained on exactly the current labels; otherwise a fresh K-fold
 cross-validation of the same algorithm) and cleanlab (`ml.label_issues`). It stores the
 report and one row per judged item (the label snapshot), then sends suspected mislabels to
@@ -156,6 +157,7 @@ def run_report(context: JobContext) -> dict[str, Any]:
             params,
             training_set.model_inputs(algorithm),
             training_set.labels,
+            sample_weight=training_set.sample_weights(),
             progress=lambda fraction: context.progress(0.05 + 0.75 * fraction),
         )
         source = "cross_validation"

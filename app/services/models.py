@@ -33,8 +33,16 @@ from app.registry.training import MIN_PER_LABEL, train
 from app.services import jobs
 from app.services.api_keys import Principal
 
-# Labels a model may learn from: a reviewer's decision or the human consensus, never a model's.
+# Labels people decided: a reviewer's decision or the human consensus, never a model's. They
+# alone lift the synthetic cap and calibrate thresholds.
 HUMAN_RESOLUTIONS = ("review", "consensus")
+# Labels a model may learn from: the human ones, and implicit labels from user behaviour
+# (clicks), which for click data are most of the training set. Never a model's own.
+USER_BEHAVIOR_RESOLUTION = "user_behavior"
+TRAINABLE_RESOLUTIONS = (*HUMAN_RESOLUTIONS, USER_BEHAVIOR_RESOLUTION)
+# Each training example's sample weight by who resolved it: an implicit label counts half as
+# much as a human one in the fit and its cross-validation (metrics stay unweighted).
+USER_BEHAVIOR_WEIGHT = 0.5
 PIPELINE_ARTIFACT = "pipeline"
 OOF_ARTIFACT = "oof_probabilities"
 
@@ -46,6 +54,8 @@ class TrainingSet:
     inputs: list[Any] = field(default_factory=list)
     label_counts: dict[str, int] = field(default_factory=dict)  # before any exclusion
     excluded_labels: dict[str, int] = field(default_factory=dict)  # too few examples
+    weights: list[float] = field(default_factory=list)  # USER_BEHAVIOR_WEIGHT or 1.0
+    n_user_behavior: int = 0  # examples resolved by user behaviour
     synthetic_dropped: int = 0
     without_features: int = 0
 
@@ -54,11 +64,19 @@ class TrainingSet:
             return np.asarray(self.inputs, dtype=np.float64)
         return list(self.inputs)
 
+    def sample_weights(self) -> np.ndarray | None:
+        """The weights to fit with, or None when every example weighs 1 (a plain fit)."""
+        if all(weight == 1.0 for weight in self.weights):
+            return None
+        return np.asarray(self.weights, dtype=np.float64)
+
     @property
     def hash(self) -> str:
         digest = hashlib.sha256()
-        for item_id, label in zip(self.item_ids, self.labels, strict=True):
-            digest.update(f"{item_id}\t{label}\n".encode())
+        for item_id, label, weight in zip(self.item_ids, self.labels, self.weights, strict=True):
+            # A weight only when it is not 1, so human-only sets keep their earlier hashes.
+            suffix = "" if weight == 1.0 else f"\t{weight}"
+            digest.update(f"{item_id}\t{label}{suffix}\n".encode())
         return digest.hexdigest()
 
 
@@ -74,42 +92,47 @@ def feature_vector(data: dict[str, Any]) -> list[float] | None:
 
 
 def build_training_set(session: Session, *, project: Project, algorithm: Algorithm) -> TrainingSet:
-    """Items resolved by humans (never by a model), with synthetic items capped at the
-    project's synthetic_max_ratio and labels too rare to cross-validate left out."""
-    columns: list[Any] = [Item.id, Item.resolved_label, Item.source]
+    """Items resolved by humans or by user behaviour (never by a model), the latter weighted
+    USER_BEHAVIOR_WEIGHT; synthetic items capped at the project's synthetic_max_ratio of the
+    human-resolved ones; labels too rare to cross-validate left out."""
+    columns: list[Any] = [Item.id, Item.resolved_label, Item.source, Item.resolved_by]
     columns.append(Item.data if algorithm.input == "features" else Item.text)
     rows = session.exec(
         select(*columns)
         .where(
             col(Item.project_id) == project.id,
-            col(Item.resolved_by).in_(HUMAN_RESOLUTIONS),
+            col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS),
             col(Item.resolved_label).is_not(None),
         )
         .order_by(col(Item.id))
     ).all()
     result = TrainingSet()
     if algorithm.input == "features":
-        vectors = [(row, feature_vector(row[3])) for row in rows]
+        vectors = [(row, feature_vector(row[4])) for row in rows]
         lengths = Counter(len(v) for _, v in vectors if v is not None)
         width = lengths.most_common(1)[0][0] if lengths else 0
         kept = [(r, v) for r, v in vectors if v is not None and len(v) == width]
         result.without_features = len(rows) - len(kept)
-        rows = [(r[0], r[1], r[2], v) for r, v in kept]
-    human = [r for r in rows if r[2] != ItemSource.synthetic]
+        rows = [(r[0], r[1], r[2], r[3], v) for r, v in kept]
+    real = [r for r in rows if r[2] != ItemSource.synthetic]
     synthetic = [r for r in rows if r[2] == ItemSource.synthetic]
+    n_human = sum(1 for r in real if r[3] in HUMAN_RESOLUTIONS)
     ratio = project.synthetic_max_ratio
-    allowed = len(synthetic) if ratio >= 1 else math.floor(ratio * len(human) / (1 - ratio))
+    allowed = len(synthetic) if ratio >= 1 else math.floor(ratio * n_human / (1 - ratio))
     result.synthetic_dropped = max(0, len(synthetic) - allowed)
-    chosen = sorted(human + synthetic[:allowed], key=lambda r: r[0])
+    chosen = sorted(real + synthetic[:allowed], key=lambda r: r[0])
     counts = Counter(r[1] for r in chosen)
     result.label_counts = dict(sorted(counts.items()))
     result.excluded_labels = {k: v for k, v in result.label_counts.items() if v < MIN_PER_LABEL}
-    for item_id, label, _, value in chosen:
+    for item_id, label, _, resolved_by, value in chosen:
         if label in result.excluded_labels:
             continue
         result.item_ids.append(item_id)
         result.labels.append(label)
         result.inputs.append(value)
+        implicit = resolved_by == USER_BEHAVIOR_RESOLUTION
+        result.weights.append(USER_BEHAVIOR_WEIGHT if implicit else 1.0)
+        result.n_user_behavior += implicit
     return result
 
 
@@ -134,7 +157,7 @@ def check_trainable(training_set: TrainingSet) -> None:
     raise Conflict(
         f"Training needs at least {MIN_PER_LABEL} human-resolved labels for each of at least "
         f"2 labels (for {MIN_PER_LABEL}-fold cross-validation); this project has {have}. "
-        f"Model auto-accepts do not count.{extra}",
+        f"Implicit labels from user behaviour count too; model auto-accepts do not.{extra}",
         slug="not-enough-labels",
     )
 
@@ -187,7 +210,7 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     labeled = session.exec(
         select(func.count())
         .select_from(Item)
-        .where(col(Item.project_id) == project.id, col(Item.resolved_by).in_(HUMAN_RESOLUTIONS))
+        .where(col(Item.project_id) == project.id, col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS))
     ).one()
     if labeled - (latest.n_train if latest else 0) < every:
         return None
@@ -220,6 +243,7 @@ def run_training(context: JobContext) -> dict[str, Any]:
             params,
             training_set.model_inputs(algorithm),
             training_set.labels,
+            sample_weight=training_set.sample_weights(),
             progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
         )
     except ValueError as error:  # scikit-learn refusing these params for this data
@@ -251,6 +275,7 @@ def run_training(context: JobContext) -> dict[str, Any]:
             | {
                 "excluded_labels": training_set.excluded_labels,
                 "synthetic_dropped": training_set.synthetic_dropped,
+                "n_user_behavior": training_set.n_user_behavior,
             },
             training_seconds=trained.seconds,
             job_id=context.job_id,
@@ -279,6 +304,7 @@ def run_training(context: JobContext) -> dict[str, Any]:
         "version": version.version,
         "model_version": registry_version_name(version.version),
         "n_train": version.n_train,
+        "n_user_behavior": training_set.n_user_behavior,
         "accuracy": trained.metrics["accuracy"],
         "macro_f1": trained.metrics["macro_f1"],
         "training_seconds": trained.seconds,

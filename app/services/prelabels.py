@@ -19,7 +19,7 @@ from app.ml.thresholds import (
     wilson_interval,
 )
 from app.models.annotation import Annotation
-from app.models.base import AnnotationSource, Phase, utcnow
+from app.models.base import VOTE_SOURCES, AnnotationSource, Phase, utcnow
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.model_version import ModelVersion, registry_version_name
@@ -365,7 +365,10 @@ def _write_chunk(
     current = session.exec(
         select(Annotation).where(col(Annotation.item_id).in_(ids), col(Annotation.is_current))
     ).all()
-    answered = {a.item_id for a in current if a.source != AnnotationSource.model}
+    answered = {a.item_id for a in current if a.source in VOTE_SOURCES}
+    # An auto-accept would outrank users' implicit label and take the item out of the training
+    # set, so a confident prediction leaves it alone; an unsure one still sends it to review.
+    implicit = {a.item_id for a in current if a.source == AnnotationSource.user_behavior}
     previous = {a.item_id: a for a in current if a.annotator == MODEL_ANNOTATOR}
     now = utcnow()
     applied: list[tuple[int, bool, bool]] = []
@@ -376,6 +379,8 @@ def _write_chunk(
         item = items.get(item_id)
         if item is None or item_id in answered:
             continue  # a human answered while the model was predicting: humans win
+        if accept and item_id in implicit:
+            continue
         if item.review_reason in item_status.PRODUCTION_REASONS:
             continue  # a production sample waits for its reviewer: it measures that model
         label, confidence = source.labels[top], round(confidence, 6)

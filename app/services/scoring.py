@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 
 from app.jobs.context import JobContext
 from app.models.annotation import Annotation
-from app.models.base import AnnotationSource
+from app.models.base import VOTE_SOURCES
 from app.models.item import Item
 from app.models.model_version import ModelVersion, registry_version_name
 from app.registry.algorithms import Algorithm, get_algorithm
@@ -20,11 +20,12 @@ from app.services.predictions import prediction_rows, upsert_predictions
 
 
 def unsettled_condition() -> Any:
-    """Items no human has answered yet (a model's auto-accept may have resolved them)."""
+    """Items no human has answered yet (a model's auto-accept or an implicit label may have
+    resolved them)."""
     human_answer = exists().where(
         col(Annotation.item_id) == col(Item.id),
         col(Annotation.is_current),
-        col(Annotation.source) != AnnotationSource.model,
+        col(Annotation.source).in_(VOTE_SOURCES),
     )
     return ~human_answer
 

@@ -1,4 +1,5 @@
-"""Project statistics: counts, label distribution with imbalance warnings, annotators, cost."""
+"""Project statistics: counts, label distribution with imbalance warnings, where the labels
+came from with selection-bias warnings, annotators, cost."""
 
 from collections import defaultdict
 from collections.abc import Iterable
@@ -12,10 +13,32 @@ from app.models.api_key import ApiKey
 from app.models.base import AnnotationSource, ItemSource, ItemStatus
 from app.models.item import Item
 from app.models.project import Project
-from app.models.stats import AnnotatorCount, CostLine, LabelCount, ProjectStats
+from app.models.stats import (
+    AnnotatorCount,
+    CostLine,
+    LabelCount,
+    LabelSources,
+    ProjectStats,
+    SourceShare,
+)
 
 IMBALANCE_RATIO_LIMIT = 10.0
 DOMINANT_SHARE_LIMIT = 0.8
+
+# Selection bias, stated: shares of the resolved labels above which a source is said to
+# dominate. Checked only from SOURCE_WARNING_MIN_LABELS resolved labels on (a share of a handful
+# says nothing).
+SOURCE_WARNING_MIN_LABELS = 10
+# Implicit labels (resolved_by user_behavior): noisier than people's, and only about what users
+# were shown and chose.
+IMPLICIT_SHARE_LIMIT = 0.5
+# Items from one source other than manual: what that source selects (what users clicked or
+# reported, what production sampled, an old database's backlog) is not the whole population.
+ITEM_SOURCE_SHARE_LIMIT = 0.5
+# Sources exempt from ITEM_SOURCE_SHARE_LIMIT: manual items are the project's own choice, and
+# synthetic ones have their own limit, the project's synthetic_max_ratio.
+UNBIASED_ITEM_SOURCES = (ItemSource.manual, ItemSource.synthetic)
+RESOLUTIONS = ("review", "consensus", "model", AnnotationSource.user_behavior.value)
 
 
 def _distribution(counts: dict[str, int], labels: list[str]) -> list[LabelCount]:
@@ -59,6 +82,62 @@ def imbalance_warnings(counts: dict[str, int], labels: list[str]) -> tuple[float
     return ratio, warnings
 
 
+def label_sources(rows: Iterable[tuple[str | None, str, int]]) -> LabelSources:
+    """Shares of the resolved labels by who resolved them and by item source, from
+    (resolved_by, item source, count) rows."""
+    by_resolution = {name: 0 for name in RESOLUTIONS}
+    by_item_source = {source.value: 0 for source in ItemSource}
+    for resolved_by, source, n in rows:
+        by_resolution[resolved_by or "none"] = by_resolution.get(resolved_by or "none", 0) + n
+        by_item_source[source] = by_item_source.get(source, 0) + n
+    total = sum(by_resolution.values())
+
+    def shares(counts: dict[str, int]) -> list[SourceShare]:
+        return [
+            SourceShare(source=name, count=n, share=(n / total) if total else 0.0)
+            for name, n in counts.items()
+        ]
+
+    return LabelSources(
+        n_resolved=total,
+        by_resolution=shares(by_resolution),
+        by_item_source=shares(by_item_source),
+    )
+
+
+def source_warnings(sources: LabelSources, *, synthetic_max_ratio: float) -> list[str]:
+    """Plain-language warnings when a biased source dominates the resolved labels."""
+    total = sources.n_resolved
+    if total < SOURCE_WARNING_MIN_LABELS:
+        return []
+    warnings = []
+    implicit = next(s for s in sources.by_resolution if s.source == "user_behavior")
+    if implicit.share > IMPLICIT_SHARE_LIMIT:
+        warnings.append(
+            f"Implicit labels: {implicit.share:.0%} of resolved labels ({implicit.count} of "
+            f"{total}) were inferred from user behaviour (clicks), not given by people. They are "
+            "noisier and only cover what users were shown and chose; have people label a random "
+            "sample before trusting a model's metrics."
+        )
+    for source in sources.by_item_source:
+        if source.source in UNBIASED_ITEM_SOURCES or source.share <= ITEM_SOURCE_SHARE_LIMIT:
+            continue
+        warnings.append(
+            f"Selection bias: {source.share:.0%} of resolved labels ({source.count} of {total}) "
+            f"are on {source.source!r} items, which reflect what that source selects rather than "
+            "every input the model will see; label items from other sources too."
+        )
+    synthetic = next(s for s in sources.by_item_source if s.source == ItemSource.synthetic)
+    if synthetic_max_ratio < 1 and synthetic.share > synthetic_max_ratio:
+        warnings.append(
+            f"Synthetic share: {synthetic.share:.0%} of resolved labels ({synthetic.count} of "
+            f"{total}) are on synthetic items, above the project's synthetic_max_ratio of "
+            f"{synthetic_max_ratio:.0%}; training keeps only up to that ratio, and statistics on "
+            "these labels describe LLM-written texts."
+        )
+    return warnings
+
+
 def project_stats(session: Session, *, project: Project) -> ProjectStats:
     pid = project.id
     assert pid is not None
@@ -95,6 +174,14 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
         )
     )
     ratio, warnings = imbalance_warnings(resolved, project.labels)
+    sources = label_sources(
+        session.exec(
+            select(Item.resolved_by, Item.source, func.count())
+            .where(col(Item.project_id) == pid, col(Item.resolved_label).is_not(None))
+            .group_by(col(Item.resolved_by), col(Item.source))
+        )
+    )
+    warnings += source_warnings(sources, synthetic_max_ratio=project.synthetic_max_ratio)
 
     tiers = _tiers_by_name(session)
     per_annotator: list[AnnotatorCount] = []
@@ -148,6 +235,7 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
         label_distribution=_distribution(resolved, project.labels),
         annotation_label_distribution=_distribution(annotated, project.labels),
         imbalance_ratio=ratio,
+        label_sources=sources,
         warnings=warnings,
         n_annotations=n_current,
         annotations_per_annotator=per_annotator,

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from app.ml.agreement import Votes
 from app.models.annotation import Annotation
-from app.models.base import AnnotationSource
+from app.models.base import VOTE_SOURCES
 from app.models.project import Project
 
 
@@ -36,7 +36,8 @@ class ProjectVotes:
 
 
 def load_votes(session: Session, *, project: Project) -> ProjectVotes:
-    """Every current answer that is not a model's (model-made labels never count as votes).
+    """Every current vote (`VOTE_SOURCES`: a model's auto-accept or an implicit label from
+    user behaviour never counts as one).
     A label the project no longer has cannot occur: removing a label in use is refused."""
     labels = list(project.labels)
     width = len(labels) + 1
@@ -54,7 +55,7 @@ def load_votes(session: Session, *, project: Project) -> ProjectVotes:
         .where(
             col(Annotation.project_id) == project.id,
             col(Annotation.is_current),
-            col(Annotation.source) != AnnotationSource.model,
+            col(Annotation.source).in_(VOTE_SOURCES),
         )
         .group_by(col(Annotation.annotator))
     ).all()

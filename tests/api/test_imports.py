@@ -782,13 +782,13 @@ class TestRefusals:
         [
             ({"params": {"since": "2024"}}, ["body", "params", "since"]),
             ({"query": "SELECT * FROM t WHERE a = :a"}, ["body", "params"]),
-            ({"stable_only": True}, ["body", "sql"]),
-            ({"mapping": {"text": "b", "final_label": "f"}}, ["body", "sql"]),
-            ({"max_rows": 0}, ["body", "sql", "max_rows"]),
-            ({"max_rows": 10_000_001}, ["body", "sql", "max_rows"]),
-            ({"connection": "postgresql://u:p@h/db"}, ["body", "sql", "connection"]),
-            ({"params": {"a": {"nested": 1}}}, ["body", "sql", "params", "a", "str"]),
-            ({"url": "sqlite:///x.db"}, ["body", "sql", "url"]),
+            ({"stable_only": True}, ["body"]),
+            ({"mapping": {"text": "b", "final_label": "f"}}, ["body"]),
+            ({"max_rows": 0}, ["body", "max_rows"]),
+            ({"max_rows": 10_000_001}, ["body", "max_rows"]),
+            ({"connection": "postgresql://u:p@h/db"}, ["body", "connection"]),
+            ({"params": {"a": {"nested": 1}}}, ["body", "params", "a", "str"]),
+            ({"url": "sqlite:///x.db"}, ["body", "url"]),
         ],
     )
     def test_a_bad_sql_import_is_a_422(

@@ -1,7 +1,7 @@
 from typing import Any
 
 from app.models.base import ItemStatus
-from app.services.item_status import derive
+from app.services.item_status import derive, implicit_label
 from app.services.items import content_hash, normalize_text
 
 
@@ -123,3 +123,54 @@ def test_a_flagged_label_stays_but_waits_for_a_reviewer() -> None:
     assert derive_triple(votes, annotators_per_item=2, review_reason="label_issue")[0] == (
         ItemStatus.in_progress
     )
+
+
+def test_precedence_review_consensus_auto_accept_then_implicit_label() -> None:
+    # Only an implicit label (e.g. from clicks): it resolves the item, with the least trust.
+    assert derive_triple([], annotators_per_item=1, implicit="a") == (
+        ItemStatus.labeled,
+        "a",
+        "user_behavior",
+    )
+    # A model's auto-accept outranks it; human consensus and a review outrank both.
+    assert derive_triple([], annotators_per_item=1, model_label="b", implicit="a") == (
+        ItemStatus.labeled,
+        "b",
+        "model",
+    )
+    assert derive_triple([("c", False)], annotators_per_item=1, implicit="a") == (
+        ItemStatus.labeled,
+        "c",
+        "consensus",
+    )
+    assert derive_triple([("c", False)], annotators_per_item=1, implicit="a", review_label="d") == (
+        ItemStatus.labeled,
+        "d",
+        "review",
+    )
+    # Like an auto-accept, it stands in while people are still answering, and a flag on it
+    # sends the item to the review queue with the label kept.
+    assert derive_triple([("c", False)], annotators_per_item=2, implicit="a") == (
+        ItemStatus.in_progress,
+        "a",
+        "user_behavior",
+    )
+    assert derive_triple([], annotators_per_item=1, implicit="a", review_reason="label_issue") == (
+        ItemStatus.needs_review,
+        "a",
+        "user_behavior",
+    )
+    # People who disagree leave the item to a reviewer, without the implicit label.
+    assert derive_triple([("b", False), ("c", False)], annotators_per_item=2, implicit="a") == (
+        ItemStatus.needs_review,
+        None,
+        None,
+    )
+
+
+def test_several_implicit_labels_agree_or_cancel_out() -> None:
+    assert implicit_label([]) is None
+    assert implicit_label(["a"]) == "a"
+    assert implicit_label(["a", "b", "a"]) == "a"
+    assert implicit_label(["a", "b"]) is None
+    assert implicit_label([None, "b"]) == "b"

@@ -1,5 +1,5 @@
 """Imports: one path, two bodies. A multipart upload is a file import; a JSON body is an
-import of the kind it names (sql). Either answers 202 with the job.
+import of the kind it names (sql, click_logs). Either answers 202 with the job.
 
 Admin and service keys only: an import writes items and labels in another annotator's name.
 """
@@ -41,27 +41,60 @@ IMPORT_BODY = {
         },
         JSON: {
             "schema": {"$ref": "#/components/schemas/JsonImport"},
-            "example": {
-                "kind": "sql",
-                "connection": "crm",
-                "query": "SELECT id, body, category FROM tickets WHERE created_at >= :since",
-                "params": {"since": "2024-01-01"},
-                "mapping": {"external_id": "id", "text": "body", "label": "category"},
-                "max_rows": 100000,
+            "examples": {
+                "sql": {
+                    "value": {
+                        "kind": "sql",
+                        "connection": "crm",
+                        "query": "SELECT id, body, category FROM tickets "
+                        "WHERE created_at >= :since",
+                        "params": {"since": "2024-01-01"},
+                        "mapping": {"external_id": "id", "text": "body", "label": "category"},
+                        "max_rows": 100000,
+                    }
+                },
+                "click_logs": {
+                    "value": {
+                        "kind": "click_logs",
+                        "sessions": [
+                            {
+                                "query": "running shoes",
+                                "results": [
+                                    {
+                                        "doc_id": "doc-17",
+                                        "position": 1,
+                                        "clicked": False,
+                                        "dwell_time": 0,
+                                    },
+                                    {
+                                        "doc_id": "doc-42",
+                                        "position": 2,
+                                        "clicked": True,
+                                        "dwell_time": 95.5,
+                                    },
+                                ],
+                            }
+                        ],
+                        "min_dwell_seconds": 30,
+                        "max_position": 3,
+                    }
+                },
             },
         },
     },
 }
 
 
-def _invalid(error: pydantic.ValidationError, *prefix: str | int) -> RequestValidationError:
-    """A pydantic error as the request's 422, its locations under ["body", *prefix]."""
-    return RequestValidationError(
-        [
-            {**e, "loc": ("body", *prefix, *e["loc"])}
-            for e in error.errors(include_url=False, include_context=False, include_input=False)
-        ]
-    )
+def _invalid(error: pydantic.ValidationError, *, strip: Any = None) -> RequestValidationError:
+    """A pydantic error as the request's 422, its locations under "body" (without a leading
+    `strip`: the discriminator tag a union adds)."""
+    errors = []
+    for e in error.errors(include_url=False, include_context=False, include_input=False):
+        loc = tuple(e["loc"])
+        if strip is not None and loc[:1] == (strip,):
+            loc = loc[1:]
+        errors.append({**e, "loc": ("body", *loc)})
+    return RequestValidationError(errors)
 
 
 def _file_fields(form: FormData) -> tuple[FileImportFields, UploadFile]:
@@ -115,7 +148,9 @@ def _json_request(body: bytes) -> JsonImport:
     try:
         return JSON_IMPORT.validate_python(value)
     except pydantic.ValidationError as error:
-        raise _invalid(error) from None
+        # A discriminated union puts the kind first in each location; the body has no such key.
+        kind = value.get("kind") if isinstance(value, dict) else None
+        raise _invalid(error, strip=kind) from None
 
 
 @router.post(
@@ -133,11 +168,12 @@ async def create_import(
     request: Request,
     response: Response,
 ) -> JobPublic:
-    """Import a file (multipart: JSONL, CSV, Parquet) or a SQL query's rows (JSON) (202: a job)."""
+    """Import a file (multipart: JSONL, CSV, Parquet), a SQL query's rows or search click logs
+    (JSON) (202: a job)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in (MULTIPART, JSON):
         raise UnsupportedMediaType(
-            f"Send a file import as {MULTIPART}, or a SQL import as {JSON}; "
+            f"Send a file import as {MULTIPART}, or a SQL or click_logs import as {JSON}; "
             f"not {media_type or 'a body without a content type'}."
         )
     # The body may be slow to arrive: hold no transaction (on SQLite, no write lock) meanwhile.

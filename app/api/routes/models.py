@@ -52,7 +52,7 @@ def create_model(
         Body(examples=[{"algorithm": "tfidf_logreg", "params": {"C": 10.0}, "activate": True}]),
     ] = ModelTrainRequest(),
 ) -> JobPublic:
-    """Train a new version on the human-resolved labels (202: a job; its result names it)."""
+    """Train a new version on the resolved labels, implicit ones weighted half (202: a job)."""
     job = models.start_training(session, runner, project=project, principal=principal, request=body)
     return accepted(response, job)
 
