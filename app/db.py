@@ -2,15 +2,18 @@
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
 from sqlmodel import Session
 
-from app.registry.store import ModelCache
+from app.registry.cache import ModelCache
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 WRITE_OPTION = "labelwise_write"
 
@@ -84,7 +87,7 @@ class Database:
         # Same pool; its transactions take SQLite's write lock as they begin.
         self.write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
         # Loaded model versions, shared by requests and jobs of this process.
-        self.model_cache = ModelCache(settings.model_cache_size)
+        self.model_cache: ModelCache[Pipeline] = ModelCache(settings.model_cache_size)
 
     def session(self, *, write: bool = False) -> Session:
         return Session(self.write_engine if write else self.engine, expire_on_commit=False)

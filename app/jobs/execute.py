@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ def run_job(
     settings: Settings,
     job_id: int,
     *,
-    functions: dict[str, JobFunction],
+    functions: Mapping[str, JobFunction],
     enqueue: Callable[[int], None],
 ) -> None:
     job = _claim(database, job_id)

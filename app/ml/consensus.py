@@ -8,8 +8,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from cleanlab.multiannotator import get_label_quality_multiannotator
-from cleanlab.rank import get_label_quality_scores
 from scipy import sparse
 
 from app.ml.agreement import Votes, agreement_with_others, label_counts
@@ -242,6 +240,9 @@ def crowdlab(votes: Votes, pred_probs: np.ndarray) -> Consensus:
     agreement_with_others (NaN without overlap). An annotator whose items nobody else labelled
     gets NaN from cleanlab itself.
     """
+    # Imported on first use: docs/design.md, "Import weight".
+    from cleanlab.multiannotator import get_label_quality_multiannotator
+
     probs = _check_pred_probs(pred_probs, votes)
     counts = label_counts(votes)
     annotator_n = _annotator_n(votes)
@@ -289,6 +290,9 @@ def crowdlab(votes: Votes, pred_probs: np.ndarray) -> Consensus:
 def _singly_labelled_consensus(
     votes: Votes, counts: np.ndarray, probs: np.ndarray, items: np.ndarray
 ) -> Consensus:
+    # Imported on first use: docs/design.md, "Import weight".
+    from cleanlab.rank import get_label_quality_scores
+
     labels, _ = _plurality(counts)
     quality = np.full(votes.n_items, np.nan)
     decided = items[labels[items] >= 0]

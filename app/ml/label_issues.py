@@ -7,10 +7,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from cleanlab.count import estimate_joint
-from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
-from cleanlab.outlier import OutOfDistribution
-from cleanlab.rank import get_label_quality_scores
 
 # Rows of pred_probs may be off 1 by rounding (float32 models, JSON round trips), not more.
 _ROW_SUM_TOLERANCE = 1e-3
@@ -135,6 +131,10 @@ def find_label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> LabelIssues
     """
     given, probs = _check(labels, pred_probs)
     used = _in_use(given, probs)
+    # Imported on first use: docs/design.md, "Import weight".
+    from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
     with _cleanlab_filter_lock, warnings.catch_warnings():
         # A class given to a single item cannot be pruned from (cleanlab keeps at least one item
         # per class): it says so for every such class on every call. Its item still gets a
@@ -164,6 +164,9 @@ def noise_matrix(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     correct labels, the off-diagonal cells the estimated noise. Rows and columns of classes no
     item is given are zero (see find_label_issues for why they are left out).
     """
+    # Imported on first use: docs/design.md, "Import weight".
+    from cleanlab.count import estimate_joint
+
     given, probs = _check(labels, pred_probs)
     used = _in_use(given, probs)
     joint = np.zeros((probs.shape[1], probs.shape[1]), dtype=np.float64)
@@ -253,6 +256,9 @@ def outlier_scores(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     items within one dataset: after the thresholds are subtracted even confident rows can score
     well below 1 (0.06 for 0.9-confident rows of a 20-item class), hence outliers() by share.
     """
+    # Imported on first use: docs/design.md, "Import weight".
+    from cleanlab.outlier import OutOfDistribution
+
     given, probs = _check(labels, pred_probs)
     used = _in_use(given, probs)
     scores = OutOfDistribution().fit_score(

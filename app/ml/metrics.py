@@ -4,7 +4,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 _DECIMALS = 6
 
@@ -42,6 +41,9 @@ def classification_metrics(
             "brier": None,
             "per_label": {label: dict(empty) for label in labels},
         }
+
+    # Imported on first use: docs/design.md, "Import weight".
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
     y_pred = np.argmax(probabilities, axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(

@@ -9,7 +9,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from app.ml.selection import STRATEGIES, Features, choose_batch, priority
 from app.ml.uncertainty import summarize
@@ -209,6 +208,9 @@ def kfold_learning_curves(
     largest = int(np.bincount(codes).max())
     if folds > largest:
         raise ValueError(f"folds {folds} exceeds the {largest} items of the largest class")
+
+    # Imported on first use: docs/design.md, "Import weight".
+    from sklearn.model_selection import StratifiedKFold
 
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     # A class smaller than `folds` only leaves some test folds without it; sklearn's warning about

@@ -1,17 +1,20 @@
-"""Algorithms registered by name: how to build each scikit-learn pipeline from its params."""
+"""Algorithms registered by name: how to build each scikit-learn pipeline from its params.
+
+scikit-learn is imported by the builders, not here: listing and validating algorithms is
+part of every API process, and scikit-learn costs 180 MB (it imports pandas and pyarrow).
+"""
 
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from app.errors import ErrorDetail, ValidationFailed
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 InputKind = Literal["text", "features"]
 
@@ -84,12 +87,18 @@ class Algorithm:
         params.update(overrides)
         return params
 
-    def pipeline(self, params: dict[str, Any]) -> Pipeline:
+    def pipeline(self, params: dict[str, Any]) -> "Pipeline":
+        from sklearn.pipeline import Pipeline
+
         features, classifier = self.build(params)
         return Pipeline([("features", features), ("classifier", classifier)])
 
 
 def _tfidf_logreg(p: dict[str, Any]) -> tuple[Any, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion
+
     words = TfidfVectorizer(
         ngram_range=(1, p["word_ngram_max"]),
         min_df=p["min_df"],
@@ -118,6 +127,9 @@ def _class_weight(p: dict[str, Any]) -> str | None:
 
 
 def _hashing_sgd(p: dict[str, Any]) -> tuple[Any, Any]:
+    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.linear_model import SGDClassifier
+
     # Stateless features: nothing to fit, no vocabulary to hold, fast to score huge pools.
     features = HashingVectorizer(
         ngram_range=(1, p["word_ngram_max"]),
@@ -137,6 +149,9 @@ def _hashing_sgd(p: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _features_logreg(p: dict[str, Any]) -> tuple[Any, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     classifier = LogisticRegression(C=p["C"], class_weight="balanced", max_iter=p["max_iter"])
     return StandardScaler(), classifier
 

@@ -1,14 +1,13 @@
-"""Persist fitted pipelines with skops (never pickle) and keep loaded versions in an LRU cache."""
+"""Persist fitted pipelines with skops (never pickle), and arrays with numpy (never pickle)."""
 
 import io
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import skops.io
-from sklearn.pipeline import FeatureUnion, Pipeline
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 class UntrustedArtifact(Exception):
@@ -20,7 +19,10 @@ class UntrustedArtifact(Exception):
 TERMS_ATTRIBUTE = "labelwise_terms_"
 
 
-def dump_pipeline(pipeline: Pipeline) -> bytes:
+def dump_pipeline(pipeline: "Pipeline") -> bytes:
+    # Imported on first use: docs/design.md, "Import weight".
+    import skops.io
+
     vectorizers = list(_vectorizers(pipeline))
     for vectorizer in vectorizers:
         vocabulary = vectorizer.vocabulary_
@@ -35,7 +37,11 @@ def dump_pipeline(pipeline: Pipeline) -> bytes:
     return content
 
 
-def load_pipeline(content: bytes) -> Pipeline:
+def load_pipeline(content: bytes) -> "Pipeline":
+    # Imported on first use: docs/design.md, "Import weight".
+    import skops.io
+    from sklearn.pipeline import Pipeline
+
     untrusted = skops.io.get_untrusted_types(data=content)
     if untrusted:
         raise UntrustedArtifact(f"artifact contains untrusted types: {untrusted}")
@@ -54,6 +60,8 @@ def load_pipeline(content: bytes) -> Pipeline:
 
 def _vectorizers(estimator: Any) -> Iterator[Any]:
     """Fitted steps holding a vocabulary (or its compact form), anywhere in the pipeline."""
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
     if isinstance(estimator, Pipeline):
         for _, step in estimator.steps:
             yield from _vectorizers(step)
@@ -79,27 +87,3 @@ def dump_array(array: np.ndarray) -> bytes:
 
 def load_array(content: bytes) -> np.ndarray:
     return np.asarray(np.load(io.BytesIO(content), allow_pickle=False))
-
-
-class ModelCache:
-    """A thread-safe LRU of loaded pipelines; loading happens outside the lock."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[Hashable, Pipeline] = OrderedDict()
-        self._lock = threading.Lock()
-        self.loads = 0  # how many times a loader ran: a restart test reads it
-
-    def get(self, key: Hashable, load: Callable[[], Pipeline]) -> Pipeline:
-        with self._lock:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        pipeline = load()
-        with self._lock:
-            self.loads += 1
-            self._entries[key] = pipeline
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return pipeline

@@ -12,16 +12,15 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import Pipeline
 
 from app.ml.metrics import classification_metrics
 from app.registry.algorithms import Algorithm
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 N_FOLDS = 5
 FOLD_SEED = 0  # StratifiedKFold's shuffle: the same labels always get the same folds
@@ -30,7 +29,7 @@ MIN_PER_LABEL = N_FOLDS  # every fold must be able to hold out one example of ea
 
 @dataclass
 class TrainedModel:
-    pipeline: Pipeline
+    pipeline: "Pipeline"
     labels: list[str]  # column order of every probability matrix this model produces
     oof_probabilities: np.ndarray
     metrics: dict[str, Any]
@@ -46,6 +45,11 @@ def train(
     sample_weight: np.ndarray | None = None,
     progress: Callable[[float], None] = lambda _: None,
 ) -> TrainedModel:
+    # Imported on first use: docs/design.md, "Import weight".
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.pipeline import Pipeline
+
     started = time.perf_counter()
     classes, y = _codes(labels)
     pipeline = algorithm.pipeline(params)
@@ -85,6 +89,8 @@ def out_of_fold_probabilities(
 ) -> np.ndarray:
     """(n, classes) out-of-fold probabilities, columns in sorted label order: exactly the
     cross-validation `train` runs, without the final fit (label-issue reports need only this)."""
+    from sklearn.exceptions import ConvergenceWarning
+
     classes, y = _codes(labels)
     pipeline = algorithm.pipeline(params)
     with warnings.catch_warnings():
@@ -116,6 +122,9 @@ def _cross_validate(
     progress: Callable[[float], None],
     sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
     oof = np.zeros((len(y), n_labels), dtype=np.float64)
     folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=FOLD_SEED)
     for fold, (train_rows, test_rows) in enumerate(folds.split(np.zeros(len(y)), y)):
@@ -126,18 +135,18 @@ def _cross_validate(
     return oof
 
 
-def featurize(pipeline: Pipeline, inputs: Sequence[str] | np.ndarray) -> Any:
+def featurize(pipeline: "Pipeline", inputs: Sequence[str] | np.ndarray) -> Any:
     """The feature matrix of a fitted pipeline for these inputs."""
     return pipeline.named_steps["features"].transform(inputs)
 
 
-def probabilities_from_features(pipeline: Pipeline, matrix: Any, n_labels: int) -> np.ndarray:
+def probabilities_from_features(pipeline: "Pipeline", matrix: Any, n_labels: int) -> np.ndarray:
     """(n, n_labels) probabilities in the model's label order, from a feature matrix."""
     return _full_columns(pipeline.named_steps["classifier"], matrix, n_labels)
 
 
 def predict_probabilities(
-    pipeline: Pipeline, inputs: Sequence[str] | np.ndarray, n_labels: int
+    pipeline: "Pipeline", inputs: Sequence[str] | np.ndarray, n_labels: int
 ) -> np.ndarray:
     """(n, n_labels) probabilities in the model's label order."""
     return probabilities_from_features(pipeline, featurize(pipeline, inputs), n_labels)

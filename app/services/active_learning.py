@@ -6,8 +6,6 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 from sqlalchemy import and_, case, func
 from sqlmodel import Session, col, select
 
@@ -225,6 +223,10 @@ def start_simulation(
 
 def run_simulation(context: JobContext) -> dict[str, Any]:
     """Job function: replay the project's labels k-fold for each strategy and random."""
+    # Imported on first use: docs/design.md, "Import weight".
+    from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
+
     p = context.params
     algorithm = get_algorithm(p["algorithm"])
     with context.database.session() as session:

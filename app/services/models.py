@@ -5,10 +5,9 @@ import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 from sqlalchemy import func
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
@@ -32,6 +31,9 @@ from app.registry.store import dump_array, dump_pipeline, load_array, load_pipel
 from app.registry.training import MIN_PER_LABEL, train
 from app.services import jobs
 from app.services.api_keys import Principal
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 # Labels people decided: a reviewer's decision or the human consensus, never a model's. They
 # alone lift the synthetic cap and calibrate thresholds.
@@ -397,10 +399,10 @@ def _activate(session: Session, *, project: Project, version: ModelVersion, crea
     )
 
 
-def load_version(database: Database, version: ModelVersion) -> Pipeline:
+def load_version(database: Database, version: ModelVersion) -> "Pipeline":
     """The fitted pipeline of a version, from the process cache or the database."""
 
-    def load() -> Pipeline:
+    def load() -> "Pipeline":
         with database.session() as session:
             artifact = session.get(ModelArtifact, (version.id, PIPELINE_ARTIFACT))
             if artifact is None:

@@ -2,9 +2,8 @@
 prediction and uncertainty so batch selection is an indexed query, not a rescoring."""
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sklearn.pipeline import Pipeline
 from sqlalchemy import exists, func
 from sqlmodel import Session, col, select
 
@@ -17,6 +16,9 @@ from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.training import predict_probabilities
 from app.services import models as registry
 from app.services.predictions import prediction_rows, upsert_predictions
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def unsettled_condition() -> Any:
@@ -98,7 +100,7 @@ def run_score_pool(context: JobContext) -> dict[str, Any]:
 def _score_chunk(
     context: JobContext,
     version: ModelVersion,
-    pipeline: Pipeline,
+    pipeline: "Pipeline",
     algorithm: Algorithm,
     chunk: list[tuple[int, str, dict[str, Any]]],
     name: str,

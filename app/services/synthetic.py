@@ -19,9 +19,8 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 from sqlmodel import Session, col, func, select
 
 from app.errors import Conflict, ErrorDetail, NotReady, ValidationFailed
@@ -37,6 +36,9 @@ from app.services.items import content_hash, ingest_items
 from app.services.models import HUMAN_RESOLUTIONS, load_project
 from app.settings import Settings
 from app.sources.llm import LLMRefused, LLMUnavailable, Messages, Sleeper, complete, make_client
+
+if TYPE_CHECKING:
+    import openai
 
 DEFAULT_TEMPERATURE = 0.9
 MAX_EXAMPLES = 5  # examples of the target label shown in the prompt
@@ -220,7 +222,7 @@ def validate_texts(
 
 
 def run_generation(
-    context: JobContext, *, sleep: Sleeper = time.sleep, client: openai.OpenAI | None = None
+    context: JobContext, *, sleep: Sleeper = time.sleep, client: "openai.OpenAI | None" = None
 ) -> dict[str, Any]:
     """Job function. Compute the cap, then ask for texts until the cap or the count is
     reached or attempts run out; each answer's valid texts are stored in one transaction.

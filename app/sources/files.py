@@ -15,14 +15,14 @@ import zlib
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import IO, Literal
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import IO, TYPE_CHECKING, Literal
 
 from app.errors import AppError
 from app.sources.json_bodies import strict_loads
 from app.sources.rows import RowChunk, SourceRow, json_safe
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 FileFormat = Literal["jsonl", "csv", "parquet"]
 EXTENSIONS: dict[str, FileFormat] = {
@@ -268,7 +268,11 @@ def _csv_rows(data: Iterable[bytes], *, chunk_size: int, max_line_bytes: int) ->
 # --- Parquet -------------------------------------------------------------------------------------
 
 
-def _parquet_file(source: IO[bytes]) -> pq.ParquetFile:
+def _parquet_file(source: IO[bytes]) -> "pq.ParquetFile":
+    # Imported on first use: docs/design.md, "Import weight".
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         return pq.ParquetFile(source, pre_buffer=False)
     except (pa.ArrowException, OSError) as error:
@@ -349,6 +353,8 @@ class FileRows:
             yield from _jsonl_rows(data, chunk_size=size, max_line_bytes=limit)
 
     def _parquet(self) -> Iterator[RowChunk]:
+        import pyarrow as pa
+
         with tempfile.TemporaryFile(prefix="labelwise-import-") as spool:
             for data in self._counted():
                 spool.write(data)

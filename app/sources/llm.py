@@ -4,15 +4,18 @@ configured on the server, with its own retries off (`max_retries=0`). This modul
 (honouring Retry-After) and never other 4xx answers.
 """
 
+from __future__ import annotations
+
 import random
 import time
 from collections.abc import Callable
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    import openai
 
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
@@ -63,6 +66,9 @@ def _retry_after(error: openai.APIError) -> float | None:
 
 
 def make_client(settings: Settings) -> openai.OpenAI:
+    # Imported on first use: docs/design.md, "Import weight".
+    import openai
+
     return openai.OpenAI(
         base_url=settings.llm_base_url,
         # The client insists on a key; local endpoints (vLLM, llama.cpp, Ollama) take any.
@@ -85,6 +91,8 @@ def complete(
     """One chat completion's content (None if the response itself was unreadable) and the
     number of transport retries it took. Raises LLMUnavailable when 429/5xx/connection
     failures outlast max_retries, LLMRefused at once on any other 4xx."""
+    import openai
+
     rng = rng or random.Random(0)
     for attempt in range(max_retries + 1):
         try:
@@ -117,6 +125,8 @@ def complete(
 
 
 def _describe(error: openai.APIError) -> str:
+    import openai
+
     if isinstance(error, openai.APIStatusError):
         return f"HTTP {error.status_code} ({error.message[:300]})"
     return type(error).__name__
