@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from app.jobs.kinds import JOB_FUNCTIONS
 from app.models.job import JobKind
 from tests.databases import fresh_database

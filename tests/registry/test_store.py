@@ -6,8 +6,8 @@ import skops.io
 from sklearn.pipeline import Pipeline
 
 from app.registry.algorithms import get_algorithm
+from app.registry.cache import ModelCache
 from app.registry.store import (
-    ModelCache,
     UntrustedArtifact,
     dump_array,
     dump_pipeline,
