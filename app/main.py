@@ -21,6 +21,7 @@ from app.api.routes import (
     annotations,
     api_keys,
     batches,
+    dataset_versions,
     health,
     imports,
     items,
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         synthetic.router,
         production.router,
         imports.router,
+        dataset_versions.router,
         jobs.router,
     ):
         app.include_router(router)

@@ -6,6 +6,7 @@ import app.models.base  # noqa: F401  (sets the constraint naming convention fir
 from app.models.annotation import Annotation
 from app.models.api_key import ApiKey
 from app.models.batch import Batch, Lease
+from app.models.dataset_version import DatasetRow, DatasetText, DatasetVersion
 from app.models.imports import ImportUpload, ImportUploadChunk
 from app.models.item import Item
 from app.models.job import Job
@@ -20,6 +21,9 @@ __all__ = [
     "Annotation",
     "ApiKey",
     "Batch",
+    "DatasetRow",
+    "DatasetText",
+    "DatasetVersion",
     "ImportUpload",
     "ImportUploadChunk",
     "Item",

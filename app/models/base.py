@@ -96,6 +96,14 @@ class AnnotationSource(StrEnum):
 # consensus, agreement, annotator quality or the annotators-per-item overlap.
 VOTE_SOURCES: tuple[AnnotationSource, ...] = (AnnotationSource.human, AnnotationSource.import_)
 
+# Labels people decided: a reviewer's decision or the human consensus, never a model's. They
+# alone lift the synthetic cap and calibrate thresholds.
+HUMAN_RESOLUTIONS = ("review", "consensus")
+# Labels a model may learn from: the human ones, and implicit labels from user behaviour
+# (clicks), which for click data are most of the training set. Never a model's own.
+USER_BEHAVIOR_RESOLUTION = "user_behavior"
+TRAINABLE_RESOLUTIONS = (*HUMAN_RESOLUTIONS, USER_BEHAVIOR_RESOLUTION)
+
 
 class Phase(StrEnum):
     pilot = "pilot"

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from app.models.base import timestamp_column, utcnow
+from app.models.base import MAX_DB_ID, timestamp_column, utcnow
 from app.models.job import JobPublic
 
 
@@ -16,6 +16,11 @@ class ModelVersion(SQLModel, table=True):
     __tablename__ = "model_version"
     __table_args__ = (
         sa.UniqueConstraint("project_id", "version", name="uq_model_version_project_id_version"),
+        sa.ForeignKeyConstraint(
+            ["project_id", "dataset_version"],
+            ["dataset_version.project_id", "dataset_version.version"],
+            name="fk_model_version_dataset_version",
+        ),
         # At most one active version per project.
         sa.Index(
             "uq_model_version_active_project",
@@ -46,6 +51,8 @@ class ModelVersion(SQLModel, table=True):
     job_id: int | None = Field(
         default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("job.id"))
     )
+    # The dataset version it was trained on (lineage); null for versions older than lineage.
+    dataset_version: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     activated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
@@ -80,6 +87,14 @@ class ModelTrainRequest(BaseModel):
     )
     activate: bool = pydantic.Field(
         default=False, description="Activate the new version as soon as it is registered."
+    )
+    dataset_version: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        le=MAX_DB_ID,
+        description="Train on this dataset version's frozen labels and texts (to reproduce a "
+        "model). Default: freeze the labels as they are now into a new dataset version, or "
+        "reuse the latest one when nothing changed; the model version records which.",
     )
 
 
@@ -124,6 +139,10 @@ class ModelVersionPublic(BaseModel):
     metrics: ModelMetrics
     training_seconds: float
     job_id: int | None
+    dataset_version: int | None = pydantic.Field(
+        description="The dataset version it was trained on: GET "
+        ".../dataset-versions/{dataset_version} (null for versions trained before lineage)."
+    )
     created_at: datetime
     activated_at: datetime | None
 
@@ -144,6 +163,7 @@ class ModelVersionPublic(BaseModel):
                     "active",
                     "training_seconds",
                     "job_id",
+                    "dataset_version",
                     "created_at",
                     "activated_at",
                 }

@@ -4,6 +4,7 @@ activate it, and load a version's fitted pipeline (through the in-process cache)
 import hashlib
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,14 @@ from sqlmodel import Session, col, select
 from app.db import Database
 from app.errors import Conflict, NotFound
 from app.jobs.context import JobContext, JobRunner
-from app.models.base import ItemSource, utcnow
+from app.models.base import (
+    HUMAN_RESOLUTIONS,
+    TRAINABLE_RESOLUTIONS,
+    USER_BEHAVIOR_RESOLUTION,
+    ItemSource,
+    utcnow,
+)
+from app.models.dataset_version import DatasetVersion, DatasetVersionCreate
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.model_version import (
@@ -31,17 +39,16 @@ from app.registry.store import dump_array, dump_pipeline, load_array, load_pipel
 from app.registry.training import MIN_PER_LABEL, train
 from app.services import jobs
 from app.services.api_keys import Principal
+from app.services.dataset_versions import (
+    frozen_training_rows,
+    lock_project_for_snapshot,
+    snapshot,
+)
+from app.services.dataset_versions import get_version as get_dataset_version
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-# Labels people decided: a reviewer's decision or the human consensus, never a model's. They
-# alone lift the synthetic cap and calibrate thresholds.
-HUMAN_RESOLUTIONS = ("review", "consensus")
-# Labels a model may learn from: the human ones, and implicit labels from user behaviour
-# (clicks), which for click data are most of the training set. Never a model's own.
-USER_BEHAVIOR_RESOLUTION = "user_behavior"
-TRAINABLE_RESOLUTIONS = (*HUMAN_RESOLUTIONS, USER_BEHAVIOR_RESOLUTION)
 # Each training example's sample weight by who resolved it: an implicit label counts half as
 # much as a human one in the fit and its cross-validation (metrics stay unweighted).
 USER_BEHAVIOR_WEIGHT = 0.5
@@ -93,21 +100,35 @@ def feature_vector(data: dict[str, Any]) -> list[float] | None:
     return floats if all(math.isfinite(v) for v in floats) else None
 
 
-def build_training_set(session: Session, *, project: Project, algorithm: Algorithm) -> TrainingSet:
+def build_training_set(
+    session: Session,
+    *,
+    project: Project,
+    algorithm: Algorithm,
+    dataset_version: DatasetVersion | None = None,
+) -> TrainingSet:
     """Items resolved by humans or by user behaviour (never by a model), the latter weighted
     USER_BEHAVIOR_WEIGHT; synthetic items capped at the project's synthetic_max_ratio of the
-    human-resolved ones; labels too rare to cross-validate left out."""
-    columns: list[Any] = [Item.id, Item.resolved_label, Item.source, Item.resolved_by]
-    columns.append(Item.data if algorithm.input == "features" else Item.text)
-    rows = session.exec(
-        select(*columns)
-        .where(
-            col(Item.project_id) == project.id,
-            col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS),
-            col(Item.resolved_label).is_not(None),
+    human-resolved ones; labels too rare to cross-validate left out. From the items as they
+    are now, or from a dataset version's frozen rows (their texts as frozen; a features
+    algorithm reads the items' current data.features)."""
+    rows: Sequence[Any]
+    if dataset_version is None:
+        columns: list[Any] = [Item.id, Item.resolved_label, Item.source, Item.resolved_by]
+        columns.append(Item.data if algorithm.input == "features" else Item.text)
+        rows = session.exec(
+            select(*columns)
+            .where(
+                col(Item.project_id) == project.id,
+                col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS),
+                col(Item.resolved_label).is_not(None),
+            )
+            .order_by(col(Item.id))
+        ).all()
+    else:
+        rows = frozen_training_rows(
+            session, version=dataset_version, features=algorithm.input == "features"
         )
-        .order_by(col(Item.id))
-    ).all()
     result = TrainingSet()
     if algorithm.input == "features":
         vectors = [(row, feature_vector(row[4])) for row in rows]
@@ -175,13 +196,24 @@ def start_training(
     """Validate now (a doomed job is a 409/422 today, not a failed job later), then enqueue."""
     algorithm = get_algorithm(request.algorithm)
     params = algorithm.resolve_params(request.params)
-    check_trainable(build_training_set(session, project=project, algorithm=algorithm))
+    frozen = None
+    if request.dataset_version is not None:
+        frozen = get_dataset_version(session, project=project, version=request.dataset_version)
+    training_set = build_training_set(
+        session, project=project, algorithm=algorithm, dataset_version=frozen
+    )
+    check_trainable(training_set)
     return jobs.submit_job(
         session,
         runner,
         project_id=project.id,
         kind=JobKind.train_model,
-        params={"algorithm": algorithm.name, "params": params, "activate": request.activate},
+        params={
+            "algorithm": algorithm.name,
+            "params": params,
+            "activate": request.activate,
+            "dataset_version": request.dataset_version,
+        },
         created_by=principal.name,
     )
 
@@ -234,10 +266,7 @@ def run_training(context: JobContext) -> dict[str, Any]:
     """Job function: train on the current training set and register a new version."""
     algorithm = get_algorithm(context.params["algorithm"])
     params = algorithm.resolve_params(context.params["params"])
-    with context.database.session() as session:
-        project = load_project(session, context.project_id)
-        training_set = build_training_set(session, project=project, algorithm=algorithm)
-    check_trainable(training_set)
+    training_set, frozen = _frozen_training_set(context, algorithm)
     context.progress(0.05)
     try:
         trained = train(
@@ -281,6 +310,7 @@ def run_training(context: JobContext) -> dict[str, Any]:
             },
             training_seconds=trained.seconds,
             job_id=context.job_id,
+            dataset_version=frozen,
         )
         session.add(version)
         session.flush()
@@ -307,12 +337,38 @@ def run_training(context: JobContext) -> dict[str, Any]:
         "model_version": registry_version_name(version.version),
         "n_train": version.n_train,
         "n_user_behavior": training_set.n_user_behavior,
+        "dataset_version": frozen,
         "accuracy": trained.metrics["accuracy"],
         "macro_f1": trained.metrics["macro_f1"],
         "training_seconds": trained.seconds,
         "activated": scoring_job is not None,
         "scoring_job_id": scoring_job.id if scoring_job else None,
     }
+
+
+def _frozen_training_set(context: JobContext, algorithm: Algorithm) -> tuple[TrainingSet, int]:
+    """The training set and the dataset version it comes from (lineage): the one the request
+    named, else a new version of the labels as they are now, or the latest version when
+    nothing changed since. A set that cannot be trained leaves no version behind."""
+    requested = context.params.get("dataset_version")
+    with context.database.session(write=True) as session:
+        project = lock_project_for_snapshot(session, context.project_id or 0)
+        if requested is not None:
+            frozen = get_dataset_version(session, project=project, version=requested)
+        else:
+            frozen = snapshot(
+                session,
+                project=project,
+                data=DatasetVersionCreate(note=f"Frozen to train a model (job {context.job_id})."),
+                created_by=f"job:{context.job_id}",
+                reuse_unchanged=True,
+            )
+        training_set = build_training_set(
+            session, project=project, algorithm=algorithm, dataset_version=frozen
+        )
+        check_trainable(training_set)  # raises: the session closes without a commit
+        session.commit()
+    return training_set, frozen.version
 
 
 def _should_activate(

@@ -19,7 +19,7 @@ from app.ml.thresholds import (
     wilson_interval,
 )
 from app.models.annotation import Annotation
-from app.models.base import VOTE_SOURCES, AnnotationSource, Phase, utcnow
+from app.models.base import HUMAN_RESOLUTIONS, VOTE_SOURCES, AnnotationSource, Phase, utcnow
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.model_version import ModelVersion, registry_version_name
@@ -133,7 +133,7 @@ def calibration_set(
         .where(
             col(Prediction.project_id) == project.id,
             col(Prediction.model_version) == source.name,
-            col(Item.resolved_by).in_(registry.HUMAN_RESOLUTIONS),
+            col(Item.resolved_by).in_(HUMAN_RESOLUTIONS),
         )
     ).all()
     probabilities = probability_matrix([stored for stored, _ in rows], source.labels)
@@ -438,9 +438,7 @@ def audit_report(session: Session, *, project: Project) -> list[AuditVersion]:
         by_version[version or ""].append((label, resolved, resolved_by))
     report = []
     for version, entries in sorted(by_version.items()):
-        reviewed = [
-            (label, resolved) for label, resolved, by in entries if by in registry.HUMAN_RESOLUTIONS
-        ]
+        reviewed = [(label, resolved) for label, resolved, by in entries if by in HUMAN_RESOLUTIONS]
         agreed = sum(1 for label, resolved in reviewed if label == resolved)
         low, high = wilson_interval(agreed, len(reviewed))
         report.append(

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, func, select
 
 from app.errors import ErrorDetail, NotFound, Problem, make_problem, refuse_if_all_failed
 from app.ml import disagreement
+from app.models.base import HUMAN_RESOLUTIONS
 from app.models.item import IngestEntryResult, Item
 from app.models.production import (
     LOW_CONFIDENCE,
@@ -44,7 +45,6 @@ from app.models.production import (
 from app.models.project import Project
 from app.pagination import Page, PageRequest, encode_cursor
 from app.services import item_status, items
-from app.services.models import HUMAN_RESOLUTIONS
 from app.services.scoring import unsettled_condition
 
 ENTRY_ADAPTER: TypeAdapter[ProductionPredictionIn] = TypeAdapter(ProductionPredictionIn)

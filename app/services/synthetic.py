@@ -25,7 +25,7 @@ from sqlmodel import Session, col, func, select
 
 from app.errors import Conflict, ErrorDetail, NotReady, ValidationFailed
 from app.jobs.context import JobContext, JobRunner
-from app.models.base import ItemSource
+from app.models.base import HUMAN_RESOLUTIONS, ItemSource
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.project import Project
@@ -33,7 +33,7 @@ from app.models.synthetic import SyntheticRequest
 from app.services import jobs
 from app.services.api_keys import Principal
 from app.services.items import content_hash, ingest_items
-from app.services.models import HUMAN_RESOLUTIONS, load_project
+from app.services.models import load_project
 from app.settings import Settings
 from app.sources.llm import LLMRefused, LLMUnavailable, Messages, Sleeper, complete, make_client
 
