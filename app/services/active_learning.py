@@ -152,8 +152,9 @@ def _most_skipped(session: Session, *, project: Project, limit: int = 20) -> lis
     return [SkippedItem(item_id=item_id, skips=n) for item_id, n in rows]
 
 
-def _latest_simulation(session: Session, *, project: Project) -> SimulationSummary | None:
-    job = session.exec(
+def latest_simulation_job(session: Session, *, project: Project) -> Job | None:
+    """The project's latest succeeded replay job, if any."""
+    return session.exec(
         select(Job)
         .where(
             col(Job.project_id) == project.id,
@@ -163,6 +164,10 @@ def _latest_simulation(session: Session, *, project: Project) -> SimulationSumma
         .order_by(col(Job.id).desc())
         .limit(1)
     ).first()
+
+
+def _latest_simulation(session: Session, *, project: Project) -> SimulationSummary | None:
+    job = latest_simulation_job(session, project=project)
     if job is None or job.id is None:
         return None
     return SimulationSummary(job_id=job.id, finished_at=job.finished_at, result=job.result or {})

@@ -2,7 +2,7 @@
 came from with selection-bias warnings, annotators, cost."""
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy import case
@@ -39,6 +39,8 @@ ITEM_SOURCE_SHARE_LIMIT = 0.5
 # synthetic ones have their own limit, the project's synthetic_max_ratio.
 UNBIASED_ITEM_SOURCES = (ItemSource.manual, ItemSource.synthetic)
 RESOLUTIONS = ("review", "consensus", "model", AnnotationSource.user_behavior.value)
+# Every answer of this source was paid for, including the ones later replaced.
+PAID_SOURCE = AnnotationSource.human.value
 
 
 def _distribution(counts: dict[str, int], labels: list[str]) -> list[LabelCount]:
@@ -183,7 +185,7 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
     )
     warnings += source_warnings(sources, synthetic_max_ratio=project.synthetic_max_ratio)
 
-    tiers = _tiers_by_name(session)
+    tiers = tiers_by_name(session)
     per_annotator: list[AnnotatorCount] = []
     n_current = n_abstain = 0
     human_by_tier: dict[str | None, int] = defaultdict(int)
@@ -193,7 +195,7 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
             func.sum(case((col(Annotation.is_current), 1), else_=0)),
             func.sum(case((col(Annotation.is_current) & col(Annotation.abstain), 1), else_=0)),
             func.sum(case((col(Annotation.is_current), 0), else_=1)),
-            func.sum(case((col(Annotation.source) == AnnotationSource.human.value, 1), else_=0)),
+            func.sum(case((col(Annotation.source) == PAID_SOURCE, 1), else_=0)),
         )
         .where(col(Annotation.project_id) == pid)
         .group_by(col(Annotation.annotator))
@@ -215,13 +217,8 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
         # Every human answer was paid for, including the ones later replaced.
         human_by_tier[tier] += human
 
-    cost_lines = []
-    for tier, n in sorted(human_by_tier.items(), key=lambda kv: (kv[0] is None, kv[0] or "")):
-        unit = project.cost_per_label.get(tier) if tier is not None else None
-        cost_lines.append(
-            CostLine(tier=tier, annotations=n, unit_cost=unit, cost=round((unit or 0.0) * n, 6))
-        )
-    unpriced = sum(line.annotations for line in cost_lines if line.unit_cost is None)
+    lines = cost_lines(human_by_tier, cost_per_label=project.cost_per_label)
+    unpriced = sum(line.annotations for line in lines if line.unit_cost is None)
     if unpriced:
         warnings.append(
             f"{unpriced} human annotations have no price: give their annotators' keys a tier "
@@ -240,8 +237,8 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
         n_annotations=n_current,
         annotations_per_annotator=per_annotator,
         abstain_rate=(n_abstain / n_current) if n_current else None,
-        cost=cost_lines,
-        cost_total=round(sum(line.cost for line in cost_lines), 6),
+        cost=lines,
+        cost_total=round(sum(line.cost for line in lines), 6),
     )
 
 
@@ -249,7 +246,26 @@ def _counts(rows: Iterable[tuple[str | None, int]]) -> dict[str, int]:
     return {label: n for label, n in rows if label is not None}
 
 
-def _tiers_by_name(session: Session) -> dict[str, str | None]:
+def unit_price(cost_per_label: Mapping[str, float], tier: str | None) -> float | None:
+    """The price of one answer by an annotator of this tier; None when it has no price."""
+    return cost_per_label.get(tier) if tier is not None else None
+
+
+def cost_lines(
+    answers_by_tier: Mapping[str | None, int], *, cost_per_label: Mapping[str, float]
+) -> list[CostLine]:
+    """Paid answers priced per tier (by name, keys without a tier last). An unpriced tier has
+    unit_cost None and cost 0; callers must say so."""
+    lines = []
+    for tier, n in sorted(answers_by_tier.items(), key=lambda kv: (kv[0] is None, kv[0] or "")):
+        unit = unit_price(cost_per_label, tier)
+        lines.append(
+            CostLine(tier=tier, annotations=n, unit_cost=unit, cost=round((unit or 0.0) * n, 6))
+        )
+    return lines
+
+
+def tiers_by_name(session: Session) -> dict[str, str | None]:
     """The tier of each key name; a live key wins over revoked ones, then the newest."""
     tiers: dict[str, str | None] = {}
     rows = session.exec(

@@ -87,3 +87,18 @@ def test_readme_batches_walkthrough_pastes_into_a_shell(live_server: LiveServer)
         ("cold_start", 2, 7)
     ]
     assert report["exploration"] == [] and report["simulation"] is None
+
+
+def test_readme_cost_walkthrough_pastes_into_a_shell(live_server: LiveServer) -> None:
+    [report] = run_as_pasted(readme_block("Cost"), live_server)
+    assert [(t["tier"], t["answers"], t["spend"]) for t in report["tiers"]] == [
+        ("crowd", 3, 0.15),
+        ("in_house", 3, 0.9),
+    ]
+    assert (report["total_spend"], report["usable_labels"]) == (1.05, 1)
+    assert report["cost_per_usable_label"] == 1.05
+    assert report["answers"]["useful"] == {"answers": 2, "spend": 0.35}
+    assert report["answers"]["abstains"] == {"answers": 1, "spend": 0.05}
+    assert report["answers"]["disagreement"] == {"answers": 3, "spend": 0.65}
+    assert (report["wasted_answers"], report["wasted_spend"]) == (4, 0.7)
+    assert report["active_learning"]["savings"] is None and report["warnings"] == []
