@@ -66,7 +66,7 @@ ITEM_COLUMNS: list[Any] = [
     Item.resolved_by,
     Item.source,
 ]
-EXPORT_CHUNK = 5_000
+EXPORT_CHUNK = 1_000  # rows per read; each thread of the stream may keep a chunk's memory
 HASH_SPACE = 2**32
 WEIGHT_DECIMALS = 6
 
@@ -137,17 +137,25 @@ def _items_with_votes(project_id: int, after: int) -> Any:
         func.coalesce(func.sum(case((votes.label == Item.resolved_label, 1), else_=0)), 0),
         model_version,
     ]
-    return (
-        select(*columns)
-        .outerjoin(votes, is_vote)
+    # The chunk's ids first (a keyset page), then its votes: grouping before the LIMIT would
+    # make each chunk read every remaining item (a freeze quadratic in the project's size).
+    chunk = (
+        select(Item.id)
         .where(
             col(Item.project_id) == project_id,
             col(Item.resolved_label).is_not(None),
             col(Item.id) > after,
         )
-        .group_by(col(Item.id))
         .order_by(col(Item.id))
         .limit(CHUNK)
+        .subquery()
+    )
+    return (
+        select(*columns)
+        .join(chunk, chunk.c.id == Item.id)
+        .outerjoin(votes, is_vote)
+        .group_by(col(Item.id))
+        .order_by(col(Item.id))
     )
 
 
@@ -502,10 +510,19 @@ def export_rows(
                 bound = bounds[label]
                 if bound is not None and (row[-1], row[0]) < bound:
                     copies += 1
-                chunk.extend([record] * copies)
+                # At most EXPORT_CHUNK rows per chunk, however many copies: the writers
+                # build each chunk's bytes at once, so an unbounded chunk is unbounded memory.
+                while copies:
+                    taken = min(copies, EXPORT_CHUNK - len(chunk))
+                    chunk.extend([record] * taken)
+                    copies -= taken
+                    if len(chunk) >= EXPORT_CHUNK:
+                        yield chunk
+                        chunk = []
             else:
                 chunk.append(record)
-        yield chunk
+        if chunk:
+            yield chunk
 
 
 def export_stream(

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-PARQUET_ROW_GROUP = 10_000
+PARQUET_ROW_GROUP = 2_000
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
@@ -19,11 +19,15 @@ MEDIA_TYPES = {
 }
 
 
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(
+        json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
+    ).encode()
+
+
 def jsonl_chunks(chunks: Iterable[list[dict[str, Any]]]) -> Iterator[bytes]:
     for chunk in chunks:
-        yield "".join(
-            json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in chunk
-        ).encode()
+        yield _jsonl(chunk)
 
 
 def csv_chunks(chunks: Iterable[list[dict[str, Any]]], columns: list[str]) -> Iterator[bytes]:
@@ -82,23 +86,41 @@ _ARROW_TYPES = {
 
 
 def parquet_chunks(chunks: Iterable[list[dict[str, Any]]], columns: list[str]) -> Iterator[bytes]:
-    """Parquet, one row group per PARQUET_ROW_GROUP rows, each sent once written."""
+    """Parquet, one row group per PARQUET_ROW_GROUP rows, each sent once written.
+
+    Each row group is parsed from its JSON lines by pyarrow's JSON reader, not built with
+    pa.array from Python objects: that path imports pandas (43 MiB) into the API process
+    for good (docs/design.md, "Import weight")."""
     # Imported on first use: docs/design.md, "Import weight".
     import pyarrow as pa
+    import pyarrow.json as pa_json
     import pyarrow.parquet as pq
 
     schema = pa.schema([(c, getattr(pa, _ARROW_TYPES[c])()) for c in columns])
+    parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
+    # malloc, not Arrow's default mimalloc pool, which keeps freed pages in the process.
+    pool = pa.system_memory_pool()
     sink = _Sink()
-    writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema)
+    writer = pq.ParquetWriter(pa.PythonFile(sink, mode="w"), schema, memory_pool=pool)
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        data = _jsonl(rows)
+        # One block for the whole group: a JSON line may not straddle two blocks.
+        read = pa_json.ReadOptions(use_threads=False, block_size=len(data) + 1)
+        table = pa_json.read_json(
+            io.BytesIO(data), read_options=read, parse_options=parse, memory_pool=pool
+        )
+        writer.write_table(table.select(columns))
+
     pending: list[dict[str, Any]] = []
     for chunk in chunks:
         pending.extend(chunk)
         while len(pending) >= PARQUET_ROW_GROUP:
             group, pending = pending[:PARQUET_ROW_GROUP], pending[PARQUET_ROW_GROUP:]
-            writer.write_table(pa.Table.from_pylist(group, schema=schema))
+            write(group)
             yield sink.take()
     if pending:
-        writer.write_table(pa.Table.from_pylist(pending, schema=schema))
+        write(pending)
     writer.close()
     yield sink.take()
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from app.services import dataset_versions
 from tests.conftest import wait_for_job
 from tests.corpus import TOPICS, labeled_corpus
 from tests.factories import auth
@@ -314,6 +315,32 @@ class TestBalancing:
             export(live_client, project_id, 1, balance="oversample", split="train")
         )
         assert {r["split"] for r in train_only} == {"train"}
+
+    def test_oversampled_chunks_stay_bounded_and_give_the_same_bytes(
+        self, live_client: TestClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        project_id = self.imbalanced(live_client)
+        formats = ("jsonl", "csv", "parquet")
+        whole = {
+            f: export(live_client, project_id, 1, balance="oversample", format=f) for f in formats
+        }
+        # Chunks of at most 4 rows: a row's copies (up to 3) are split across chunks.
+        sizes: list[int] = []
+        write = dataset_versions.export_chunks
+
+        def recording(file_format: str, chunks: Any, columns: list[str]) -> Any:
+            def counted() -> Any:
+                for chunk in chunks:
+                    sizes.append(len(chunk))
+                    yield chunk
+
+            return write(file_format, counted(), columns)
+
+        monkeypatch.setattr(dataset_versions, "EXPORT_CHUNK", 4)
+        monkeypatch.setattr(dataset_versions, "export_chunks", recording)
+        for f in formats:
+            assert export(live_client, project_id, 1, balance="oversample", format=f) == whole[f]
+        assert sizes and max(sizes) == 4 and sum(sizes) == 3 * 36
 
 
 class TestLineage:
