@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Table,
     and_,
     case,
     exists,
     false,
     func,
-    insert,
     literal,
     null,
     union_all,
@@ -29,7 +29,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from app.db import Database
+from app.db import Database, insert_rows
 from app.errors import Conflict, NotFound
 from app.models.annotation import Annotation
 from app.models.base import (
@@ -58,6 +58,8 @@ from app.pagination import PageRequest, encode_cursor, keyset
 from app.sources.exports import export_chunks
 
 CHUNK = 2_000
+DATASET_ROW: Table = DatasetRow.__table__  # type: ignore[attr-defined]
+DATASET_TEXT: Table = DatasetText.__table__  # type: ignore[attr-defined]
 ITEM_COLUMNS: list[Any] = [
     Item.id,
     Item.external_id,
@@ -174,7 +176,7 @@ def _store_texts(session: Session, project_id: int, texts: dict[str, str]) -> No
         if sha not in stored
     ]
     if new:
-        session.execute(insert(DatasetText), new)
+        insert_rows(session, DATASET_TEXT, new)
 
 
 @dataclass
@@ -238,7 +240,7 @@ def _freeze_rows(
             if model:
                 summary.models.add(model)
         _store_texts(session, project_id, texts)
-        session.execute(insert(DatasetRow), rows)
+        insert_rows(session, DATASET_ROW, rows)
     return summary, digest.hexdigest()
 
 
