@@ -69,7 +69,7 @@ import httpx
 import numpy as np
 from common import (
     BACKENDS,
-    ITEM_HEAD_COLUMNS,
+    LABELED_ITEM_TABLES,
     BulkLoader,
     Database,
     Server,
@@ -172,15 +172,7 @@ def annotator_names(count: int) -> list[str]:
 
 # --- loading -------------------------------------------------------------------------------
 
-ITEM_COLUMNS = (
-    f"{ITEM_HEAD_COLUMNS}, status, resolved_label, resolved_by, consensus_quality, created_at, "
-    "updated_at"
-)
-ANNOTATION_COLUMNS = (
-    "id, project_id, item_id, annotator, label, abstain, source, duration_ms, is_current, "
-    "created_at"
-)
-TABLES = {"item": ITEM_COLUMNS, "annotation": ANNOTATION_COLUMNS}
+TABLES = LABELED_ITEM_TABLES
 
 
 def item_rows(

@@ -422,6 +422,16 @@ def expect(response: httpx.Response, status: int, what: str) -> Any:
 # --- bulk loading --------------------------------------------------------------------------------
 
 
+# Items with a resolved label and their answers, as bulk-loaded by the benchmarks that start
+# from a labeled project (agreement, label issues, exports).
+LABELED_ITEM_TABLES = {
+    "item": f"{ITEM_HEAD_COLUMNS}, status, resolved_label, resolved_by, consensus_quality, "
+    "created_at, updated_at",
+    "annotation": "id, project_id, item_id, annotator, label, abstain, source, duration_ms, "
+    "is_current, created_at",
+}
+
+
 class BulkLoader:
     """Bulk rows into the tables: COPY on PostgreSQL, executemany per chunk on SQLite.
 

@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 from common import (
     BACKENDS,
-    ITEM_HEAD_COLUMNS,
+    LABELED_ITEM_TABLES,
     BenchError,
     BulkLoader,
     Database,
@@ -83,15 +83,7 @@ RELABEL_EVERY = 100  # 1% of the items
 ANNOTATION_BATCH = 10_000  # the server's limit per POST .../annotations
 DIFF_LIMIT = 1000
 
-ITEM_COLUMNS = (
-    f"{ITEM_HEAD_COLUMNS}, status, resolved_label, resolved_by, consensus_quality, created_at, "
-    "updated_at"
-)
-ANNOTATION_COLUMNS = (
-    "id, project_id, item_id, annotator, label, abstain, source, duration_ms, is_current, "
-    "created_at"
-)
-TABLES = {"item": ITEM_COLUMNS, "annotation": ANNOTATION_COLUMNS}
+TABLES = LABELED_ITEM_TABLES
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ from cleanlab.filter import find_label_issues as cleanlab_find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from common import (
     BACKENDS,
-    ITEM_HEAD_COLUMNS,
+    LABELED_ITEM_TABLES,
     BenchError,
     BulkLoader,
     Database,
@@ -303,15 +303,7 @@ def warm_up_dataset(sources: list[Source]) -> Dataset:
 
 # --- loading -------------------------------------------------------------------------------
 
-ITEM_COLUMNS = (
-    f"{ITEM_HEAD_COLUMNS}, status, resolved_label, resolved_by, consensus_quality, created_at, "
-    "updated_at"
-)
-ANNOTATION_COLUMNS = (
-    "id, project_id, item_id, annotator, label, abstain, source, duration_ms, is_current, "
-    "created_at"
-)
-TABLES = {"item": ITEM_COLUMNS, "annotation": ANNOTATION_COLUMNS}
+TABLES = LABELED_ITEM_TABLES
 
 
 def item_rows(
