@@ -2,6 +2,8 @@
 
 from logging.config import fileConfig
 
+from sqlalchemy import Connection
+
 from alembic import context
 from app.db import build_engine
 from app.models import SQLModel
@@ -40,6 +42,13 @@ def run_migrations_online() -> None:
     settings = get_settings().model_copy(update={"database_url": database_url()})
     engine = build_engine(settings)
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode rebuilds a table (copy, DROP, rename); with foreign keys on, the DROP
+            # deletes the old rows and fails on every row that references them (SQLite's own
+            # recipe for schema changes turns them off). The pragma only works outside a
+            # transaction, so it goes to the driver before SQLAlchemy begins one.
+            _sqlite_pragma(connection, "PRAGMA foreign_keys = OFF")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
@@ -49,7 +58,19 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+        if sqlite:
+            _sqlite_pragma(connection, "PRAGMA foreign_keys = ON")
     engine.dispose()
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> None:
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute(pragma)
 
 
 if context.is_offline_mode():

@@ -1,10 +1,11 @@
 """Migration 0002 marks labels resolved before it as human consensus, so they train models."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.migrations import upgrade
+from app.migrations import downgrade, upgrade
 from tests.databases import fresh_database
 
 
@@ -42,3 +43,53 @@ def test_resolved_labels_from_before_0002_count_as_consensus(backend: str, tmp_p
             ).all()
         engine.dispose()
     assert [tuple(r) for r in rows] == [("a", "consensus"), (None, None)]
+
+
+def _row(table: sa.Table, **given: object) -> dict[str, object]:
+    """The given values, and a placeholder for every other required column."""
+    placeholders: list[tuple[type, object]] = [
+        (sa.Boolean, False),
+        (sa.Integer, 1),
+        (sa.Float, 0.5),
+        (sa.DateTime, datetime(2026, 1, 1, tzinfo=UTC)),
+        (sa.JSON, {}),
+        (sa.LargeBinary, b"x"),
+    ]
+    row = dict(given)
+    for column in table.columns:
+        if column.name in row or column.nullable or column.primary_key:
+            continue
+        row[column.name] = next(
+            (value for kind, value in placeholders if isinstance(column.type, kind)), "x"
+        )
+    return row
+
+
+def test_0009_rebuilds_model_version_without_losing_rows_others_reference(
+    backend: str, tmp_path: Path
+) -> None:
+    """SQLite rebuilds a table to add a foreign key; with foreign keys on, dropping the old
+    model_version failed on the artifacts that reference it (env.py turns them off)."""
+    with fresh_database(backend, tmp_path) as url:
+        upgrade(url, "0008")
+        engine = sa.create_engine(url, poolclass=sa.NullPool)
+        with engine.begin() as connection:
+            metadata = sa.MetaData()
+            for name, values in (
+                ("project", {"id": 1, "name": "p", "labels": ["a", "b"]}),
+                ("model_version", {"id": 1, "project_id": 1, "version": 1, "active": True}),
+                ("model_artifact", {"model_version_id": 1, "name": "pipeline"}),
+            ):
+                table = sa.Table(name, metadata, autoload_with=connection)
+                connection.execute(table.insert(), _row(table, **values))
+        upgrade(url)
+        downgrade(url, "0008")
+        upgrade(url)
+        with engine.connect() as connection:
+            counts = [
+                connection.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
+                for name in ("model_version", "model_artifact")
+            ]
+            active = connection.exec_driver_sql("SELECT active FROM model_version").scalar_one()
+        engine.dispose()
+    assert counts == [1, 1] and bool(active)
