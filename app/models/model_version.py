@@ -112,7 +112,9 @@ class ModelMetrics(BaseModel):
     per_label: dict[str, LabelMetrics]
     n_folds: int
     excluded_labels: dict[str, int] = pydantic.Field(
-        default_factory=dict, description="Labels left out: fewer examples than folds."
+        default_factory=dict,
+        description="Labels left out: fewer examples than folds, or (training on an older "
+        "dataset version) labels the project no longer has.",
     )
     synthetic_dropped: int = pydantic.Field(
         default=0, description="Synthetic items left out by the project's synthetic_max_ratio."

@@ -112,10 +112,12 @@ def _test_share(requested: float | None, latest: DatasetVersion | None) -> float
     return latest.test_share
 
 
-def _items_with_votes(project_id: int, after: int) -> Any:
-    """The next chunk of items with a resolved label, each with its vote counts (current
+def _items_with_votes(project_id: int) -> Any:
+    """Every item with a resolved label in id order, each with its vote counts (current
     human and imported answers: all, answers, answers that gave the resolved label) and the
-    model version of its auto-accepted label: one statement, so one moment, per chunk."""
+    model version of its auto-accepted label. One statement, read in chunks from a cursor:
+    the whole freeze sees the project at one moment (on PostgreSQL a statement's snapshot;
+    on SQLite the write transaction)."""
     votes: Any = aliased(Annotation)
     is_vote = and_(
         votes.item_id == Item.id,
@@ -139,25 +141,13 @@ def _items_with_votes(project_id: int, after: int) -> Any:
         func.coalesce(func.sum(case((votes.label == Item.resolved_label, 1), else_=0)), 0),
         model_version,
     ]
-    # The chunk's ids first (a keyset page), then its votes: grouping before the LIMIT would
-    # make each chunk read every remaining item (a freeze quadratic in the project's size).
-    chunk = (
-        select(Item.id)
-        .where(
-            col(Item.project_id) == project_id,
-            col(Item.resolved_label).is_not(None),
-            col(Item.id) > after,
-        )
-        .order_by(col(Item.id))
-        .limit(CHUNK)
-        .subquery()
-    )
     return (
         select(*columns)
-        .join(chunk, chunk.c.id == Item.id)
         .outerjoin(votes, is_vote)
+        .where(col(Item.project_id) == project_id, col(Item.resolved_label).is_not(None))
         .group_by(col(Item.id))
         .order_by(col(Item.id))
+        .execution_options(yield_per=CHUNK)
     )
 
 
@@ -197,12 +187,7 @@ def _freeze_rows(
     project_id = project.id or 0
     digest = hashlib.sha256()
     summary = _Summary()
-    after = 0
-    while True:
-        items = session.exec(_items_with_votes(project_id, after)).all()
-        if not items:
-            break
-        after = items[-1][0]
+    for items in session.execute(_items_with_votes(project_id)).partitions():
         texts: dict[str, str] = {}
         rows: list[dict[str, Any]] = []
         for item_id, external_id, text, label, resolved_by, source, *counts, model in items:
@@ -230,7 +215,18 @@ def _freeze_rows(
                     "split_hash": hashed,
                 }
             )
-            line = [item_id, external_id, sha, label, label_source, split]
+            line = [
+                item_id,
+                external_id,
+                sha,
+                label,
+                label_source,
+                split,
+                source,
+                n_votes,
+                agreement,
+                model,
+            ]
             digest.update((json.dumps(line, separators=(",", ":")) + "\n").encode())
             summary.n_items += 1
             summary.labels[label] += 1

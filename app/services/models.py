@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
@@ -129,6 +129,9 @@ def build_training_set(
         rows = frozen_training_rows(
             session, version=dataset_version, features=algorithm.input == "features"
         )
+    # A frozen version may hold labels the project has since dropped: no model predicts them.
+    retired = Counter(row[1] for row in rows if row[1] not in project.labels)
+    rows = [row for row in rows if row[1] in project.labels]
     result = TrainingSet()
     if algorithm.input == "features":
         vectors = [(row, feature_vector(row[4])) for row in rows]
@@ -147,6 +150,7 @@ def build_training_set(
     counts = Counter(r[1] for r in chosen)
     result.label_counts = dict(sorted(counts.items()))
     result.excluded_labels = {k: v for k, v in result.label_counts.items() if v < MIN_PER_LABEL}
+    result.excluded_labels.update(sorted(retired.items()))
     for item_id, label, _, resolved_by, value in chosen:
         if label in result.excluded_labels:
             continue
@@ -266,7 +270,22 @@ def run_training(context: JobContext) -> dict[str, Any]:
     """Job function: train on the current training set and register a new version."""
     algorithm = get_algorithm(context.params["algorithm"])
     params = algorithm.resolve_params(context.params["params"])
-    training_set, frozen = _frozen_training_set(context, algorithm)
+    training_set, frozen, created = _frozen_training_set(context, algorithm)
+    try:
+        return _train_and_register(context, algorithm, params, training_set, frozen.version)
+    except BaseException:
+        if created:  # a job that registers no model leaves no dataset version behind
+            _drop_untrained_version(context, frozen)
+        raise
+
+
+def _train_and_register(
+    context: JobContext,
+    algorithm: Algorithm,
+    params: dict[str, Any],
+    training_set: TrainingSet,
+    frozen: int,
+) -> dict[str, Any]:
     context.progress(0.05)
     try:
         trained = train(
@@ -346,10 +365,13 @@ def run_training(context: JobContext) -> dict[str, Any]:
     }
 
 
-def _frozen_training_set(context: JobContext, algorithm: Algorithm) -> tuple[TrainingSet, int]:
-    """The training set and the dataset version it comes from (lineage): the one the request
-    named, else a new version of the labels as they are now, or the latest version when
-    nothing changed since. A set that cannot be trained leaves no version behind."""
+def _frozen_training_set(
+    context: JobContext, algorithm: Algorithm
+) -> tuple[TrainingSet, DatasetVersion, bool]:
+    """The training set, the dataset version it comes from (lineage) and whether this job
+    created that version: the one the request named, else a new version of the labels as
+    they are now, or the latest version when nothing changed since. A set that cannot be
+    trained leaves no version behind."""
     requested = context.params.get("dataset_version")
     with context.database.session(write=True) as session:
         project = lock_project_for_snapshot(session, context.project_id or 0)
@@ -368,7 +390,21 @@ def _frozen_training_set(context: JobContext, algorithm: Algorithm) -> tuple[Tra
         )
         check_trainable(training_set)  # raises: the session closes without a commit
         session.commit()
-    return training_set, frozen.version
+    created = requested is None and frozen.created_by == f"job:{context.job_id}"
+    return training_set, frozen, created
+
+
+def _drop_untrained_version(context: JobContext, frozen: DatasetVersion) -> None:
+    """Delete a dataset version this job froze, unless a model version names it."""
+    with context.database.session(write=True) as session:
+        trained = select(ModelVersion.id).where(
+            col(ModelVersion.project_id) == frozen.project_id,
+            col(ModelVersion.dataset_version) == frozen.version,
+        )
+        session.exec(
+            delete(DatasetVersion).where(col(DatasetVersion.id) == frozen.id, ~trained.exists())
+        )
+        session.commit()
 
 
 def _should_activate(
