@@ -113,7 +113,7 @@ def export_dataset_version(
         media_type=MEDIA_TYPES[format.value],
         headers={
             "Content-Disposition": f'attachment; filename="{name}.{format.value}"',
-            "X-Content-Hash": found.content_hash,
+            "X-Dataset-Content-Hash": found.content_hash,
         },
     )
 
