@@ -267,7 +267,8 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
 
 
 def run_training(context: JobContext) -> dict[str, Any]:
-    """Job function: train on the current training set and register a new version."""
+    """Job function: train on a dataset version (frozen now, reused, or named) and register
+    a new model version that records it."""
     algorithm = get_algorithm(context.params["algorithm"])
     params = algorithm.resolve_params(context.params["params"])
     training_set, frozen, created = _frozen_training_set(context, algorithm)
