@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/label_issues.py
 	$(BIN)/python bench/import_jsonl.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,317 @@
+"""Load test: --annotators simulated annotators (50) for --seconds (60) against two
+`labelwise serve` processes on one PostgreSQL database, each looping "fetch a batch, answer
+it" over HTTP from one asyncio driver (httpx.AsyncClient), loopback only.
+
+Setup (not timed): a production project with --items unlabeled items (100,000; bulk-loaded,
+the Debian descriptions cycled), one annotator key per simulated annotator, both servers
+started. Each annotator talks to one server (alternating), asks for a batch of --batch-size
+(20, --strategy random: the project has no model, and what choosing by a model costs is
+bench/batches.py's) and answers every item with a random label in one POST .../annotations.
+
+Reported: requests and answers per second over the run, p50/p99 latency per request kind,
+errors (any non-2xx or transport error). Checked after the run, in the database: every
+acknowledged answer is stored (per annotator, the current human annotations equal the
+answers the server acknowledged as created), and no item has more answers than
+annotators_per_item. Target from the issue: >= 500 answers/s sustained with p99 < 250 ms and
+zero errors. The short form runs in the test suite (tests/e2e/test_load.py) through
+`run_load` and `check_stored`.
+
+    .venv/bin/python bench/load.py [--annotators 50] [--seconds 60] [--items 100000]
+"""
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ADMIN_KEY = "lw_" + "l" * 43
+TARGET_PER_SECOND = 500
+TARGET_P99_MS = 250.0
+
+
+@dataclass
+class LoadResult:
+    seconds: float = 0.0
+    latencies: dict[str, list[float]] = field(
+        default_factory=lambda: {"batch": [], "annotations": []}
+    )
+    acknowledged: Counter[str] = field(default_factory=Counter)  # answers created, by annotator
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def answers(self) -> int:
+        return sum(self.acknowledged.values())
+
+    def percentile_ms(self, kind: str, q: float) -> float:
+        values = sorted(self.latencies[kind])
+        if not values:
+            return float("nan")
+        return 1000 * values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def _annotator(
+    client: httpx.AsyncClient,
+    name: str,
+    project_id: int,
+    labels: list[str],
+    batch_size: int,
+    strategy: str,
+    stop_at: float,
+    result: LoadResult,
+) -> None:
+    rng = random.Random(name)
+    base = f"/v1/projects/{project_id}"
+    while time.monotonic() < stop_at:
+        try:
+            started = time.perf_counter()
+            response = await client.post(
+                f"{base}/batches", json={"size": batch_size, "strategy": strategy}
+            )
+            result.latencies["batch"].append(time.perf_counter() - started)
+            if response.status_code != 201:
+                result.errors.append(f"batch {response.status_code}: {response.text[:200]}")
+                return
+            items = response.json()["items"]
+            if not items:
+                await asyncio.sleep(0.05)
+                continue
+            answers = [{"item_id": i["item"]["id"], "label": rng.choice(labels)} for i in items]
+            started = time.perf_counter()
+            response = await client.post(f"{base}/annotations", json=answers)
+            result.latencies["annotations"].append(time.perf_counter() - started)
+            if response.status_code != 200:
+                result.errors.append(f"annotations {response.status_code}: {response.text[:200]}")
+                return
+            result.acknowledged[name] += response.json()["created"]
+        except httpx.HTTPError as error:
+            result.errors.append(f"{type(error).__name__}: {error}")
+            return
+
+
+async def _run(
+    urls: list[str],
+    keys: dict[str, str],
+    project_id: int,
+    labels: list[str],
+    seconds: float,
+    batch_size: int,
+    strategy: str,
+) -> LoadResult:
+    result = LoadResult()
+    limits = httpx.Limits(max_connections=len(keys), max_keepalive_connections=len(keys))
+    clients = [
+        httpx.AsyncClient(
+            base_url=urls[n % len(urls)],
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            limits=limits,
+        )
+        for n, key in enumerate(keys.values())
+    ]
+    started = time.monotonic()
+    try:
+        await asyncio.gather(
+            *(
+                _annotator(
+                    client,
+                    name,
+                    project_id,
+                    labels,
+                    batch_size,
+                    strategy,
+                    started + seconds,
+                    result,
+                )
+                for client, name in zip(clients, keys, strict=True)
+            )
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def run_load(
+    urls: list[str],
+    keys: dict[str, str],
+    project_id: int,
+    labels: list[str],
+    *,
+    seconds: float,
+    batch_size: int = 20,
+    strategy: str = "random",
+) -> LoadResult:
+    """Every annotator in `keys` (name -> secret) fetches and answers batches for `seconds`."""
+    return asyncio.run(_run(urls, keys, project_id, labels, seconds, batch_size, strategy))
+
+
+def check_stored(database_url: str, project_id: int, result: LoadResult) -> list[str]:
+    """What the database disagrees with: acknowledged answers not stored, items over their
+    overlap. An empty list is a pass."""
+    problems = []
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    with engine.connect() as connection:
+        stored = dict(
+            connection.execute(
+                sa.text(
+                    "SELECT annotator, count(*) FROM annotation WHERE project_id = :p"
+                    " AND is_current AND source = 'human' GROUP BY annotator"
+                ),
+                {"p": project_id},
+            ).all()
+        )
+        overlap = connection.execute(
+            sa.text("SELECT annotators_per_item FROM project WHERE id = :p"), {"p": project_id}
+        ).scalar_one()
+        over = connection.execute(
+            sa.text(
+                "SELECT count(*) FROM (SELECT item_id FROM annotation WHERE project_id = :p"
+                " AND is_current AND source = 'human' GROUP BY item_id"
+                " HAVING count(*) > :n) AS over"
+            ),
+            {"p": project_id, "n": overlap},
+        ).scalar_one()
+    engine.dispose()
+    for name, count in result.acknowledged.items():
+        if stored.get(name, 0) != count:
+            problems.append(f"{name}: {count} acknowledged, {stored.get(name, 0)} stored")
+    if over:
+        problems.append(f"{over} items have more than {overlap} answers")
+    return problems
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    from common import (
+        ITEM_HEAD_COLUMNS,
+        bulk_loader,
+        code_version,
+        expect,
+        find_debian_data,
+        fresh_database,
+        item_heads,
+        load_average,
+        load_sources,
+        machine,
+        running_server,
+        service_env,
+        table,
+    )
+
+    from app.migrations import upgrade
+    from app.models.base import utcnow
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--annotators", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument(
+        "--strategy",
+        default="random",
+        help="batch strategy (random: no model in this project; the cost of choosing by a "
+        "model is bench/batches.py's)",
+    )
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    args = parser.parse_args()
+
+    sources = load_sources(find_debian_data())
+    labels = sorted({s.label for s in sources})
+    with fresh_database("postgres", args.postgres_url, "labelwise_bench_load") as database:
+        if database is None:
+            print("PostgreSQL is unreachable: nothing measured", file=sys.stderr)
+            return 1
+        upgrade(database.url)
+        env = service_env(database.url, database.workdir, bootstrap_admin_key=ADMIN_KEY)
+        with (
+            running_server(env, database.workdir / "server-0.log") as first,
+            running_server(env, database.workdir / "server-1.log") as second,
+            httpx.Client(
+                base_url=first.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
+            ) as admin,
+        ):
+            body = {"name": "bench-load", "labels": labels, "phase": "production"}
+            project = expect(admin.post("/v1/projects", json=body), 201, "creating the project")
+            created = utcnow() - timedelta(hours=1)
+            columns = f"{ITEM_HEAD_COLUMNS}, status, created_at, updated_at"
+            with bulk_loader(database, {"item": columns}) as loader:
+                rows = (
+                    (*head, "unlabeled", loader.time(created), loader.time(created))
+                    for _, head in item_heads(sources, args.items, project["id"])
+                )
+                loader.load("item", rows)
+                loader.finish()
+            keys = {}
+            for n in range(args.annotators):
+                name = f"annotator-{n:02d}"
+                key = {"name": name, "role": "annotator"}
+                keys[name] = expect(admin.post("/v1/api-keys", json=key), 201, "a key")["key"]
+            before = load_average()
+            result = run_load(
+                [first.url, second.url],
+                keys,
+                project["id"],
+                labels,
+                seconds=args.seconds,
+                batch_size=args.batch_size,
+                strategy=args.strategy,
+            )
+            after = load_average()
+        problems = check_stored(database.url, project["id"], result)
+
+    rate = result.answers / result.seconds
+    requests = sum(len(v) for v in result.latencies.values())
+    print(f"code {code_version()}, {machine()}")
+    print(
+        f"{args.annotators} annotators, {args.seconds:.0f} s, 2 server processes, PostgreSQL, "
+        f"{args.items:,} items, batches of {args.batch_size}; load {before}-{after}"
+    )
+    header = ["request", "count", "p50 ms", "p99 ms"]
+    lines = [
+        [
+            kind,
+            f"{len(values):,}",
+            f"{result.percentile_ms(kind, 0.5):.1f}",
+            f"{result.percentile_ms(kind, 0.99):.1f}",
+        ]
+        for kind, values in result.latencies.items()
+    ]
+    print("\n".join(table(header, lines)))
+    print(
+        f"answers stored: {result.answers:,} in {result.seconds:.1f} s = {rate:,.0f}/s; "
+        f"requests {requests / result.seconds:,.0f}/s; errors {len(result.errors)}"
+    )
+    for error in result.errors[:5]:
+        print(f"  error: {error}")
+    for problem in problems:
+        print(f"  check: {problem}")
+    p99 = max(result.percentile_ms(kind, 0.99) for kind in result.latencies)
+    verdicts = [
+        (not result.errors, f"zero errors ({len(result.errors)})"),
+        (not problems, "every acknowledged answer stored, no item over its overlap"),
+        (rate >= TARGET_PER_SECOND, f"{rate:,.0f} answers/s (target >= {TARGET_PER_SECOND})"),
+        (p99 < TARGET_P99_MS, f"p99 {p99:.0f} ms (target < {TARGET_P99_MS:.0f} ms)"),
+    ]
+    for ok, what in verdicts:
+        print(f"{'PASS' if ok else 'FAIL'}: {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
