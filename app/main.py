@@ -4,6 +4,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -225,6 +226,14 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     for path in schema["paths"].values():
         for operation in path.values():
+            if "requestBody" in operation:
+                # Every body can be refused before a route sees it, like FastAPI's own 422:
+                # 400 when it cannot be decoded (bytes that are not UTF-8), 413 over the size
+                # limit (BodyLimitMiddleware).
+                for status in (400, 413):
+                    operation["responses"].setdefault(
+                        str(status), {"description": HTTPStatus(status).phrase}
+                    )
             for status, response in operation["responses"].items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = problem_content

@@ -29,6 +29,11 @@ def test_spec_follows_the_conventions(tmp_path: Path) -> None:
     assert {"application/json", "application/x-ndjson"} <= ingest.keys()
     assert "ItemIn" in spec["components"]["schemas"]
     for path, methods in spec["paths"].items():
+        for op in methods.values():
+            if "requestBody" in op:
+                # An undecodable body (400) and an oversized one (413) never reach the route.
+                for status in ("400", "413"):
+                    assert "application/problem+json" in op["responses"][status]["content"], path
         if path.startswith("/v1"):
             for op in methods.values():
                 assert "application/problem+json" in op["responses"]["401"]["content"], path

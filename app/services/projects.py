@@ -17,7 +17,7 @@ from app.services.api_keys import Principal
 def create_project(session: Session, *, data: ProjectCreate) -> Project:
     project = Project.model_validate(data.model_dump(mode="json"))
     session.add(project)
-    _commit_or_conflict(session, name=project.name)
+    _write_or_conflict(session, name=project.name)
     return project
 
 
@@ -73,12 +73,13 @@ def update_project(
     session.add(project)
     if phase_change is not None:
         session.add(phase_change)
-    session.flush()
+    # A rename onto another project's name fails here, before the commit: a 409 too.
+    _write_or_conflict(session, name=project.name, commit=False)
     job = None
     if (required_before, method_before) != (project.required_annotators, project.consensus_method):
         item_status.refresh_project(session, project=project)
         job = consensus.queue_apply(session, project=project, created_by=principal.name)
-    _commit_or_conflict(session, name=project.name)
+    _write_or_conflict(session, name=project.name)
     if job is not None and job.id is not None:
         runner.enqueue(job.id)
     return project
@@ -168,9 +169,13 @@ def _refuse_removing_used_labels(
         )
 
 
-def _commit_or_conflict(session: Session, *, name: str) -> None:
+def _write_or_conflict(session: Session, *, name: str, commit: bool = True) -> None:
+    """Commit (or only flush) the project; a duplicate name is a 409, not a database error."""
     try:
-        session.commit()
+        if commit:
+            session.commit()
+        else:
+            session.flush()
     except IntegrityError:
         session.rollback()
         raise Conflict(f"A project named {name!r} already exists.") from None

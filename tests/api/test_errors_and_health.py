@@ -37,6 +37,20 @@ class TestProblemJson:
         )
         assert response.status_code == 422
 
+    def test_undecodable_body_is_a_documented_400(
+        self, client: TestClient, session: Session
+    ) -> None:
+        # Found by schema fuzzing: bytes that are not UTF-8 are a 400 the spec did not declare.
+        response = client.post(
+            "/v1/projects",
+            content=b"\xff\xfe{",
+            headers={**auth(make_key(session)), "content-type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert response.json()["type"] == "/problems/bad-request"
+        operation = client.get("/openapi.json").json()["paths"]["/v1/projects"]["post"]
+        assert "400" in operation["responses"]
+
     def test_body_over_the_limit_is_413_and_writes_nothing(
         self, session: Session, client_with: ClientFactory
     ) -> None:

@@ -154,6 +154,23 @@ class TestUpdateProject:
         )
         assert ok.status_code == 200
 
+    def test_renaming_onto_another_projects_name_is_409_and_changes_nothing(
+        self, client: TestClient, session: Session
+    ) -> None:
+        # Found by schema fuzzing: the clash surfaced at a flush before the commit, as a 500.
+        headers = auth(make_key(session))
+        taken = make_project(client, headers)
+        project = make_project(client, headers, guidelines="old")
+        response = client.patch(
+            f"/v1/projects/{project['id']}",
+            json={"name": taken["name"], "guidelines": "new"},
+            headers=headers,
+        )
+        assert response.status_code == 409
+        assert taken["name"] in response.json()["detail"]
+        after = client.get(f"/v1/projects/{project['id']}", headers=headers).json()
+        assert (after["name"], after["guidelines"]) == (project["name"], "old")
+
     def test_null_for_required_field_is_422(self, client: TestClient, session: Session) -> None:
         headers = auth(make_key(session))
         project = make_project(client, headers)
