@@ -36,7 +36,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_DB_ID:
             raise TypeError
         return value
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         raise ValidationFailed(
             "The cursor is not one this service issued; pass next_cursor back unchanged.",
             errors=[ErrorDetail(loc=["query", "cursor"], msg="invalid cursor")],

@@ -1,5 +1,7 @@
 """Shared table machinery: constraint naming convention, UTC timestamps, enums."""
 
+import math
+import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -32,6 +34,39 @@ def reject_nul(value: str) -> str:
 
 
 SafeStr = Annotated[str, AfterValidator(reject_nul)]
+
+
+def reject_control_characters(value: str) -> str:
+    """Names people read (labels) hold no control characters: no newline, tab, escape or DEL."""
+    found = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) == "Cc"})
+    if found:
+        raise ValueError(f"must not contain control characters ({', '.join(found)})")
+    return value
+
+
+# Free-form JSON (item data and metadata) deeper than this is refused: no honest payload
+# needs it, and every reader of it (serializers, the databases' JSON functions) recurses.
+MAX_JSON_DEPTH = 32
+
+
+def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
+    """A storable JSON object: at most MAX_JSON_DEPTH levels of objects and arrays, and no NaN
+    or Infinity (bodies FastAPI parses let them through; no database stores them faithfully).
+    Walked iteratively, so hostile nesting cannot exhaust the stack."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
+            children = node.values() if isinstance(node, dict) else node
+            pending.extend((child, depth + 1) for child in children)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("NaN and Infinity are not valid JSON")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
 
 
 def utcnow() -> datetime:

@@ -11,8 +11,10 @@ from sqlmodel import Field, SQLModel
 from app.errors import Problem
 from app.models.annotation import AnnotationPublic
 from app.models.base import (
+    MAX_JSON_DEPTH,
     ItemSource,
     ItemStatus,
+    JsonObject,
     SafeStr,
     timestamp_column,
     utcnow,
@@ -72,8 +74,13 @@ class ItemIn(BaseModel):
         default=None, min_length=1, max_length=255, description="Your id; the same one updates."
     )
     text: SafeStr = pydantic.Field(min_length=1, description="The content to label.")
-    data: dict[str, Any] = pydantic.Field(default_factory=dict, description="Structured payload.")
-    metadata: dict[str, Any] = pydantic.Field(default_factory=dict)
+    data: JsonObject = pydantic.Field(
+        default_factory=dict,
+        description=f"Structured payload; at most {MAX_JSON_DEPTH} levels deep.",
+    )
+    metadata: JsonObject = pydantic.Field(
+        default_factory=dict, description=f"At most {MAX_JSON_DEPTH} levels deep."
+    )
     source: ItemSource = ItemSource.manual
 
     @field_validator("text")

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, WithJsonSchema, model
 from sqlmodel import Field, SQLModel
 
 from app.errors import Problem
-from app.models.base import SafeStr, timestamp_column, utcnow
+from app.models.base import MAX_JSON_DEPTH, JsonObject, SafeStr, timestamp_column, utcnow
 from app.models.item import IngestStatus
 
 SampleReason = Literal["production_low_confidence", "production_random"]
@@ -113,9 +113,10 @@ class ProductionPredictionIn(BaseModel):
         description="When the model predicted (with a UTC offset); default: when received. "
         "Send it to make retries safe: the same prediction again is `unchanged`.",
     )
-    metadata: dict[str, Any] | None = pydantic.Field(
+    metadata: JsonObject | None = pydantic.Field(
         default=None,
-        description="The item's metadata; omitted, an existing item keeps its own.",
+        description=f"The item's metadata (at most {MAX_JSON_DEPTH} levels deep); omitted, an "
+        "existing item keeps its own.",
     )
 
     @pydantic.field_validator("text")

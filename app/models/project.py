@@ -14,6 +14,7 @@ from app.models.base import (
     ConsensusMethod,
     Phase,
     SafeStr,
+    reject_control_characters,
     reject_nul,
     timestamp_column,
     utcnow,
@@ -28,6 +29,7 @@ Label = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     AfterValidator(reject_nul),
+    AfterValidator(reject_control_characters),
 ]
 Probability = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Cost = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
