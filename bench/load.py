@@ -69,6 +69,7 @@ async def _annotator(
     labels: list[str],
     batch_size: int,
     strategy: str,
+    pace: float,
     stop_at: float,
     result: LoadResult,
 ) -> None:
@@ -89,6 +90,8 @@ async def _annotator(
                 await asyncio.sleep(0.05)
                 continue
             answers = [{"item_id": i["item"]["id"], "label": rng.choice(labels)} for i in items]
+            if pace:  # a person takes time to label: len(items) / pace seconds
+                await asyncio.sleep(len(items) / pace)
             started = time.perf_counter()
             response = await client.post(f"{base}/annotations", json=answers)
             result.latencies["annotations"].append(time.perf_counter() - started)
@@ -109,6 +112,7 @@ async def _run(
     seconds: float,
     batch_size: int,
     strategy: str,
+    pace: float,
 ) -> LoadResult:
     result = LoadResult()
     limits = httpx.Limits(max_connections=len(keys), max_keepalive_connections=len(keys))
@@ -132,6 +136,7 @@ async def _run(
                     labels,
                     batch_size,
                     strategy,
+                    pace,
                     started + seconds,
                     result,
                 )
@@ -154,9 +159,11 @@ def run_load(
     seconds: float,
     batch_size: int = 20,
     strategy: str = "random",
+    pace: float = 0.0,
 ) -> LoadResult:
-    """Every annotator in `keys` (name -> secret) fetches and answers batches for `seconds`."""
-    return asyncio.run(_run(urls, keys, project_id, labels, seconds, batch_size, strategy))
+    """Every annotator in `keys` (name -> secret) fetches and answers batches for `seconds`,
+    labeling `pace` items per second (0: answering at once, as fast as the server allows)."""
+    return asyncio.run(_run(urls, keys, project_id, labels, seconds, batch_size, strategy, pace))
 
 
 def check_stored(database_url: str, project_id: int, result: LoadResult) -> list[str]:
@@ -228,6 +235,13 @@ def main() -> int:
         help="batch strategy (random: no model in this project; the cost of choosing by a "
         "model is bench/batches.py's)",
     )
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=12.0,
+        help="items each annotator labels per second (50 x 12 = 600 offered per second); "
+        "0 answers at once: the saturation throughput, where latency is the queue",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
 
@@ -271,6 +285,7 @@ def main() -> int:
                 seconds=args.seconds,
                 batch_size=args.batch_size,
                 strategy=args.strategy,
+                pace=args.pace,
             )
             after = load_average()
         problems = check_stored(database.url, project["id"], result)
@@ -280,7 +295,8 @@ def main() -> int:
     print(f"code {code_version()}, {machine()}")
     print(
         f"{args.annotators} annotators, {args.seconds:.0f} s, 2 server processes, PostgreSQL, "
-        f"{args.items:,} items, batches of {args.batch_size}; load {before}-{after}"
+        f"{args.items:,} items, batches of {args.batch_size}, pace {args.pace:g} items/s per "
+        f"annotator; load {before}-{after}"
     )
     header = ["request", "count", "p50 ms", "p99 ms"]
     lines = [
