@@ -41,7 +41,6 @@ from app.services import jobs
 from app.services.api_keys import Principal
 from app.services.dataset_versions import (
     frozen_training_rows,
-    lock_project_for_snapshot,
     snapshot,
 )
 from app.services.dataset_versions import get_version as get_dataset_version
@@ -375,7 +374,7 @@ def _frozen_training_set(
     trained leaves no version behind."""
     requested = context.params.get("dataset_version")
     with context.database.session(write=True) as session:
-        project = lock_project_for_snapshot(session, context.project_id or 0)
+        project = load_project(session, context.project_id, lock=True)
         if requested is not None:
             frozen = get_dataset_version(session, project=project, version=requested)
         else:
