@@ -1,13 +1,24 @@
 """Database engine for SQLite (embedded default) or PostgreSQL, and the request session."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Engine,
+    Integer,
+    Table,
+    any_,
+    create_engine,
+    event,
+    literal,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
-from sqlmodel import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session, SQLModel
 
 from app.registry.cache import ModelCache
 from app.settings import Settings
@@ -118,3 +129,31 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([row[column] for column in columns])
+
+
+def id_in(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
+    """column IN ids; on PostgreSQL as `= ANY(array)`, one parameter however many ids.
+
+    psycopg caches the plans of statements up to 4 kB only; an IN list of hundreds of ids is
+    longer, so it would be parsed again on every request.
+    """
+    result: ColumnElement[bool]
+    if session.get_bind().dialect.name == "postgresql":
+        result = column == any_(literal(list(ids), ARRAY(Integer)))
+    else:
+        result = column.in_(ids)
+    return result
+
+
+def sync_loaded(
+    session: Session, model: type[SQLModel], changes: Iterable[tuple[int, Mapping[str, Any]]]
+) -> None:
+    """After a Core UPDATE of `model` rows (id, {column: value}), give the objects of those
+    rows that this session already holds the same values, without marking them dirty: the hot
+    write paths skip the ORM (docs/design.md, "Hot paths"), and a caller holding an object
+    must not read, or return, the value from before."""
+    for ident, values in changes:
+        loaded = session.identity_map.get(session.identity_key(model, ident))
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)

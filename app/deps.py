@@ -28,22 +28,22 @@ def get_session(request: Request) -> Iterator[Session]:
     yield from request.app.state.database.get_session(write=request.method not in READ_METHODS)
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_runner(request: Request) -> JobRunner:
+async def get_runner(request: Request) -> JobRunner:
     runner: JobRunner = request.app.state.runner
     return runner
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_now() -> datetime:
+async def get_now() -> datetime:
     """The request's clock (UTC); tests override it to move through days without waiting."""
     return utcnow()
 
@@ -70,7 +70,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 def require(*roles: Role) -> object:
     allowed = set(roles)
 
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise Forbidden(f"This needs a key with role {names}; yours is {principal.role.value}.")

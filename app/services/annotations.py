@@ -1,9 +1,12 @@
 """Submit annotations in bulk (one current per item and annotator, history kept) and list them."""
 
-from typing import Any
+from typing import Any, NamedTuple
 
+from sqlalchemy import insert, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from app.db import id_in, sync_loaded
 from app.errors import ErrorDetail, Forbidden, Problem, make_problem
 from app.jobs.context import JobRunner
 from app.models.annotation import (
@@ -77,6 +80,16 @@ def queue_follow_ups(session: Session, *, project: Project) -> list[Job]:
     return [job for job in jobs if job is not None]
 
 
+ANNOTATION_TABLE = Annotation.__table__  # type: ignore[attr-defined]
+
+
+class _Current(NamedTuple):
+    """What a current annotation's (item, annotator) needs to tell "unchanged" from "replaced"."""
+
+    id: int
+    answer: tuple[str | None, bool, str | None, str]  # label, abstain, note, source
+
+
 def write_annotations(
     session: Session,
     *,
@@ -88,25 +101,38 @@ def write_annotations(
     """Write annotations and re-derive the touched items' status and label (flushes only).
 
     Entries without an annotator are `default_annotator`'s; `provenance` is recorded on each
-    new annotation (imports). The caller has authorized the entries.
+    new annotation (imports). The caller has authorized the entries. Every request of every
+    annotator comes through here, so it is Core statements, a fixed number per call whatever
+    the entry count (docs/design.md, "Hot paths"): lock the items, read their current
+    annotations, retire the replaced ones, insert the new ones, close the leases, refresh the
+    items.
     """
     assert project.id is not None
     item_ids = sorted({e.item_id for e in entries})
     # Lock the items (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers) so
     # concurrent annotators of one item see each other's answers when deriving its status.
-    known_items = set(
-        session.exec(
-            select(Item.id)
-            .where(col(Item.project_id) == project.id, col(Item.id).in_(item_ids))
+    known_items: set[int] = set(
+        session.execute(
+            sa_select(col(Item.id))
+            .where(col(Item.project_id) == project.id, id_in(session, col(Item.id), item_ids))
             .order_by(col(Item.id))
             .with_for_update()
-        )
+        ).scalars()
     )
-    current: dict[tuple[int, str], Annotation] = {
-        (a.item_id, a.annotator): a
-        for a in session.exec(
-            select(Annotation).where(
-                col(Annotation.item_id).in_(known_items), col(Annotation.is_current)
+    current: dict[tuple[int, str], _Current] = {
+        (item_id, annotator): _Current(id_, (label, abstain, note, source))
+        for id_, item_id, annotator, label, abstain, note, source in session.execute(
+            sa_select(
+                col(Annotation.id),
+                col(Annotation.item_id),
+                col(Annotation.annotator),
+                col(Annotation.label),
+                col(Annotation.abstain),
+                col(Annotation.note),
+                col(Annotation.source),
+            ).where(
+                id_in(session, col(Annotation.item_id), sorted(known_items)),
+                col(Annotation.is_current),
             )
         )
     }
@@ -114,7 +140,13 @@ def write_annotations(
     now = utcnow()
     report = AnnotationReport()
     touched: set[int] = set()
-    written: list[tuple[AnnotationEntryResult, Annotation]] = []
+    retired: list[int] = []  # stored annotations this call replaces
+    rows: list[dict[str, Any]] = []  # new annotations, in entry order
+    # Each written entry's result, and where its id comes from: a stored annotation's id
+    # (unchanged) or the index of its new row.
+    written: list[tuple[AnnotationEntryResult, int | None, int | None]] = []
+    new_row: dict[tuple[int, str], int] = {}  # (item, annotator) -> its row written here
+    answered: list[tuple[int, str]] = []
     for index, entry in enumerate(entries):
         annotator = entry.annotator or default_annotator
         problem: Problem | None = None
@@ -140,56 +172,69 @@ def write_annotations(
             report.failed += 1
             continue
 
-        previous = current.get((entry.item_id, annotator))
+        key = (entry.item_id, annotator)
         source = entry.source or AnnotationSource.human
-        if previous is not None and (
-            previous.label,
-            previous.abstain,
-            previous.note,
-            previous.source,
-        ) == (
-            entry.label,
-            entry.abstain,
-            entry.note,
-            source,
-        ):
-            status: AnnotationEntryStatus = "unchanged"
-            annotation = previous
+        answer = (entry.label, entry.abstain, entry.note, source)
+        previous = current.get(key)
+        status: AnnotationEntryStatus
+        if previous is not None and previous.answer == answer:
+            status = "unchanged"
+            result = AnnotationEntryResult(index=index, status=status)
+            written.append((result, previous.id, new_row.get(key)))  # a row of this call, or none
         else:
             if previous is not None:
-                previous.is_current, previous.replaced_at = False, now
-                session.add(previous)
-                session.flush()  # the partial unique index allows one current row at a time
-            annotation = Annotation(
-                project_id=project.id,
-                item_id=entry.item_id,
-                annotator=annotator,
-                label=entry.label,
-                abstain=entry.abstain,
-                source=source,
-                duration_ms=entry.duration_ms,
-                note=entry.note,
-                provenance=provenance,
-                is_current=True,
-                created_at=now,
+                if key in new_row:  # answered twice in this call: the first becomes history
+                    rows[new_row[key]].update(is_current=False, replaced_at=now)
+                else:
+                    retired.append(previous.id)
+            new_row[key] = len(rows)
+            rows.append(
+                {
+                    "project_id": project.id,
+                    "item_id": entry.item_id,
+                    "annotator": annotator,
+                    "label": entry.label,
+                    "abstain": entry.abstain,
+                    "source": source,
+                    "duration_ms": entry.duration_ms,
+                    "note": entry.note,
+                    "provenance": provenance,
+                    "is_current": True,
+                    "created_at": now,
+                    "replaced_at": None,
+                }
             )
-            session.add(annotation)
-            current[(entry.item_id, annotator)] = annotation
+            current[key] = _Current(-1, answer)  # a row of this call; its id comes later
             touched.add(entry.item_id)
             status = "replaced" if previous is not None else "created"
-        result = AnnotationEntryResult(index=index, status=status)
+            result = AnnotationEntryResult(index=index, status=status)
+            written.append((result, None, new_row[key]))
         report.results.append(result)
-        written.append((result, annotation))
+        answered.append(key)
         setattr(report, status, getattr(report, status) + 1)
 
-    session.flush()
-    for result, annotation in written:
-        result.id = annotation.id
-    batches.release_answered(
-        session,
-        project_id=project.id,
-        answers=[(a.item_id, a.annotator) for _, a in written],
-    )
+    if retired:
+        # Before the inserts: the partial unique index allows one current row at a time.
+        values = {"is_current": False, "replaced_at": now}
+        session.execute(
+            update(ANNOTATION_TABLE)
+            .where(id_in(session, ANNOTATION_TABLE.c.id, retired))
+            .values(**values)
+        )
+        sync_loaded(session, Annotation, ((id_, values) for id_ in retired))
+    ids: list[int] = []
+    if rows:
+        ids = list(
+            session.execute(
+                insert(ANNOTATION_TABLE).returning(
+                    ANNOTATION_TABLE.c.id, sort_by_parameter_order=True
+                ),
+                rows,
+            ).scalars()
+        )
+    for result, stored_id, row in written:
+        result.id = ids[row] if row is not None else stored_id
+    batches.release_answered(session, project_id=project.id, answers=answered)
     item_status.refresh_items(session, project=project, item_ids=touched)
     return report
 

@@ -18,25 +18,24 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
-    Integer,
     and_,
-    any_,
+    bindparam,
     exists,
     func,
     insert,
-    literal,
     or_,
     update,
 )
+from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session, col, select
 
-from app.db import Database
+from app.db import Database, id_in
 from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, ValidationFailed
 from app.ml.features import hashed_text_features
 from app.ml.selection import choose_batch, cold_start
@@ -81,6 +80,7 @@ MORE_ROUNDS = 2
 RANDOM_ROUNDS = 4
 MAX_RANDOM_DRAWS = 20_000
 ON_BEHALF_ROLES = {Role.admin, Role.service}
+LEASE_TABLE = Lease.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,12 @@ RANKERS = {
 
 @dataclass(frozen=True)
 class Pool:
-    """Who is asking, and what counts as an item they may receive right now."""
+    """Who is asking, and what counts as an item they may receive right now.
+
+    The conditions are built once per queue with bound parameters (`eligibility`), and every
+    statement that uses them runs with `params`: constructing these subqueries anew cost more
+    than running them, on every batch request.
+    """
 
     project: Project
     annotator: str
@@ -125,50 +130,68 @@ class Pool:
         assert self.project.id is not None
         return self.project.id
 
-    def live_lease(self) -> ColumnElement[bool]:
-        return and_(col(Lease.released_at).is_(None), col(Lease.expires_at) > self.now)
+    @property
+    def params(self) -> dict[str, Any]:
+        """The values of the bound parameters of `eligible`."""
+        return {
+            "pool_project_id": self.project_id,
+            "pool_annotator": self.annotator,
+            "pool_now": self.now,
+            "pool_skipped_after": self.now - self.skip_cooldown,
+            "pool_required": self.project.required_annotators,
+        }
 
-    def eligible(self, queue: str) -> list[ColumnElement[bool]]:
-        """Conditions on Item for the annotator in this queue (status excluded)."""
-        answered = exists().where(
-            col(Annotation.item_id) == col(Item.id),
-            col(Annotation.annotator) == self.annotator,
-            col(Annotation.is_current),
-        )
-        held_or_skipped = exists().where(
-            col(Lease.item_id) == col(Item.id),
-            col(Lease.annotator) == self.annotator,
-            or_(
-                self.live_lease(),
-                and_(
-                    col(Lease.outcome) == LeaseOutcome.skipped,
-                    col(Lease.released_at) > self.now - self.skip_cooldown,
-                ),
+    def eligible(self, queue: str) -> tuple[ColumnElement[bool], ...]:
+        """Conditions on Item for the annotator in this queue (status excluded); run the
+        statement with `params`."""
+        return eligibility(queue)
+
+
+@cache
+def eligibility(queue: str) -> tuple[ColumnElement[bool], ...]:
+    """`Pool.eligible`, with the pool's values as bound parameters (`Pool.params`)."""
+    now: BindParameter[datetime] = bindparam("pool_now")
+    annotator: BindParameter[str] = bindparam("pool_annotator")
+    live_lease = and_(col(Lease.released_at).is_(None), col(Lease.expires_at) > now)
+    answered = exists().where(
+        col(Annotation.item_id) == col(Item.id),
+        col(Annotation.annotator) == annotator,
+        col(Annotation.is_current),
+    )
+    held_or_skipped = exists().where(
+        col(Lease.item_id) == col(Item.id),
+        col(Lease.annotator) == annotator,
+        or_(
+            live_lease,
+            and_(
+                col(Lease.outcome) == LeaseOutcome.skipped,
+                col(Lease.released_at) > bindparam("pool_skipped_after"),
             ),
-        )
-        live_leases = (
+        ),
+    )
+    live_leases = (
+        select(func.count())
+        .select_from(Lease)
+        .where(col(Lease.item_id) == col(Item.id), live_lease)
+        .scalar_subquery()
+    )
+    conditions = [col(Item.project_id) == bindparam("pool_project_id"), ~answered, ~held_or_skipped]
+    if queue == "review":
+        # One reviewer at a time; a reviewer's answer settles the item or sends it back.
+        conditions.append(live_leases == 0)
+    else:
+        human_answers = (
             select(func.count())
-            .select_from(Lease)
-            .where(col(Lease.item_id) == col(Item.id), self.live_lease())
+            .select_from(Annotation)
+            .where(
+                col(Annotation.item_id) == col(Item.id),
+                col(Annotation.is_current),
+                col(Annotation.source).in_(VOTE_SOURCES),
+            )
             .scalar_subquery()
         )
-        conditions = [col(Item.project_id) == self.project_id, ~answered, ~held_or_skipped]
-        if queue == "review":
-            # One reviewer at a time; a reviewer's answer settles the item or sends it back.
-            conditions.append(live_leases == 0)
-        else:
-            human_answers = (
-                select(func.count())
-                .select_from(Annotation)
-                .where(
-                    col(Annotation.item_id) == col(Item.id),
-                    col(Annotation.is_current),
-                    col(Annotation.source).in_(VOTE_SOURCES),
-                )
-                .scalar_subquery()
-            )
-            conditions.append(human_answers + live_leases < self.project.required_annotators)
-        return conditions
+        conditions.append(human_answers + live_leases < bindparam("pool_required"))
+    return tuple(conditions)
 
 
 # --- choosing ---------------------------------------------------------------------------------
@@ -192,7 +215,7 @@ def _in_progress(session: Session, pool: Pool, limit: int) -> list[int]:
         .order_by(col(Item.id))
         .limit(limit)
     )
-    return _ids(session.exec(query))
+    return _ids(session.exec(query, params=pool.params))
 
 
 def _ids(rows: Iterable[int | None]) -> list[int]:
@@ -240,7 +263,10 @@ def random_items(
             break
         seen.update(draws)
         rows = set(
-            session.exec(select(Item.id).where(id_in(session, col(Item.id), draws), *conditions))
+            session.exec(
+                select(Item.id).where(id_in(session, col(Item.id), draws), *conditions),
+                params=pool.params,
+            )
         )
         hit_rate = max(len(rows) / len(draws), 1e-4)
         found.extend(d for d in draws if d in rows)  # in draw order: still a uniform sample
@@ -251,7 +277,8 @@ def random_items(
             # found need excluding (and the IN list stays far below the bound-parameter limits).
             .where(*conditions, col(Item.id).not_in(set(exclude) | set(found)))
             .order_by(func.random())
-            .limit(n - len(found))
+            .limit(n - len(found)),
+            params=pool.params,
         )
         found.extend(_ids(rest))
     return found[:n]
@@ -322,7 +349,8 @@ def _ranked_candidates(
                         id_in(session, col(Item.id), ids),
                         col(Item.status) == ItemStatus.unlabeled,
                         *pool.eligible("label"),
-                    )
+                    ),
+                    params=pool.params,
                 )
             )
             if ids
@@ -337,20 +365,6 @@ def _ranked_candidates(
         after = (float(rows[-1][1]), int(rows[-1][0]))
         page = min(2 * page, MAX_RANK_PAGE)
     return ranked[:limit]
-
-
-def id_in(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:
-    """column IN ids; on PostgreSQL as `= ANY(array)`, one parameter however many ids.
-
-    psycopg caches the plans of statements up to 4 kB only; an IN list of hundreds of ids is
-    longer, so it would be parsed again on every request.
-    """
-    result: ColumnElement[bool]
-    if session.get_bind().dialect.name == "postgresql":
-        result = column == any_(literal(list(ids), ARRAY(Integer)))
-    else:
-        result = column.in_(ids)
-    return result
 
 
 def _inputs(session: Session, item_ids: list[int]) -> list[tuple[int, str, dict[str, Any]]]:
@@ -567,7 +581,9 @@ def _plan_review_batch(session: Session, pool: Pool, *, size: int) -> Plan:
         .order_by(col(Item.review_priority).is_not(None), col(Item.review_priority), col(Item.id))
         .limit(CANDIDATE_FACTOR * size)
     )
-    return Plan("review", None, [Candidate(i) for i in _ids(session.exec(query))])
+    return Plan(
+        "review", None, [Candidate(i) for i in _ids(session.exec(query, params=pool.params))]
+    )
 
 
 # --- claiming ---------------------------------------------------------------------------------
@@ -625,7 +641,8 @@ def _claim(session: Session, pool: Pool, *, plan: Plan, size: int, queue: str) -
                     id_in(session, col(Item.id), locked),
                     col(Item.status).in_(statuses),
                     *pool.eligible(queue),
-                )
+                ),
+                params=pool.params,
             )
         )
         taken.extend(c for c in window if c.item_id in still)
@@ -798,7 +815,8 @@ def skip_items(
 def release_answered(
     session: Session, *, project_id: int, answers: Sequence[tuple[int, str]]
 ) -> None:
-    """Close the leases of (item, annotator) pairs that were just answered (flushes only).
+    """Close the leases of (item, annotator) pairs that were just answered (one Core UPDATE
+    per annotator; no lease objects are loaded where this runs).
 
     Late answers close expired leases too, so the payoff report still counts them.
     """
@@ -807,13 +825,13 @@ def release_answered(
         by_annotator[annotator].add(item_id)
     now = utcnow()
     for annotator, item_ids in by_annotator.items():
-        session.exec(
-            update(Lease)
+        session.execute(
+            update(LEASE_TABLE)
             .where(
-                col(Lease.project_id) == project_id,
-                col(Lease.annotator) == annotator,
-                col(Lease.item_id).in_(sorted(item_ids)),
-                col(Lease.released_at).is_(None),
+                LEASE_TABLE.c.project_id == project_id,
+                LEASE_TABLE.c.annotator == annotator,
+                id_in(session, LEASE_TABLE.c.item_id, sorted(item_ids)),
+                LEASE_TABLE.c.released_at.is_(None),
             )
             .values(released_at=now, outcome=LeaseOutcome.answered)
         )

@@ -17,10 +17,13 @@ start from this majority and are then re-resolved project-wide by the consensus 
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from app.db import id_in, sync_loaded
 from app.models.annotation import Annotation
 from app.models.base import VOTE_SOURCES, AnnotationSource, ItemStatus, utcnow
 from app.models.item import Item
@@ -174,8 +177,18 @@ def unsettled(
     return Resolution(ItemStatus.needs_review, None, None, quality)
 
 
+ITEM_TABLE = Item.__table__  # type: ignore[attr-defined]
+# The item columns a Resolution sets, in its field order.
+DERIVED = ("status", "resolved_label", "resolved_by", "consensus_quality")
+
+
 def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:
-    """Recompute status and resolved label of the given items (flushes, never commits)."""
+    """Recompute status and resolved label of the given items (never commits).
+
+    Core statements, as every annotation request runs this: per chunk, three reads of just
+    the columns `derive` needs and one executemany UPDATE of the items that changed; objects
+    of those items the session holds get the new values too.
+    """
     ids = sorted(set(item_ids))
     now = utcnow()
     for start in range(0, len(ids), CHUNK):
@@ -186,7 +199,7 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
         rows = session.exec(
             select(
                 Annotation.item_id, Annotation.label, Annotation.abstain, Annotation.source
-            ).where(col(Annotation.item_id).in_(chunk), col(Annotation.is_current))
+            ).where(id_in(session, col(Annotation.item_id), chunk), col(Annotation.is_current))
         )
         for item_id, label, abstain, source in rows:
             if source in VOTE_SOURCES:
@@ -198,31 +211,46 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
         reviews = dict(
             session.exec(
                 select(Review.item_id, Review.label).where(
-                    col(Review.item_id).in_(chunk), col(Review.is_current)
+                    id_in(session, col(Review.item_id), chunk), col(Review.is_current)
                 )
             ).all()
         )
-        items = session.exec(select(Item).where(col(Item.id).in_(chunk)))
-        for item in items:
-            assert item.id is not None
+        items = session.execute(
+            sa_select(
+                col(Item.id),
+                col(Item.review_reason),
+                col(Item.status),
+                col(Item.resolved_label),
+                col(Item.resolved_by),
+                col(Item.consensus_quality),
+            ).where(id_in(session, col(Item.id), chunk))
+        )
+        changes: list[tuple[int, dict[str, Any]]] = []
+        for item_id, review_reason, *stored in items:
             resolution = derive(
-                votes[item.id],
+                votes[item_id],
                 annotators_per_item=project.required_annotators,
-                model_label=model_labels.get(item.id),
-                review_reason=item.review_reason,
-                review_label=reviews.get(item.id),
-                implicit=implicit_label(implicit[item.id]),
+                model_label=model_labels.get(item_id),
+                review_reason=review_reason,
+                review_label=reviews.get(item_id),
+                implicit=implicit_label(implicit[item_id]),
             )
-            current = (item.status, item.resolved_label, item.resolved_by, item.consensus_quality)
-            if current != tuple(resolution):
-                item.status, item.resolved_label = resolution.status, resolution.label
-                item.resolved_by, item.consensus_quality = (
-                    resolution.resolved_by,
-                    resolution.quality,
+            if tuple(stored) != tuple(resolution):
+                changes.append(
+                    (item_id, {**dict(zip(DERIVED, resolution, strict=True)), "updated_at": now})
                 )
-                item.updated_at = now
-                session.add(item)
-    session.flush()
+        if changes:
+            # Bound names differ from the column names, which UPDATE reserves for itself.
+            session.connection().execute(
+                update(ITEM_TABLE)
+                .where(ITEM_TABLE.c.id == bindparam("b_id"))
+                .values({name: bindparam(f"b_{name}") for name in (*DERIVED, "updated_at")}),
+                [
+                    {"b_id": item_id, **{f"b_{name}": v for name, v in values.items()}}
+                    for item_id, values in changes
+                ],
+            )
+            sync_loaded(session, Item, changes)
 
 
 def refresh_project(session: Session, *, project: Project) -> None:
