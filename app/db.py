@@ -11,9 +11,13 @@ from sqlalchemy import (
     Integer,
     Table,
     any_,
+    bindparam,
     create_engine,
     event,
+    func,
     literal,
+    select,
+    update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError
@@ -129,6 +133,40 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([row[column] for column in columns])
+
+
+def update_rows(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, key: str = "id"
+) -> None:
+    """Give many rows of `table`, found by their `key` column, each its own values: one
+    statement on PostgreSQL (the values travel as one array per column and are unnested
+    into a FROM list), an executemany on SQLite. Every row has the same columns."""
+    if not rows:
+        return
+    columns = [name for name in rows[0] if name != key]
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        # Bound names differ from the column names, which UPDATE reserves for itself.
+        connection.execute(
+            update(table)
+            .where(table.c[key] == bindparam(f"b_{key}"))
+            .values({name: bindparam(f"b_{name}") for name in columns}),
+            [{f"b_{name}": value for name, value in row.items()} for row in rows],
+        )
+        return
+    arrays = select(
+        *(
+            func.unnest(
+                bindparam(f"a_{name}", [row[name] for row in rows], type_=ARRAY(table.c[name].type))
+            ).label(name)
+            for name in (key, *columns)
+        )
+    ).subquery("v")
+    connection.execute(
+        update(table)
+        .where(table.c[key] == arrays.c[key])
+        .values({name: arrays.c[name] for name in columns})
+    )
 
 
 def id_in(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bool]:

@@ -6,6 +6,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
@@ -77,12 +78,21 @@ def revoke_api_key(session: Session, *, key_id: int, by: Principal) -> None:
 
 
 def authenticate(session: Session, *, presented: str) -> Principal:
+    """The key's principal. Every request asks, so it reads the columns, not an ApiKey."""
     digest = hash_key(presented)
-    row = session.exec(select(ApiKey).where(col(ApiKey.key_hash) == digest)).first()
+    row = session.execute(
+        sa_select(
+            col(ApiKey.id),
+            col(ApiKey.name),
+            col(ApiKey.role),
+            col(ApiKey.tier),
+            col(ApiKey.key_hash),
+            col(ApiKey.revoked_at),
+        ).where(col(ApiKey.key_hash) == digest)
+    ).first()
     # The lookup is by hash, so timing reveals nothing about the secret; compare anyway.
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
         raise Unauthorized("The API key is unknown or revoked.")
-    assert row.id is not None
     return Principal(key_id=row.id, name=row.name, role=Role(row.role), tier=row.tier)
 
 

@@ -28,14 +28,14 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    insert,
     or_,
     update,
 )
+from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session, col, select
 
-from app.db import Database, id_in
+from app.db import Database, id_in, insert_rows
 from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, ValidationFailed
 from app.ml.features import hashed_text_features
 from app.ml.selection import choose_batch, cold_start
@@ -240,9 +240,14 @@ def random_items(
     if n <= 0:
         return []
     base = [col(Item.project_id) == pool.project_id, col(Item.status) == status]
-    # Two queries: SQLite answers a lone min() or max() from the index, both at once by a scan.
-    low = session.exec(select(func.min(Item.id)).where(*base)).one()
-    high = session.exec(select(func.max(Item.id)).where(*base)).one()
+    # One round trip, two subqueries: SQLite answers a lone min() or max() from the index (both
+    # in one aggregate would scan), and so does PostgreSQL.
+    low, high = session.execute(
+        sa_select(
+            select(func.min(Item.id)).where(*base).scalar_subquery(),
+            select(func.max(Item.id)).where(*base).scalar_subquery(),
+        )
+    ).one()
     if low is None or high is None:
         return []
     found: list[int] = []
@@ -699,26 +704,27 @@ def create_batch(
         LeaseView(c.item_id, c.score, c.is_random, c.predicted_label, c.confidence, expires_at)
         for c in chosen
     ]
-    if leases:
-        # A Core executemany: a hundred ORM objects would cost more than the whole claim.
-        session.connection().execute(
-            insert(Lease),
-            [
-                {
-                    "batch_id": batch.id,
-                    "project_id": project.id,
-                    "item_id": lease.item_id,
-                    "annotator": pool.annotator,
-                    "position": position,
-                    "score": lease.score,
-                    "is_random": lease.is_random,
-                    "predicted_label": lease.predicted_label,
-                    "confidence": lease.confidence,
-                    "expires_at": expires_at,
-                }
-                for position, lease in enumerate(leases)
-            ],
-        )
+    # One COPY on PostgreSQL: a hundred ORM objects, or an executemany of single-row INSERTs,
+    # would cost more than the whole claim.
+    insert_rows(
+        session,
+        LEASE_TABLE,
+        [
+            {
+                "batch_id": batch.id,
+                "project_id": project.id,
+                "item_id": lease.item_id,
+                "annotator": pool.annotator,
+                "position": position,
+                "score": lease.score,
+                "is_random": lease.is_random,
+                "predicted_label": lease.predicted_label,
+                "confidence": lease.confidence,
+                "expires_at": expires_at,
+            }
+            for position, lease in enumerate(leases)
+        ],
+    )
     session.commit()
     return _public(session, batch, leases, now=pool.now, viewer=principal)
 

@@ -19,11 +19,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from app.db import id_in, sync_loaded
+from app.db import id_in, sync_loaded, update_rows
 from app.models.annotation import Annotation
 from app.models.base import VOTE_SOURCES, AnnotationSource, ItemStatus, utcnow
 from app.models.item import Item
@@ -186,8 +185,8 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
     """Recompute status and resolved label of the given items (never commits).
 
     Core statements, as every annotation request runs this: per chunk, three reads of just
-    the columns `derive` needs and one executemany UPDATE of the items that changed; objects
-    of those items the session holds get the new values too.
+    the columns `derive` needs and one UPDATE of the items that changed (`update_rows`);
+    objects of those items the session holds get the new values too.
     """
     ids = sorted(set(item_ids))
     now = utcnow()
@@ -239,18 +238,8 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
                 changes.append(
                     (item_id, {**dict(zip(DERIVED, resolution, strict=True)), "updated_at": now})
                 )
-        if changes:
-            # Bound names differ from the column names, which UPDATE reserves for itself.
-            session.connection().execute(
-                update(ITEM_TABLE)
-                .where(ITEM_TABLE.c.id == bindparam("b_id"))
-                .values({name: bindparam(f"b_{name}") for name in (*DERIVED, "updated_at")}),
-                [
-                    {"b_id": item_id, **{f"b_{name}": v for name, v in values.items()}}
-                    for item_id, values in changes
-                ],
-            )
-            sync_loaded(session, Item, changes)
+        update_rows(session, ITEM_TABLE, [{"id": id_, **values} for id_, values in changes])
+        sync_loaded(session, Item, changes)
 
 
 def refresh_project(session: Session, *, project: Project) -> None:

@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 USER_BEHAVIOR_WEIGHT = 0.5
 PIPELINE_ARTIFACT = "pipeline"
 OOF_ARTIFACT = "oof_probabilities"
+# A version's training set (ids and labels) can be megabytes: loaded when read, not with the row.
+WITHOUT_TRAINING_SET = (
+    defer(ModelVersion.train_item_ids),  # type: ignore[arg-type]
+    defer(ModelVersion.train_labels),  # type: ignore[arg-type]
+)
 
 
 @dataclass
@@ -429,11 +434,10 @@ def load_project(session: Session, project_id: int | None, *, lock: bool = False
 
 
 def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:
-    # The training set (ids and labels) can be megabytes per version; a list does not need it.
     query = (
         select(ModelVersion)
         .where(col(ModelVersion.project_id) == project.id)
-        .options(defer(ModelVersion.train_item_ids), defer(ModelVersion.train_labels))  # type: ignore[arg-type]
+        .options(*WITHOUT_TRAINING_SET)
     )
     return list(session.exec(keyset(query, col(ModelVersion.id), page, descending=True)))
 
@@ -450,10 +454,12 @@ def get_version(session: Session, *, project: Project, version: int) -> ModelVer
 
 
 def active_version(session: Session, *, project: Project) -> ModelVersion | None:
+    """The project's active version. Every batch request asks, so its training set (ids and
+    labels, megabytes for a big one) loads only if the caller reads it."""
     return session.exec(
-        select(ModelVersion).where(
-            col(ModelVersion.project_id) == project.id, col(ModelVersion.active)
-        )
+        select(ModelVersion)
+        .where(col(ModelVersion.project_id) == project.id, col(ModelVersion.active))
+        .options(*WITHOUT_TRAINING_SET)
     ).first()
 
 
