@@ -2,11 +2,11 @@
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import insert, update
 from sqlalchemy import select as sa_select
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from app.db import id_in, sync_loaded
+from app.db import id_in, insert_returning_ids, sync_loaded
 from app.errors import ErrorDetail, Forbidden, Problem, make_problem
 from app.jobs.context import JobRunner
 from app.models.annotation import (
@@ -147,6 +147,7 @@ def write_annotations(
     written: list[tuple[AnnotationEntryResult, int | None, int | None]] = []
     new_row: dict[tuple[int, str], int] = {}  # (item, annotator) -> its row written here
     answered: list[tuple[int, str]] = []
+    recorded = {} if provenance is None else {"provenance": provenance}  # else SQL NULL
     for index, entry in enumerate(entries):
         annotator = entry.annotator or default_annotator
         problem: Problem | None = None
@@ -198,7 +199,7 @@ def write_annotations(
                     "source": source,
                     "duration_ms": entry.duration_ms,
                     "note": entry.note,
-                    "provenance": provenance,
+                    **recorded,
                     "is_current": True,
                     "created_at": now,
                     "replaced_at": None,
@@ -222,16 +223,7 @@ def write_annotations(
             .values(**values)
         )
         sync_loaded(session, Annotation, ((id_, values) for id_ in retired))
-    ids: list[int] = []
-    if rows:
-        ids = list(
-            session.execute(
-                insert(ANNOTATION_TABLE).returning(
-                    ANNOTATION_TABLE.c.id, sort_by_parameter_order=True
-                ),
-                rows,
-            ).scalars()
-        )
+    ids = insert_returning_ids(session, ANNOTATION_TABLE, rows)
     for result, stored_id, row in written:
         result.id = ids[row] if row is not None else stored_id
     batches.release_answered(session, project_id=project.id, answers=answered)

@@ -125,6 +125,66 @@ class TestSubmitAnnotations:
         ).json()
         assert len(history["items"]) == 1
 
+    def test_each_result_id_is_its_own_entry(self, client: TestClient, session: Session) -> None:
+        """Rows are inserted in one statement and their ids matched back by position: every
+        result's id must be the annotation of that entry, failed entries in between."""
+        admin = auth(make_key(session))
+        project = make_project(client, admin, labels=["a", "b", "c"])
+        report = ingest(client, admin, project["id"], [{"text": f"t{i}"} for i in range(30)])
+        ids = [r["id"] for r in report["results"]]
+        entries = [
+            {"item_id": item_id, "label": "abc"[n % 3], "annotator": f"w{n % 4}", "note": str(n)}
+            for n, item_id in enumerate(reversed(ids))
+        ]
+        entries.insert(7, {"item_id": ids[0], "label": "nope"})  # fails, in the middle
+        answered = annotate(client, admin, project["id"], entries)
+        stored = {
+            a["id"]: a
+            for a in client.get(
+                annotations_url(project["id"]), params={"limit": 100}, headers=admin
+            ).json()["items"]
+        }
+        for entry, result in zip(entries, answered["results"], strict=True):
+            if result["status"] == "failed":
+                assert entry["label"] == "nope" and result.get("id") is None
+                continue
+            row = stored[result["id"]]
+            assert (row["item_id"], row["label"], row["annotator"], row["note"]) == (
+                entry["item_id"],
+                entry["label"],
+                entry["annotator"],
+                entry["note"],
+            )
+
+    def test_answering_twice_in_one_request_keeps_the_first_as_history(
+        self, client: TestClient, session: Session
+    ) -> None:
+        admin, project, ids = setup_project(client, session)
+        annotate(client, admin, project["id"], [{"item_id": ids[0], "label": "positive"}])
+        report = annotate(
+            client,
+            admin,
+            project["id"],
+            [
+                {"item_id": ids[0], "label": "negative"},
+                {"item_id": ids[0], "label": "negative"},  # the same again: unchanged
+                {"item_id": ids[0], "label": "positive"},
+            ],
+        )
+        assert [r["status"] for r in report["results"]] == ["replaced", "unchanged", "replaced"]
+        first, same, last = (r["id"] for r in report["results"])
+        assert first == same != last
+        history = client.get(
+            annotations_url(project["id"]), params={"include_history": True}, headers=admin
+        ).json()["items"]
+        assert [(a["label"], a["is_current"]) for a in history] == [
+            ("positive", False),
+            ("negative", False),
+            ("positive", True),
+        ]
+        assert history[1]["id"] == first and history[2]["id"] == last
+        assert item_of(client, admin, project["id"], ids[0])["resolved_label"] == "positive"
+
     def test_unknown_label_fails_that_entry_only(
         self, client: TestClient, session: Session
     ) -> None:
