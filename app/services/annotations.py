@@ -1,5 +1,6 @@
 """Submit annotations in bulk (one current per item and annotator, history kept) and list them."""
 
+from collections import defaultdict
 from typing import Any, NamedTuple
 
 from sqlalchemy import select as sa_select
@@ -103,22 +104,24 @@ def write_annotations(
     Entries without an annotator are `default_annotator`'s; `provenance` is recorded on each
     new annotation (imports). The caller has authorized the entries. Every request of every
     annotator comes through here, so it is Core statements, a fixed number per call whatever
-    the entry count (docs/design.md, "Hot paths"): lock the items, read their current
-    annotations, retire the replaced ones, insert the new ones, close the leases, refresh the
-    items.
+    the entry count (docs/design.md, "Hot paths"): lock the items and read their states, read
+    their current annotations, retire the replaced ones, insert the new ones, close the
+    leases, and store the touched items' new status and label, derived from what was read.
     """
     assert project.id is not None
     item_ids = sorted({e.item_id for e in entries})
     # Lock the items (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers) so
     # concurrent annotators of one item see each other's answers when deriving its status.
-    known_items: set[int] = set(
-        session.execute(
-            sa_select(col(Item.id))
-            .where(col(Item.project_id) == project.id, id_in(session, col(Item.id), item_ids))
+    states = {
+        row.id: item_status.ItemState(*row)
+        for row in session.execute(
+            item_status.state_select(session, item_ids)
+            .where(col(Item.project_id) == project.id)
             .order_by(col(Item.id))
-            .with_for_update()
-        ).scalars()
-    )
+            .with_for_update(of=Item)
+        )
+    }
+    known_items = set(states)
     current: dict[tuple[int, str], _Current] = {
         (item_id, annotator): _Current(id_, (label, abstain, note, source))
         for id_, item_id, annotator, label, abstain, note, source in session.execute(
@@ -227,7 +230,15 @@ def write_annotations(
     for result, stored_id, row in written:
         result.id = ids[row] if row is not None else stored_id
     batches.release_answered(session, project_id=project.id, answers=answered)
-    item_status.refresh_items(session, project=project, item_ids=touched)
+    # The touched items' answers are known here: every current one was read under the
+    # item locks, and this call's own replaced them.
+    answers: dict[int, list[item_status.Answer]] = defaultdict(list)
+    for (item_id, _), held in current.items():
+        given_label, given_abstain, _, given_source = held.answer
+        answers[item_id].append(item_status.Answer(given_label, given_abstain, given_source))
+    item_status.resolve(
+        session, project=project, states=[states[i] for i in sorted(touched)], answers=answers
+    )
     return report
 
 

@@ -16,9 +16,10 @@ start from this majority and are then re-resolved project-wide by the consensus 
 """
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from sqlalchemy import Select
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -181,65 +182,98 @@ ITEM_TABLE = Item.__table__  # type: ignore[attr-defined]
 DERIVED = ("status", "resolved_label", "resolved_by", "consensus_quality")
 
 
-def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:
-    """Recompute status and resolved label of the given items (never commits).
+class Answer(NamedTuple):
+    """A current annotation as `derive` weighs it."""
 
-    Core statements, as every annotation request runs this: per chunk, three reads of just
-    the columns `derive` needs and one UPDATE of the items that changed (`update_rows`);
-    objects of those items the session holds get the new values too.
-    """
-    ids = sorted(set(item_ids))
+    label: str | None
+    abstain: bool
+    source: str
+
+
+class ItemState(NamedTuple):
+    """What deriving an item's label needs besides its answers, and what it stored last
+    (the columns of `state_select`, in order)."""
+
+    id: int
+    review_reason: str | None
+    review_label: str | None  # the current review's
+    status: str
+    resolved_label: str | None
+    resolved_by: str | None
+    consensus_quality: float | None
+
+
+def state_select(session: Session, item_ids: Sequence[int]) -> Select[Any]:
+    """The `ItemState` rows of these items: one read, the current review's label included."""
+    review_label = (
+        sa_select(col(Review.label))
+        .where(col(Review.item_id) == col(Item.id), col(Review.is_current))
+        .scalar_subquery()
+    )
+    return sa_select(
+        col(Item.id),
+        col(Item.review_reason),
+        review_label,
+        *(col(getattr(Item, name)) for name in DERIVED),
+    ).where(id_in(session, col(Item.id), item_ids))
+
+
+def resolve(
+    session: Session,
+    *,
+    project: Project,
+    states: Iterable[ItemState],
+    answers: Mapping[int, Sequence[Answer]],
+) -> None:
+    """Derive each item's status and label from its current answers and store the ones that
+    changed, in one UPDATE (`update_rows`); objects of those items the session holds get the
+    new values too."""
     now = utcnow()
+    changes: list[tuple[int, dict[str, Any]]] = []
+    for state in states:
+        votes, model_label, implicit = [], None, []
+        for answer in answers.get(state.id, ()):
+            if answer.source in VOTE_SOURCES:
+                votes.append((answer.label, answer.abstain))
+            elif answer.source == AnnotationSource.model:
+                model_label = answer.label
+            elif answer.source == AnnotationSource.user_behavior:
+                implicit.append(answer.label)
+        resolution = derive(
+            votes,
+            annotators_per_item=project.required_annotators,
+            model_label=model_label,
+            review_reason=state.review_reason,
+            review_label=state.review_label,
+            implicit=implicit_label(implicit),
+        )
+        if state[3:] != tuple(resolution):
+            changes.append(
+                (state.id, {**dict(zip(DERIVED, resolution, strict=True)), "updated_at": now})
+            )
+    update_rows(session, ITEM_TABLE, [{"id": id_, **values} for id_, values in changes])
+    sync_loaded(session, Item, changes)
+
+
+def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:
+    """Recompute status and resolved label of the given items (never commits): per chunk,
+    their current answers and their states in two reads, then `resolve`."""
+    ids = sorted(set(item_ids))
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        votes: dict[int, list[tuple[str | None, bool]]] = defaultdict(list)
-        model_labels: dict[int, str | None] = {}
-        implicit: dict[int, list[str | None]] = defaultdict(list)
-        rows = session.exec(
-            select(
-                Annotation.item_id, Annotation.label, Annotation.abstain, Annotation.source
+        answers: dict[int, list[Answer]] = defaultdict(list)
+        rows = session.execute(
+            sa_select(
+                col(Annotation.item_id),
+                col(Annotation.label),
+                col(Annotation.abstain),
+                col(Annotation.source),
             ).where(id_in(session, col(Annotation.item_id), chunk), col(Annotation.is_current))
         )
         for item_id, label, abstain, source in rows:
-            if source in VOTE_SOURCES:
-                votes[item_id].append((label, abstain))
-            elif source == AnnotationSource.model:
-                model_labels[item_id] = label
-            elif source == AnnotationSource.user_behavior:
-                implicit[item_id].append(label)
-        reviews = dict(
-            session.exec(
-                select(Review.item_id, Review.label).where(
-                    id_in(session, col(Review.item_id), chunk), col(Review.is_current)
-                )
-            ).all()
-        )
-        items = session.execute(
-            sa_select(
-                col(Item.id),
-                col(Item.review_reason),
-                col(Item.status),
-                col(Item.resolved_label),
-                col(Item.resolved_by),
-                col(Item.consensus_quality),
-            ).where(id_in(session, col(Item.id), chunk))
-        )
-        changes: list[tuple[int, dict[str, Any]]] = []
-        for item_id, review_reason, *stored in items:
-            resolution = derive(
-                votes[item_id],
-                annotators_per_item=project.required_annotators,
-                model_label=model_labels.get(item_id),
-                review_reason=review_reason,
-                review_label=reviews.get(item_id),
-                implicit=implicit_label(implicit[item_id]),
-            )
-            if tuple(stored) != tuple(resolution):
-                changes.append(
-                    (item_id, {**dict(zip(DERIVED, resolution, strict=True)), "updated_at": now})
-                )
-        update_rows(session, ITEM_TABLE, [{"id": id_, **values} for id_, values in changes])
-        sync_loaded(session, Item, changes)
+            answers[item_id].append(Answer(label, abstain, source))
+        states = [ItemState(*row) for row in session.execute(state_select(session, chunk))]
+        resolve(session, project=project, states=states, answers=answers)
 
 
 def refresh_project(session: Session, *, project: Project) -> None:
