@@ -221,6 +221,13 @@ def id_in(session: Session, column: Any, ids: Sequence[int]) -> ColumnElement[bo
     return result
 
 
+def ids_param(dialect: str, column: Any, name: str = "ids") -> ColumnElement[bool]:
+    """`id_in` for a statement built once: the ids are the bound parameter `name`."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(Integer)))  # type: ignore[no-any-return]
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+
 def sync_loaded(
     session: Session, model: type[SQLModel], changes: Iterable[tuple[int, Mapping[str, Any]]]
 ) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy import (
     ColumnElement,
+    Select,
     and_,
     bindparam,
     exists,
@@ -35,7 +36,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session, col, select
 
-from app.db import Database, id_in, insert_rows
+from app.db import Database, id_in, ids_param, insert_rows
 from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, ValidationFailed
 from app.ml.features import hashed_text_features
 from app.ml.selection import choose_batch, cold_start
@@ -194,6 +195,42 @@ def eligibility(queue: str) -> tuple[ColumnElement[bool], ...]:
     return tuple(conditions)
 
 
+@cache
+def eligible_among(dialect: str, queue: str) -> Select[Any]:
+    """Which of the items `ids`, in one of the `statuses`, the pool may receive in this queue.
+    Built once per dialect and queue, like every statement a batch request runs more than
+    once: a statement object remembers its cache key, and building one anew, with these
+    subqueries, cost more than running it. Run with `Pool.params`, `ids` and `statuses`."""
+    return sa_select(col(Item.id)).where(
+        ids_param(dialect, col(Item.id)),
+        col(Item.status).in_(bindparam("statuses", expanding=True)),
+        *eligibility(queue),
+    )
+
+
+def _eligible(
+    session: Session, pool: Pool, queue: str, ids: Sequence[int], statuses: Sequence[str]
+) -> set[int]:
+    statement = eligible_among(session.get_bind().dialect.name, queue)
+    found = session.execute(statement, {**pool.params, "ids": list(ids), "statuses": statuses})
+    return set(found.scalars())
+
+
+# PostgreSQL only: SQLite's claim is one BEGIN IMMEDIATE transaction.
+LOCK_SKIPPING = (
+    sa_select(col(Item.id))
+    .where(ids_param("postgresql", col(Item.id)))
+    .order_by(col(Item.id))
+    .with_for_update(skip_locked=True)
+)
+IN_PROGRESS = (
+    sa_select(col(Item.id))
+    .where(col(Item.status) == ItemStatus.in_progress, *eligibility("label"))
+    .order_by(col(Item.id))
+    .limit(bindparam("limit"))
+)
+
+
 # --- choosing ---------------------------------------------------------------------------------
 
 
@@ -209,13 +246,7 @@ def _annotator_for(principal: Principal, requested: str | None) -> str:
 
 
 def _in_progress(session: Session, pool: Pool, limit: int) -> list[int]:
-    query = (
-        select(col(Item.id))
-        .where(col(Item.status) == ItemStatus.in_progress, *pool.eligible("label"))
-        .order_by(col(Item.id))
-        .limit(limit)
-    )
-    return _ids(session.exec(query, params=pool.params))
+    return list(session.execute(IN_PROGRESS, {**pool.params, "limit": limit}).scalars())
 
 
 def _ids(rows: Iterable[int | None]) -> list[int]:
@@ -253,10 +284,8 @@ def random_items(
     found: list[int] = []
     seen = set(exclude)
     hit_rate = 1.0
-    conditions = [
-        col(Item.status) == status,
-        *pool.eligible("label" if status != ItemStatus.needs_review else "review"),
-    ]
+    queue = "label" if status != ItemStatus.needs_review else "review"
+    conditions = [col(Item.status) == status, *pool.eligible(queue)]
     for _ in range(RANDOM_ROUNDS):
         need = n - len(found)
         if need <= 0:
@@ -267,12 +296,7 @@ def random_items(
         if not draws:
             break
         seen.update(draws)
-        rows = set(
-            session.exec(
-                select(Item.id).where(id_in(session, col(Item.id), draws), *conditions),
-                params=pool.params,
-            )
-        )
+        rows = _eligible(session, pool, queue, draws, [status])
         hit_rate = max(len(rows) / len(draws), 1e-4)
         found.extend(d for d in draws if d in rows)  # in draw order: still a uniform sample
     if len(found) < n:
@@ -347,20 +371,7 @@ def _ranked_candidates(
             )
         rows = session.exec(query.order_by(order, col(Prediction.item_id)).limit(page)).all()
         ids = [row[0] for row in rows if row[0] not in skip]
-        eligible = (
-            set(
-                session.exec(
-                    select(Item.id).where(
-                        id_in(session, col(Item.id), ids),
-                        col(Item.status) == ItemStatus.unlabeled,
-                        *pool.eligible("label"),
-                    ),
-                    params=pool.params,
-                )
-            )
-            if ids
-            else set()
-        )
+        eligible = _eligible(session, pool, "label", ids, [ItemStatus.unlabeled]) if ids else set()
         for item_id, value, label, confidence in rows:
             if item_id in eligible:
                 priority = ranker.priority(float(value))
@@ -628,28 +639,14 @@ def _claim(session: Session, pool: Pool, *, plan: Plan, size: int, queue: str) -
         window = ordered[position : position + size - len(taken)]
         position += len(window)
         # Rows another claim holds are skipped, not waited for: it is taking them.
-        locked = _ids(
-            session.exec(
-                select(col(Item.id))
-                .where(id_in(session, col(Item.id), [c.item_id for c in window]))
-                .order_by(col(Item.id))
-                .with_for_update(skip_locked=True)
-            )
+        locked = list(
+            session.execute(LOCK_SKIPPING, {"ids": [c.item_id for c in window]}).scalars()
         )
         if not locked:
             continue
         # A new statement is a new snapshot: it sees every lease and answer committed before
         # our locks were granted, and nobody can add one to these rows until we commit.
-        still = set(
-            session.exec(
-                select(Item.id).where(
-                    id_in(session, col(Item.id), locked),
-                    col(Item.status).in_(statuses),
-                    *pool.eligible(queue),
-                ),
-                params=pool.params,
-            )
-        )
+        still = _eligible(session, pool, queue, locked, statuses)
         taken.extend(c for c in window if c.item_id in still)
     return taken
 
