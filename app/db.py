@@ -1,6 +1,6 @@
 """Database engine for SQLite (embedded default) or PostgreSQL, and the request session."""
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +95,7 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
 
 
 class Database:
-    """Owns the engine for one app instance; get_session is the request dependency."""
+    """Owns the engine for one app instance; deps.get_session opens a request's session."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -107,10 +107,6 @@ class Database:
 
     def session(self, *, write: bool = False) -> Session:
         return Session(self.write_engine if write else self.engine, expire_on_commit=False)
-
-    def get_session(self, *, write: bool) -> Iterator[Session]:
-        with self.session(write=write) as session:
-            yield session
 
 
 def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:

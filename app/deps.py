@@ -1,10 +1,11 @@
 """Annotated dependency aliases: the session, the calling principal, role gates, load-or-404."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -24,8 +25,19 @@ bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: B
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    yield from request.app.state.database.get_session(write=request.method not in READ_METHODS)
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session. Opening one does no I/O, so it happens on the event loop; so
+    does closing one with no transaction left (a write that committed), which is pure Python.
+    Only a rollback goes to the thread pool: every thread hop costs a request ~0.2 ms."""
+    database: Database = request.app.state.database
+    session = database.session(write=request.method not in READ_METHODS)
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 async def get_app_settings(request: Request) -> Settings:
