@@ -45,7 +45,12 @@ def two_servers(backend: str, tmp_path: Path) -> Iterator[list[LiveServer]]:
 def test_short_load_loses_nothing(two_servers: list[LiveServer]) -> None:
     driver = load_driver()
     with two_servers[0].client() as admin:
-        body = {"name": f"load-{uuid.uuid4().hex[:6]}", "labels": LABELS, "phase": "production"}
+        body = {
+            "name": f"load-{uuid.uuid4().hex[:6]}",
+            "labels": LABELS,
+            "phase": "production",
+            "annotators_per_item": 2,  # items are shared: the overlap check means something
+        }
         project = admin.post("/v1/projects", json=body).json()
         items = [{"text": f"ticket {i} about load"} for i in range(4_000)]
         admin.post(f"/v1/projects/{project['id']}/items", json=items)
@@ -61,7 +66,9 @@ def test_short_load_loses_nothing(two_servers: list[LiveServer]) -> None:
         LABELS,
         seconds=4,
         batch_size=10,
+        warmup=1,
     )
     assert result.errors == []
     assert result.answers > 0 and len(result.acknowledged) == len(keys)
+    assert 0 < result.measured <= result.answers
     assert driver.check_stored(two_servers[0].database_url, project["id"], result) == []
