@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_jsonl.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/request_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

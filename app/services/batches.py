@@ -722,8 +722,11 @@ def create_batch(
             for position, lease in enumerate(leases)
         ],
     )
+    # The response is read before the commit, in the claim's own snapshot: after it, a read
+    # would open a second transaction for the session to roll back.
+    public = _public(session, batch, leases, now=pool.now, viewer=principal)
     session.commit()
-    return _public(session, batch, leases, now=pool.now, viewer=principal)
+    return public
 
 
 def _load_batch(session: Session, *, project: Project, batch_id: int) -> Batch:
@@ -811,8 +814,9 @@ def skip_items(
         if lease.outcome != LeaseOutcome.skipped:
             lease.released_at, lease.outcome = now, LeaseOutcome.skipped
             session.add(lease)
+    public = _public(session, batch, leases, now=now, viewer=principal)
     session.commit()
-    return _public(session, batch, leases, now=now, viewer=principal)
+    return public
 
 
 def release_answered(

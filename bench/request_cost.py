@@ -1,0 +1,191 @@
+"""Server CPU per request, one request at a time: what a request costs the server process,
+without the queueing of bench/load.py. Compares source trees in one run (A/B), so machine
+noise cancels out of the ratio.
+
+Setup (not timed): a fresh PostgreSQL database, 100,000 unlabeled items (the Debian
+descriptions cycled), 10 annotator keys, and one `labelwise serve` process per --tree (the
+checkout by default; give the previous commit's tree, e.g. from `git worktree add`, to
+compare). The trees share the database, so their schemas must match.
+
+Each round, for each tree in turn: GET the project, POST .../batches {size: 20, strategy:
+random}, POST .../annotations answering the batch. Reported per tree and request kind: the
+server process's CPU time (user + system, from /proc) per request, and the wall time the
+client saw, over --rounds rounds after 20 unmeasured ones.
+
+    .venv/bin/python bench/request_cost.py [--tree PATH ...] [--rounds 300]
+"""
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from common import (  # noqa: E402
+    ITEM_HEAD_COLUMNS,
+    REPO,
+    BenchError,
+    bulk_loader,
+    code_version,
+    expect,
+    find_debian_data,
+    free_port,
+    fresh_database,
+    item_heads,
+    load_sources,
+    machine,
+    service_env,
+    table,
+)
+
+from app.migrations import upgrade  # noqa: E402
+from app.models.base import utcnow  # noqa: E402
+
+ADMIN_KEY = "lw_" + "c" * 43
+KINDS = ("GET project", "POST batches", "POST annotations")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    code = "import sys; from app.cli import main; sys.argv[0] = 'labelwise'; main()"
+    args = [sys.executable, "-c", code, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            args, env={**env, "PYTHONPATH": str(tree)}, cwd=tree, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise BenchError(f"the server of {tree} did not start:\n{log.read_text()[-2000:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", type=Path, action="append", help="a source tree (repeatable)")
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument(
+        "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
+    args = parser.parse_args()
+    trees = [tree.resolve() for tree in (args.tree or [REPO])]
+    sources = load_sources(find_debian_data())
+    labels = sorted({s.label for s in sources})
+    with fresh_database("postgres", args.postgres_url, "labelwise_bench_request_cost") as database:
+        if database is None:
+            print("PostgreSQL is unreachable: nothing measured", file=sys.stderr)
+            return 1
+        upgrade(database.url)
+        env = service_env(database.url, database.workdir, bootstrap_admin_key=ADMIN_KEY)
+        servers = [
+            start_server(tree, env, database.workdir / f"server-{n}.log")
+            for n, tree in enumerate(trees)
+        ]
+        try:
+            clients = [httpx.Client(base_url=url, timeout=60) for _, url in servers]
+            admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            body = {"name": "request-cost", "labels": labels, "phase": "production"}
+            project = expect(
+                clients[0].post("/v1/projects", json=body, headers=admin), 201, "project"
+            )
+            created = utcnow() - timedelta(hours=1)
+            with bulk_loader(
+                database, {"item": f"{ITEM_HEAD_COLUMNS}, status, created_at, updated_at"}
+            ) as loader:
+                loader.load(
+                    "item",
+                    (
+                        (*head, "unlabeled", loader.time(created), loader.time(created))
+                        for _, head in item_heads(sources, args.items, project["id"])
+                    ),
+                )
+                loader.finish()
+            keys = []
+            for n in range(10):
+                key = {"name": f"cost-{n}", "role": "annotator"}
+                keys.append(
+                    expect(clients[0].post("/v1/api-keys", json=key, headers=admin), 201, "key")[
+                        "key"
+                    ]
+                )
+            rng = random.Random(0)
+            base = f"/v1/projects/{project['id']}"
+            totals = [{kind: [0.0, 0.0] for kind in KINDS} for _ in trees]
+
+            def one_round(n: int, round_: int, measured: bool) -> None:
+                client, pid = clients[n], servers[n][0].pid
+                headers = {"Authorization": f"Bearer {keys[round_ % len(keys)]}"}
+                steps = []
+                for kind in KINDS:
+                    cpu, wall = cpu_seconds(pid), time.perf_counter()
+                    if kind == "GET project":
+                        response = client.get(base, headers=headers)
+                    elif kind == "POST batches":
+                        response = client.post(
+                            f"{base}/batches",
+                            json={"size": 20, "strategy": "random"},
+                            headers=headers,
+                        )
+                        batch = expect(response, 201, "a batch")
+                    else:
+                        answers = [
+                            {"item_id": i["item"]["id"], "label": rng.choice(labels)}
+                            for i in batch["items"]
+                        ]
+                        response = client.post(f"{base}/annotations", json=answers, headers=headers)
+                        expect(response, 200, "annotations")
+                    steps.append((kind, cpu_seconds(pid) - cpu, time.perf_counter() - wall))
+                if measured:
+                    for kind, cpu, wall in steps:
+                        totals[n][kind][0] += cpu
+                        totals[n][kind][1] += wall
+
+            for round_ in range(20 + args.rounds):
+                for n in range(len(trees)):
+                    one_round(n, round_, measured=round_ >= 20)
+        finally:
+            for process, _ in servers:
+                process.terminate()
+                process.wait(timeout=30)
+    print(
+        f"code {code_version()}, {machine()}; "
+        f"{args.rounds} rounds, PostgreSQL, {args.items:,} items"
+    )
+    rows = []
+    for tree, total in zip(trees, totals, strict=True):
+        for kind in KINDS:
+            cpu, wall = total[kind]
+            rows.append(
+                [
+                    str(tree),
+                    kind,
+                    f"{1000 * cpu / args.rounds:.2f}",
+                    f"{1000 * wall / args.rounds:.2f}",
+                ]
+            )
+    print("\n".join(table(["tree", "request", "server CPU ms", "wall ms"], rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
