@@ -483,8 +483,14 @@ class BulkLoader:
         return len(rows)
 
     def finish(self) -> None:
-        """After the load: on PostgreSQL move every table's id sequence past the explicit ids
-        and VACUUM ANALYZE; on SQLite checkpoint the WAL (the service never runs ANALYZE)."""
+        """After the load: on PostgreSQL move every loaded table's id sequence past the
+        explicit ids and VACUUM ANALYZE it; on SQLite checkpoint the WAL (the service never
+        runs ANALYZE).
+
+        Only the loaded tables: analyzing a table while it is empty records zero rows, and the
+        planner then seq-scans it inside every correlated subquery long after it has grown
+        (bench/load.py's annotation and lease tables did, until autovacuum came round).
+        A table never analyzed is estimated from its size on disk instead."""
         if not self.postgres:
             with self.engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -495,7 +501,7 @@ class BulkLoader:
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                     f"(SELECT max(id) FROM {table}))"
                 )
-            connection.exec_driver_sql("VACUUM ANALYZE")
+                connection.exec_driver_sql(f"VACUUM ANALYZE {table}")
 
     def size_mib(self) -> float:
         """The database's size: pg_database_size, or the SQLite file's."""
