@@ -80,8 +80,8 @@ ALLOWED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/projects/{project_id}/dataset-versions/{version}"): WRITERS,
     ("GET", "/v1/projects/{project_id}/dataset-versions/{version}/export"): WRITERS,
     ("GET", "/v1/projects/{project_id}/dataset-versions/{version}/diff"): WRITERS,
-    ("GET", "/v1/jobs/{job_id}"): ANY_ROLE,  # BEYOND
-    ("GET", "/v1/jobs"): ANY_ROLE,  # BEYOND
+    ("GET", "/v1/jobs/{job_id}"): WRITERS,
+    ("GET", "/v1/jobs"): WRITERS,
     ("POST", "/v1/jobs/{job_id}/cancel"): WRITERS,
     ("POST", "/v1/jobs/{job_id}/retry"): WRITERS,
 }

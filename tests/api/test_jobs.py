@@ -94,7 +94,10 @@ class TestJobResource:
         assert len(prelabels["items"]) == 1
         assert client.get("/v1/jobs?status=bogus", headers=headers).status_code == 422
 
-    def test_annotators_can_poll_but_not_cancel(self, client: TestClient, session: Session) -> None:
+    def test_annotators_neither_read_nor_cancel_jobs(
+        self, client: TestClient, session: Session
+    ) -> None:
+        """Annotators start no jobs, and a job's params can hold an import's SQL."""
         from app.models.base import Role
 
         admin = auth(make_key(session))
@@ -104,8 +107,10 @@ class TestJobResource:
         )
         session.commit()
         annotator = auth(make_key(session, role=Role.annotator))
-        assert client.get(f"/v1/jobs/{job.id}", headers=annotator).status_code == 200
+        assert client.get(f"/v1/jobs/{job.id}", headers=annotator).status_code == 403
+        assert client.get("/v1/jobs", headers=annotator).status_code == 403
         assert client.post(f"/v1/jobs/{job.id}/cancel", headers=annotator).status_code == 403
+        assert client.get(f"/v1/jobs/{job.id}", headers=admin).status_code == 200
 
 
 class TestFailuresAndRestarts:

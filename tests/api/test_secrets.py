@@ -172,7 +172,7 @@ def test_no_key_or_connection_url_leaks_into_responses_jobs_or_logs(
     assert [r.status_code for r in queued] == [202, 202, 202]
     assert sql("crm").status_code == 202  # a working one, for contrast
     leaky.run_jobs()
-    jobs = [client.get(f"/v1/jobs/{r.json()['id']}", headers=annotator).json() for r in queued]
+    jobs = [client.get(f"/v1/jobs/{r.json()['id']}", headers=service).json() for r in queued]
     assert [job["status"] for job in jobs] == ["failed", "failed", "failed"], jobs
     assert "'dwh'" in jobs[0]["error"]["detail"]  # the problem names the connection, not its URL
     assert client.get("/v1/jobs", params={"limit": 1000}, headers=service).status_code == 200

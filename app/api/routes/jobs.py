@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from app.deps import AnyRoleDep, IdPath, IdQuery, PageDep, RunnerDep, SessionDep, WriterDep
+from app.deps import IdPath, IdQuery, PageDep, RunnerDep, SessionDep, WriterDep
 from app.errors import problem_responses
 from app.models.job import Job, JobKind, JobPublic, JobStatus
 from app.pagination import Page, make_page
@@ -30,21 +30,23 @@ def accepted(response: Response, job: Job) -> JobPublic:
 
 
 @router.get("/{job_id}", responses=problem_responses(404))
-def get_job(principal: AnyRoleDep, session: SessionDep, job_id: IdPath) -> JobPublic:
-    """Poll a job: status, progress, result or problem."""
+def get_job(principal: WriterDep, session: SessionDep, job_id: IdPath) -> JobPublic:
+    """Poll a job: status, progress, result or problem (admin and service keys: annotators
+    start no jobs, and a job's params can hold an import's SQL or file names)."""
     return JobPublic.of(jobs.get_job(session, job_id=job_id))
 
 
 @router.get("")
 def list_jobs(
-    principal: AnyRoleDep,
+    principal: WriterDep,
     session: SessionDep,
     page: PageDep,
     project_id: IdQuery = None,
     status: JobStatus | None = None,
     kind: JobKind | None = None,
 ) -> Page[JobPublic]:
-    """List jobs in creation order, optionally by project, status and kind."""
+    """List jobs in creation order, optionally by project, status and kind (admin and service
+    keys)."""
     rows = jobs.list_jobs(session, project_id=project_id, status=status, kind=kind, page=page)
     return make_page(rows, page, JobPublic.of)
 
