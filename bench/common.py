@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -217,6 +217,36 @@ def fresh_database(backend: str, postgres_url: str | None, name: str) -> Iterato
         skipped = f"{backend}: skipped, the server is unreachable"
         with postgres_database(postgres_url, name, skipped) as url:
             yield None if url is None else Database(backend, url, workdir)
+
+
+@contextmanager
+def served_postgres(
+    postgres_url: str, name: str, admin_key: str
+) -> Iterator[tuple[Database, dict[str, str]]]:
+    """A fresh, migrated PostgreSQL database `name` and the environment of servers on it
+    with `admin_key` as their bootstrap admin key; BenchError if PostgreSQL is unreachable."""
+    with fresh_database("postgres", postgres_url, name) as database:
+        if database is None:
+            raise BenchError("PostgreSQL is unreachable: nothing measured")
+        upgrade(database.url)
+        yield database, service_env(database.url, database.workdir, bootstrap_admin_key=admin_key)
+
+
+def load_unlabeled_items(
+    database: Database, sources: list[Source], count: int, project_id: int
+) -> None:
+    """`count` unlabeled items of `project_id` (the Debian descriptions cycled), created an
+    hour ago, bulk-loaded straight into the item table."""
+    created = datetime.now(UTC) - timedelta(hours=1)
+    with bulk_loader(
+        database, {"item": f"{ITEM_HEAD_COLUMNS}, status, created_at, updated_at"}
+    ) as loader:
+        rows = (
+            (*head, "unlabeled", loader.time(created), loader.time(created))
+            for _, head in item_heads(sources, count, project_id)
+        )
+        loader.load("item", rows)
+        loader.finish()
 
 
 def on_each_database(

@@ -28,7 +28,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -224,23 +223,18 @@ def check_stored(database_url: str, project_id: int, result: LoadResult) -> list
 
 def main() -> int:
     from common import (
-        ITEM_HEAD_COLUMNS,
-        bulk_loader,
+        BenchError,
         code_version,
         expect,
         find_debian_data,
-        fresh_database,
-        item_heads,
         load_average,
         load_sources,
+        load_unlabeled_items,
         machine,
         running_server,
-        service_env,
+        served_postgres,
         table,
     )
-
-    from app.migrations import upgrade
-    from app.models.base import utcnow
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--annotators", type=int, default=50)
@@ -278,54 +272,46 @@ def main() -> int:
 
     sources = load_sources(find_debian_data())
     labels = sorted({s.label for s in sources})
-    with fresh_database("postgres", args.postgres_url, "labelwise_bench_load") as database:
-        if database is None:
-            print("PostgreSQL is unreachable: nothing measured", file=sys.stderr)
-            return 1
-        upgrade(database.url)
-        env = service_env(database.url, database.workdir, bootstrap_admin_key=ADMIN_KEY)
-        with (
-            running_server(env, database.workdir / "server-0.log") as first,
-            running_server(env, database.workdir / "server-1.log") as second,
-            httpx.Client(
-                base_url=first.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
-            ) as admin,
-        ):
-            body = {
-                "name": "bench-load",
-                "labels": labels,
-                "phase": "production",
-                "annotators_per_item": args.overlap,
-            }
-            project = expect(admin.post("/v1/projects", json=body), 201, "creating the project")
-            created = utcnow() - timedelta(hours=1)
-            columns = f"{ITEM_HEAD_COLUMNS}, status, created_at, updated_at"
-            with bulk_loader(database, {"item": columns}) as loader:
-                rows = (
-                    (*head, "unlabeled", loader.time(created), loader.time(created))
-                    for _, head in item_heads(sources, args.items, project["id"])
+    try:
+        with served_postgres(args.postgres_url, "labelwise_bench_load", ADMIN_KEY) as served:
+            database, env = served
+            with (
+                running_server(env, database.workdir / "server-0.log") as first,
+                running_server(env, database.workdir / "server-1.log") as second,
+                httpx.Client(
+                    base_url=first.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
+                ) as admin,
+            ):
+                body = {
+                    "name": "bench-load",
+                    "labels": labels,
+                    "phase": "production",
+                    "annotators_per_item": args.overlap,
+                }
+                project = expect(admin.post("/v1/projects", json=body), 201, "creating the project")
+                load_unlabeled_items(database, sources, args.items, project["id"])
+                keys = {}
+                for n in range(args.annotators):
+                    name = f"annotator-{n:02d}"
+                    key = {"name": name, "role": "annotator"}
+                    keys[name] = expect(admin.post("/v1/api-keys", json=key), 201, "a key")["key"]
+                before = load_average()
+                result = run_load(
+                    [first.url, second.url],
+                    keys,
+                    project["id"],
+                    labels,
+                    seconds=args.seconds,
+                    batch_size=args.batch_size,
+                    strategy=args.strategy,
+                    pace=args.pace,
+                    warmup=args.warmup,
                 )
-                loader.load("item", rows)
-                loader.finish()
-            keys = {}
-            for n in range(args.annotators):
-                name = f"annotator-{n:02d}"
-                key = {"name": name, "role": "annotator"}
-                keys[name] = expect(admin.post("/v1/api-keys", json=key), 201, "a key")["key"]
-            before = load_average()
-            result = run_load(
-                [first.url, second.url],
-                keys,
-                project["id"],
-                labels,
-                seconds=args.seconds,
-                batch_size=args.batch_size,
-                strategy=args.strategy,
-                pace=args.pace,
-                warmup=args.warmup,
-            )
-            after = load_average()
-        problems = check_stored(database.url, project["id"], result)
+                after = load_average()
+            problems = check_stored(database.url, project["id"], result)
+    except BenchError as error:
+        print(error, file=sys.stderr)
+        return 1
 
     rate = result.measured / result.seconds
     requests = sum(len(v) for v in result.latencies.values())

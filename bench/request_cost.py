@@ -21,7 +21,6 @@ import random
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -31,24 +30,18 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
-    ITEM_HEAD_COLUMNS,
     REPO,
     BenchError,
-    bulk_loader,
     code_version,
     expect,
     find_debian_data,
     free_port,
-    fresh_database,
-    item_heads,
     load_sources,
+    load_unlabeled_items,
     machine,
-    service_env,
+    served_postgres,
     table,
 )
-
-from app.migrations import upgrade  # noqa: E402
-from app.models.base import utcnow  # noqa: E402
 
 ADMIN_KEY = "lw_" + "c" * 43
 KINDS = ("GET project", "POST batches", "POST annotations")
@@ -91,12 +84,8 @@ def main() -> int:
     trees = [tree.resolve() for tree in (args.tree or [REPO])]
     sources = load_sources(find_debian_data())
     labels = sorted({s.label for s in sources})
-    with fresh_database("postgres", args.postgres_url, "labelwise_bench_request_cost") as database:
-        if database is None:
-            print("PostgreSQL is unreachable: nothing measured", file=sys.stderr)
-            return 1
-        upgrade(database.url)
-        env = service_env(database.url, database.workdir, bootstrap_admin_key=ADMIN_KEY)
+    with served_postgres(args.postgres_url, "labelwise_bench_request_cost", ADMIN_KEY) as served:
+        database, env = served
         servers = [
             start_server(tree, env, database.workdir / f"server-{n}.log")
             for n, tree in enumerate(trees)
@@ -108,18 +97,7 @@ def main() -> int:
             project = expect(
                 clients[0].post("/v1/projects", json=body, headers=admin), 201, "project"
             )
-            created = utcnow() - timedelta(hours=1)
-            with bulk_loader(
-                database, {"item": f"{ITEM_HEAD_COLUMNS}, status, created_at, updated_at"}
-            ) as loader:
-                loader.load(
-                    "item",
-                    (
-                        (*head, "unlabeled", loader.time(created), loader.time(created))
-                        for _, head in item_heads(sources, args.items, project["id"])
-                    ),
-                )
-                loader.finish()
+            load_unlabeled_items(database, sources, args.items, project["id"])
             keys = []
             for n in range(10):
                 key = {"name": f"cost-{n}", "role": "annotator"}
@@ -188,4 +166,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)
