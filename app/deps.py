@@ -16,7 +16,7 @@ from app.models.base import MAX_DB_ID, Role, utcnow
 from app.models.project import Project
 from app.pagination import PageRequest, page_request
 from app.services import projects
-from app.services.api_keys import Principal, authenticate
+from app.services.api_keys import Principal, PrincipalCache, authenticate, hash_key
 from app.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer lw_...`")
@@ -67,13 +67,24 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
 
 
-def get_principal(
+async def get_principal(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    """The calling key: from this process's short-lived cache (`PrincipalCache`), else read
+    from the database on the thread pool."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
-    return authenticate(session, presented=credentials.credentials)
+    cache: PrincipalCache = request.app.state.principals
+    digest = hash_key(credentials.credentials)
+    principal = cache.get(digest)
+    if principal is None:
+        principal = await run_in_threadpool(
+            authenticate, session, presented=credentials.credentials
+        )
+        cache.put(digest, principal)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

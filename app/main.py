@@ -46,7 +46,7 @@ from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from app.models.imports import FileImportForm, JsonImport
 from app.models.item import ItemIn
 from app.models.production import ProductionPredictionIn
-from app.services.api_keys import ensure_bootstrap_admin
+from app.services.api_keys import PrincipalCache, ensure_bootstrap_admin
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("labelwise")
@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
+    app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     for router in (
         health.router,
         api_keys.router,

@@ -4,6 +4,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select as sa_select
@@ -75,6 +76,39 @@ def revoke_api_key(session: Session, *, key_id: int, by: Principal) -> None:
     row.revoked_at = utcnow()
     session.add(row)
     session.commit()
+
+
+class PrincipalCache:
+    """Keys this process authenticated in the last `ttl` seconds, by the hash of the secret.
+
+    Every request authenticates; the cache spares a database read and a thread hop for all
+    but one request per key and `ttl` (LABELWISE_AUTH_CACHE_SECONDS, 1 s). Only successes are
+    kept, so a new key works at once; revoking forgets the key here at once, and other
+    processes stop trusting it within `ttl`.
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, digest: str) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+
+    def forget(self, key_id: int) -> None:
+        for digest, (_, principal) in list(self._entries.items()):
+            if principal.key_id == key_id:
+                self._entries.pop(digest, None)
 
 
 def authenticate(session: Session, *, presented: str) -> Principal:

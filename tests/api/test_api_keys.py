@@ -1,9 +1,12 @@
+import time
+
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from app.models.api_key import ApiKey
 from app.models.base import Role
 from app.services.api_keys import ensure_bootstrap_admin, hash_key
+from tests.conftest import ClientFactory
 from tests.factories import auth, make_key
 
 
@@ -88,6 +91,40 @@ class TestRevokeApiKey:
             "/v1/api-keys", json={"name": "carol", "role": "annotator"}, headers=admin
         )
         assert again.status_code == 201
+
+    def test_a_key_in_use_is_refused_at_once_after_revoking(
+        self, client: TestClient, session: Session
+    ) -> None:
+        """This process trusts a key it authenticated for a second; revoking it here forgets
+        it here at once."""
+        admin = auth(make_key(session))
+        created = client.post(
+            "/v1/api-keys", json={"name": "dave", "role": "annotator"}, headers=admin
+        ).json()
+        key = auth(created["key"])
+        assert client.get("/v1/projects", headers=key).status_code == 200
+        assert client.delete(f"/v1/api-keys/{created['id']}", headers=admin).status_code == 204
+        assert client.get("/v1/projects", headers=key).status_code == 401
+
+    def test_other_processes_stop_trusting_a_revoked_key_within_the_cache_time(
+        self, client_with: ClientFactory, session: Session
+    ) -> None:
+        revoking, other, uncached = (
+            client_with(auth_cache_seconds=0.5),
+            client_with(auth_cache_seconds=0.5),
+            client_with(auth_cache_seconds=0),
+        )
+        admin = auth(make_key(session))
+        created = revoking.post(
+            "/v1/api-keys", json={"name": "erin", "role": "annotator"}, headers=admin
+        ).json()
+        key = auth(created["key"])
+        assert other.get("/v1/projects", headers=key).status_code == 200  # now trusted there
+        assert uncached.get("/v1/projects", headers=key).status_code == 200
+        assert revoking.delete(f"/v1/api-keys/{created['id']}", headers=admin).status_code == 204
+        assert uncached.get("/v1/projects", headers=key).status_code == 401
+        time.sleep(0.6)
+        assert other.get("/v1/projects", headers=key).status_code == 401
 
     def test_key_cannot_revoke_itself(self, client: TestClient, session: Session) -> None:
         admin = auth(make_key(session, name="root"))

@@ -1,6 +1,6 @@
 """API key management (admin only)."""
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.deps import AdminDep, IdPath, PageDep, SessionDep
 from app.errors import problem_responses
@@ -26,7 +26,11 @@ def list_api_keys(principal: AdminDep, session: SessionDep, page: PageDep) -> Pa
 
 
 @router.delete("/{key_id}", status_code=204, responses=problem_responses(404, 409))
-def delete_api_key(principal: AdminDep, session: SessionDep, key_id: IdPath) -> Response:
-    """Revoke an API key; its name becomes free for a new key."""
+def delete_api_key(
+    principal: AdminDep, session: SessionDep, request: Request, key_id: IdPath
+) -> Response:
+    """Revoke an API key; its name becomes free for a new key. This server refuses it at once,
+    other processes within LABELWISE_AUTH_CACHE_SECONDS (1 s)."""
     api_keys.revoke_api_key(session, key_id=key_id, by=principal)
+    request.app.state.principals.forget(key_id)
     return Response(status_code=204)
