@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     skip_cooldown_seconds: int = Field(default=8 * 3600, ge=0)
     # How long a process trusts a key it authenticated (0: ask the database every request).
     # Revoking takes effect at once on the process that revoked it, within this on others.
-    auth_cache_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
+    auth_cache_seconds: float = Field(default=5.0, ge=0.0, le=60.0)
 
     # The OpenAI-compatible endpoint for synthetic generation (docs/synthetic.md). Unset base
     # URL or model: POST /synthetic answers 503 llm-not-configured. The key is never echoed.

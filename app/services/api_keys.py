@@ -82,7 +82,7 @@ class PrincipalCache:
     """Keys this process authenticated in the last `ttl` seconds, by the hash of the secret.
 
     Every request authenticates; the cache spares a database read and a thread hop for all
-    but one request per key and `ttl` (LABELWISE_AUTH_CACHE_SECONDS, 1 s). Only successes are
+    but one request per key and `ttl` (LABELWISE_AUTH_CACHE_SECONDS, 5 s). Only successes are
     kept, so a new key works at once; revoking forgets the key here at once, and other
     processes stop trusting it within `ttl`.
     """

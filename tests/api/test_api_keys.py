@@ -95,7 +95,7 @@ class TestRevokeApiKey:
     def test_a_key_in_use_is_refused_at_once_after_revoking(
         self, client: TestClient, session: Session
     ) -> None:
-        """This process trusts a key it authenticated for a second; revoking it here forgets
+        """This process trusts a key it authenticated for a few seconds; revoking it here forgets
         it here at once."""
         admin = auth(make_key(session))
         created = client.post(

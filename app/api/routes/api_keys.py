@@ -30,7 +30,7 @@ def delete_api_key(
     principal: AdminDep, session: SessionDep, request: Request, key_id: IdPath
 ) -> Response:
     """Revoke an API key; its name becomes free for a new key. This server refuses it at once,
-    other processes within LABELWISE_AUTH_CACHE_SECONDS (1 s)."""
+    other processes within LABELWISE_AUTH_CACHE_SECONDS (5 s)."""
     api_keys.revoke_api_key(session, key_id=key_id, by=principal)
     request.app.state.principals.forget(key_id)
     return Response(status_code=204)
