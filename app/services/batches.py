@@ -133,7 +133,7 @@ class Pool:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The values of the bound parameters of `eligible`."""
+        """The values of the bound parameters of `eligibility`."""
         return {
             "pool_project_id": self.project_id,
             "pool_annotator": self.annotator,
@@ -142,15 +142,11 @@ class Pool:
             "pool_required": self.project.required_annotators,
         }
 
-    def eligible(self, queue: str) -> tuple[ColumnElement[bool], ...]:
-        """Conditions on Item for the annotator in this queue (status excluded); run the
-        statement with `params`."""
-        return eligibility(queue)
-
 
 @cache
 def eligibility(queue: str) -> tuple[ColumnElement[bool], ...]:
-    """`Pool.eligible`, with the pool's values as bound parameters (`Pool.params`)."""
+    """Conditions on Item for an annotator in this queue (status excluded), the pool's values
+    as bound parameters: run the statement with `Pool.params`."""
     now: BindParameter[datetime] = bindparam("pool_now")
     annotator: BindParameter[str] = bindparam("pool_annotator")
     live_lease = and_(col(Lease.released_at).is_(None), col(Lease.expires_at) > now)
@@ -285,7 +281,7 @@ def random_items(
     seen = set(exclude)
     hit_rate = 1.0
     queue = "label" if status != ItemStatus.needs_review else "review"
-    conditions = [col(Item.status) == status, *pool.eligible(queue)]
+    conditions = [col(Item.status) == status, *eligibility(queue)]
     for _ in range(RANDOM_ROUNDS):
         need = n - len(found)
         if need <= 0:
@@ -591,7 +587,7 @@ def _model_source(session: Session, project: Project, requested: str | None) -> 
 def _plan_review_batch(session: Session, pool: Pool, *, size: int) -> Plan:
     query = (
         select(col(Item.id))
-        .where(col(Item.status) == ItemStatus.needs_review, *pool.eligible("review"))
+        .where(col(Item.status) == ItemStatus.needs_review, *eligibility("review"))
         # Items without a label (ties, low confidence) first, oldest first; then labels a
         # report doubts, worst first (review_priority is their label quality).
         .order_by(col(Item.review_priority).is_not(None), col(Item.review_priority), col(Item.id))
