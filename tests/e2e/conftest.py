@@ -5,15 +5,18 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from app.migrations import upgrade
 from tests.conftest import check_response
+from tests.corpus import TOPICS, labeled_corpus
 from tests.databases import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,3 +103,37 @@ def live_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             yield server
         finally:
             stop_server(server)
+
+
+def topics_project(
+    client: httpx.Client, *, name: str, per_label: int, seed: int, labeled: int | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str]], list[int]]:
+    """A production project over TOPICS with `per_label` corpus items of each topic, the
+    first `labeled` of them (all by default) answered with their corpus label: the project,
+    the corpus and the item ids."""
+    body = {
+        "name": f"{name}-{uuid.uuid4().hex[:6]}",
+        "labels": sorted(TOPICS),
+        "phase": "production",
+    }
+    project: dict[str, Any] = client.post("/v1/projects", json=body).json()
+    base = f"/v1/projects/{project['id']}"
+    corpus = labeled_corpus(per_label, seed=seed)
+    items = [{"text": text} for text, _ in corpus]
+    ids = [r["id"] for r in client.post(f"{base}/items", json=items).json()["results"]]
+    answers = [
+        {"item_id": i, "label": label} for i, (_, label) in zip(ids[:labeled], corpus, strict=False)
+    ]
+    client.post(f"{base}/annotations", json=answers)
+    return project, corpus, ids
+
+
+def wait(client: httpx.Client, job_id: int, until: tuple[str, ...], timeout: float = 120) -> Any:
+    """Poll a job of a live server until its status is one of `until`; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {until}")

@@ -15,9 +15,8 @@ import httpx
 import pytest
 
 from app.migrations import upgrade
-from tests.corpus import TOPICS, labeled_corpus
 from tests.databases import fresh_database
-from tests.e2e.conftest import ADMIN_KEY, start_server, stop_server
+from tests.e2e.conftest import ADMIN_KEY, start_server, stop_server, topics_project, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -122,27 +121,10 @@ def test_a_training_killed_mid_run_is_retried_to_success(database_url: str, tmp_
     server = start_server(database_url, tmp_path / "a.log", bootstrap_key=ADMIN_KEY)
     try:
         with server.client() as client:
-            project = client.post(
-                "/v1/projects",
-                json={
-                    "name": f"crash-{uuid.uuid4().hex[:6]}",
-                    "labels": sorted(TOPICS),
-                    "phase": "production",
-                },
-            ).json()
+            project, _, ids = topics_project(client, name="crash", per_label=1_000, seed=5)
             base = f"/v1/projects/{project['id']}"
-            corpus = labeled_corpus(1_000, seed=5)
-            items = [{"text": text} for text, _ in corpus]
-            ids = [r["id"] for r in client.post(f"{base}/items", json=items).json()["results"]]
-            answers = [
-                {"item_id": i, "label": lab} for i, (_, lab) in zip(ids, corpus, strict=True)
-            ]
-            client.post(f"{base}/annotations", json=answers)
             job = client.post(f"{base}/models", json={}).json()
-            deadline = time.monotonic() + 60
-            while client.get(f"/v1/jobs/{job['id']}").json()["status"] != "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait(client, job["id"], ("running",), timeout=60)
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
     finally:
@@ -155,13 +137,7 @@ def test_a_training_killed_mid_run_is_retried_to_success(database_url: str, tmp_
             assert failed["status"] == "failed" and failed["retryable"], failed
             assert client.get(f"{base}/models").json()["items"] == []
             retried = client.post(f"/v1/jobs/{job['id']}/retry").json()
-            deadline = time.monotonic() + 180
-            while (current := client.get(f"/v1/jobs/{retried['id']}").json())["status"] not in (
-                "succeeded",
-                "failed",
-            ):
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            current = wait(client, retried["id"], ("succeeded", "failed"), timeout=180)
             assert current["status"] == "succeeded", current["error"]
             [model] = client.get(f"{base}/models").json()["items"]
             assert model["n_train"] == len(ids)

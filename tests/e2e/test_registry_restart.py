@@ -2,30 +2,16 @@
 visible, and after the restart the active version predicts without retraining."""
 
 import signal
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from app.migrations import upgrade
-from tests.corpus import TOPICS, labeled_corpus
 from tests.databases import fresh_database
-from tests.e2e.conftest import ADMIN_KEY, start_server, stop_server
+from tests.e2e.conftest import ADMIN_KEY, start_server, stop_server, topics_project, wait
 
 pytestmark = pytest.mark.e2e
-
-
-def wait(client: httpx.Client, job_id: int, until: tuple[str, ...], timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {until}")
 
 
 @pytest.fixture
@@ -39,24 +25,10 @@ def test_kill_during_training_then_restart(database_url: str, tmp_path: Any) -> 
     server = start_server(database_url, tmp_path / "a.log", bootstrap_key=ADMIN_KEY)
     try:
         with server.client() as client:
-            project = client.post(
-                "/v1/projects",
-                json={
-                    "name": f"r-{uuid.uuid4().hex[:6]}",
-                    "labels": sorted(TOPICS),
-                    "phase": "production",
-                },
-            ).json()
+            project, corpus, ids = topics_project(
+                client, name="r", per_label=1_500, seed=11, labeled=60
+            )
             base = f"/v1/projects/{project['id']}"
-            corpus = labeled_corpus(1_500, seed=11)
-            ids: list[int] = []
-            for start in range(0, len(corpus), 5_000):
-                chunk = [{"text": t} for t, _ in corpus[start : start + 5_000]]
-                ids += [r["id"] for r in client.post(f"{base}/items", json=chunk).json()["results"]]
-            labeled = [
-                {"item_id": i, "label": lab} for i, (_, lab) in zip(ids[:60], corpus, strict=False)
-            ]
-            client.post(f"{base}/annotations", json=labeled)
             first = client.post(f"{base}/models", json={"activate": True}).json()
             first = wait(client, first["id"], ("succeeded", "failed"))
             assert first["status"] == "succeeded", first
