@@ -8,6 +8,7 @@
   engine (`admin_engine`, `postgres_server`), a throwaway database (`throwaway_database`,
   `postgres_database`) and the server version; the --only option (`add_backends_option`);
 * setup steps, timed and printed (`Setup`, `timed`, `progress`);
+* CPU accounting from /proc (`cpu_seconds`, `postgres_cpu_seconds`);
 * the server: a `labelwise serve` subprocess on a free port (`Server`, `running_server`,
   `migrated_server`), its environment (`service_env`) and an authenticated client
   (`api_client`, `expect`);
@@ -337,6 +338,27 @@ def timed(setup: Setup, step: str) -> Callable[[Callable[[], Any]], Any]:
 
 
 # --- the server ----------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU seconds used so far by the processes named postgres on this machine (the server and
+    its backends; a backend that has exited no longer counts, so read this around work done
+    on long-lived connections)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+    return total
 
 
 def free_port() -> int:

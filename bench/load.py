@@ -23,10 +23,12 @@ with p99 < 250 ms and zero errors. The short form runs in the test suite
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +55,7 @@ class LoadResult:
     acknowledged: Counter[str] = field(default_factory=Counter)  # answers created, by annotator
     measured: int = 0  # answers created by requests started after the warm-up
     errors: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds used while measuring
 
     @property
     def answers(self) -> int:
@@ -126,8 +129,16 @@ async def _run(
     strategy: str,
     pace: float,
     warmup: float,
+    cpu: Callable[[], dict[str, float]] | None,
 ) -> LoadResult:
     result = LoadResult(measure_from=time.perf_counter() + warmup)
+    at_start: dict[str, float] = {}
+
+    async def sample_cpu() -> None:
+        if cpu is not None:
+            await asyncio.sleep(warmup)
+            at_start.update(cpu())
+
     limits = httpx.Limits(max_connections=len(keys), max_keepalive_connections=len(keys))
     clients = [
         httpx.AsyncClient(
@@ -141,6 +152,7 @@ async def _run(
     started = time.monotonic()
     try:
         await asyncio.gather(
+            sample_cpu(),
             *(
                 _annotator(
                     client,
@@ -154,12 +166,14 @@ async def _run(
                     result,
                 )
                 for client, name in zip(clients, keys, strict=True)
-            )
+            ),
         )
     finally:
         for client in clients:
             await client.aclose()
     result.seconds = time.perf_counter() - result.measure_from
+    if cpu is not None:
+        result.cpu = {name: used - at_start[name] for name, used in cpu().items()}
     return result
 
 
@@ -174,12 +188,14 @@ def run_load(
     strategy: str = "random",
     pace: float = 0.0,
     warmup: float = 0.0,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> LoadResult:
     """Every annotator in `keys` (name -> secret) fetches and answers batches for `warmup` +
     `seconds`, labeling `pace` items per second (0: answering at once, as fast as the server
-    allows). Latencies and the measured answers count from the end of the warm-up."""
+    allows). Latencies and the measured answers count from the end of the warm-up, and so
+    does the CPU `cpu` reports (seconds used so far, by name) when given."""
     return asyncio.run(
-        _run(urls, keys, project_id, labels, seconds, batch_size, strategy, pace, warmup)
+        _run(urls, keys, project_id, labels, seconds, batch_size, strategy, pace, warmup, cpu)
     )
 
 
@@ -225,12 +241,14 @@ def main() -> int:
     from common import (
         BenchError,
         code_version,
+        cpu_seconds,
         expect,
         find_debian_data,
         load_average,
         load_sources,
         load_unlabeled_items,
         machine,
+        postgres_cpu_seconds,
         running_server,
         served_postgres,
         table,
@@ -295,6 +313,14 @@ def main() -> int:
                     name = f"annotator-{n:02d}"
                     key = {"name": name, "role": "annotator"}
                     keys[name] = expect(admin.post("/v1/api-keys", json=key), 201, "a key")["key"]
+
+                def cpu() -> dict[str, float]:
+                    return {
+                        "servers": sum(cpu_seconds(s.process.pid) for s in (first, second)),
+                        "PostgreSQL": postgres_cpu_seconds(),
+                        "driver": sum(os.times()[:2]),
+                    }
+
                 before = load_average()
                 result = run_load(
                     [first.url, second.url],
@@ -306,6 +332,7 @@ def main() -> int:
                     strategy=args.strategy,
                     pace=args.pace,
                     warmup=args.warmup,
+                    cpu=cpu,
                 )
                 after = load_average()
             problems = check_stored(database.url, project["id"], result)
@@ -338,6 +365,13 @@ def main() -> int:
         f"({result.answers:,} with the warm-up, all checked below); "
         f"requests {requests / result.seconds:,.0f}/s; errors {len(result.errors)}"
     )
+    if result.measured:
+        used = ", ".join(
+            f"{name} {1000 * seconds / result.measured:.2f} ms "
+            f"({seconds / result.seconds:.2f} CPUs)"
+            for name, seconds in result.cpu.items()
+        )
+        print(f"CPU per answer: {used}")
     for error in result.errors[:5]:
         print(f"  error: {error}")
     for problem in problems:

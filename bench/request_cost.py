@@ -16,7 +16,6 @@ client saw, over --rounds rounds after 20 unmeasured ones.
 """
 
 import argparse
-import os
 import random
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from common import (  # noqa: E402
     REPO,
     BenchError,
     code_version,
+    cpu_seconds,
     expect,
     find_debian_data,
     free_port,
@@ -45,11 +45,6 @@ from common import (  # noqa: E402
 
 ADMIN_KEY = "lw_" + "c" * 43
 KINDS = ("GET project", "POST batches", "POST annotations")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
