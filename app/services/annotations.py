@@ -229,7 +229,7 @@ def write_annotations(
     ids = insert_returning_ids(session, ANNOTATION_TABLE, rows)
     for result, stored_id, row in written:
         result.id = ids[row] if row is not None else stored_id
-    batches.release_answered(session, project_id=project.id, answers=answered)
+    batches.release_answered(session, answers=answered)
     # The touched items' answers are known here: every current one was read under the
     # item locks, and this call's own replaced them.
     answers: dict[int, list[item_status.Answer]] = defaultdict(list)

@@ -68,9 +68,7 @@ def submit_review(
     item_status.clear_flag(item)  # the doubt is settled; the review keeps the evidence
     session.add(item)
     session.flush()
-    batches.release_answered(
-        session, project_id=project.id, answers=[(data.item_id, principal.name)]
-    )
+    batches.release_answered(session, answers=[(data.item_id, principal.name)])
     item_status.refresh_items(session, project=project, item_ids=[data.item_id])
     retrain = models.auto_retrain_job(session, project=project)
     session.commit()
