@@ -11,7 +11,9 @@ after the time a person takes (--pace items per second). Annotators start at ran
 of their first cycle, and the first --warmup seconds (10) are run but not measured.
 
 Reported: answers per second and p50/p99 latency per request kind over the measured
---seconds, errors (any non-2xx or transport error, warm-up included). Checked after the
+--seconds, errors (any non-2xx or transport error, warm-up included), and the CPU time the
+servers, PostgreSQL and the driver used per answer (from /proc). --contend N runs N
+busy-looping processes beside the load: a noisy neighbour, for the headroom. Checked after the
 run, in the database: every acknowledged answer is stored (per annotator, the current
 human annotations equal the answers the server acknowledged as created), and no item has
 more answers than annotators_per_item. Target from the issue: >= 500 answers/s sustained
@@ -19,12 +21,14 @@ with p99 < 250 ms and zero errors. The short form runs in the test suite
 (tests/e2e/test_load.py) through `run_load` and `check_stored`.
 
     .venv/bin/python bench/load.py [--annotators 50] [--seconds 60] [--warmup 10] [--pace 12]
+                                   [--overlap 2] [--contend 0]
 """
 
 import argparse
 import asyncio
 import os
 import random
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -285,6 +289,13 @@ def main() -> int:
         help="seconds run before measuring: both servers' first statements, connections and "
         "caches (the first seconds' latencies were 4-5 times the steady state's)",
     )
+    parser.add_argument(
+        "--contend",
+        type=int,
+        default=0,
+        help="busy-looping processes run beside the load for its whole length: a noisy "
+        "neighbour taking CPU, to see how much slower a machine can be before p99 misses",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
 
@@ -322,18 +333,27 @@ def main() -> int:
                     }
 
                 before = load_average()
-                result = run_load(
-                    [first.url, second.url],
-                    keys,
-                    project["id"],
-                    labels,
-                    seconds=args.seconds,
-                    batch_size=args.batch_size,
-                    strategy=args.strategy,
-                    pace=args.pace,
-                    warmup=args.warmup,
-                    cpu=cpu,
-                )
+                hogs = [
+                    subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(args.contend)
+                ]
+                try:
+                    result = run_load(
+                        [first.url, second.url],
+                        keys,
+                        project["id"],
+                        labels,
+                        seconds=args.seconds,
+                        batch_size=args.batch_size,
+                        strategy=args.strategy,
+                        pace=args.pace,
+                        warmup=args.warmup,
+                        cpu=cpu,
+                    )
+                finally:
+                    for hog in hogs:
+                        hog.kill()
+                        hog.wait()
                 after = load_average()
             problems = check_stored(database.url, project["id"], result)
     except BenchError as error:
@@ -347,7 +367,7 @@ def main() -> int:
         f"{args.annotators} annotators, {args.seconds:.0f} s measured after a {args.warmup:g} s "
         f"warm-up, 2 server processes, PostgreSQL, {args.overlap} annotators per item, "
         f"{args.items:,} items, batches of {args.batch_size}, pace {args.pace:g} items/s per "
-        f"annotator; load {before}-{after}"
+        f"annotator, {args.contend} CPU hogs beside it; load {before}-{after}"
     )
     header = ["request", "count", "p50 ms", "p99 ms"]
     lines = [
