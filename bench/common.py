@@ -380,18 +380,23 @@ def service_env(database_url: str, data_dir: Path, **settings: str) -> dict[str,
 
 
 class Server:
-    """A `labelwise serve` subprocess on a free 127.0.0.1 port."""
+    """A `labelwise serve` subprocess on a free 127.0.0.1 port: of this checkout, or of the
+    source tree `tree` (another commit's checkout, for an A/B in one run) with this venv."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, tree: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.log_path = log_path
+        serve = ["serve", "--host", HOST, "--port", str(self.port)]
+        if tree is None:
+            command, cwd = [str(BIN / "labelwise"), *serve], None
+        else:
+            main = "import sys; from app.cli import main; sys.argv[0] = 'labelwise'; main()"
+            command, cwd = [sys.executable, "-c", main, *serve], tree
+            env = {**env, "PYTHONPATH": str(tree)}
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [str(BIN / "labelwise"), "serve", "--host", HOST, "--port", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
             )
 
     def wait_ready(self) -> None:
@@ -434,9 +439,11 @@ class Server:
 
 
 @contextmanager
-def running_server(env: dict[str, str], log_path: Path) -> Iterator[Server]:
+def running_server(
+    env: dict[str, str], log_path: Path, tree: Path | None = None
+) -> Iterator[Server]:
     """A Server with `env`, logging to `log_path`, once it is ready; stopped after."""
-    server = Server(env, log_path)
+    server = Server(env, log_path, tree)
     try:
         server.wait_ready()
         yield server

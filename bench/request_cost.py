@@ -17,9 +17,9 @@ client saw, over --rounds rounds after 20 unmeasured ones.
 
 import argparse
 import random
-import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -35,36 +35,16 @@ from common import (  # noqa: E402
     cpu_seconds,
     expect,
     find_debian_data,
-    free_port,
     load_sources,
     load_unlabeled_items,
     machine,
+    running_server,
     served_postgres,
     table,
 )
 
 ADMIN_KEY = "lw_" + "c" * 43
 KINDS = ("GET project", "POST batches", "POST annotations")
-
-
-def start_server(tree: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    code = "import sys; from app.cli import main; sys.argv[0] = 'labelwise'; main()"
-    args = [sys.executable, "-c", code, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args, env={**env, "PYTHONPATH": str(tree)}, cwd=tree, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise BenchError(f"the server of {tree} did not start:\n{log.read_text()[-2000:]}")
 
 
 def main() -> int:
@@ -81,12 +61,12 @@ def main() -> int:
     labels = sorted({s.label for s in sources})
     with served_postgres(args.postgres_url, "labelwise_bench_request_cost", ADMIN_KEY) as served:
         database, env = served
-        servers = [
-            start_server(tree, env, database.workdir / f"server-{n}.log")
-            for n, tree in enumerate(trees)
-        ]
-        try:
-            clients = [httpx.Client(base_url=url, timeout=60) for _, url in servers]
+        with ExitStack() as stack:
+            servers = [
+                stack.enter_context(running_server(env, database.workdir / f"server-{n}.log", tree))
+                for n, tree in enumerate(trees)
+            ]
+            clients = [httpx.Client(base_url=s.url, timeout=60) for s in servers]
             admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
             body = {"name": "request-cost", "labels": labels, "phase": "production"}
             project = expect(
@@ -106,7 +86,7 @@ def main() -> int:
             totals = [{kind: [0.0, 0.0] for kind in KINDS} for _ in trees]
 
             def one_round(n: int, round_: int, measured: bool) -> None:
-                client, pid = clients[n], servers[n][0].pid
+                client, pid = clients[n], servers[n].process.pid
                 headers = {"Authorization": f"Bearer {keys[round_ % len(keys)]}"}
                 steps = []
                 for kind in KINDS:
@@ -136,10 +116,6 @@ def main() -> int:
             for round_ in range(20 + args.rounds):
                 for n in range(len(trees)):
                     one_round(n, round_, measured=round_ >= 20)
-        finally:
-            for process, _ in servers:
-                process.terminate()
-                process.wait(timeout=30)
     print(
         f"code {code_version()}, {machine()}; "
         f"{args.rounds} rounds, PostgreSQL, {args.items:,} items"
