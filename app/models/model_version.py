@@ -6,14 +6,24 @@ from typing import Any
 import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import deferred
 from sqlmodel import Field, SQLModel
 
 from app.models.base import MAX_DB_ID, timestamp_column, utcnow
 from app.models.job import JobPublic
 
+_TRAIN_ITEM_IDS = sa.Column("train_item_ids", sa.JSON, nullable=False)
+_TRAIN_LABELS = sa.Column("train_labels", sa.JSON, nullable=False)
+
 
 class ModelVersion(SQLModel, table=True):
     __tablename__ = "model_version"
+    __mapper_args__ = {
+        "properties": {
+            "train_item_ids": deferred(_TRAIN_ITEM_IDS),
+            "train_labels": deferred(_TRAIN_LABELS),
+        }
+    }
     __table_args__ = (
         sa.UniqueConstraint("project_id", "version", name="uq_model_version_project_id_version"),
         sa.ForeignKeyConstraint(
@@ -40,9 +50,10 @@ class ModelVersion(SQLModel, table=True):
     params: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     labels: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     n_train: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
-    # The exact training set: item ids in order, and a hash of the (id, label) pairs.
-    train_item_ids: list[int] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
-    train_labels: list[str] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+    # The exact training set: item ids in order, and a hash of the (id, label) pairs. The ids
+    # and labels can be megabytes: deferred, so they load when read, never with the row.
+    train_item_ids: list[int] = Field(sa_column=_TRAIN_ITEM_IDS)
+    train_labels: list[str] = Field(sa_column=_TRAIN_LABELS)
     train_set_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     label_distribution: dict[str, int] = Field(sa_column=sa.Column(sa.JSON, nullable=False))
     metrics: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON, nullable=False))

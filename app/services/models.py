@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import delete, func
-from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from app.db import Database
@@ -53,11 +52,6 @@ if TYPE_CHECKING:
 USER_BEHAVIOR_WEIGHT = 0.5
 PIPELINE_ARTIFACT = "pipeline"
 OOF_ARTIFACT = "oof_probabilities"
-# A version's training set (ids and labels) can be megabytes: loaded when read, not with the row.
-WITHOUT_TRAINING_SET = (
-    defer(ModelVersion.train_item_ids),  # type: ignore[arg-type]
-    defer(ModelVersion.train_labels),  # type: ignore[arg-type]
-)
 
 
 @dataclass
@@ -434,11 +428,7 @@ def load_project(session: Session, project_id: int | None, *, lock: bool = False
 
 
 def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:
-    query = (
-        select(ModelVersion)
-        .where(col(ModelVersion.project_id) == project.id)
-        .options(*WITHOUT_TRAINING_SET)
-    )
+    query = select(ModelVersion).where(col(ModelVersion.project_id) == project.id)
     return list(session.exec(keyset(query, col(ModelVersion.id), page, descending=True)))
 
 
@@ -457,9 +447,9 @@ def active_version(session: Session, *, project: Project) -> ModelVersion | None
     """The project's active version. Every batch request asks, so its training set (ids and
     labels, megabytes for a big one) loads only if the caller reads it."""
     return session.exec(
-        select(ModelVersion)
-        .where(col(ModelVersion.project_id) == project.id, col(ModelVersion.active))
-        .options(*WITHOUT_TRAINING_SET)
+        select(ModelVersion).where(
+            col(ModelVersion.project_id) == project.id, col(ModelVersion.active)
+        )
     ).first()
 
 

@@ -3,6 +3,7 @@
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.conftest import wait_for_job
@@ -283,6 +284,30 @@ class TestAutoRetrain:
         assert len(after_30["items"]) == 2
         second = wait_for_job(live_client, after_30["items"][1])
         assert second["result"]["n_train"] == len(labeled) + 30
+
+    def test_answering_never_reads_a_training_set(self, live_client: TestClient) -> None:
+        """With retrain_after_labels set, every answer checks the newest version's size; its
+        training set (megabytes of ids and labels) must not come with that row."""
+        project_id, _, pool = labeled_project(
+            live_client, n_labeled=10, n_pool=5, seed=95, retrain_after_labels=1000
+        )
+        train(live_client, project_id, activate=True)
+        statements: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(statement)
+
+        sa.event.listen(sa.Engine, "before_cursor_execute", record)
+        try:
+            response = live_client.post(
+                f"/v1/projects/{project_id}/annotations",
+                json=[{"item_id": pool[0], "label": LABELS[0]}],
+            )
+        finally:
+            sa.event.remove(sa.Engine, "before_cursor_execute", record)
+        assert response.status_code == 200, response.text
+        assert any("model_version" in s for s in statements)  # the size check ran
+        assert not [s for s in statements if "train_item_ids" in s or "train_labels" in s]
 
     def test_off_by_default(self, live_client: TestClient) -> None:
         project_id, _, _ = labeled_project(live_client, n_labeled=20, n_pool=0, seed=91)
