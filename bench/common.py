@@ -115,17 +115,18 @@ ITEM_HEAD_COLUMNS = "id, project_id, external_id, text, content_hash, data, meta
 
 
 def item_heads(
-    sources: Sequence[Source], count: int, project_id: int
+    sources: Sequence[Source], count: int, project_id: int, first_id: int = 1
 ) -> Iterator[tuple[Source, tuple[Any, ...]]]:
-    """`count` items cycled from the sources (ids 1..count; the k-th pass over the sources
-    makes the k-th copies, see copy_of): each item's source and the first columns of its item
-    row (ITEM_HEAD_COLUMNS): data and metadata {} as JSON text, source "manual"."""
+    """`count` items cycled from the sources (ids first_id.., 1.. by default; the k-th pass
+    over the sources makes the k-th copies, see copy_of): each item's source and the first
+    columns of its item row (ITEM_HEAD_COLUMNS): data and metadata {} as JSON text, source
+    "manual"."""
     for position in range(count):
         k, index = divmod(position, len(sources))
         source = sources[index]
         external_id, text = copy_of(source.id, source.text, k)
         head = (
-            position + 1,
+            first_id + position,
             project_id,
             external_id,
             text,
@@ -234,17 +235,17 @@ def served_postgres(
 
 
 def load_unlabeled_items(
-    database: Database, sources: list[Source], count: int, project_id: int
+    database: Database, sources: list[Source], count: int, project_id: int, first_id: int = 1
 ) -> None:
-    """`count` unlabeled items of `project_id` (the Debian descriptions cycled), created an
-    hour ago, bulk-loaded straight into the item table."""
+    """`count` unlabeled items of `project_id` (the Debian descriptions cycled, ids from
+    `first_id`), created an hour ago, bulk-loaded straight into the item table."""
     created = datetime.now(UTC) - timedelta(hours=1)
     with bulk_loader(
         database, {"item": f"{ITEM_HEAD_COLUMNS}, status, created_at, updated_at"}
     ) as loader:
         rows = (
             (*head, "unlabeled", loader.time(created), loader.time(created))
-            for _, head in item_heads(sources, count, project_id)
+            for _, head in item_heads(sources, count, project_id, first_id)
         )
         loader.load("item", rows)
         loader.finish()
