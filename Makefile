@@ -24,7 +24,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85
 
-## lint: ruff (lint + format check) and mypy --strict on app/
+## lint: ruff (lint + format check) and mypy --strict on app/, tests/ and bench/
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -163,7 +163,8 @@ class Answers:
         """Per annotator, the share of its labels (abstentions aside) equal to the truth."""
         given = self.label >= 0
         right = (self.label == self.truth[:, None]) & given
-        return right.sum(axis=0) / np.maximum(given.sum(axis=0), 1)
+        accuracy: np.ndarray = right.sum(axis=0) / np.maximum(given.sum(axis=0), 1)
+        return accuracy
 
 
 def annotator_names(count: int) -> list[str]:

@@ -209,7 +209,7 @@ def check_stored(database_url: str, project_id: int, result: LoadResult) -> list
     problems = []
     engine = sa.create_engine(database_url, poolclass=sa.NullPool)
     with engine.connect() as connection:
-        stored = dict(
+        stored: dict[str, int] = dict(
             connection.execute(
                 sa.text(
                     "SELECT annotator, count(*) FROM annotation WHERE project_id = :p"
@@ -299,7 +299,10 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
 
-    sources = load_sources(find_debian_data())
+    path = find_debian_data()
+    if path is None:
+        return 2
+    sources = load_sources(path)
     labels = sorted({s.label for s in sources})
     try:
         with served_postgres(args.postgres_url, "labelwise_bench_load", ADMIN_KEY) as served:
@@ -392,8 +395,8 @@ def main() -> int:
             for name, seconds in result.cpu.items()
         )
         print(f"CPU per answer: {used}")
-    for error in result.errors[:5]:
-        print(f"  error: {error}")
+    for message in result.errors[:5]:
+        print(f"  error: {message}")
     for problem in problems:
         print(f"  check: {problem}")
     p99 = max(result.percentile_ms(kind, 0.99) for kind in result.latencies)

@@ -829,14 +829,14 @@ def main(argv: list[str] | None = None) -> int:
         f"pool {args.pool:,}, chunk {args.chunk:,}, labels {args.labels:,}, "
         f"e2e pool {args.e2e_pool:,}",
     ]
-    for results, render in (
-        (trained, report_train),
-        (scored, lambda r: report_score(r, args.rounds)),
-        (e2e, report_e2e),
-        (api, report_api),
+    for section in (
+        report_train(trained) if trained else [],
+        report_score(scored, args.rounds) if scored else [],
+        report_e2e(e2e) if e2e else [],
+        report_api(api) if api else [],
     ):
-        if results:
-            out += ["", *render(results)]
+        if section:
+            out += ["", *section]
     print("\n".join(out))
     return status
 

@@ -72,7 +72,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     trees = [tree.resolve() for tree in (args.tree or [REPO])]
-    sources = load_sources(find_debian_data())
+    path = find_debian_data()
+    if path is None:
+        return 2
+    sources = load_sources(path)
     labels = sorted({s.label for s in sources})
     with served_postgres(args.postgres_url, "labelwise_bench_request_cost", ADMIN_KEY) as served:
         database, env = served

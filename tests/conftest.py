@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -213,7 +213,7 @@ def wait_until_running(client: TestClient, job: dict[str, Any]) -> dict[str, Any
     while (current := client.get(f"/v1/jobs/{job['id']}").json())["status"] == "queued":
         assert time.monotonic() < deadline, f"job {job['id']} never started"
         time.sleep(0.01)
-    return current
+    return cast(dict[str, Any], current)
 
 
 def wait_for_job(client: TestClient, job: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:

@@ -118,5 +118,5 @@ def seed_project(client: TestClient) -> None:
 
 
 @schema.parametrize()
-def test_every_operation_conforms(case: Case, fuzzed_app: FastAPI) -> None:
+def test_every_operation_conforms(case: Case[Any], fuzzed_app: FastAPI) -> None:
     case.call_and_validate(app=fuzzed_app, headers=ADMIN_HEADERS, checks=CHECKS)

@@ -76,7 +76,7 @@ class TestStrategies:
             ids[5]: [0.90, 0.05, 0.05],
         }
         post_predictions(client, admin, project_id, probabilities)
-        common = {"size": 3, "model_version": "ext-1", "random_share": 0}
+        common: dict[str, Any] = {"size": 3, "model_version": "ext-1", "random_share": 0}
 
         margin = fetch(client, admin, project_id, strategy="margin", **common)
         assert (margin["strategy"], margin["model_version"]) == ("margin", "ext-1")
@@ -133,7 +133,7 @@ class TestStrategies:
         # The copies are the most uncertain, the others only a little less.
         scores = {i: [0.5, 0.5, 0.0] for i in ids[:20]} | {i: [0.55, 0.45, 0.0] for i in ids[20:]}
         post_predictions(client, admin, project_id, scores)
-        common = {"size": 5, "model_version": "ext-1", "random_share": 0}
+        common: dict[str, Any] = {"size": 5, "model_version": "ext-1", "random_share": 0}
         top = fetch(client, admin, project_id, strategy="margin", **common)
         assert set(item_ids(top)) <= set(ids[:20])  # top-k: five near-copies
         other_admin = auth(make_key(session, name="diverse-admin"))
@@ -153,7 +153,7 @@ class TestStrategies:
             project_id,
             {i: [0.5 + h, 0.5 - h, 0.0] for i, h in zip(ids, half, strict=True)},
         )
-        common = {"model_version": "ext-1", "random_share": 0, "strategy": "margin"}
+        common: dict[str, Any] = {"model_version": "ext-1", "random_share": 0, "strategy": "margin"}
         holder = annotator(session, "holder")
         held = item_ids(fetch(client, holder, project_id, size=500, **common))
         held += item_ids(fetch(client, holder, project_id, size=500, **common))

@@ -61,7 +61,7 @@ def import_clicks(client: TestClient, project_id: int, **body: Any) -> dict[str,
 
 
 def items_by_pair(client: TestClient, project_id: int) -> dict[tuple[str, str], dict[str, Any]]:
-    params = {"limit": 1000, "source": "user_behavior"}
+    params: dict[str, Any] = {"limit": 1000, "source": "user_behavior"}
     page = client.get(f"/v1/projects/{project_id}/items", params=params).json()
     return {(i["data"]["query"], i["data"]["doc_id"]): i for i in page["items"]}
 

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.services import dataset_versions
+from app.sources import exports
 from tests.conftest import wait_for_job
 from tests.corpus import TOPICS, labeled_corpus
 from tests.factories import auth
@@ -327,7 +328,7 @@ class TestBalancing:
         }
         # Chunks of at most 4 rows: a row's copies (up to 3) are split across chunks.
         sizes: list[int] = []
-        write = dataset_versions.export_chunks
+        write = exports.export_chunks
 
         def recording(file_format: str, chunks: Any, columns: list[str]) -> Any:
             def counted() -> Any:

@@ -241,6 +241,7 @@ def test_bad_input_is_a_clean_4xx_problem(live_client: TestClient) -> None:
     ]
     for url, params, status in cases:
         assert live_client.get(url, params=params).status_code == status, (url, params)
+    body: object
     for body in (
         {"test_share": 0},
         {"test_share": 1},

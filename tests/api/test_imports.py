@@ -340,7 +340,7 @@ class TestFileImports:
         assert result["annotator"] == "import:Q3-export-final"
         assert (result["rows_read"], result["items"]["created"]) == (7, 7)
         assert result["labels"]["created"] == 6
-        expected = {text: label for _, text, label, *_ in TICKETS[:6]}
+        expected: dict[str, str | None] = {text: label for _, text, label, *_ in TICKETS[:6]}
         expected['A ticket, with "quotes"\nover two lines'] = None
         assert_labeled_from_import(
             client,

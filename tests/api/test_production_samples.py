@@ -56,7 +56,7 @@ def sampling_project(
     return int(project["id"])
 
 
-def entry(external_id: str, confidence: float = 0.9, **fields: Any) -> dict[str, Any]:
+def entry(external_id: str, confidence: object = 0.9, **fields: Any) -> dict[str, Any]:
     return {
         "external_id": external_id,
         "text": f"production text {external_id}",

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2  # what TestClient answers with (starlette prefers the fork; openai installs it)
 import pytest
 from fastapi.testclient import TestClient
 
@@ -54,7 +54,7 @@ class Leaky:
     admin: dict[str, str]
     secrets: list[str]
     sqlite_source: str
-    responses: list[httpx.Response] = field(default_factory=list)
+    responses: list[httpx2.Response] = field(default_factory=list)
 
     def run_jobs(self) -> None:
         database = self.client.app.state.database  # type: ignore[attr-defined]
@@ -120,7 +120,7 @@ def log_lines() -> Iterator[list[str]]:
     root.removeHandler(collector)
 
 
-def exposed(response: httpx.Response) -> str:
+def exposed(response: httpx2.Response) -> str:
     return response.text + json.dumps(dict(response.headers))
 
 
@@ -157,7 +157,7 @@ def test_no_key_or_connection_url_leaks_into_responses_jobs_or_logs(
     ).json()
     imports = f"/v1/projects/{project['id']}/imports"
 
-    def sql(connection: str, query: str = "SELECT id, body FROM tickets") -> httpx.Response:
+    def sql(connection: str, query: str = "SELECT id, body FROM tickets") -> httpx2.Response:
         body = {
             "kind": "sql",
             "connection": connection,

@@ -101,11 +101,14 @@ def slow_coincidences(units: list[list[int]], n_labels: int) -> list[list[Fracti
 def slow_alpha(units: list[list[int]], n_labels: int) -> Fraction:
     """Krippendorff's nominal alpha = 1 - D_o / D_e from the coincidence matrix, exactly."""
     o = slow_coincidences(units, n_labels)
-    totals = [sum(row) for row in o]
-    n = sum(totals)
-    observed = sum(o[c][k] for c in range(n_labels) for k in range(n_labels) if c != k)
+    totals = [sum(row, Fraction(0)) for row in o]
+    n = sum(totals, Fraction(0))
+    observed = sum(
+        (o[c][k] for c in range(n_labels) for k in range(n_labels) if c != k), Fraction(0)
+    )
     expected = sum(
-        totals[c] * totals[k] for c in range(n_labels) for k in range(n_labels) if c != k
+        (totals[c] * totals[k] for c in range(n_labels) for k in range(n_labels) if c != k),
+        Fraction(0),
     ) / (n - 1)
     return 1 - observed / expected
 
@@ -434,7 +437,7 @@ def test_bootstrap_agrees_with_resampling_items_naively(n_annotators: int, n_lab
         krippendorff_alpha_nominal(pairable[rng.integers(0, len(pairable), len(pairable))])
         for _ in range(4000)
     ]
-    expected = np.quantile(naive, [0.025, 0.975])
+    expected = np.quantile(np.asarray(naive, dtype=float), [0.025, 0.975])
     fast = bootstrap_alpha_interval(counts, rng=np.random.default_rng(12), n_boot=4000)
     assert fast is not None
     # Monte Carlo error of a 2.5% quantile with 4000 replicates is ~1.5% of the width.

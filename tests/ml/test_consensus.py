@@ -261,9 +261,9 @@ def test_crowdlab_breaks_unbreakable_ties_the_same_way_every_time() -> None:
     outcomes = set()
     for seed in range(8):
         np.random.seed(seed)
-        before = np.random.get_state()[1].copy()
+        before = np.random.get_state(legacy=False)["state"]["key"].copy()
         outcomes.add(tuple(crowdlab(votes, probabilities).labels.tolist()))
-        assert np.array_equal(np.random.get_state()[1], before)
+        assert np.array_equal(np.random.get_state(legacy=False)["state"]["key"], before)
     assert len(outcomes) == 1
 
 

@@ -1,6 +1,7 @@
 """The pure part of continuous labeling: the daily sample, disagreement rates, periods."""
 
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ class TestChooseDailySample:
     def test_random_places_go_to_the_others_and_are_seeded(self) -> None:
         rng = np.random.default_rng(0)
         confidence = rng.uniform(size=50)
-        kwargs = {"threshold": 0.3, "n_low_confidence": 5, "n_random": 10}
+        kwargs: dict[str, Any] = {"threshold": 0.3, "n_low_confidence": 5, "n_random": 10}
         first = choose_daily_sample(confidence, seed=[7, 738000, 0], **kwargs)
         again = choose_daily_sample(confidence, seed=[7, 738000, 0], **kwargs)
         other = choose_daily_sample(confidence, seed=[7, 738001, 0], **kwargs)

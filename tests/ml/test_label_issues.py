@@ -24,7 +24,8 @@ def informative_probs(truth: np.ndarray, n_classes: int, rng: np.random.Generato
     logits = rng.normal(0.0, 1.0, (truth.size, n_classes))
     logits[np.arange(truth.size), truth] += 2.5
     probs = np.exp(logits)
-    return probs / probs.sum(axis=1, keepdims=True)
+    normalised: np.ndarray = probs / probs.sum(axis=1, keepdims=True)
+    return normalised
 
 
 def flipped_dataset(
@@ -140,7 +141,7 @@ class TestNoiseMatrix:
         np.testing.assert_allclose(joint.sum(axis=1), np.bincount(labels) / labels.size)
         off_diagonal = np.where(np.eye(3, dtype=bool), -1.0, joint)
         # Rows are the given label, columns the true one: given 1, truly 0.
-        assert np.unravel_index(np.argmax(off_diagonal), joint.shape) == (1, 0)
+        assert tuple(map(int, np.unravel_index(np.argmax(off_diagonal), joint.shape))) == (1, 0)
         top = confused_pairs(joint, labels.size, top=1)[0]
         assert (top.given, top.suggested) == (1, 0)
         assert top.estimated_count == pytest.approx(zeros.size // 4, rel=0.35)

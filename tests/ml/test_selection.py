@@ -127,7 +127,7 @@ def test_k_center_greedy_distinct_with_duplicates_and_all_when_k_large() -> None
 def test_choose_batch_random_share_marked_and_sized(strategy: str, share: float) -> None:
     rng = np.random.default_rng(4)
     x, _ = clusters(rng)
-    p = rng.random(x.shape[0])
+    p = rng.random((x.shape[0],))
     k = 30
     indices, is_random = choose_batch(
         p, k, strategy=strategy, rng=rng, random_share=share, features=x

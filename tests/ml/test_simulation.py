@@ -23,7 +23,7 @@ def logistic() -> Any:
 
 
 def dataset(n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    return make_classification(
+    x, y = make_classification(
         n_samples=300,
         n_features=10,
         n_informative=5,
@@ -32,6 +32,7 @@ def dataset(n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
         flip_y=0.0,
         random_state=0,
     )
+    return x, y
 
 
 def test_learning_curves_shape_and_margin_not_worse_than_random() -> None:

@@ -15,7 +15,8 @@ def test_class_weight_is_a_named_choice() -> None:
     assert default.named_steps["classifier"].class_weight == "balanced"
     with pytest.raises(ValidationFailed) as refused:
         algorithm.resolve_params({"class_weight": 1.0})
-    assert refused.value.to_problem().errors[0].loc == ["body", "params", "class_weight"]
+    errors = refused.value.to_problem().errors
+    assert errors is not None and errors[0].loc == ["body", "params", "class_weight"]
 
 
 def test_versions_stored_before_the_choice_existed_stay_balanced() -> None:

@@ -1,5 +1,7 @@
 """skops persistence of fitted pipelines, the compact vocabulary, and the LRU cache."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import skops.io
@@ -53,10 +55,10 @@ def test_arrays_round_trip_without_pickle() -> None:
 
 
 def test_cache_keeps_the_most_recently_used() -> None:
-    cache = ModelCache(size=2)
+    cache: ModelCache[Pipeline] = ModelCache(size=2)
     pipelines = {key: Pipeline([("p", "passthrough")]) for key in "abc"}
     for key in "abca":
-        cache.get(key, lambda key=key: pipelines[key])
+        cache.get(key, partial(pipelines.__getitem__, key))
     assert cache.loads == 4  # a, b, c, then a again after c evicted it
     cache.get("a", lambda: pipelines["a"])
     cache.get("c", lambda: pipelines["c"])
