@@ -48,7 +48,7 @@ def answer_category(
 
 
 def cost_report(session: Session, *, project: Project) -> CostReport:
-    """The reads happen here; the arithmetic is `ml.cost`'s."""
+    """The reads happen here, the arithmetic in `ml.cost`, so it is tested on plain counts."""
     pid = project.id
     assert pid is not None
     prices = project.cost_per_label
@@ -81,14 +81,7 @@ def cost_report(session: Session, *, project: Project) -> CostReport:
         cost_per_usable_label=pricing.money(totals.total_spend / resolved.usable)
         if resolved.usable
         else None,
-        answers=AnswerBreakdown(
-            **{
-                name: AnswerSpend(
-                    answers=tally.answers[name], spend=pricing.money(tally.spend_on(name))
-                )
-                for name in pricing.CATEGORIES
-            }
-        ),
+        answers=_answer_breakdown(tally),
         wasted_answers=tally.wasted_answers,
         wasted_spend=tally.wasted_spend,
         human_price_per_answer=_money_or_none(price.per_answer),
@@ -108,6 +101,17 @@ def cost_report(session: Session, *, project: Project) -> CostReport:
             usable=resolved.usable,
             unpaid_usable=unpaid_usable,
         ),
+    )
+
+
+def _answer_breakdown(tally: pricing.AnswerTally) -> AnswerBreakdown:
+    return AnswerBreakdown(
+        **{
+            name: AnswerSpend(
+                answers=tally.answers[name], spend=pricing.money(tally.spend_on(name))
+            )
+            for name in pricing.CATEGORIES
+        }
     )
 
 
