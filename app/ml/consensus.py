@@ -3,7 +3,7 @@ CROWDLAB (cleanlab), each with per-item and per-annotator quality estimates."""
 
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -300,3 +300,51 @@ def _singly_labelled_consensus(
         quality[decided] = get_label_quality_scores(labels[decided], _normalised(probs[decided]))
     rate, _ = agreement_with_others(votes, counts)
     return Consensus(labels, quality, rate, _annotator_n(votes))
+
+
+# --- a model's probabilities, aligned to the items and labels being voted on --------------------
+
+# Floor of every probability handed to CROWDLAB: a label the model does not know (or gives
+# exactly 0) keeps a little mass, so the annotators can still win it.
+PROBABILITY_FLOOR = 1e-6
+
+
+def rows_by_item(
+    item_ids: np.ndarray, row_item_ids: Sequence[int], rows: np.ndarray, *, n_columns: int
+) -> np.ndarray:
+    """(len(item_ids), n_columns) float64: each item's row of `rows` (rows[k] belongs to item
+    row_item_ids[k]; each item at most once), NaN rows for items without one. Rows of items not
+    in item_ids are ignored."""
+    aligned = np.full((len(item_ids), n_columns), np.nan, dtype=np.float64)
+    wanted = np.asarray(item_ids, dtype=np.int64)
+    given = np.asarray(row_item_ids, dtype=np.int64)
+    if wanted.size == 0 or given.size == 0:
+        return aligned
+    order = np.argsort(wanted, kind="stable")
+    ranked = wanted[order]
+    slot = np.minimum(np.searchsorted(ranked, given), ranked.size - 1)
+    found = ranked[slot] == given
+    aligned[order[slot[found]]] = np.asarray(rows)[found]
+    return aligned
+
+
+def label_columns(
+    probabilities: np.ndarray, *, model_labels: Sequence[str], labels: Sequence[str]
+) -> np.ndarray:
+    """(n, len(labels)) rows summing to 1: a model's probabilities (columns in model_labels
+    order) moved to the columns of `labels`, for CROWDLAB.
+
+    A label the model does not know gets only the floor (PROBABILITY_FLOOR) before
+    renormalising; model labels that are not in `labels` are dropped. A row with a NaN in a
+    kept column (an item the model could not read) carries no evidence and becomes uniform.
+    """
+    column = {label: i for i, label in enumerate(labels)}
+    moved = np.zeros((probabilities.shape[0], len(labels)), dtype=np.float64)
+    for model_column, label in enumerate(model_labels):
+        project_column = column.get(label)
+        if project_column is not None:
+            moved[:, project_column] = probabilities[:, model_column]
+    moved[np.isnan(moved).any(axis=1)] = 1.0 / len(labels)
+    moved = np.maximum(moved, PROBABILITY_FLOOR)
+    normalised: np.ndarray = moved / moved.sum(axis=1, keepdims=True)
+    return normalised

@@ -4,9 +4,13 @@ probabilities), the estimated noise between labels, class imbalance and model-ba
 import math
 import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from app.ml.duplicates import DuplicateGroup, near_duplicate_groups
 
 # Rows of pred_probs may be off 1 by rounding (float32 models, JSON round trips), not more.
 _ROW_SUM_TOLERANCE = 1e-3
@@ -285,3 +289,189 @@ def outliers(
     if max_score is not None:
         chosen = chosen[values[chosen] <= max_score]
     return chosen
+
+
+# --- judging a labeled dataset: every finding of a label-issue report ---------------------------
+
+
+@dataclass(eq=False)
+class Judged:
+    """Everything a report decided about its items, in the order of the judged items.
+
+    findings is a JSON-ready dict the caller may still add to (it is stored as it is).
+    """
+
+    item_ids: np.ndarray
+    given: list[str]
+    suggested: list[str]
+    label_quality: np.ndarray
+    suggestion_confidence: np.ndarray
+    flags: dict[str, np.ndarray]
+    """(n,) bool per issue type: "label", "near_duplicate", "outlier" (in that order)."""
+    findings: dict[str, Any]
+    is_issue: np.ndarray = field(init=False)
+    """(n,) bool: any flag."""
+    rank: np.ndarray = field(init=False)
+    """(n,) int64: 1 = lowest label quality; ties by item id, so the order is reproducible."""
+    counts: dict[str, int] = field(init=False)
+    """Flagged items per issue type."""
+
+    def __post_init__(self) -> None:
+        flags = self.flags
+        self.is_issue = flags["label"] | flags["near_duplicate"] | flags["outlier"]
+        order = np.lexsort((self.item_ids, self.label_quality))
+        self.rank = np.empty(len(self.item_ids), dtype=np.int64)
+        self.rank[order] = np.arange(1, len(self.item_ids) + 1)
+        self.counts = {str(kind): int(flag.sum()) for kind, flag in flags.items()}
+
+
+def judge(
+    *,
+    item_ids: np.ndarray,
+    given: list[str],
+    classes: list[str],
+    oof: np.ndarray,
+    texts: Sequence[str],
+    near_duplicate_threshold: float,
+    outlier_share: float,
+    reviewed: np.ndarray,
+    num_perm: int,
+    max_listed_groups: int,
+    max_listed_outliers: int,
+) -> Judged:
+    """Judge every given label against out-of-fold probabilities and report on the dataset.
+
+    item_ids (n,) int64, given the n labels, classes the columns of oof (n, K) in order, texts
+    the items' texts (for near-duplicates), reviewed (n,) bool: a reviewer decided the label.
+    Findings list at most max_listed_groups duplicate groups and max_listed_outliers outliers;
+    the flags cover every item.
+    """
+    codes = label_codes(given, classes)
+    found = find_label_issues(codes, oof)
+    joint = noise_matrix(codes, oof)
+    pairs = confused_pairs(joint, len(codes))
+    imbalance = class_imbalance(np.bincount(codes, minlength=len(classes)))
+    scores = outlier_scores(codes, oof)
+    outlying = outliers(scores, share=outlier_share)
+    groups = near_duplicate_groups(texts, threshold=near_duplicate_threshold, num_perm=num_perm)
+    in_group = _members(groups, len(codes))
+    is_outlier = np.zeros(len(codes), dtype=bool)
+    is_outlier[outlying] = True
+    findings = {
+        "reviews": _review_finding(found, reviewed),
+        "class_imbalance": _imbalance_finding(imbalance, classes),
+        "noise_matrix": _noise_finding(joint, pairs, classes),
+        "near_duplicate_groups": _near_duplicate_finding(
+            groups, in_group, item_ids, given, max_listed=max_listed_groups
+        ),
+        "outliers": _outlier_finding(outlying, scores, item_ids, max_listed=max_listed_outliers),
+    }
+    return Judged(
+        item_ids=item_ids,
+        given=given,
+        suggested=[classes[k] for k in found.suggested],
+        label_quality=found.label_quality,
+        suggestion_confidence=oof[np.arange(len(codes)), found.suggested],
+        flags={
+            # A reviewer's decision is the final word on a label: the model's doubt about it
+            # is counted (in findings["reviews"]), not flagged again.
+            "label": found.is_issue & ~reviewed,
+            "near_duplicate": in_group,
+            "outlier": is_outlier,
+        },
+        findings=findings,
+    )
+
+
+def label_codes(labels: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """(n,) int64 position of each label in classes (every label must be one of them)."""
+    index = {label: k for k, label in enumerate(classes)}
+    return np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
+
+
+def _members(groups: list[DuplicateGroup], n: int) -> np.ndarray:
+    """(n,) bool: the item belongs to some group."""
+    in_group = np.zeros(n, dtype=bool)
+    for group in groups:
+        in_group[group.members] = True
+    return in_group
+
+
+def _finite(value: float) -> float | None:
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
+def _review_finding(found: LabelIssues, reviewed: np.ndarray) -> dict[str, int]:
+    doubted_but_reviewed = found.is_issue & reviewed
+    return {
+        "reviewed_items": int(reviewed.sum()),
+        "doubted_but_reviewed": int(doubted_but_reviewed.sum()),
+    }
+
+
+def _imbalance_finding(imbalance: ImbalanceFinding, classes: list[str]) -> dict[str, Any]:
+    return {
+        "imbalanced": imbalance.imbalanced,
+        "ratio": _finite(imbalance.ratio),
+        "labels": [
+            {"label": classes[k], "count": int(c), "share": round(float(s), 4)}
+            for k, (c, s) in enumerate(zip(imbalance.counts, imbalance.shares, strict=True))
+        ],
+        "minority": [classes[k] for k in imbalance.minority],
+    }
+
+
+def _noise_finding(
+    joint: np.ndarray, pairs: list[ConfusedPair], classes: list[str]
+) -> dict[str, Any]:
+    return {
+        "labels": classes,
+        "joint": [[round(float(v), 5) for v in row] for row in joint],
+        "confused_pairs": [
+            {
+                "given": classes[pair.given],
+                "suggested": classes[pair.suggested],
+                "share": round(pair.share, 5),
+                "estimated_count": pair.estimated_count,
+            }
+            for pair in pairs
+        ],
+    }
+
+
+def _near_duplicate_finding(
+    groups: list[DuplicateGroup],
+    in_group: np.ndarray,
+    item_ids: np.ndarray,
+    given: list[str],
+    *,
+    max_listed: int,
+) -> dict[str, Any]:
+    return {
+        "n_groups": len(groups),
+        "n_items": int(in_group.sum()),
+        "groups": [
+            {
+                "item_ids": [int(item_ids[m]) for m in group.members],
+                # The same words: ingest refuses texts equal up to case and spacing, so here
+                # exact means equal up to punctuation too.
+                "exact": group.exact or group.min_similarity >= 1.0,
+                "min_similarity": round(group.min_similarity, 4),
+                "labels": sorted({given[m] for m in group.members}),
+                "conflicting_labels": len({given[m] for m in group.members}) > 1,
+            }
+            for group in groups[:max_listed]
+        ],
+    }
+
+
+def _outlier_finding(
+    outlying: np.ndarray, scores: np.ndarray, item_ids: np.ndarray, *, max_listed: int
+) -> dict[str, Any]:
+    return {
+        "n_items": len(outlying),
+        "items": [
+            {"item_id": int(item_ids[k]), "score": round(float(scores[k]), 5)}
+            for k in outlying[:max_listed]
+        ],
+    }

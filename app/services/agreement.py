@@ -5,6 +5,7 @@ import numpy as np
 from sqlmodel import Session
 
 from app.ml import agreement as stats
+from app.ml import agreement_causes as causes
 from app.models.project import Project
 from app.models.quality import (
     AgreementReport,
@@ -239,90 +240,95 @@ def _warnings(
 def _causes(
     report: AgreementReport, loaded: ProjectVotes, counts: np.ndarray
 ) -> list[AgreementWarning]:
-    causes: list[AgreementWarning] = []
-    coincidences = stats.coincidence_matrix(counts)
-    between = np.triu(coincidences + coincidences.T, k=1)
-    total = between.sum()
-    order = np.argsort(-between, axis=None)[:TOP_PAIRS]
-    confused = [
-        (loaded.labels[a], loaded.labels[b], a, b)
-        for a, b in zip(*np.unravel_index(order, between.shape), strict=True)
-        if between[a, b] > 0
-    ]
-    pairs = [
-        {
-            "labels": [first, second],
-            "disagreements": round(float(between[a, b]), 2),
-            "share_of_disagreement": round(float(between[a, b] / total), 4),
-        }
-        for first, second, a, b in confused
-    ]
-    if pairs:
-        names = "; ".join(f"{first} vs {second}" for first, second, _, _ in confused)
-        causes.append(
-            AgreementWarning(
-                code="confused_labels",
-                message=f"Ambiguous categories: annotators most often split between {names}. "
-                "Sharpen the definitions of these labels and add contrasting examples.",
-                evidence={"pairs": pairs},
-            )
-        )
-    disagreement = stats.item_disagreement(counts)
-    scored = np.where(np.isnan(disagreement), -1.0, disagreement)
-    order_items = np.lexsort((-counts.sum(axis=1), -scored))[:TOP_ITEMS]
-    disputed = [
-        {
-            "item_id": int(loaded.item_ids[code]),
-            "disagreement": round(float(disagreement[code]), 4),
-            "votes": {
-                loaded.labels[label]: int(counts[code, label])
-                for label in np.flatnonzero(counts[code])
-            },
-        }
-        for code in order_items
-        if scored[code] > 0
-    ]
-    if disputed:
-        causes.append(
-            AgreementWarning(
-                code="disputed_items",
-                message="These items split their annotators the most: they are the edge cases "
-                "the guidelines are missing. Decide them (POST .../reviews) and add them to "
-                "the guidelines as examples.",
-                evidence={"items": disputed},
-            )
-        )
-    comparable = [
-        a
-        for a in report.per_annotator
-        if a.agreement_with_others is not None and a.n_compared >= MIN_COMPARED
-    ]
-    if len(comparable) >= 3:
-        median = float(np.median([a.agreement_with_others for a in comparable]))
-        below = [
-            a
-            for a in comparable
-            if a.agreement_with_others is not None
-            and a.agreement_with_others < median - BELOW_OTHERS_MARGIN
-        ]
-        if below:
-            causes.append(
-                AgreementWarning(
-                    code="annotators_below_others",
-                    message=f"{', '.join(a.annotator for a in below)} agree with the others "
-                    f"far less than the median annotator ({median:.0%}): they may need "
-                    "training on the guidelines.",
-                    evidence={
-                        "median_agreement_with_others": round(median, 4),
-                        "annotators": [
-                            {
-                                "annotator": a.annotator,
-                                "agreement_with_others": a.agreement_with_others,
-                                "n_compared": a.n_compared,
-                            }
-                            for a in below
-                        ],
+    """The likely causes of agreement below the threshold, each a warning when it has evidence:
+    ambiguous label pairs, disputed items, annotators far below the others."""
+    found = (
+        _confused_labels_warning(loaded, counts),
+        _disputed_items_warning(loaded, counts),
+        _annotators_below_others_warning(report),
+    )
+    return [warning for warning in found if warning is not None]
+
+
+def _confused_labels_warning(loaded: ProjectVotes, counts: np.ndarray) -> AgreementWarning | None:
+    pairs = causes.confused_label_pairs(counts, top=TOP_PAIRS)
+    if not pairs:
+        return None
+    names = "; ".join(f"{loaded.labels[p.first]} vs {loaded.labels[p.second]}" for p in pairs)
+    return AgreementWarning(
+        code="confused_labels",
+        message=f"Ambiguous categories: annotators most often split between {names}. "
+        "Sharpen the definitions of these labels and add contrasting examples.",
+        evidence={
+            "pairs": [
+                {
+                    "labels": [loaded.labels[pair.first], loaded.labels[pair.second]],
+                    "disagreements": round(pair.disagreements, 2),
+                    "share_of_disagreement": round(pair.share, 4),
+                }
+                for pair in pairs
+            ]
+        },
+    )
+
+
+def _disputed_items_warning(loaded: ProjectVotes, counts: np.ndarray) -> AgreementWarning | None:
+    disputed = causes.most_disputed_items(counts, top=TOP_ITEMS)
+    if not disputed:
+        return None
+    return AgreementWarning(
+        code="disputed_items",
+        message="These items split their annotators the most: they are the edge cases "
+        "the guidelines are missing. Decide them (POST .../reviews) and add them to "
+        "the guidelines as examples.",
+        evidence={
+            "items": [
+                {
+                    "item_id": int(loaded.item_ids[code]),
+                    "disagreement": round(disagreement, 4),
+                    "votes": {
+                        loaded.labels[label]: int(counts[code, label])
+                        for label in np.flatnonzero(counts[code])
                     },
-                )
-            )
-    return causes
+                }
+                for code, disagreement in disputed
+            ]
+        },
+    )
+
+
+def _annotators_below_others_warning(report: AgreementReport) -> AgreementWarning | None:
+    """Judged on the report's own (rounded) figures, so the evidence shows what was compared."""
+    annotators = report.per_annotator
+    found = causes.annotators_below_others(
+        np.array(
+            [
+                np.nan if a.agreement_with_others is None else a.agreement_with_others
+                for a in annotators
+            ],
+            dtype=np.float64,
+        ),
+        np.array([a.n_compared for a in annotators], dtype=np.int64),
+        min_compared=MIN_COMPARED,
+        margin=BELOW_OTHERS_MARGIN,
+    )
+    if found is None or not found.annotators.size:
+        return None
+    below = [annotators[code] for code in found.annotators]
+    return AgreementWarning(
+        code="annotators_below_others",
+        message=f"{', '.join(a.annotator for a in below)} agree with the others "
+        f"far less than the median annotator ({found.median:.0%}): they may need "
+        "training on the guidelines.",
+        evidence={
+            "median_agreement_with_others": round(found.median, 4),
+            "annotators": [
+                {
+                    "annotator": a.annotator,
+                    "agreement_with_others": a.agreement_with_others,
+                    "n_compared": a.n_compared,
+                }
+                for a in below
+            ],
+        },
+    )

@@ -146,43 +146,41 @@ def _out_of_fold_probabilities(
 ) -> np.ndarray:
     """(items, labels) held-out probabilities in the project's label order: the version's
     out-of-fold rows for items it trained on, its predictions for the rest (which it never
-    saw); columns of labels the model does not know get a small floor before renormalising."""
-    n_labels = len(loaded.labels)
-    column = {label: i for i, label in enumerate(loaded.labels)}
-    model_columns = [column.get(label, -1) for label in version.labels]
-    raw = np.full((len(loaded.item_ids), len(version.labels)), np.nan, dtype=np.float64)
-    position = {int(item_id): code for code, item_id in enumerate(loaded.item_ids)}
+    saw); columns of labels the model does not know get a small floor before renormalising
+    (`ml.consensus.label_columns`)."""
+    n_columns = len(version.labels)
     oof = registry.load_oof_probabilities(session, version)
-    for row, item_id in enumerate(version.train_item_ids):
-        code = position.get(item_id)
-        if code is not None:
-            raw[code] = oof[row]
-    unseen = [int(loaded.item_ids[c]) for c in np.flatnonzero(np.isnan(raw[:, 0]))]
-    if unseen:
-        algorithm = get_algorithm(version.algorithm)
-        pipeline = registry.load_version(database, version)
-        for start in range(0, len(unseen), WRITE_CHUNK):
-            rows = session.exec(
-                select(Item.id, Item.text, Item.data).where(
-                    col(Item.id).in_(unseen[start : start + WRITE_CHUNK])
-                )
-            ).all()
-            ids, inputs = registry.version_inputs(
-                algorithm, [(i, str(t), dict(d)) for i, t, d in rows if i is not None]
+    raw = methods.rows_by_item(loaded.item_ids, version.train_item_ids, oof, n_columns=n_columns)
+    unseen = np.flatnonzero(np.isnan(raw[:, 0]))
+    if unseen.size:
+        unseen_ids = loaded.item_ids[unseen]
+        ids, predicted = _predictions(session, database, version, unseen_ids.tolist())
+        raw[unseen] = methods.rows_by_item(unseen_ids, ids, predicted, n_columns=n_columns)
+    return methods.label_columns(raw, model_labels=version.labels, labels=loaded.labels)
+
+
+def _predictions(
+    session: Session, database: Database, version: ModelVersion, item_ids: list[int]
+) -> tuple[list[int], np.ndarray]:
+    """The version's probabilities (model label order) for the items it can read, with their
+    ids; items without the features it needs are left out."""
+    algorithm = get_algorithm(version.algorithm)
+    pipeline = registry.load_version(database, version)
+    predicted_ids: list[int] = []
+    predicted: list[np.ndarray] = [np.empty((0, len(version.labels)))]
+    for start in range(0, len(item_ids), WRITE_CHUNK):
+        rows = session.exec(
+            select(Item.id, Item.text, Item.data).where(
+                col(Item.id).in_(item_ids[start : start + WRITE_CHUNK])
             )
-            if ids:
-                predicted = predict_probabilities(pipeline, inputs, len(version.labels))
-                for item_id, probabilities in zip(ids, predicted, strict=True):
-                    raw[position[item_id]] = probabilities
-    probabilities = np.zeros((len(loaded.item_ids), n_labels), dtype=np.float64)
-    known = [(m, p) for m, p in enumerate(model_columns) if p >= 0]
-    for model_column, project_column in known:
-        probabilities[:, project_column] = raw[:, model_column]
-    # Items the model cannot read (no features) carry no evidence: a uniform row.
-    probabilities[np.isnan(probabilities).any(axis=1)] = 1.0 / n_labels
-    probabilities = np.maximum(probabilities, 1e-6)
-    normalized: np.ndarray = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return normalized
+        ).all()
+        ids, inputs = registry.version_inputs(
+            algorithm, [(i, str(t), dict(d)) for i, t, d in rows if i is not None]
+        )
+        if ids:
+            predicted_ids.extend(ids)
+            predicted.append(predict_probabilities(pipeline, inputs, len(version.labels)))
+    return predicted_ids, np.concatenate(predicted)
 
 
 def consensus_page(computed: Computed, page: PageRequest, *, required: int) -> ConsensusPage:

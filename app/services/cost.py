@@ -1,14 +1,15 @@
 """The labeling-cost report: what people were paid per tier, what one usable label cost, where
 the answers went, and what auto-accepts and active learning saved."""
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping
-from statistics import fmean
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
+from app.ml import cost as pricing
 from app.models.annotation import Annotation
 from app.models.base import HUMAN_RESOLUTIONS, ItemStatus
 from app.models.cost import (
@@ -17,29 +18,24 @@ from app.models.cost import (
     AnswerSpend,
     AutoAcceptSavings,
     CostReport,
-    PriceBasis,
     TierSpend,
 )
 from app.models.item import Item
+from app.models.job import Job
 from app.models.project import Project
 from app.services import active_learning
-from app.services.stats import PAID_SOURCE, cost_lines, tiers_by_name, unit_price
+from app.services.stats import PAID_SOURCE, tiers_by_name
 
 MODEL_RESOLUTION = "model"
-CATEGORIES = ("abstains", "replaced", "useful", "disagreement", "unresolved")
-WASTE = ("abstains", "replaced", "disagreement")
 # Annotator names quoted in the unpriced warning; the rest are counted.
 NAMES_SHOWN = 5
-
-
-def _money(amount: float) -> float:
-    return round(amount, 6)
 
 
 def answer_category(
     *, abstain: bool, is_current: bool, resolved_by: str | None, status: str
 ) -> str:
-    """Where one paid answer went; the first rule that applies wins."""
+    """Where one paid answer went (one of `ml.cost.CATEGORIES`); the first rule that applies
+    wins."""
     if abstain:
         return "abstains"
     if not is_current:
@@ -52,12 +48,79 @@ def answer_category(
 
 
 def cost_report(session: Session, *, project: Project) -> CostReport:
+    """The reads happen here, the arithmetic in `ml.cost`, so it is tested on plain counts."""
     pid = project.id
     assert pid is not None
     prices = project.cost_per_label
     tiers = tiers_by_name(session)
+    tally = pricing.tally_answers(
+        _paid_answers(session, project_id=pid), tiers=tiers, cost_per_label=prices
+    )
+    tier_prices = pricing.price_tiers(tally.by_tier, cost_per_label=prices)
+    totals = pricing.spend_totals(tier_prices)
+    resolved = _resolved_items(session, project_id=pid)
+    price = pricing.human_price(
+        priced_spend=tally.priced_spend,
+        priced_answers=totals.priced,
+        cost_per_label=prices,
+        annotators_per_item=project.annotators_per_item,
+    )
+    unpaid_usable = _usable_without_paid_answers(session, project_id=pid) if resolved.usable else 0
+    return CostReport(
+        project_id=pid,
+        annotators_per_item=project.annotators_per_item,
+        tiers=[
+            TierSpend(tier=t.tier, answers=t.answers, unit_price=t.unit_price, spend=t.spend)
+            for t in tier_prices
+        ],
+        paid_answers=totals.paid,
+        priced_answers=totals.priced,
+        unpriced_answers=totals.unpriced,
+        total_spend=totals.total_spend,
+        usable_labels=resolved.usable,
+        cost_per_usable_label=pricing.money(totals.total_spend / resolved.usable)
+        if resolved.usable
+        else None,
+        answers=_answer_breakdown(tally),
+        wasted_answers=tally.wasted_answers,
+        wasted_spend=tally.wasted_spend,
+        human_price_per_answer=_money_or_none(price.per_answer),
+        human_price_per_item=_money_or_none(price.per_item),
+        human_price_basis=price.basis,
+        auto_accept=AutoAcceptSavings(
+            items=resolved.auto_accepted,
+            in_human_review=resolved.auto_in_review,
+            savings=pricing.priced(resolved.auto_accepted, price.per_item),
+        ),
+        active_learning=_active_learning_savings(session, project=project, per_item=price.per_item),
+        warnings=_warnings(
+            project,
+            tally=tally,
+            totals=totals,
+            price=price,
+            usable=resolved.usable,
+            unpaid_usable=unpaid_usable,
+        ),
+    )
 
-    # (annotator, category) -> paid answers, from one grouped read of plain columns.
+
+def _answer_breakdown(tally: pricing.AnswerTally) -> AnswerBreakdown:
+    return AnswerBreakdown(
+        **{
+            name: AnswerSpend(
+                answers=tally.answers[name], spend=pricing.money(tally.spend_on(name))
+            )
+            for name in pricing.CATEGORIES
+        }
+    )
+
+
+def _money_or_none(amount: float | None) -> float | None:
+    return pricing.money(amount) if amount is not None else None
+
+
+def _paid_answers(session: Session, *, project_id: int) -> Counter[tuple[str, str]]:
+    """(annotator, category) -> paid answers, from one grouped read of plain columns."""
     answered: Counter[tuple[str, str]] = Counter()
     for annotator, abstain, is_current, resolved_by, status, n in session.execute(
         sa.select(
@@ -69,7 +132,7 @@ def cost_report(session: Session, *, project: Project) -> CostReport:
             func.count(),
         )
         .join(Item, col(Item.id) == col(Annotation.item_id))
-        .where(col(Annotation.project_id) == pid, col(Annotation.source) == PAID_SOURCE)
+        .where(col(Annotation.project_id) == project_id, col(Annotation.source) == PAID_SOURCE)
         .group_by(
             col(Annotation.annotator),
             col(Annotation.abstain),
@@ -85,101 +148,63 @@ def cost_report(session: Session, *, project: Project) -> CostReport:
             status=status,
         )
         answered[annotator, category] += n
+    return answered
 
-    by_tier: dict[str | None, int] = defaultdict(int)
-    category_answers: Counter[str] = Counter()
-    category_spend: dict[str, float] = defaultdict(float)
-    unpriced_names: dict[str | None, set[str]] = defaultdict(set)
-    for (annotator, category), n in answered.items():
-        tier = tiers.get(annotator)
-        by_tier[tier] += n
-        category_answers[category] += n
-        unit = unit_price(prices, tier)
-        if unit is None:
-            unpriced_names[tier].add(annotator)
-        else:
-            category_spend[category] += unit * n
 
-    lines = [
-        TierSpend(
-            tier=line.tier,
-            answers=line.annotations,
-            unit_price=line.unit_cost,
-            spend=line.cost if line.unit_cost is not None else None,
-        )
-        for line in cost_lines(by_tier, cost_per_label=prices)
-    ]
-    paid = sum(line.answers for line in lines)
-    priced = sum(line.answers for line in lines if line.unit_price is not None)
-    unpriced = paid - priced
-    spend = sum(category_spend.values())
-    total_spend = _money(sum(line.spend or 0.0 for line in lines))
+@dataclass(frozen=True)
+class _ResolvedItems:
+    usable: int
+    """Items whose label people decided (review or consensus)."""
+    auto_accepted: int
+    """Items labeled by an auto-accepted prediction that no human is asked to answer."""
+    auto_in_review: int
+    """Items with an auto-accepted label that humans are answering anyway."""
 
-    resolutions = _items_by_resolution(session, project_id=pid)
-    usable = sum(n for (by, _), n in resolutions.items() if by in HUMAN_RESOLUTIONS)
+
+def _resolved_items(session: Session, *, project_id: int) -> _ResolvedItems:
+    resolutions = _items_by_resolution(session, project_id=project_id)
     auto_accepted = resolutions.get((MODEL_RESOLUTION, ItemStatus.labeled.value), 0)
-    auto_in_review = sum(n for (by, _), n in resolutions.items() if by == MODEL_RESOLUTION)
-    auto_in_review -= auto_accepted
+    return _ResolvedItems(
+        usable=sum(n for (by, _), n in resolutions.items() if by in HUMAN_RESOLUTIONS),
+        auto_accepted=auto_accepted,
+        auto_in_review=sum(n for (by, _), n in resolutions.items() if by == MODEL_RESOLUTION)
+        - auto_accepted,
+    )
 
+
+def _warnings(
+    project: Project,
+    *,
+    tally: pricing.AnswerTally,
+    totals: pricing.SpendTotals,
+    price: pricing.HumanPrice,
+    usable: int,
+    unpaid_usable: int,
+) -> list[str]:
+    """What makes the amounts lower bounds or estimates, in plain language."""
     warnings: list[str] = []
-    if unpriced:
-        warnings.append(_unpriced_warning(unpriced, paid, unpriced_names))
-
-    per_answer: float | None = None
-    basis: PriceBasis | None = None
-    if priced:
-        per_answer, basis = spend / priced, "paid_average"
-    elif prices:
-        per_answer, basis = fmean(prices.values()), "price_list_mean"
+    if totals.unpriced:
+        warnings.append(_unpriced_warning(totals.unpriced, totals.paid, tally.unpriced_names))
+    if price.basis == "price_list_mean":
+        assert price.per_answer is not None
         warnings.append(
             "No human answer is priced yet, so the savings use the mean of cost_per_label "
-            f"({_money(per_answer)} per answer) x annotators_per_item "
+            f"({pricing.money(price.per_answer)} per answer) x annotators_per_item "
             f"({project.annotators_per_item}) as the price of an item labeled by people."
         )
-    else:
+    elif price.basis is None:
         warnings.append(
             "The project has no cost_per_label: nothing is priced, so there is no spend and no "
             "savings amount. Set a price per workforce tier (PATCH the project) and give the "
             "annotators' keys that tier."
         )
-    per_item = per_answer * project.annotators_per_item if per_answer is not None else None
-
-    unpaid_usable = _usable_without_paid_answers(session, project_id=pid) if usable else 0
     if unpaid_usable:
         warnings.append(
             f"{unpaid_usable} of the {usable} usable labels have no paid human answer (settled "
             "by imported answers or by a review alone); cost_per_usable_label spreads the spend "
             "over them too."
         )
-
-    breakdown = {
-        name: AnswerSpend(answers=category_answers[name], spend=_money(category_spend[name]))
-        for name in CATEGORIES
-    }
-    return CostReport(
-        project_id=pid,
-        annotators_per_item=project.annotators_per_item,
-        tiers=lines,
-        paid_answers=paid,
-        priced_answers=priced,
-        unpriced_answers=unpriced,
-        total_spend=total_spend,
-        usable_labels=usable,
-        cost_per_usable_label=_money(total_spend / usable) if usable else None,
-        answers=AnswerBreakdown(**breakdown),
-        wasted_answers=sum(category_answers[name] for name in WASTE),
-        wasted_spend=_money(sum(category_spend[name] for name in WASTE)),
-        human_price_per_answer=_money(per_answer) if per_answer is not None else None,
-        human_price_per_item=_money(per_item) if per_item is not None else None,
-        human_price_basis=basis,
-        auto_accept=AutoAcceptSavings(
-            items=auto_accepted,
-            in_human_review=auto_in_review,
-            savings=_money(auto_accepted * per_item) if per_item is not None else None,
-        ),
-        active_learning=_active_learning_savings(session, project=project, per_item=per_item),
-        warnings=warnings,
-    )
+    return warnings
 
 
 def _items_by_resolution(session: Session, *, project_id: int) -> dict[tuple[str, str], int]:
@@ -248,52 +273,65 @@ def _active_learning_savings(
             f"/v1/projects/{project.id}/active-learning/simulations replays its labels and "
             "measures how many a strategy saves against random.",
         )
+    return _simulation_savings(job, per_item=per_item)
+
+
+def _simulation_savings(job: Job, *, per_item: float | None) -> ActiveLearningSavings:
+    """The saving a simulation job measured (its result as stored), priced per item."""
     result: dict[str, Any] = job.result or {}
-    baseline = str(result.get("baseline", active_learning.BASELINE))
-    needed: dict[str, int | None] = result.get("labels_needed") or {}
     target = result.get("target_accuracy")
     at_labels = result.get("at_labels")
-    random_labels = needed.get(baseline)
-    reached = [(n, s) for s, n in needed.items() if s != baseline and n is not None]
-    best_labels, best = min(reached, key=lambda r: r[0]) if reached else (None, None)
+    saving = pricing.labels_saved(
+        result.get("labels_needed") or {},
+        baseline=str(result.get("baseline", active_learning.BASELINE)),
+        target=target,
+    )
     where = f"In the latest simulation (job {job.id}, {result.get('n_items')} labeled items)"
-
-    saved: int | None = None
-    if target is None or random_labels is None:
-        note = f"{where} random had no accuracy to compare against; nothing to price."
-    elif best_labels is None:
-        saved = 0
-        note = (
-            f"{where} no strategy reached random's accuracy at {at_labels} labels "
-            f"({target:.3f}) within its budget: active learning saved nothing."
-        )
-    elif best_labels >= random_labels:
-        saved = 0
-        note = (
-            f"{where} no strategy beat random: the best ({best}) needed {best_labels} labels "
-            f"to reach random's accuracy ({target:.3f}), random {random_labels}."
-        )
-    else:
-        saved = random_labels - best_labels
-        note = (
-            f"{where} {best} reached random's accuracy ({target:.3f}) with {best_labels} "
-            f"labels instead of {random_labels}: {saved} labels saved"
-        )
-        note += (
-            f", priced at {_money(per_item)} per item labeled by people."
-            if per_item is not None
-            else "; the project has no prices, so the saving has no amount."
-        )
     return ActiveLearningSavings(
         job_id=job.id,
         finished_at=job.finished_at,
         at_labels=at_labels,
         target_accuracy=target,
-        best_strategy=best,
-        random_labels=random_labels,
-        best_labels=best_labels,
-        labels_saved=saved,
-        saved_share=(saved / random_labels) if saved is not None and random_labels else None,
-        savings=_money(saved * per_item) if saved is not None and per_item is not None else None,
-        note=note,
+        best_strategy=saving.best_strategy,
+        random_labels=saving.random_labels,
+        best_labels=saving.best_labels,
+        labels_saved=saving.saved,
+        saved_share=saving.share,
+        savings=pricing.priced(saving.saved, per_item),
+        note=_saving_note(
+            saving, where=where, target=target, at_labels=at_labels, per_item=per_item
+        ),
+    )
+
+
+def _saving_note(
+    saving: pricing.LabelSaving,
+    *,
+    where: str,
+    target: float | None,
+    at_labels: int | None,
+    per_item: float | None,
+) -> str:
+    if saving.outcome == "nothing_to_compare":
+        return f"{where} random had no accuracy to compare against; nothing to price."
+    if saving.outcome == "none_reached":
+        return (
+            f"{where} no strategy reached random's accuracy at {at_labels} labels "
+            f"({target:.3f}) within its budget: active learning saved nothing."
+        )
+    if saving.outcome == "not_beaten":
+        return (
+            f"{where} no strategy beat random: the best ({saving.best_strategy}) needed "
+            f"{saving.best_labels} labels to reach random's accuracy ({target:.3f}), random "
+            f"{saving.random_labels}."
+        )
+    note = (
+        f"{where} {saving.best_strategy} reached random's accuracy ({target:.3f}) with "
+        f"{saving.best_labels} labels instead of {saving.random_labels}: {saving.saved} labels "
+        "saved"
+    )
+    return note + (
+        f", priced at {pricing.money(per_item)} per item labeled by people."
+        if per_item is not None
+        else "; the project has no prices, so the saving has no amount."
     )

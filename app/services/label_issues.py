@@ -22,7 +22,7 @@ from sqlmodel import Session, col, func, select
 
 from app.errors import Conflict, NotFound
 from app.jobs.context import JobContext, JobRunner
-from app.ml import duplicates, label_issues
+from app.ml import label_issues
 from app.ml.thresholds import wilson_interval
 from app.models.base import utcnow
 from app.models.item import Item
@@ -241,33 +241,8 @@ def _texts(session: Session, item_ids: list[int], training_set: Any, input_kind:
     return [by_id.get(item_id, "") for item_id in item_ids]
 
 
-class _Judged:
-    """Everything the report decided about its items, in training-set order."""
-
-    def __init__(
-        self,
-        *,
-        item_ids: np.ndarray,
-        given: list[str],
-        suggested: list[str],
-        label_quality: np.ndarray,
-        suggestion_confidence: np.ndarray,
-        flags: dict[IssueType, np.ndarray],
-        findings: dict[str, Any],
-    ) -> None:
-        self.item_ids = item_ids
-        self.given = given
-        self.suggested = suggested
-        self.label_quality = label_quality
-        self.suggestion_confidence = suggestion_confidence
-        self.flags = flags
-        self.is_issue = flags["label"] | flags["near_duplicate"] | flags["outlier"]
-        # Rank 1 = lowest label quality; ties by item id, so the order is reproducible.
-        order = np.lexsort((item_ids, label_quality))
-        self.rank = np.empty(len(item_ids), dtype=np.int64)
-        self.rank[order] = np.arange(1, len(item_ids) + 1)
-        self.counts: dict[str, int] = {str(kind): int(flags[kind].sum()) for kind in ISSUE_TYPES}
-        self.findings = findings
+# The report's judgement, computed on arrays by `ml.label_issues`.
+_Judged = label_issues.Judged
 
 
 def _judge(
@@ -281,90 +256,20 @@ def _judge(
     outlier_share: float,
     reviewed: np.ndarray,
 ) -> _Judged:
-    index = {label: k for k, label in enumerate(classes)}
-    codes = np.fromiter((index[label] for label in given), dtype=np.int64, count=len(given))
-    found = label_issues.find_label_issues(codes, oof)
-    joint = label_issues.noise_matrix(codes, oof)
-    pairs = label_issues.confused_pairs(joint, len(codes))
-    imbalance = label_issues.class_imbalance(np.bincount(codes, minlength=len(classes)))
-    scores = label_issues.outlier_scores(codes, oof)
-    outlying = label_issues.outliers(scores, share=outlier_share)
-    groups = duplicates.near_duplicate_groups(
-        texts, threshold=near_duplicate_threshold, num_perm=NUM_PERM
-    )
-
-    in_group = np.zeros(len(codes), dtype=bool)
-    for group in groups:
-        in_group[group.members] = True
-    is_outlier = np.zeros(len(codes), dtype=bool)
-    is_outlier[outlying] = True
-    suggested_codes = found.suggested
-    # A reviewer's decision is the final word on a label: the model's doubt about it is
-    # counted, not flagged again.
-    doubted_but_reviewed = found.is_issue & reviewed
-    findings = {
-        "reviews": {
-            "reviewed_items": int(reviewed.sum()),
-            "doubted_but_reviewed": int(doubted_but_reviewed.sum()),
-        },
-        "class_imbalance": {
-            "imbalanced": imbalance.imbalanced,
-            "ratio": _finite(imbalance.ratio),
-            "labels": [
-                {"label": classes[k], "count": int(c), "share": round(float(s), 4)}
-                for k, (c, s) in enumerate(zip(imbalance.counts, imbalance.shares, strict=True))
-            ],
-            "minority": [classes[k] for k in imbalance.minority],
-        },
-        "noise_matrix": {
-            "labels": classes,
-            "joint": [[round(float(v), 5) for v in row] for row in joint],
-            "confused_pairs": [
-                {
-                    "given": classes[pair.given],
-                    "suggested": classes[pair.suggested],
-                    "share": round(pair.share, 5),
-                    "estimated_count": pair.estimated_count,
-                }
-                for pair in pairs
-            ],
-        },
-        "near_duplicate_groups": {
-            "n_groups": len(groups),
-            "n_items": int(in_group.sum()),
-            "groups": [
-                {
-                    "item_ids": [int(item_ids[m]) for m in group.members],
-                    # The same words: ingest refuses texts equal up to case and spacing, so
-                    # here exact means equal up to punctuation too.
-                    "exact": group.exact or group.min_similarity >= 1.0,
-                    "min_similarity": round(group.min_similarity, 4),
-                    "labels": sorted({given[m] for m in group.members}),
-                    "conflicting_labels": len({given[m] for m in group.members}) > 1,
-                }
-                for group in groups[:MAX_LISTED_GROUPS]
-            ],
-        },
-        "outliers": {
-            "n_items": len(outlying),
-            "items": [
-                {"item_id": int(item_ids[k]), "score": round(float(scores[k]), 5)}
-                for k in outlying[:MAX_LISTED_OUTLIERS]
-            ],
-        },
-    }
-    return _Judged(
+    """`ml.label_issues.judge` with this service's fixed settings (recorded in each report's
+    params by start_report)."""
+    return label_issues.judge(
         item_ids=item_ids,
         given=given,
-        suggested=[classes[k] for k in suggested_codes],
-        label_quality=found.label_quality,
-        suggestion_confidence=oof[np.arange(len(codes)), suggested_codes],
-        flags={
-            "label": found.is_issue & ~reviewed,
-            "near_duplicate": in_group,
-            "outlier": is_outlier,
-        },
-        findings=findings,
+        classes=classes,
+        oof=oof,
+        texts=texts,
+        near_duplicate_threshold=near_duplicate_threshold,
+        outlier_share=outlier_share,
+        reviewed=reviewed,
+        num_perm=NUM_PERM,
+        max_listed_groups=MAX_LISTED_GROUPS,
+        max_listed_outliers=MAX_LISTED_OUTLIERS,
     )
 
 
@@ -376,10 +281,6 @@ def _reviewed(session: Session, *, project_id: int) -> set[int]:
             )
         )
     )
-
-
-def _finite(value: float) -> float | None:
-    return round(float(value), 4) if np.isfinite(value) else None
 
 
 def _snapshot_hash(item_ids: list[int], labels: list[str]) -> str:

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy import case
 from sqlmodel import Session, col, func, select
 
+from app.ml.cost import price_tiers
 from app.models.annotation import Annotation
 from app.models.api_key import ApiKey
 from app.models.base import AnnotationSource, ItemSource, ItemStatus
@@ -246,23 +247,17 @@ def _counts(rows: Iterable[tuple[str | None, int]]) -> dict[str, int]:
     return {label: n for label, n in rows if label is not None}
 
 
-def unit_price(cost_per_label: Mapping[str, float], tier: str | None) -> float | None:
-    """The price of one answer by an annotator of this tier; None when it has no price."""
-    return cost_per_label.get(tier) if tier is not None else None
-
-
 def cost_lines(
     answers_by_tier: Mapping[str | None, int], *, cost_per_label: Mapping[str, float]
 ) -> list[CostLine]:
-    """Paid answers priced per tier (by name, keys without a tier last). An unpriced tier has
-    unit_cost None and cost 0; callers must say so."""
-    lines = []
-    for tier, n in sorted(answers_by_tier.items(), key=lambda kv: (kv[0] is None, kv[0] or "")):
-        unit = unit_price(cost_per_label, tier)
-        lines.append(
-            CostLine(tier=tier, annotations=n, unit_cost=unit, cost=round((unit or 0.0) * n, 6))
+    """Paid answers priced per tier (`ml.cost.price_tiers`: by name, keys without a tier last).
+    An unpriced tier has unit_cost None and cost 0; callers must say so."""
+    return [
+        CostLine(
+            tier=line.tier, annotations=line.answers, unit_cost=line.unit_price, cost=line.cost
         )
-    return lines
+        for line in price_tiers(answers_by_tier, cost_per_label=cost_per_label)
+    ]
 
 
 def tiers_by_name(session: Session) -> dict[str, str | None]:

@@ -15,7 +15,15 @@ from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 
 from app.ml.agreement import Votes, agreement_with_others, label_counts
-from app.ml.consensus import Consensus, crowdlab, dawid_skene, majority_vote
+from app.ml.consensus import (
+    PROBABILITY_FLOOR,
+    Consensus,
+    crowdlab,
+    dawid_skene,
+    label_columns,
+    majority_vote,
+    rows_by_item,
+)
 
 ACCURACIES = [0.85, 0.8, 0.75, 0.7, 0.3]  # the last annotator is much worse than the rest
 
@@ -320,3 +328,43 @@ def test_on_debian_descriptions_both_beat_majority_and_rank_annotators(
     simulated = simulated_accuracy(votes, truth)
     for result in (ds, cl):
         assert spearmanr(result.annotator_quality, simulated).statistic == pytest.approx(1.0)
+
+
+class TestRowsByItem:
+    def test_rows_follow_their_items(self) -> None:
+        rows = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]], dtype=np.float32)
+        aligned = rows_by_item(np.array([30, 10, 20]), [20, 99, 30, 5], rows, n_columns=2)
+        assert aligned.dtype == np.float64
+        np.testing.assert_array_equal(aligned[0], rows[2])  # item 30
+        assert np.isnan(aligned[1]).all()  # item 10 has no row
+        np.testing.assert_array_equal(aligned[2], rows[0])  # item 20; 99 and 5 are not asked
+
+    def test_nothing_to_align(self) -> None:
+        none = rows_by_item(np.array([], dtype=np.int64), [1], np.ones((1, 2)), n_columns=2)
+        assert none.shape == (0, 2)
+        aligned = rows_by_item(np.array([1, 2]), [], np.empty((0, 3)), n_columns=3)
+        assert aligned.shape == (2, 3)
+        assert np.isnan(aligned).all()
+
+
+class TestLabelColumns:
+    def test_columns_move_to_the_project_order(self) -> None:
+        model = np.array([[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]])
+        aligned = label_columns(model, model_labels=["b", "a", "c"], labels=["a", "b", "c"])
+        np.testing.assert_allclose(aligned[0], [0.2, 0.7, 0.1])
+        np.testing.assert_allclose(aligned.sum(axis=1), 1.0)
+        assert aligned[1, 1] == pytest.approx(PROBABILITY_FLOOR / (1 + PROBABILITY_FLOOR))
+
+    def test_unknown_labels_get_the_floor_dropped_ones_go(self) -> None:
+        # The model knows "a" and "old" (no longer a project label); "b" is new to it.
+        aligned = label_columns(
+            np.array([[0.6, 0.4]]), model_labels=["a", "old"], labels=["a", "b"]
+        )
+        total = 0.6 + PROBABILITY_FLOOR
+        np.testing.assert_allclose(aligned, [[0.6 / total, PROBABILITY_FLOOR / total]])
+
+    def test_unreadable_items_are_uniform(self) -> None:
+        model = np.array([[np.nan, np.nan], [0.9, 0.1]])
+        aligned = label_columns(model, model_labels=["a", "b"], labels=["a", "b", "c"])
+        np.testing.assert_allclose(aligned[0], [1 / 3, 1 / 3, 1 / 3])
+        assert aligned[1, 2] < 1e-5

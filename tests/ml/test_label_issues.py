@@ -1,5 +1,5 @@
 """Label issues on synthetic probabilities with planted label flips, the noise matrix, class
-imbalance and model-based outliers."""
+imbalance, model-based outliers and the whole judgement of a report."""
 
 import math
 
@@ -10,9 +10,12 @@ from sklearn.metrics import roc_auc_score
 
 from app.ml.label_issues import (
     ConfusedPair,
+    Judged,
     class_imbalance,
     confused_pairs,
     find_label_issues,
+    judge,
+    label_codes,
     noise_matrix,
     outlier_scores,
     outliers,
@@ -264,3 +267,113 @@ class TestOutliers:
             outliers(scores, share=1.5)
         with pytest.raises(ValueError, match="finite"):
             outliers(np.array([0.1, np.nan]))
+
+
+def judged_dataset(
+    *, reviewed: np.ndarray | None = None, max_listed: int = 200, outlier_share: float = 0.01
+) -> tuple[Judged, np.ndarray, list[str], np.ndarray]:
+    """judge() on flipped_dataset(8) with string labels, item ids 1000.. in reverse and three
+    texts made near-duplicates; returns (judged, item ids, given labels, flipped indices)."""
+    codes, probs, flipped = flipped_dataset(8, n=300)
+    classes = ["cat", "dog", "eel"]
+    given = [classes[c] for c in codes]
+    item_ids = np.arange(1299, 999, -1, dtype=np.int64)
+    texts = [f"text number {k} with its own words w{k}" for k in range(300)]
+    texts[3] = texts[4] = "Please add dark mode"
+    texts[5] = "please add dark mode!"
+    judged = judge(
+        item_ids=item_ids,
+        given=given,
+        classes=classes,
+        oof=probs,
+        texts=texts,
+        near_duplicate_threshold=0.8,
+        outlier_share=outlier_share,
+        reviewed=np.zeros(300, dtype=bool) if reviewed is None else reviewed,
+        num_perm=128,
+        max_listed_groups=max_listed,
+        max_listed_outliers=max_listed,
+    )
+    return judged, item_ids, given, flipped
+
+
+class TestJudge:
+    def test_flags_match_the_steps(self) -> None:
+        judged, _, given, flipped = judged_dataset()
+        codes = label_codes(given, ["cat", "dog", "eel"])
+        found = find_label_issues(codes, np.asarray(flipped_dataset(8, n=300)[1]))
+        np.testing.assert_array_equal(judged.flags["label"], found.is_issue)
+        assert list(judged.flags) == ["label", "near_duplicate", "outlier"]
+        assert np.flatnonzero(judged.flags["near_duplicate"]).tolist() == [3, 4, 5]
+        assert judged.flags["outlier"].sum() == 3  # ceil(0.01 * 300)
+        np.testing.assert_array_equal(
+            judged.is_issue,
+            judged.flags["label"] | judged.flags["near_duplicate"] | judged.flags["outlier"],
+        )
+        assert judged.counts == {kind: int(flag.sum()) for kind, flag in judged.flags.items()}
+        assert np.isin(flipped, np.flatnonzero(judged.flags["label"])).mean() >= 0.7
+        assert judged.given is given
+        assert set(judged.suggested) <= {"cat", "dog", "eel"}
+
+    def test_rank_is_label_quality_then_item_id(self) -> None:
+        judged, item_ids, _, _ = judged_dataset()
+        assert sorted(judged.rank.tolist()) == list(range(1, 301))
+        by_rank = np.argsort(judged.rank)
+        keys = list(zip(judged.label_quality[by_rank], item_ids[by_rank], strict=True))
+        assert keys == sorted(keys)
+
+    def test_reviewed_doubts_are_counted_not_flagged(self) -> None:
+        judged, _, _, _ = judged_dataset()
+        doubted = np.flatnonzero(judged.flags["label"])
+        reviewed = np.zeros(300, dtype=bool)
+        reviewed[doubted[:4]] = True
+        reviewed[~judged.flags["label"]] = True  # reviewed but not doubted: not counted
+        again, _, _, _ = judged_dataset(reviewed=reviewed)
+        assert not again.flags["label"][doubted[:4]].any()
+        assert again.flags["label"].sum() == judged.flags["label"].sum() - 4
+        assert again.findings["reviews"] == {
+            "reviewed_items": int(reviewed.sum()),
+            "doubted_but_reviewed": 4,
+        }
+
+    def test_findings(self) -> None:
+        judged, item_ids, given, _ = judged_dataset()
+        findings = judged.findings
+        assert list(findings) == [
+            "reviews",
+            "class_imbalance",
+            "noise_matrix",
+            "near_duplicate_groups",
+            "outliers",
+        ]
+        assert findings["noise_matrix"]["labels"] == ["cat", "dog", "eel"]
+        assert len(findings["noise_matrix"]["joint"]) == 3
+        assert [row["label"] for row in findings["class_imbalance"]["labels"]] == [
+            "cat",
+            "dog",
+            "eel",
+        ]
+        assert sum(row["count"] for row in findings["class_imbalance"]["labels"]) == 300
+        (group,) = findings["near_duplicate_groups"]["groups"]
+        assert group["item_ids"] == item_ids[[3, 4, 5]].tolist()
+        assert group["exact"]  # equal up to case, spacing and punctuation
+        assert group["labels"] == sorted({given[3], given[4], given[5]})
+        assert findings["near_duplicate_groups"]["n_items"] == 3
+        listed = findings["outliers"]["items"]
+        assert {row["item_id"] for row in listed} == set(item_ids[judged.flags["outlier"]].tolist())
+        scores = [row["score"] for row in listed]
+        assert scores == sorted(scores)  # most atypical first
+        assert findings["outliers"]["n_items"] == 3
+
+    def test_lists_are_capped_flags_are_not(self) -> None:
+        judged, _, _, _ = judged_dataset(max_listed=1, outlier_share=0.1)
+        assert judged.flags["outlier"].sum() == 30
+        assert judged.findings["outliers"]["n_items"] == 30
+        assert len(judged.findings["outliers"]["items"]) == 1
+
+    def test_label_codes(self) -> None:
+        codes = label_codes(["b", "a", "b"], ["a", "b"])
+        assert codes.tolist() == [1, 0, 1]
+        assert codes.dtype == np.int64
+        with pytest.raises(KeyError):
+            label_codes(["c"], ["a", "b"])
