@@ -3,11 +3,10 @@ auto-accepts and active learning saved. Amounts are in the unit of the project's
 cost_per_label (the project stores no currency) and rounded to 6 decimals."""
 
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
-PriceBasis = Literal["paid_average", "price_list_mean"]
+from app.ml.cost import PriceBasis
 
 
 class TierSpend(BaseModel):
