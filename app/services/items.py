@@ -5,7 +5,7 @@ import json
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
@@ -32,10 +32,12 @@ from app.services.api_keys import Principal
 from app.services.predictions import LOOKUP_CHUNK, latest_predictions
 from app.sources.json_bodies import InvalidEntry
 
+T = TypeVar("T")
 ITEM_ADAPTER: TypeAdapter[ItemIn] = TypeAdapter(ItemIn)
 ITEM_TABLE: sa.Table = Item.__table__  # type: ignore[attr-defined]
 IN_CLAUSE_CHUNK = 5_000  # well under SQLite's (32,766) and PostgreSQL's (65,535) limits
 MAX_ATTEMPTS = 3
+WRITTEN = ("created", "updated")  # the statuses of the entries a batch wrote
 # SQLite: all new rows travel as one JSON parameter that SQLite unpacks in C, instead of
 # ten bound values per row, each through SQLAlchemy's type processors (+18% ingest rate,
 # docs/benchmarks.md). json_extract needs only the JSON1 functions, not the -> operators.
@@ -172,6 +174,18 @@ def stage_items(
                 report.absorb(part, keep_all=True)
             return report
     raise AssertionError("unreachable")
+
+
+def record_provenance(
+    session: Session, *, report: IngestReport, provenance: dict[str, Any]
+) -> None:
+    """Record where the items a staged batch created or changed came from (an import's);
+    unchanged items and duplicates keep their own."""
+    written = [r.id for r in report.results if r.id is not None and r.status in WRITTEN]
+    for chunk in _chunks(written):
+        session.execute(
+            sa.update(ITEM_TABLE).where(ITEM_TABLE.c.id.in_(chunk)).values(provenance=provenance)
+        )
 
 
 def _refused_by_database(index: int, error: DataError) -> IngestReport:
@@ -333,7 +347,7 @@ def _load_existing(
     return by_external_id, by_hash
 
 
-def _chunks(values: list[str]) -> list[list[str]]:
+def _chunks(values: list[T]) -> list[list[T]]:
     return [values[i : i + IN_CLAUSE_CHUNK] for i in range(0, len(values), IN_CLAUSE_CHUNK)]
 
 
