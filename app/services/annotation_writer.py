@@ -80,16 +80,16 @@ def write_annotations(
     session: Session,
     *,
     project: Project,
+    default_annotator: str,
     entries: Sequence[Entry],
-    default_annotator: str = "",
     provenance: dict[str, Any] | None = None,
     withdraw: Collection[Key] = (),
     refresh: Collection[int] = (),
 ) -> AnnotationReport:
     """Write answers and re-derive the touched items' status and label (flushes only).
 
-    Entries without an annotator are `default_annotator`'s; `provenance` is recorded on each
-    new annotation of an `AnnotationIn` (imports), a `MachineAnswer` brings its own. One call
+    An `AnnotationIn` without an annotator is `default_annotator`'s, and `provenance` is
+    recorded on its new annotation (imports); a `MachineAnswer` names both itself. One call
     writes entries of one kind: the new rows go in one INSERT, so they have the same columns.
     `withdraw` retires the current answers of these (item, annotator) pairs without a new one
     (a prelabel that is no longer confident), before the entries are written. `refresh` names

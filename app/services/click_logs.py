@@ -209,6 +209,7 @@ def _write_chunk(
     written = annotation_writer.write_annotations(
         session,
         project=project,
+        default_annotator=annotator,
         entries=[
             annotation_writer.MachineAnswer(
                 item_id=item_id,

@@ -214,6 +214,9 @@ def _validation_problem(index: int, error: ValidationError | str) -> Problem:
     )
 
 
+Outcome = tuple[IngestStatus, _Row | None, Problem | None]  # of an entry, by its index
+
+
 def _ingest_once(
     session: Session,
     *,
@@ -221,8 +224,31 @@ def _ingest_once(
     entries: Sequence[tuple[int, Any]],
     max_text_chars: int,
 ) -> IngestReport:
+    """One attempt at a batch, in named steps that each run once per batch: validate the
+    entries, load the items they may be (by external_id and by text), decide each entry's
+    outcome, write the changed and the new rows, report."""
+    outcomes: dict[int, Outcome] = {}
+    validated = _validate(entries, max_text_chars=max_text_chars, outcomes=outcomes)
+    by_external_id, by_hash = _load_existing(
+        session,
+        project_id=project_id,
+        external_ids={e.external_id for _, e, _ in validated if e.external_id is not None},
+        hashes={digest for _, _, digest in validated},
+    )
+    new_rows, changed_rows = _plan_rows(
+        validated, by_external_id=by_external_id, by_hash=by_hash, outcomes=outcomes
+    )
+    # Updates first: they may free texts that new rows take.
+    _update(session, rows=changed_rows)
+    _insert(session, project_id=project_id, rows=new_rows)
+    return _report(outcomes)
+
+
+def _validate(
+    entries: Sequence[tuple[int, Any]], *, max_text_chars: int, outcomes: dict[int, Outcome]
+) -> list[tuple[int, ItemIn, str]]:
+    """The valid entries with their content hash; each invalid one's failure into `outcomes`."""
     validated: list[tuple[int, ItemIn, str]] = []
-    outcomes: dict[int, tuple[IngestStatus, _Row | None, Problem | None]] = {}
     for index, raw in entries:
         if isinstance(raw, InvalidEntry):
             outcomes[index] = ("failed", None, raw.problem)
@@ -239,13 +265,20 @@ def _ingest_once(
             outcomes[index] = ("failed", None, problem)
             continue
         validated.append((index, entry, content_hash(entry.text)))
+    return validated
 
-    by_external_id, by_hash = _load_existing(
-        session,
-        project_id=project_id,
-        external_ids={e.external_id for _, e, _ in validated if e.external_id is not None},
-        hashes={digest for _, _, digest in validated},
-    )
+
+def _plan_rows(
+    validated: list[tuple[int, ItemIn, str]],
+    *,
+    by_external_id: dict[str | None, _Row],
+    by_hash: dict[str, _Row],
+    outcomes: dict[int, Outcome],
+) -> tuple[list[_Row], list[_Row]]:
+    """Each entry's outcome (created, updated, unchanged, a duplicate of an item with its
+    text, or failed: a new text another item has) into `outcomes`; returns the rows to insert
+    and the stored rows to update. The lookups follow the batch's own rows, so an entry sees
+    the ones before it."""
     new_rows: list[_Row] = []
     changed_rows: dict[int, _Row] = {}
     for index, entry, digest in validated:
@@ -280,24 +313,28 @@ def _ingest_once(
             )
             outcomes[index] = ("failed", None, problem)
         else:
-            if row.content_hash != digest:
-                by_hash.pop(row.content_hash, None)
-                by_hash[digest] = row
-            row.text, row.content_hash, row.data, row.meta = (
-                entry.text,
-                digest,
-                entry.data,
-                entry.metadata,
-            )
-            row.source = entry.source.value
+            _change(row, entry, digest, by_hash=by_hash)
             if row.id is not None:
                 changed_rows[row.id] = row
             outcomes[index] = ("updated", row, None)
+    return new_rows, list(changed_rows.values())
 
-    # Updates first: they may free texts that new rows take.
-    _update(session, rows=list(changed_rows.values()))
-    _insert(session, project_id=project_id, rows=new_rows)
 
+def _change(row: _Row, entry: ItemIn, digest: str, *, by_hash: dict[str, _Row]) -> None:
+    """Give a row the entry's content; the text lookup follows it."""
+    if row.content_hash != digest:
+        by_hash.pop(row.content_hash, None)
+        by_hash[digest] = row
+    row.text, row.content_hash, row.data, row.meta = (
+        entry.text,
+        digest,
+        entry.data,
+        entry.metadata,
+    )
+    row.source = entry.source.value
+
+
+def _report(outcomes: dict[int, Outcome]) -> IngestReport:
     report = IngestReport()
     counters = dict.fromkeys(("created", "updated", "unchanged", "duplicate", "failed"), 0)
     for index in sorted(outcomes):

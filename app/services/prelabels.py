@@ -3,7 +3,7 @@
 audit share of the auto-accepts goes to review as well so their real precision is measured."""
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -341,24 +341,14 @@ def _write_chunk(
     pilot: bool,
 ) -> list[tuple[int, bool, bool]]:
     """Apply one chunk's decisions; return (label index, accepted, audited) per applied item.
-    The items' review state is set here, the auto-accepts (and the withdrawal of earlier ones
-    no longer confident) go through `annotation_writer`, which re-derives the items."""
+    The items' review state is set here; the auto-accepts, and the withdrawal of earlier ones
+    a prediction is no longer confident about, go through `annotation_writer`, which
+    re-derives the items."""
     # Imported here: the writer imports batches, which imports this module (resolve_source);
     # it can move to the top once resolve_source leaves this module (issue 20, part 2).
     from app.services import annotation_writer
 
-    if chunk.new_probabilities is not None:
-        upsert_predictions(
-            session,
-            prediction_rows(
-                project_id=project.id or 0,
-                item_ids=chunk.new_ids,
-                probabilities=chunk.new_probabilities,
-                labels=source.labels,
-                model_version=source.name,
-                source="registry",
-            ),
-        )
+    _store_new_predictions(session, project, source, chunk)
     ids = chunk.ids.tolist()
     # Items first, in id order (as annotation submits lock them), then their answers.
     items = {
@@ -371,21 +361,13 @@ def _write_chunk(
     applied: list[tuple[int, bool, bool]] = []
     accepted: list[annotation_writer.MachineAnswer] = []
     unsure: list[tuple[int, str]] = []  # an earlier auto-accept of these is withdrawn
-    for item_id, top, confidence, accept in zip(
-        ids, chunk.top.tolist(), chunk.confidence.tolist(), chunk.accept.tolist(), strict=True
-    ):
-        item = items.get(item_id)
-        if item is None or item_id in answered:
-            continue  # a human answered while the model was predicting: humans win
-        if accept and item_id in implicit:
-            continue
-        if item.review_reason in item_status.PRODUCTION_REASONS:
-            continue  # a production sample waits for its reviewer: it measures that model
-        label, confidence = source.labels[top], round(confidence, 6)
+    for item, top, confidence, accept in _applicable(chunk, items, answered, implicit):
+        assert item.id is not None
+        label, audit = source.labels[top], accept and item.id in audited
         if accept:
             accepted.append(
                 annotation_writer.MachineAnswer(
-                    item_id=item_id,
+                    item_id=item.id,
                     annotator=MODEL_ANNOTATOR,
                     label=label,
                     source=AnnotationSource.model,
@@ -395,11 +377,8 @@ def _write_chunk(
                 )
             )
         else:
-            unsure.append((item_id, MODEL_ANNOTATOR))
-        audit = accept and item_id in audited
-        below = None if pilot else "low_confidence"
-        item.review_reason = ("audit" if audit else None) if accept else below
-        item.suggested_label, item.suggestion_confidence = label, confidence
+            unsure.append((item.id, MODEL_ANNOTATOR))
+        _suggest(item, label, confidence, accept=accept, audit=audit, pilot=pilot)
         session.add(item)
         applied.append((top, accept, audit))
     session.flush()  # the review state the writer derives the items' status from
@@ -408,11 +387,64 @@ def _write_chunk(
     annotation_writer.write_annotations(
         session,
         project=project,
+        default_annotator=MODEL_ANNOTATOR,
         entries=accepted,
         withdraw=unsure,
         refresh=[i for i in ids if i in items and i not in answered],
     )
     return applied
+
+
+def _suggest(
+    item: Item, label: str, confidence: float, *, accept: bool, audit: bool, pilot: bool
+) -> None:
+    """The model's suggestion on the item, and why it waits for a human, if it does: an
+    audited auto-accept, or an unsure prediction (in a pilot only a suggestion)."""
+    below = None if pilot else "low_confidence"
+    item.review_reason = ("audit" if audit else None) if accept else below
+    item.suggested_label, item.suggestion_confidence = label, confidence
+
+
+def _store_new_predictions(
+    session: Session, project: Project, source: ModelSource, chunk: ChunkDecisions
+) -> None:
+    """The registry predictions the read phase computed, stored for later runs and reports."""
+    if chunk.new_probabilities is None:
+        return
+    upsert_predictions(
+        session,
+        prediction_rows(
+            project_id=project.id or 0,
+            item_ids=chunk.new_ids,
+            probabilities=chunk.new_probabilities,
+            labels=source.labels,
+            model_version=source.name,
+            source="registry",
+        ),
+    )
+
+
+def _applicable(
+    chunk: ChunkDecisions, items: dict[int | None, Item], answered: set[int], implicit: set[int]
+) -> Iterator[tuple[Item, int, float, bool]]:
+    """The chunk's decisions that still apply, as (item, label index, confidence, accepted):
+    not for an item gone or answered by a human since, nor an auto-accept over an implicit
+    label, nor for a production sample."""
+    for item_id, top, confidence, accept in zip(
+        chunk.ids.tolist(),
+        chunk.top.tolist(),
+        chunk.confidence.tolist(),
+        chunk.accept.tolist(),
+        strict=True,
+    ):
+        item = items.get(item_id)
+        if item is None or item_id in answered:
+            continue  # a human answered while the model was predicting: humans win
+        if accept and item_id in implicit:
+            continue
+        if item.review_reason in item_status.PRODUCTION_REASONS:
+            continue  # a production sample waits for its reviewer: it measures that model
+        yield item, top, round(confidence, 6), accept
 
 
 def _answered_items(session: Session, item_ids: list[int]) -> tuple[set[int], set[int]]:
