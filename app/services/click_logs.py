@@ -292,17 +292,18 @@ def _duplicate_text(problem: Problem | None) -> bool:
 def _skipped(
     session: Session, *, project: Project, skipped: list[tuple[PairEvidence, int | None]]
 ) -> list[dict[str, Any]]:
-    """The skipped pairs as the result lists them, each with the item that has its text."""
+    """The skipped pairs as the result lists them, each with the item that has its text
+    (looked up for an edited item whose text another one has taken: ingest names it only in
+    its problem)."""
     unknown = {items.content_hash(pair.text) for pair, owner in skipped if owner is None}
-    owners = dict(
-        session.exec(
+    owners: dict[str, int | None] = {}
+    if unknown:
+        found = session.exec(
             select(Item.content_hash, Item.id).where(
                 col(Item.project_id) == project.id, col(Item.content_hash).in_(unknown)
             )
-        ).all()
-        if unknown
-        else {}
-    )
+        )
+        owners = dict(found.all())
     return [
         {
             "query": pair.query,
