@@ -14,23 +14,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ErrorDetail, ValidationFailed
+from app.errors import Conflict, ErrorDetail, Problem, ValidationFailed
 from app.jobs.context import JobContext, JobRunner
-from app.models.annotation import Annotation
-from app.models.base import AnnotationSource, ItemSource, ItemStatus, utcnow
+from app.models.base import AnnotationSource, ItemSource, utcnow
 from app.models.click_logs import REQUIRED_LABELS, ClickLogsImport, ClickSession
 from app.models.item import Item
 from app.models.job import PAYLOAD_PARAM, Job, JobKind
-from app.models.prediction import Prediction
 from app.models.project import Project
-from app.services import item_status, jobs, models
+from app.services import annotation_writer, items, jobs, models
 from app.services.api_keys import Principal
-from app.services.items import content_hash
 from app.sources.click_logs import PairEvidence, summarize
 
 CHUNK = 1_000  # pairs per transaction
@@ -163,7 +159,8 @@ def _write_with_retries(
     thresholds: dict[str, Any],
 ) -> _Report:
     """One chunk in one transaction; a unique-constraint race with a concurrent write of the
-    same items rolls back and replays the chunk, which then sees the other write's rows."""
+    same labels rolls back and replays the chunk, which then sees the other write's rows
+    (item races are replayed by `items.stage_items` itself)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with context.database.session(write=True) as session:
             try:
@@ -174,6 +171,7 @@ def _write_with_retries(
                     annotator=annotator,
                     provenance=provenance,
                     thresholds=thresholds,
+                    max_text_chars=context.settings.max_text_chars,
                 )
                 session.commit()
                 return report
@@ -195,114 +193,28 @@ def _write_chunk(
     annotator: str,
     provenance: dict[str, Any],
     thresholds: dict[str, Any],
+    max_text_chars: int,
 ) -> _Report:
-    """Upsert the chunk's items, then their implicit labels, then re-derive their status
-    (flushes; the caller commits)."""
-    assert project.id is not None
+    """Stage the chunk's items, then write their implicit labels through `annotation_writer`,
+    which re-derives the items' status (flushes; the caller commits)."""
     report = _Report()
-    now = utcnow()
-    digests = {pair.external_id: content_hash(pair.text) for pair in chunk}
-    # Existing items first, locked in id order as every writer locks them.
-    existing = {
-        item.external_id: item
-        for item in session.exec(
-            select(Item)
-            .where(col(Item.project_id) == project.id, col(Item.external_id).in_(digests))
-            .order_by(col(Item.id))
-            .with_for_update()
-        )
-    }
-    owners: dict[str, int | Item | None] = dict(
-        session.exec(
-            select(Item.content_hash, Item.id).where(
-                col(Item.project_id) == project.id, col(Item.content_hash).in_(digests.values())
-            )
-        ).all()
+    staged = _stage_pairs(
+        session,
+        project=project,
+        chunk=chunk,
+        provenance=provenance,
+        max_text_chars=max_text_chars,
+        report=report,
     )
-    items: list[tuple[PairEvidence, Item]] = []
-    skipped: list[tuple[PairEvidence, int | Item | None]] = []
-    changed_ids: list[int] = []
-    for pair in chunk:
-        digest, data = digests[pair.external_id], {"query": pair.query, "doc_id": pair.doc_id}
-        item = existing.get(pair.external_id)
-        if digest in owners and (item is None or owners[digest] != item.id):
-            # Another item has this text (e.g. doc ids that differ only in case): keep it.
-            report.items["skipped_duplicate_text"] += 1
-            skipped.append((pair, owners[digest]))
-            continue
-        if item is None:
-            item = Item(
-                project_id=project.id,
-                external_id=pair.external_id,
-                text=pair.text,
-                content_hash=digest,
-                data=data,
-                meta={},
-                source=ItemSource.user_behavior,
-                status=ItemStatus.unlabeled,
-                provenance=provenance,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(item)
-            owners[digest] = item  # taken within this chunk
-            report.items["created"] += 1
-        elif (item.text, item.data, item.source) == (pair.text, data, ItemSource.user_behavior):
-            report.items["unchanged"] += 1
-        else:  # edited since through POST .../items: the pair's content is restored
-            item.text, item.content_hash, item.data = pair.text, digest, data
-            item.source, item.provenance = ItemSource.user_behavior, provenance
-            item.updated_at = now
-            session.add(item)
-            owners[digest] = item.id
-            assert item.id is not None
-            changed_ids.append(item.id)
-            report.items["updated"] += 1
-        items.append((pair, item))
-    session.flush()
-    report.skipped = [
-        {
-            "query": pair.query,
-            "doc_id": pair.doc_id,
-            "item_id": owner.id if isinstance(owner, Item) else owner,
-        }
-        for pair, owner in skipped[:MAX_SKIPPED_LISTED]
-    ]
-    if changed_ids:  # a prediction describes the old content
-        session.execute(sa.delete(Prediction).where(col(Prediction.item_id).in_(changed_ids)))
-
-    labeled = [(pair, item) for pair, item in items if pair.label is not None]
-    current = {
-        a.item_id: a
-        for a in session.exec(
-            select(Annotation).where(
-                col(Annotation.item_id).in_([item.id for _, item in labeled]),
-                col(Annotation.annotator) == annotator,
-                col(Annotation.is_current),
-            )
-        )
-    }
-    new: list[Annotation] = []
-    for pair, item in labeled:
-        assert item.id is not None
-        previous = current.get(item.id)
-        if previous is not None and (previous.label, previous.abstain, previous.source) == (
-            pair.label,
-            False,
-            AnnotationSource.user_behavior,
-        ):
-            report.labels["unchanged"] += 1
-            continue
-        if previous is not None:
-            previous.is_current, previous.replaced_at = False, now
-            session.add(previous)
-        new.append(
-            Annotation(
-                project_id=project.id,
-                item_id=item.id,
+    written = annotation_writer.write_annotations(
+        session,
+        project=project,
+        default_annotator=annotator,
+        entries=[
+            annotation_writer.MachineAnswer(
+                item_id=item_id,
                 annotator=annotator,
                 label=pair.label,
-                abstain=False,
                 source=AnnotationSource.user_behavior,
                 provenance={
                     **provenance,
@@ -310,13 +222,93 @@ def _write_chunk(
                     **thresholds,
                     "impressions": pair.evidence(),
                 },
-                is_current=True,
-                created_at=now,
+            )
+            for pair, item_id in staged
+            if pair.label is not None
+        ],
+    )
+    report.labels.update(
+        created=written.created, replaced=written.replaced, unchanged=written.unchanged
+    )
+    return report
+
+
+def _stage_pairs(
+    session: Session,
+    *,
+    project: Project,
+    chunk: list[PairEvidence],
+    provenance: dict[str, Any],
+    max_text_chars: int,
+    report: _Report,
+) -> list[tuple[PairEvidence, int]]:
+    """The pairs' items through `items.stage_items`, as every ingest: the same external_id is
+    the same item (its content restored if it was edited since), a text another item already
+    has is skipped (e.g. doc ids that differ only in case). Counts them into `report`; returns
+    each pair that has its item, with the item's id."""
+    assert project.id is not None
+    entries = [
+        (
+            index,
+            {
+                "external_id": pair.external_id,
+                "text": pair.text,
+                "data": {"query": pair.query, "doc_id": pair.doc_id},
+                "source": ItemSource.user_behavior.value,
+            },
+        )
+        for index, pair in enumerate(chunk)
+    ]
+    staged = items.stage_items(
+        session, project_id=project.id, entries=entries, max_text_chars=max_text_chars
+    )
+    items.record_provenance(session, report=staged, provenance=provenance)
+    kept: list[tuple[PairEvidence, int]] = []
+    skipped: list[tuple[PairEvidence, int | None]] = []
+    for result in staged.results:
+        pair = chunk[result.index]
+        if result.status in ("created", "updated", "unchanged"):
+            assert result.id is not None
+            report.items[result.status] += 1
+            kept.append((pair, result.id))
+        elif result.status == "duplicate" or _duplicate_text(result.problem):
+            report.items["skipped_duplicate_text"] += 1
+            skipped.append((pair, result.id))
+        else:  # the database refused a value: as a refused write always has, the job fails
+            assert result.problem is not None
+            raise ValidationFailed(
+                f"The pair ({pair.query!r}, {pair.doc_id!r}) cannot be stored: "
+                f"{result.problem.detail}"
+            )
+    report.skipped = _skipped(session, project=project, skipped=skipped[:MAX_SKIPPED_LISTED])
+    return kept
+
+
+def _duplicate_text(problem: Problem | None) -> bool:
+    """An edited item whose restored text another item has taken meanwhile."""
+    return problem is not None and problem.type == "/problems/duplicate-text"
+
+
+def _skipped(
+    session: Session, *, project: Project, skipped: list[tuple[PairEvidence, int | None]]
+) -> list[dict[str, Any]]:
+    """The skipped pairs as the result lists them, each with the item that has its text
+    (looked up for an edited item whose text another one has taken: ingest names it only in
+    its problem)."""
+    unknown = {items.content_hash(pair.text) for pair, owner in skipped if owner is None}
+    owners: dict[str, int | None] = {}
+    if unknown:
+        found = session.exec(
+            select(Item.content_hash, Item.id).where(
+                col(Item.project_id) == project.id, col(Item.content_hash).in_(unknown)
             )
         )
-        report.labels["replaced" if previous is not None else "created"] += 1
-    session.flush()  # retire replaced labels first: one current annotation per annotator
-    session.add_all(new)
-    session.flush()
-    item_status.refresh_items(session, project=project, item_ids=[a.item_id for a in new])
-    return report
+        owners = dict(found.all())
+    return [
+        {
+            "query": pair.query,
+            "doc_id": pair.doc_id,
+            "item_id": owners.get(items.content_hash(pair.text)) if owner is None else owner,
+        }
+        for pair, owner in skipped
+    ]

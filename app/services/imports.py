@@ -44,9 +44,9 @@ from app.models.imports import (
 from app.models.item import IngestReport
 from app.models.job import FINISHED, Job, JobKind
 from app.models.project import Project
-from app.services import annotations, click_logs, jobs
+from app.services import annotation_writer, annotations, click_logs, jobs
 from app.services.api_keys import Principal
-from app.services.items import IN_CLAUSE_CHUNK, ITEM_TABLE, ingest_items
+from app.services.items import ingest_items, record_provenance
 from app.services.models import load_project
 from app.settings import Settings
 from app.sources import files, sql
@@ -317,13 +317,10 @@ def _write_labels(
     outcomes: list[LabelOutcome] = []
     entries: list[AnnotationIn] = []
     numbers: list[int] = []
-    written: list[int] = []
     for result in report.results:
         row = rows[result.index]
         if result.id is None:
             continue  # the item failed: its row error says why
-        if result.status in ("created", "updated"):
-            written.append(result.id)
         if row.label_problem is not None:
             outcomes.append((row.number, "failed", _row_problem(row.label_problem)))
         elif row.label is None:
@@ -341,14 +338,9 @@ def _write_labels(
                 )
             )
             numbers.append(row.number)
-    for start in range(0, len(written), IN_CLAUSE_CHUNK):
-        session.execute(
-            sa.update(ITEM_TABLE)
-            .where(ITEM_TABLE.c.id.in_(written[start : start + IN_CLAUSE_CHUNK]))
-            .values(provenance=spec.provenance)
-        )
+    record_provenance(session, report=report, provenance=spec.provenance)
     if entries:
-        report_ = annotations.write_annotations(
+        report_ = annotation_writer.write_annotations(
             session,
             project=project,
             default_annotator=spec.annotator,

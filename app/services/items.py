@@ -5,7 +5,7 @@ import json
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
@@ -32,10 +32,12 @@ from app.services.api_keys import Principal
 from app.services.predictions import LOOKUP_CHUNK, latest_predictions
 from app.sources.json_bodies import InvalidEntry
 
+T = TypeVar("T")
 ITEM_ADAPTER: TypeAdapter[ItemIn] = TypeAdapter(ItemIn)
 ITEM_TABLE: sa.Table = Item.__table__  # type: ignore[attr-defined]
 IN_CLAUSE_CHUNK = 5_000  # well under SQLite's (32,766) and PostgreSQL's (65,535) limits
 MAX_ATTEMPTS = 3
+WRITTEN = ("created", "updated")  # the statuses of the entries a batch wrote
 # SQLite: all new rows travel as one JSON parameter that SQLite unpacks in C, instead of
 # ten bound values per row, each through SQLAlchemy's type processors (+18% ingest rate,
 # docs/benchmarks.md). json_extract needs only the JSON1 functions, not the -> operators.
@@ -174,6 +176,18 @@ def stage_items(
     raise AssertionError("unreachable")
 
 
+def record_provenance(
+    session: Session, *, report: IngestReport, provenance: dict[str, Any]
+) -> None:
+    """Record where the items a staged batch created or changed came from (an import's);
+    unchanged items and duplicates keep their own."""
+    written = [r.id for r in report.results if r.id is not None and r.status in WRITTEN]
+    for chunk in _chunks(written):
+        session.execute(
+            sa.update(ITEM_TABLE).where(ITEM_TABLE.c.id.in_(chunk)).values(provenance=provenance)
+        )
+
+
 def _refused_by_database(index: int, error: DataError) -> IngestReport:
     problem = make_problem(
         422,
@@ -200,6 +214,9 @@ def _validation_problem(index: int, error: ValidationError | str) -> Problem:
     )
 
 
+Outcome = tuple[IngestStatus, _Row | None, Problem | None]  # of an entry, by its index
+
+
 def _ingest_once(
     session: Session,
     *,
@@ -207,8 +224,31 @@ def _ingest_once(
     entries: Sequence[tuple[int, Any]],
     max_text_chars: int,
 ) -> IngestReport:
+    """One attempt at a batch, in named steps that each run once per batch: validate the
+    entries, load the items they may be (by external_id and by text), decide each entry's
+    outcome, write the changed and the new rows, report."""
+    outcomes: dict[int, Outcome] = {}
+    validated = _validate(entries, max_text_chars=max_text_chars, outcomes=outcomes)
+    by_external_id, by_hash = _load_existing(
+        session,
+        project_id=project_id,
+        external_ids={e.external_id for _, e, _ in validated if e.external_id is not None},
+        hashes={digest for _, _, digest in validated},
+    )
+    new_rows, changed_rows = _plan_rows(
+        validated, by_external_id=by_external_id, by_hash=by_hash, outcomes=outcomes
+    )
+    # Updates first: they may free texts that new rows take.
+    _update(session, rows=changed_rows)
+    _insert(session, project_id=project_id, rows=new_rows)
+    return _report(outcomes)
+
+
+def _validate(
+    entries: Sequence[tuple[int, Any]], *, max_text_chars: int, outcomes: dict[int, Outcome]
+) -> list[tuple[int, ItemIn, str]]:
+    """The valid entries with their content hash; each invalid one's failure into `outcomes`."""
     validated: list[tuple[int, ItemIn, str]] = []
-    outcomes: dict[int, tuple[IngestStatus, _Row | None, Problem | None]] = {}
     for index, raw in entries:
         if isinstance(raw, InvalidEntry):
             outcomes[index] = ("failed", None, raw.problem)
@@ -225,13 +265,20 @@ def _ingest_once(
             outcomes[index] = ("failed", None, problem)
             continue
         validated.append((index, entry, content_hash(entry.text)))
+    return validated
 
-    by_external_id, by_hash = _load_existing(
-        session,
-        project_id=project_id,
-        external_ids={e.external_id for _, e, _ in validated if e.external_id is not None},
-        hashes={digest for _, _, digest in validated},
-    )
+
+def _plan_rows(
+    validated: list[tuple[int, ItemIn, str]],
+    *,
+    by_external_id: dict[str | None, _Row],
+    by_hash: dict[str, _Row],
+    outcomes: dict[int, Outcome],
+) -> tuple[list[_Row], list[_Row]]:
+    """Each entry's outcome (created, updated, unchanged, a duplicate of an item with its
+    text, or failed: a new text another item has) into `outcomes`; returns the rows to insert
+    and the stored rows to update. The lookups follow the batch's own rows, so an entry sees
+    the ones before it."""
     new_rows: list[_Row] = []
     changed_rows: dict[int, _Row] = {}
     for index, entry, digest in validated:
@@ -266,24 +313,28 @@ def _ingest_once(
             )
             outcomes[index] = ("failed", None, problem)
         else:
-            if row.content_hash != digest:
-                by_hash.pop(row.content_hash, None)
-                by_hash[digest] = row
-            row.text, row.content_hash, row.data, row.meta = (
-                entry.text,
-                digest,
-                entry.data,
-                entry.metadata,
-            )
-            row.source = entry.source.value
+            _change(row, entry, digest, by_hash=by_hash)
             if row.id is not None:
                 changed_rows[row.id] = row
             outcomes[index] = ("updated", row, None)
+    return new_rows, list(changed_rows.values())
 
-    # Updates first: they may free texts that new rows take.
-    _update(session, rows=list(changed_rows.values()))
-    _insert(session, project_id=project_id, rows=new_rows)
 
+def _change(row: _Row, entry: ItemIn, digest: str, *, by_hash: dict[str, _Row]) -> None:
+    """Give a row the entry's content; the text lookup follows it."""
+    if row.content_hash != digest:
+        by_hash.pop(row.content_hash, None)
+        by_hash[digest] = row
+    row.text, row.content_hash, row.data, row.meta = (
+        entry.text,
+        digest,
+        entry.data,
+        entry.metadata,
+    )
+    row.source = entry.source.value
+
+
+def _report(outcomes: dict[int, Outcome]) -> IngestReport:
     report = IngestReport()
     counters = dict.fromkeys(("created", "updated", "unchanged", "duplicate", "failed"), 0)
     for index in sorted(outcomes):
@@ -333,7 +384,7 @@ def _load_existing(
     return by_external_id, by_hash
 
 
-def _chunks(values: list[str]) -> list[list[str]]:
+def _chunks(values: list[T]) -> list[list[T]]:
     return [values[i : i + IN_CLAUSE_CHUNK] for i in range(0, len(values), IN_CLAUSE_CHUNK)]
 
 

@@ -3,7 +3,7 @@
 audit share of the auto-accepts goes to review as well so their real precision is measured."""
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from app.ml.thresholds import (
     wilson_interval,
 )
 from app.models.annotation import Annotation
-from app.models.base import HUMAN_RESOLUTIONS, VOTE_SOURCES, AnnotationSource, Phase, utcnow
+from app.models.base import HUMAN_RESOLUTIONS, VOTE_SOURCES, AnnotationSource, Phase
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.model_version import ModelVersion, registry_version_name
@@ -341,19 +341,14 @@ def _write_chunk(
     pilot: bool,
 ) -> list[tuple[int, bool, bool]]:
     """Apply one chunk's decisions; return (label index, accepted, audited) per applied item.
-    In a pilot a prediction below the threshold is a suggestion, not a review case."""
-    if chunk.new_probabilities is not None:
-        upsert_predictions(
-            session,
-            prediction_rows(
-                project_id=project.id or 0,
-                item_ids=chunk.new_ids,
-                probabilities=chunk.new_probabilities,
-                labels=source.labels,
-                model_version=source.name,
-                source="registry",
-            ),
-        )
+    The items' review state is set here; the auto-accepts, and the withdrawal of earlier ones
+    a prediction is no longer confident about, go through `annotation_writer`, which
+    re-derives the items."""
+    # Imported here: the writer imports batches, which imports this module (resolve_source);
+    # it can move to the top once resolve_source leaves this module (issue 20, part 2).
+    from app.services import annotation_writer
+
+    _store_new_predictions(session, project, source, chunk)
     ids = chunk.ids.tolist()
     # Items first, in id order (as annotation submits lock them), then their answers.
     items = {
@@ -362,19 +357,85 @@ def _write_chunk(
             select(Item).where(col(Item.id).in_(ids)).order_by(col(Item.id)).with_for_update()
         )
     }
-    current = session.exec(
-        select(Annotation).where(col(Annotation.item_id).in_(ids), col(Annotation.is_current))
-    ).all()
-    answered = {a.item_id for a in current if a.source in VOTE_SOURCES}
-    # An auto-accept would outrank users' implicit label and take the item out of the training
-    # set, so a confident prediction leaves it alone; an unsure one still sends it to review.
-    implicit = {a.item_id for a in current if a.source == AnnotationSource.user_behavior}
-    previous = {a.item_id: a for a in current if a.annotator == MODEL_ANNOTATOR}
-    now = utcnow()
+    answered, implicit = _answered_items(session, ids)
     applied: list[tuple[int, bool, bool]] = []
-    new_annotations: list[Annotation] = []
+    accepted: list[annotation_writer.MachineAnswer] = []
+    unsure: list[tuple[int, str]] = []  # an earlier auto-accept of these is withdrawn
+    for item, top, confidence, accept in _applicable(chunk, items, answered, implicit):
+        assert item.id is not None
+        label, audit = source.labels[top], accept and item.id in audited
+        if accept:
+            accepted.append(
+                annotation_writer.MachineAnswer(
+                    item_id=item.id,
+                    annotator=MODEL_ANNOTATOR,
+                    label=label,
+                    source=AnnotationSource.model,
+                    model_version=source.name,
+                    confidence=confidence,
+                    threshold=thresholds[top],
+                )
+            )
+        else:
+            unsure.append((item.id, MODEL_ANNOTATOR))
+        _suggest(item, label, confidence, accept=accept, audit=audit, pilot=pilot)
+        session.add(item)
+        applied.append((top, accept, audit))
+    session.flush()  # the review state the writer derives the items' status from
+    # An auto-accept of the same label by the same model keeps the earlier one (and its
+    # confidence), any other replaces it; an unsure prediction withdraws it.
+    annotation_writer.write_annotations(
+        session,
+        project=project,
+        default_annotator=MODEL_ANNOTATOR,
+        entries=accepted,
+        withdraw=unsure,
+        refresh=[i for i in ids if i in items and i not in answered],
+    )
+    return applied
+
+
+def _suggest(
+    item: Item, label: str, confidence: float, *, accept: bool, audit: bool, pilot: bool
+) -> None:
+    """The model's suggestion on the item, and why it waits for a human, if it does: an
+    audited auto-accept, or an unsure prediction (in a pilot only a suggestion)."""
+    below = None if pilot else "low_confidence"
+    item.review_reason = ("audit" if audit else None) if accept else below
+    item.suggested_label, item.suggestion_confidence = label, confidence
+
+
+def _store_new_predictions(
+    session: Session, project: Project, source: ModelSource, chunk: ChunkDecisions
+) -> None:
+    """The registry predictions the read phase computed, stored for later runs and reports."""
+    if chunk.new_probabilities is None:
+        return
+    upsert_predictions(
+        session,
+        prediction_rows(
+            project_id=project.id or 0,
+            item_ids=chunk.new_ids,
+            probabilities=chunk.new_probabilities,
+            labels=source.labels,
+            model_version=source.name,
+            source="registry",
+        ),
+    )
+
+
+def _applicable(
+    chunk: ChunkDecisions, items: dict[int | None, Item], answered: set[int], implicit: set[int]
+) -> Iterator[tuple[Item, int, float, bool]]:
+    """The chunk's decisions that still apply, as (item, label index, confidence, accepted):
+    not for an item gone or answered by a human since, nor an auto-accept over an implicit
+    label, nor for a production sample."""
     for item_id, top, confidence, accept in zip(
-        ids, chunk.top.tolist(), chunk.confidence.tolist(), chunk.accept.tolist(), strict=True
+        chunk.ids.tolist(),
+        chunk.top.tolist(),
+        chunk.confidence.tolist(),
+        chunk.accept.tolist(),
+        strict=True,
     ):
         item = items.get(item_id)
         if item is None or item_id in answered:
@@ -383,41 +444,22 @@ def _write_chunk(
             continue
         if item.review_reason in item_status.PRODUCTION_REASONS:
             continue  # a production sample waits for its reviewer: it measures that model
-        label, confidence = source.labels[top], round(confidence, 6)
-        old = previous.get(item_id)
-        keep = accept and old is not None and (old.label, old.model_version) == (label, source.name)
-        if old is not None and not keep:
-            old.is_current, old.replaced_at = False, now
-            session.add(old)
-        if accept and not keep:
-            new_annotations.append(
-                Annotation(
-                    project_id=project.id or 0,
-                    item_id=item_id,
-                    annotator=MODEL_ANNOTATOR,
-                    label=label,
-                    abstain=False,
-                    source=AnnotationSource.model,
-                    model_version=source.name,
-                    confidence=confidence,
-                    threshold=thresholds[top],
-                    is_current=True,
-                    created_at=now,
-                )
-            )
-        audit = accept and item_id in audited
-        below = None if pilot else "low_confidence"
-        item.review_reason = ("audit" if audit else None) if accept else below
-        item.suggested_label, item.suggestion_confidence = label, confidence
-        session.add(item)
-        applied.append((top, accept, audit))
-    session.flush()  # retire replaced answers first: one current annotation per annotator
-    session.add_all(new_annotations)
-    session.flush()
-    item_status.refresh_items(
-        session, project=project, item_ids=[i for i in ids if i in items and i not in answered]
-    )
-    return applied
+        yield item, top, round(confidence, 6), accept
+
+
+def _answered_items(session: Session, item_ids: list[int]) -> tuple[set[int], set[int]]:
+    """Of these items, those with a human (a vote's) answer, and those with an implicit label.
+    An auto-accept would outrank users' implicit label and take the item out of the training
+    set, so a confident prediction leaves such an item alone; an unsure one still sends it to
+    review."""
+    current = session.exec(
+        select(Annotation.item_id, Annotation.source).where(
+            col(Annotation.item_id).in_(item_ids), col(Annotation.is_current)
+        )
+    ).all()
+    answered = {item_id for item_id, source in current if source in VOTE_SOURCES}
+    implicit = {item_id for item_id, source in current if source == AnnotationSource.user_behavior}
+    return answered, implicit
 
 
 def audit_report(session: Session, *, project: Project) -> list[AuditVersion]:

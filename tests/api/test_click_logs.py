@@ -205,6 +205,39 @@ class TestImport:
         assert annotation["annotator"] == "shop-search"
         assert annotation["provenance"]["name"] == "shop-search"
 
+    def test_an_edited_pair_item_is_restored_unless_its_text_was_taken(
+        self, live_client: TestClient
+    ) -> None:
+        project_id = click_project(live_client)
+        sessions = [{"query": "tv", "results": [result("a", 1, True, 40), result("b", 2)]}]
+        first = import_clicks(live_client, project_id, sessions=sessions)
+        items = items_by_pair(live_client, project_id)
+        a, b = items[("tv", "a")], items[("tv", "b")]
+        # Both items are edited through the items API; a third item takes b's old text.
+        edits = [
+            {"external_id": a["external_id"], "text": "edited a", "source": "user_behavior"},
+            {"external_id": b["external_id"], "text": "edited b", "source": "user_behavior"},
+            {"text": b["text"]},
+        ]
+        ingested = live_client.post(f"/v1/projects/{project_id}/items", json=edits).json()
+        assert (ingested["updated"], ingested["created"]) == (2, 1)
+        taker = ingested["results"][2]["id"]
+
+        again = import_clicks(live_client, project_id, sessions=sessions)
+        assert again["result"]["items"] == {
+            "created": 0,
+            "updated": 1,
+            "unchanged": 0,
+            "skipped_duplicate_text": 1,
+        }
+        assert again["result"]["skipped"] == [{"query": "tv", "doc_id": "b", "item_id": taker}]
+        assert again["result"]["labels"] == {"created": 0, "replaced": 0, "unchanged": 1}
+        restored = live_client.get(f"/v1/projects/{project_id}/items/{a['id']}").json()
+        assert restored["text"] == a["text"]
+        assert restored["provenance"]["job_id"] == again["id"] != first["id"]
+        kept = live_client.get(f"/v1/projects/{project_id}/items/{b['id']}").json()
+        assert (kept["text"], kept["provenance"]["job_id"]) == ("edited b", first["id"])
+
 
 class TestLowerTrust:
     def test_people_override_implicit_labels(self, live_client: TestClient) -> None:
