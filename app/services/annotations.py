@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app.db import id_in, insert_returning_ids, sync_loaded
-from app.errors import ErrorDetail, Forbidden, Problem, make_problem
+from app.errors import ErrorDetail, Forbidden, NotFound, Problem, ValidationFailed
 from app.jobs.context import JobRunner
 from app.models.annotation import (
     Annotation,
@@ -43,10 +43,8 @@ def _authorize(principal: Principal, entries: list[AnnotationIn]) -> None:
 
 
 def _entry_problem(index: int, status: int, field: str, detail: str) -> Problem:
-    slug = "not-found" if status == 404 else "validation-error"
-    return make_problem(
-        status, detail, slug=slug, errors=[ErrorDetail(loc=["body", index, field], msg=detail)]
-    )
+    kind = NotFound if status == 404 else ValidationFailed
+    return kind.problem(detail, errors=[ErrorDetail(loc=["body", index, field], msg=detail)])
 
 
 def submit_annotations(

@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ErrorDetail, ValidationFailed
+from app.errors import Conflict, ErrorDetail, LabelsMissing
 from app.jobs.context import JobContext, JobRunner
 from app.models.annotation import Annotation
 from app.models.base import AnnotationSource, ItemSource, ItemStatus, utcnow
@@ -38,10 +38,6 @@ MAX_ATTEMPTS = 3  # per chunk, when a concurrent write takes the same external_i
 MAX_SKIPPED_LISTED = 20
 PROVENANCE_KIND = "click_logs"
 SESSIONS: TypeAdapter[list[ClickSession]] = TypeAdapter(list[ClickSession])
-
-
-class LabelsMissing(ValidationFailed):
-    slug = "labels-missing"
 
 
 def check_labels(project: Project) -> None:
