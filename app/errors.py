@@ -177,8 +177,9 @@ class DuplicateText(Conflict):
 
 
 class NoActiveModel(Conflict):
-    """Prelabels without `model_version`, or CROWDLAB consensus (`GET .../consensus?method=
-    crowdlab`, `consensus_method: "crowdlab"`), while the project has no active model."""
+    """Prelabels without `model_version`, or CROWDLAB consensus
+    (`GET .../consensus?method=crowdlab`, `consensus_method: "crowdlab"`), while the project
+    has no active model."""
 
     slug = "no-active-model"
 
@@ -235,16 +236,14 @@ class AlreadyAnswered(Conflict):
 
 
 class SplitChanged(Conflict):
-    """Freezing a dataset version (or training on a new one) with a `test_share` other than
-    the latest version's: items would move between train and test. Leave `test_share` out to
-    keep the project's split."""
+    """Freezing a dataset version with a `test_share` other than the latest version's: items
+    would move between train and test. Leave `test_share` out to keep the project's split."""
 
     slug = "split-changed"
 
 
 class NothingToFreeze(Conflict):
-    """Freezing a dataset version (or training on a new one) while the project has no
-    resolved labels yet."""
+    """Freezing a dataset version while the project has no resolved labels yet."""
 
     slug = "nothing-to-freeze"
 
@@ -268,8 +267,8 @@ class UploadGone(AppError):
 
 class PayloadTooLarge(AppError):
     """The body is over `LABELWISE_MAX_BODY_BYTES`, a JSON ingest has more than 10,000 items,
-    a production-samples request more than 10,000 predictions (`LABELWISE_MAX_ITEMS_PER_
-    REQUEST`), or (per NDJSON line) a line is over the line limit."""
+    a production-samples request more than 10,000 predictions
+    (`LABELWISE_MAX_ITEMS_PER_REQUEST`), or (per NDJSON line) a line is over the line limit."""
 
     status = 413
     slug = "payload-too-large"

@@ -126,7 +126,7 @@ def undeclared_problem(app: FastAPI, request: Request, response: Response) -> st
     declares for its status (problem_responses on the route, or added for all in
     build_openapi); None when it is declared, or when no operation answered."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or request.method not in route.methods:
+    if not isinstance(route, APIRoute) or request.method not in (route.methods or ()):
         return None  # no route (404), or another method's route (405)
     operation = app.openapi()["paths"].get(route.path_format, {}).get(request.method.lower())
     if operation is None or not response.headers.get("content-type", "").startswith(PROBLEM_JSON):
