@@ -445,20 +445,17 @@ def _problem_response(types: list[type[AppError]]) -> dict[str, Any]:
         "content": {
             PROBLEM_MEDIA_TYPE: {
                 "schema": {"$ref": "#/components/schemas/Problem"},
-                "examples": {
-                    t.slug: {
-                        "value": {
-                            "type": problem_type(t.slug),
-                            "title": t.title,
-                            "status": t.status,
-                            "detail": t.when(),
-                        }
-                    }
-                    for t in types
-                },
+                # Each type's example is written once, in components/examples (problem_example).
+                "examples": {t.slug: {"$ref": f"#/components/examples/{t.slug}"} for t in types},
             }
         },
     }
+
+
+def problem_example(kind: type[AppError]) -> dict[str, Any]:
+    """The spec's example of a problem type (components/examples/<slug>): its detail says when."""
+    value = {"type": problem_type(kind.slug), "title": kind.title, "status": kind.status}
+    return {"value": {**value, "detail": kind.when()}}
 
 
 def declared_problems(response: Mapping[str, Any]) -> list[type[AppError]]:

@@ -49,6 +49,7 @@ from app.errors import (
     ValidationFailed,
     declared_problems,
     http_problem,
+    problem_example,
     with_problems,
 )
 from app.jobs.runner import build_runner
@@ -249,9 +250,12 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     json_import = TypeAdapter(JsonImport).json_schema(ref_template=ref_template)
     components.update(json_import.pop("$defs", {}))
     components["JsonImport"] = json_import
+    declared: set[type[AppError]] = set()
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
             operation["responses"] = with_common_problems(operation)
+            for response in operation["responses"].values():
+                declared.update(declared_problems(response))
             undeclared = [
                 status
                 for status, response in operation["responses"].items()
@@ -262,6 +266,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     f"{method.upper()} {path}: declare its {', '.join(undeclared)} answers with "
                     "problem_responses(...) (app/errors.py)"
                 )
+    schema["components"]["examples"] = {kind.slug: problem_example(kind) for kind in declared}
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     app.openapi_schema = schema

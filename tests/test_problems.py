@@ -88,8 +88,11 @@ def test_the_spec_names_every_declared_type_and_no_job_only_one(tmp_path: Path) 
                 kinds = declared_problems(response)
                 assert kinds and {k.status for k in kinds} == {int(status)}
                 assert all(k.slug in response["description"] for k in kinds)
-                examples = response["content"][PROBLEM_MEDIA_TYPE]["examples"]
-                assert all(e["value"]["status"] == int(status) for e in examples.values())
+                for ref in response["content"][PROBLEM_MEDIA_TYPE]["examples"].values():
+                    name = ref["$ref"].removeprefix("#/components/examples/")
+                    example = spec["components"]["examples"][name]["value"]
+                    assert example["status"] == int(status)
+                    assert example["type"] == f"/problems/{name}"
                 answered |= {k.slug for k in kinds}
     never_answered = {s for s, k in PROBLEM_TYPES.items() if k.job_only or k.entry_only}
     assert not answered & never_answered
