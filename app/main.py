@@ -40,6 +40,7 @@ from app.api.routes import (
 from app.db import Database, refusal_reason
 from app.errors import (
     PROBLEM_MEDIA_TYPE,
+    PROBLEM_TYPES,
     AppError,
     BadRequest,
     ErrorDetail,
@@ -266,7 +267,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     f"{method.upper()} {path}: declare its {', '.join(undeclared)} answers with "
                     "problem_responses(...) (app/errors.py)"
                 )
-    schema["components"]["examples"] = {kind.slug: problem_example(kind) for kind in declared}
+    schema["components"]["examples"] = {
+        slug: problem_example(kind) for slug, kind in PROBLEM_TYPES.items() if kind in declared
+    }
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     app.openapi_schema = schema
