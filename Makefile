@@ -34,9 +34,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## openapi: write openapi/openapi.json (sorted keys, 2-space indent)
+## openapi: write openapi/openapi.json (sorted keys, 2-space indent) and docs/errors.md (from app/errors.py)
 openapi: $(STAMP)
 	$(BIN)/labelwise openapi --output openapi/openapi.json
+	$(BIN)/labelwise errors-doc --output docs/errors.md
 
 ## bench: the benchmarks in bench/; figures go to docs/benchmarks.md by hand
 bench: $(STAMP)

@@ -1,4 +1,5 @@
-"""The `labelwise` command: migrate, serve, run a job worker, create an API key, write the spec."""
+"""The `labelwise` command: migrate, serve, run a job worker, create an API key, write the spec
+and the error reference."""
 
 import argparse
 import json
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     key.add_argument("--tier")
     spec = commands.add_parser("openapi", help="Write the OpenAPI spec deterministically.")
     spec.add_argument("--output", type=Path, default=Path("openapi/openapi.json"))
+    errors_doc = commands.add_parser(
+        "errors-doc", help="Write docs/errors.md from the problem types in app/errors.py."
+    )
+    errors_doc.add_argument("--output", type=Path, default=Path("docs/errors.md"))
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -126,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         print(secret)
     elif args.command == "openapi":
         write_openapi(args.output)
+    elif args.command == "errors-doc":
+        from app.errors_doc import write_errors_doc
+
+        write_errors_doc(args.output)
     return 0
 
 

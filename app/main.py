@@ -4,7 +4,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -39,7 +38,21 @@ from app.api.routes import (
     synthetic,
 )
 from app.db import Database, refusal_reason
-from app.errors import PROBLEM_MEDIA_TYPE, AppError, ErrorDetail, Problem, make_problem
+from app.errors import (
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_TYPES,
+    AppError,
+    BadRequest,
+    ErrorDetail,
+    InternalError,
+    PayloadTooLarge,
+    Problem,
+    ValidationFailed,
+    declared_problems,
+    http_problem,
+    problem_example,
+    with_problems,
+)
 from app.jobs.runner import build_runner
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
@@ -82,7 +95,7 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     detail = f"{'.'.join(map(str, first.loc))}: {first.msg}" if first else "The request is invalid."
     if len(errors) > 1:
         detail += f" (and {len(errors) - 1} more)"
-    return problem_response(make_problem(422, detail, slug="validation-error", errors=errors))
+    return problem_response(ValidationFailed.problem(detail, errors=errors))
 
 
 async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -93,14 +106,14 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
         detail = f"{request.method} is not allowed on {request.url.path}."
     else:
         detail = str(exc.detail)
-    return problem_response(make_problem(exc.status_code, detail), dict(exc.headers or {}))
+    return problem_response(http_problem(exc.status_code, detail), dict(exc.headers or {}))
 
 
 async def handle_data_error(_: Request, exc: Exception) -> JSONResponse:
     """A value validation let through but the database cannot store (e.g. out of range)."""
     assert isinstance(exc, DataError)
     detail = f"The database cannot store a value in this request: {refusal_reason(exc)}."
-    return problem_response(make_problem(422, detail, slug="validation-error"))
+    return problem_response(ValidationFailed.problem(detail))
 
 
 async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -109,7 +122,7 @@ async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
         detail = "The database failed to complete the request; it was rolled back."
     else:
         detail = "An unexpected error; it has been logged. This is a bug."
-    return problem_response(make_problem(500, detail, slug="internal-error"))
+    return problem_response(InternalError.problem(detail))
 
 
 def operation_id(route: APIRoute) -> str:
@@ -207,6 +220,21 @@ def _bootstrap(database: Database, settings: Settings) -> None:
         logger.warning("bootstrap admin key (shown once, store it now): %s", secret)
 
 
+def with_common_problems(operation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The operation's responses plus the problems any operation of its shape can answer: a
+    bug (500); for a body, one that cannot be decoded (400: bytes that are not UTF-8) or is
+    over the size limit (413, BodyLimitMiddleware), refused before a route sees it; and, in
+    place of FastAPI's own 422 for the parameters it validates, the problem+json one."""
+    responses = dict(operation["responses"])
+    common: list[type[AppError]] = [InternalError]
+    if "requestBody" in operation:
+        common += [BadRequest, PayloadTooLarge]
+    if "422" in responses and not declared_problems(responses["422"]):
+        del responses["422"]
+        common.append(ValidationFailed)
+    return {str(status): response for status, response in with_problems(responses, *common).items()}
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -223,21 +251,25 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     json_import = TypeAdapter(JsonImport).json_schema(ref_template=ref_template)
     components.update(json_import.pop("$defs", {}))
     components["JsonImport"] = json_import
-    # One error envelope: FastAPI's default 422 body is replaced by problem+json everywhere.
-    problem_content = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for path in schema["paths"].values():
-        for operation in path.values():
-            if "requestBody" in operation:
-                # Every body can be refused before a route sees it, like FastAPI's own 422:
-                # 400 when it cannot be decoded (bytes that are not UTF-8), 413 over the size
-                # limit (BodyLimitMiddleware).
-                for status in (400, 413):
-                    operation["responses"].setdefault(
-                        str(status), {"description": HTTPStatus(status).phrase}
-                    )
-            for status, response in operation["responses"].items():
-                if status.isdigit() and int(status) >= 400:
-                    response["content"] = problem_content
+    declared: set[type[AppError]] = set()
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            operation["responses"] = with_common_problems(operation)
+            for response in operation["responses"].values():
+                declared.update(declared_problems(response))
+            undeclared = [
+                status
+                for status, response in operation["responses"].items()
+                if status.isdigit() and int(status) >= 400 and not declared_problems(response)
+            ]
+            if undeclared:
+                raise RuntimeError(
+                    f"{method.upper()} {path}: declare its {', '.join(undeclared)} answers with "
+                    "problem_responses(...) (app/errors.py)"
+                )
+    schema["components"]["examples"] = {
+        slug: problem_example(kind) for slug, kind in PROBLEM_TYPES.items() if kind in declared
+    }
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     app.openapi_schema = schema

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE, make_problem
+from app.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge, Problem
 from app.sources.json_bodies import NDJSON_MEDIA_TYPES
 
 logger = logging.getLogger("labelwise.request")
@@ -33,12 +33,12 @@ IMPORT_PATH = re.compile(r"^/v1/projects/[^/]+/imports/?$")
 MULTIPART = "multipart/form-data"
 
 
-async def send_problem(send: Send, status: int, detail: str, slug: str | None = None) -> None:
-    body = make_problem(status, detail, slug=slug).model_dump_json(exclude_none=True).encode()
+async def send_problem(send: Send, problem: Problem) -> None:
+    body = problem.model_dump_json(exclude_none=True).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": problem.status,
             "headers": [
                 (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
@@ -95,7 +95,7 @@ class BodyLimitMiddleware:
             detail = f"The request body is over the limit of {limit} bytes."
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await send_problem(send, 413, detail, "payload-too-large")
+            await send_problem(send, PayloadTooLarge.problem(detail))
             return
 
         received = 0
@@ -111,7 +111,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > limit:
                     if not started:
-                        await send_problem(send, 413, detail, "payload-too-large")
+                        await send_problem(send, PayloadTooLarge.problem(detail))
                     answered = True
                     return {"type": "http.disconnect"}
             return message

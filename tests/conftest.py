@@ -16,13 +16,15 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
 from app.db import Database, build_engine
 from app.deps import get_session
+from app.errors import PROBLEM_PREFIX, InternalError, declared_problems
 from app.main import create_app
 from app.migrations import upgrade
 from app.settings import Settings
@@ -115,9 +117,64 @@ class RecordingRunner:
     def stop(self) -> None: ...
 
 
+# Problems answered by an operation whose responses in the spec do not declare their type.
+UNDECLARED_PROBLEMS: list[str] = []
+
+
+def undeclared_problem(app: FastAPI, request: Request, response: Response) -> str | None:
+    """Why this problem answer breaks the contract: its type is not among those its operation
+    declares for its status (problem_responses on the route, or added for all in
+    build_openapi); None when it is declared, or when no operation answered."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or request.method not in (route.methods or ()):
+        return None  # no route (404), or another method's route (405)
+    operation = app.openapi()["paths"].get(route.path_format, {}).get(request.method.lower())
+    if operation is None or not response.headers.get("content-type", "").startswith(PROBLEM_JSON):
+        return None
+    slug = json.loads(bytes(response.body))["type"].removeprefix(PROBLEM_PREFIX)
+    declared = declared_problems(operation["responses"].get(str(response.status_code), {}))
+    if slug in {kind.slug for kind in declared}:
+        return None
+    return (
+        f"{request.method} {route.path_format} answered {response.status_code} "
+        f"{PROBLEM_PREFIX}{slug}, which its responses do not declare: add the type to the "
+        "route's problem_responses(...)"
+    )
+
+
+def check_declared_problems(app: FastAPI) -> FastAPI:
+    """Wrap the app's problem handlers: an answer whose problem type the operation does not
+    declare becomes a 500 naming it (and is recorded), so the test that caused it fails."""
+
+    def checked(handler: Any) -> Any:
+        async def check(request: Request, exc: Exception) -> Response:
+            response: Response = await handler(request, exc)
+            failure = undeclared_problem(app, request, response)
+            if failure is None:
+                return response
+            UNDECLARED_PROBLEMS.append(failure)
+            body = InternalError.problem(failure).model_dump_json(exclude_none=True)
+            return Response(body, status_code=500, media_type=PROBLEM_JSON)
+
+        return check
+
+    for key, handler in list(app.exception_handlers.items()):
+        if key not in (Exception, 500):  # a 500 is a bug wherever it happens
+            app.exception_handlers[key] = checked(handler)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def no_undeclared_problems() -> Iterator[None]:
+    """Every test checks the problem types it meets against the spec."""
+    UNDECLARED_PROBLEMS.clear()
+    yield
+    assert not UNDECLARED_PROBLEMS, "\n".join(UNDECLARED_PROBLEMS)
+
+
 def build_test_app(settings: Settings) -> FastAPI:
     """The app without its lifespan: the database is the test's own transaction."""
-    app = create_app(settings)
+    app = check_declared_problems(create_app(settings))
     app.state.database = Database(settings)
     app.state.runner = RecordingRunner()
     return app
@@ -194,7 +251,8 @@ def live_settings(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @contextmanager
 def started_app(settings: Settings) -> Iterator[TestClient]:
     """An admin client of the app with its real lifespan (a start-up, the job runner)."""
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+    app = check_declared_problems(create_app(settings))
+    with TestClient(app, raise_server_exceptions=False) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN_SECRET}"
         client.event_hooks["response"] = [check_response]
         yield client

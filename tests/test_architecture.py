@@ -26,9 +26,12 @@ RULES: dict[str, tuple[str, frozenset[str]]] = {
     "cli": ("*", NONE),
     "deps": ("*", NONE),
     "middleware": ("*", NONE),
-    "api": ("", NONE),
+    "api": ("errors", NONE),
     # Routes call services; reading a request body (JSON, NDJSON) is HTTP work.
-    "api.routes": ("services models deps errors pagination sources.json_bodies", NONE),
+    "api.routes": (
+        "services models deps errors pagination api.routing sources.json_bodies",
+        NONE,
+    ),
     # Job code: what runs in a job process, beside the request-time service it calls.
     "tasks": ("services models ml registry sources jobs.context db errors settings", WEB),
     "services": ("ml registry sources models db errors settings pagination jobs.context", WEB),
@@ -42,6 +45,8 @@ RULES: dict[str, tuple[str, frozenset[str]]] = {
     "pagination": ("errors models", WEB),
     "migrations": ("errors", WEB),
     "errors": ("", WEB),
+    # Writes docs/errors.md from the problem types (`labelwise errors-doc`).
+    "errors_doc": ("errors", WEB),
     "settings": ("", WEB),
     "logs": ("", WEB),
 }

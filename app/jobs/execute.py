@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from app.db import Database
-from app.errors import AppError, Problem, make_problem
+from app.errors import AppError, InternalError, JobInterrupted, Problem
 from app.jobs.context import JobCancelled, JobContext, JobLost, worker_name
 from app.models.base import utcnow
 from app.models.job import Job, JobStatus
@@ -62,10 +62,8 @@ def run_job(
         return
     except Exception:
         logger.exception("job %s (%s) failed", job_id, job.kind)
-        problem = make_problem(
-            500,
-            "The job failed unexpectedly; it has been logged. This is a bug.",
-            slug="internal-error",
+        problem = InternalError.problem(
+            "The job failed unexpectedly; it has been logged. This is a bug."
         )
         _finish(database, job_id, JobStatus.failed, error=problem)
         return
@@ -165,12 +163,10 @@ def fail_interrupted_jobs(
             if _owner_is_dead(job.worker) or now - beat > stale_after:
                 assert job.id is not None
                 job.status, job.finished_at = JobStatus.failed, now
-                job.error = make_problem(
-                    500,
+                job.error = JobInterrupted.problem(
                     "The job was interrupted (its process stopped before it finished); "
                     "nothing it was computing was saved. Retry it with POST /v1/jobs/"
-                    f"{job.id}/retry.",
-                    slug="job-interrupted",
+                    f"{job.id}/retry."
                 ).model_dump(mode="json", exclude_none=True)
                 session.add(job)
                 interrupted.append(job.id)
@@ -210,7 +206,7 @@ def _is_zombie(pid: int) -> bool:
 
 def fail_job_if_running(database: Database, job_id: int, detail: str) -> None:
     """Fail a job whose process is known to be gone (retryable)."""
-    problem = make_problem(500, detail, slug="job-interrupted")
+    problem = JobInterrupted.problem(detail)
     with database.session(write=True) as session:
         session.exec(
             update(Job)

@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import and_, case, func
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict
+from app.errors import NotEnoughLabels
 from app.jobs.context import JobContext, JobRunner
 from app.ml.simulation import curve_at, kfold_learning_curves, labels_to_reach, savings
 from app.ml.thresholds import wilson_interval
@@ -181,12 +181,11 @@ def _replay_plan(n_items: int, request: SimulationRequest) -> dict[str, Any]:
     pool = n_items - -(-n_items // request.folds)  # every fold's pool: all but the largest fold
     budget = request.budget if request.budget is not None else pool
     if budget > pool or request.seed_size + request.batch_size > budget:
-        raise Conflict(
+        raise NotEnoughLabels(
             f"The replay needs seed_size + batch_size <= budget <= {pool} (the labeled items "
             f"outside one of {request.folds} folds); this project has {n_items} human-labeled "
             f"items usable for training and asked for seed_size {request.seed_size}, "
             f"batch_size {request.batch_size}, budget {budget}.",
-            slug="not-enough-labels",
         )
     strategies = [BASELINE] + [s for s in request.strategies if s != BASELINE]
     return {

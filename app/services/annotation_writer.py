@@ -25,7 +25,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from app.db import id_in, insert_returning_ids, sync_loaded
-from app.errors import ErrorDetail, Problem, make_problem
+from app.errors import ErrorDetail, NotFound, Problem, ValidationFailed
 from app.models.annotation import (
     Annotation,
     AnnotationEntryResult,
@@ -308,7 +308,5 @@ class _Plan:
 
 
 def _entry_problem(index: int, status: int, field: str, detail: str) -> Problem:
-    slug = "not-found" if status == 404 else "validation-error"
-    return make_problem(
-        status, detail, slug=slug, errors=[ErrorDetail(loc=["body", index, field], msg=detail)]
-    )
+    kind = NotFound if status == 404 else ValidationFailed
+    return kind.problem(detail, errors=[ErrorDetail(loc=["body", index, field], msg=detail)])

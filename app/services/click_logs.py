@@ -18,7 +18,15 @@ from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ErrorDetail, Problem, ValidationFailed
+from app.errors import (
+    Conflict,
+    DuplicateText,
+    ErrorDetail,
+    LabelsMissing,
+    Problem,
+    ValidationFailed,
+    problem_type,
+)
 from app.jobs.context import JobContext, JobRunner
 from app.models.base import AnnotationSource, ItemSource, utcnow
 from app.models.click_logs import REQUIRED_LABELS, ClickLogsImport, ClickSession
@@ -34,10 +42,6 @@ MAX_ATTEMPTS = 3  # per chunk, when a concurrent write takes the same external_i
 MAX_SKIPPED_LISTED = 20
 PROVENANCE_KIND = "click_logs"
 SESSIONS: TypeAdapter[list[ClickSession]] = TypeAdapter(list[ClickSession])
-
-
-class LabelsMissing(ValidationFailed):
-    slug = "labels-missing"
 
 
 def check_labels(project: Project) -> None:
@@ -286,7 +290,7 @@ def _stage_pairs(
 
 def _duplicate_text(problem: Problem | None) -> bool:
     """An edited item whose restored text another item has taken meanwhile."""
-    return problem is not None and problem.type == "/problems/duplicate-text"
+    return problem is not None and problem.type == problem_type(DuplicateText.slug)
 
 
 def _skipped(

@@ -19,7 +19,7 @@ from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from app.db import Database
-from app.errors import Conflict
+from app.errors import NoActiveModel
 from app.jobs.context import JobContext
 from app.ml import consensus as methods
 from app.ml.consensus import Consensus
@@ -128,11 +128,10 @@ def compute(
 def _crowdlab_version(session: Session, *, project: Project) -> ModelVersion:
     version = registry.active_version(session, project=project)
     if version is None:
-        raise Conflict(
+        raise NoActiveModel(
             "CROWDLAB needs a trained model's out-of-fold probabilities and this project has "
             "no active model version; train one (POST .../models) or use majority or "
             "dawid_skene.",
-            slug="no-active-model",
         )
     return version
 

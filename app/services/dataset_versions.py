@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from app.db import Database, insert_rows
-from app.errors import Conflict, NotFound
+from app.errors import NotFound, NothingToFreeze, SplitChanged
 from app.models.annotation import Annotation
 from app.models.base import (
     TRAINABLE_RESOLUTIONS,
@@ -103,11 +103,10 @@ def _test_share(requested: float | None, latest: DatasetVersion | None) -> float
     if latest is None:
         return DEFAULT_TEST_SHARE if requested is None else requested
     if requested is not None and requested != latest.test_share:
-        raise Conflict(
+        raise SplitChanged(
             f"test_share {requested} differs from version {latest.version}'s "
             f"{latest.test_share}: items would move between train and test. Leave it out to "
             "keep the project's split.",
-            slug="split-changed",
         )
     return latest.test_share
 
@@ -301,9 +300,8 @@ def create_version(
     version = snapshot(session, project=locked, data=data, created_by=created_by)
     if version.n_items == 0:
         session.rollback()
-        raise Conflict(
+        raise NothingToFreeze(
             "The project has no resolved labels yet: there is nothing to freeze.",
-            slug="nothing-to-freeze",
         )
     session.commit()
     return version

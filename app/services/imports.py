@@ -23,7 +23,7 @@ from typing import IO, Any, cast
 import sqlalchemy as sa
 from sqlmodel import Session, col, or_, select
 
-from app.errors import AppError, ErrorDetail, Problem, ValidationFailed, make_problem
+from app.errors import ErrorDetail, Problem, UploadGone, ValidationFailed
 from app.jobs.context import JobContext, JobRunner
 from app.models.annotation import AnnotationIn
 from app.models.base import AnnotationSource, ItemSource, utcnow
@@ -61,13 +61,8 @@ UPLOAD_TABLE: sa.Table = ImportUpload.__table__  # type: ignore[attr-defined]
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.@-]+")
 
 
-class UploadGone(AppError):
-    status = 410
-    slug = "import-upload-gone"
-
-
 def _row_problem(detail: str) -> Problem:
-    return make_problem(422, detail, slug="validation-error")
+    return ValidationFailed.problem(detail)
 
 
 # --- rows: from source columns to items and labels -----------------------------------------------

@@ -13,7 +13,15 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, col, select
 
 from app.db import refusal_reason
-from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, Problem, make_problem
+from app.errors import (
+    Conflict,
+    DuplicateText,
+    ErrorDetail,
+    Forbidden,
+    NotFound,
+    Problem,
+    ValidationFailed,
+)
 from app.models.annotation import Annotation, AnnotationPublic
 from app.models.base import ItemSource, ItemStatus, Role, UTCDateTime, utcnow
 from app.models.item import (
@@ -189,10 +197,8 @@ def record_provenance(
 
 
 def _refused_by_database(index: int, error: DataError) -> IngestReport:
-    problem = make_problem(
-        422,
-        f"The database cannot store this item: {refusal_reason(error)}.",
-        slug="validation-error",
+    problem = ValidationFailed.problem(
+        f"The database cannot store this item: {refusal_reason(error)}."
     )
     return IngestReport(
         failed=1, results=[IngestEntryResult(index=index, status="failed", problem=problem)]
@@ -201,15 +207,13 @@ def _refused_by_database(index: int, error: DataError) -> IngestReport:
 
 def _validation_problem(index: int, error: ValidationError | str) -> Problem:
     if isinstance(error, str):
-        return make_problem(422, error, slug="validation-error")
+        return ValidationFailed.problem(error)
     details = [
         ErrorDetail(loc=["body", index, *error_["loc"]], msg=error_["msg"])
         for error_ in error.errors(include_url=False)
     ]
-    return make_problem(
-        422,
+    return ValidationFailed.problem(
         "; ".join(f"{'.'.join(map(str, d.loc[2:])) or 'item'}: {d.msg}" for d in details),
-        slug="validation-error",
         errors=details,
     )
 
@@ -305,11 +309,9 @@ def _plan_rows(
         elif row.same_content(entry):
             outcomes[index] = ("unchanged", row, None)
         elif owner is not None and owner is not row:
-            problem = make_problem(
-                409,
+            problem = DuplicateText.problem(
                 f"The new text of external_id {entry.external_id!r} duplicates another item"
-                + (f" (id {owner.id})." if owner.id is not None else " in this request."),
-                slug="duplicate-text",
+                + (f" (id {owner.id})." if owner.id is not None else " in this request.")
             )
             outcomes[index] = ("failed", None, problem)
         else:

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import case, insert, update
 from sqlmodel import Session, col, func, select
 
-from app.errors import Conflict, NotFound
+from app.errors import NotFound, ReportInProgress
 from app.jobs.context import JobContext, JobRunner
 from app.ml import label_issues
 from app.ml.thresholds import wilson_interval
@@ -80,10 +80,9 @@ def start_report(
         )
     ).first()
     if pending is not None:
-        raise Conflict(
+        raise ReportInProgress(
             f"A label-issue report is already on its way for this project (job {pending}); "
             "wait for it (GET /v1/jobs/{id}) or cancel it first.",
-            slug="report-in-progress",
         )
     name, params = registry.default_algorithm(session, project=project)
     if request.algorithm is not None and request.algorithm != name:

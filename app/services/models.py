@@ -13,7 +13,7 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from app.db import Database
-from app.errors import Conflict, NotFound
+from app.errors import NotEnoughLabels, NotFound, TrainingRefused
 from app.jobs.context import JobContext, JobRunner
 from app.models.base import (
     HUMAN_RESOLUTIONS,
@@ -179,11 +179,10 @@ def check_trainable(training_set: TrainingSet) -> None:
     extra = ""
     if training_set.without_features:
         extra = f" {training_set.without_features} labeled items have no usable data.features."
-    raise Conflict(
+    raise NotEnoughLabels(
         f"Training needs at least {MIN_PER_LABEL} human-resolved labels for each of at least "
         f"2 labels (for {MIN_PER_LABEL}-fold cross-validation); this project has {have}. "
         f"Implicit labels from user behaviour count too; model auto-accepts do not.{extra}",
-        slug="not-enough-labels",
     )
 
 
@@ -296,9 +295,8 @@ def _train_and_register(
             progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
         )
     except ValueError as error:  # scikit-learn refusing these params for this data
-        raise Conflict(
+        raise TrainingRefused(
             f"{algorithm.name} cannot be trained with these params on this data: {error}",
-            slug="training-refused",
         ) from error
     pipeline_bytes = dump_pipeline(trained.pipeline)
     oof_bytes = dump_array(trained.oof_probabilities)

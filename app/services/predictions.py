@@ -9,7 +9,7 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from app.errors import ErrorDetail, Problem, make_problem, refuse_if_all_failed
+from app.errors import ErrorDetail, NotFound, Problem, ValidationFailed, refuse_if_all_failed
 from app.ml.uncertainty import summarize
 from app.models.base import utcnow
 from app.models.item import Item
@@ -140,20 +140,16 @@ def _entry_problem(
 ) -> Problem | None:
     if entry.model_version.startswith(REGISTRY_PREFIX):
         detail = f"model_version must not start with {REGISTRY_PREFIX!r}: that names the registry."
-        return make_problem(
-            422,
+        return ValidationFailed.problem(
             detail,
-            slug="validation-error",
             errors=[ErrorDetail(loc=["body", index, "model_version"], msg=detail)],
         )
     if item_id is None:
         field = "item_id" if entry.item_id is not None else "external_id"
         reference = entry.item_id if entry.item_id is not None else entry.external_id
         detail = f"No item with {field} {reference!r} in this project."
-        return make_problem(
-            404,
+        return NotFound.problem(
             detail,
-            slug="not-found",
             errors=[ErrorDetail(loc=["body", index, field], msg=detail)],
         )
     errors = probability_errors(entry.probabilities, labels)
@@ -166,11 +162,9 @@ def _entry_problem(
         )
         for key, message in errors
     ]
-    return make_problem(
-        422,
+    return ValidationFailed.problem(
         f"Invalid probabilities: {details[0].msg}"
         + (f" (and {len(details) - 1} more)" if len(details) > 1 else ""),
-        slug="validation-error",
         errors=details,
     )
 

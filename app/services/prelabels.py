@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ErrorDetail, ValidationFailed
+from app.errors import ErrorDetail, NoActiveModel, NoPredictions, NotEnoughLabels, ValidationFailed
 from app.jobs.context import JobContext, JobRunner
 from app.ml.thresholds import (
     expected_precision,
@@ -52,11 +52,10 @@ def resolve_source(session: Session, *, project: Project, requested: str | None)
     if requested is None:
         version = registry.active_version(session, project=project)
         if version is None:
-            raise Conflict(
+            raise NoActiveModel(
                 "This project has no active model: train one (POST .../models with "
                 '"activate": true) or name an external model_version whose predictions you '
                 "have posted.",
-                slug="no-active-model",
             )
         return ModelSource(registry_version_name(version.version), version.labels, version)
     if requested.startswith(REGISTRY_PREFIX):
@@ -74,10 +73,9 @@ def resolve_source(session: Session, *, project: Project, requested: str | None)
         .limit(1)
     ).first()
     if stored is None:
-        raise Conflict(
+        raise NoPredictions(
             f"No predictions are stored for model_version {requested!r}; post them to "
             ".../predictions first.",
-            slug="no-predictions",
         )
     return ModelSource(requested, sorted(project.labels), None)
 
@@ -299,10 +297,9 @@ def _thresholds(
     if target is None:
         return fixed_thresholds(params["threshold"], len(source.labels)), calibration
     if len(calibration[1]) < MIN_CALIBRATION:
-        raise Conflict(
+        raise NotEnoughLabels(
             f"target_precision needs at least {MIN_CALIBRATION} human-labeled items with "
             f"predictions from {source.name} to calibrate on; there are {len(calibration[1])}.",
-            slug="not-enough-labels",
         )
     return thresholds_for_precision(calibration[0], calibration[1], target), calibration
 

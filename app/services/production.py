@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
 from sqlmodel import Session, col, func, select
 
-from app.errors import ErrorDetail, NotFound, Problem, make_problem, refuse_if_all_failed
+from app.errors import ErrorDetail, NotFound, Problem, ValidationFailed, refuse_if_all_failed
 from app.ml import disagreement
 from app.models.base import HUMAN_RESOLUTIONS
 from app.models.item import IngestEntryResult, Item
@@ -104,7 +104,7 @@ def record_production_predictions(
     item_ids: dict[int, int] = {}
     for index, outcome in ingest_results.items():
         if outcome.status == "failed" or outcome.id is None:
-            problem = outcome.problem or make_problem(422, "The item could not be stored.")
+            problem = outcome.problem or ValidationFailed.problem("The item could not be stored.")
             if problem.errors is None:  # e.g. a 409 duplicate-text: point at the entry
                 loc: list[str | int] = ["body", "predictions", index]
                 problem.errors = [ErrorDetail(loc=loc, msg=problem.detail)]
@@ -161,7 +161,7 @@ def _validate(
             for e in error.errors(include_url=False)
         ]
         summary = "; ".join(f"{'.'.join(map(str, d.loc[3:])) or 'entry'}: {d.msg}" for d in details)
-        return None, make_problem(422, summary, slug="validation-error", errors=details)
+        return None, ValidationFailed.problem(summary, errors=details)
     if len(entry.text) > max_text_chars:
         detail = f"text: {len(entry.text)} characters, over the limit of {max_text_chars}"
         return None, _problem(index, detail, field="text")
@@ -176,10 +176,8 @@ def _validate(
 
 def _problem(index: int, detail: str, *, field: str) -> Problem:
     """A 422 for one field of one entry."""
-    return make_problem(
-        422,
+    return ValidationFailed.problem(
         detail,
-        slug="validation-error",
         errors=[ErrorDetail(loc=["body", "predictions", index, field], msg=detail)],
     )
 

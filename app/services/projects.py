@@ -3,7 +3,7 @@
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ErrorDetail, NotFound, ValidationFailed
+from app.errors import AgreementBelowThreshold, Conflict, ErrorDetail, NotFound, ValidationFailed
 from app.jobs.context import JobRunner
 from app.models.annotation import Annotation
 from app.models.base import ConsensusMethod, Phase, utcnow
@@ -106,11 +106,10 @@ def _phase_change(
     below = alpha is None or alpha < threshold
     if leaving_pilot and below and not force:
         measured = "cannot be measured yet" if alpha is None else f"is {alpha:g}"
-        raise Conflict(
+        raise AgreementBelowThreshold(
             f"Agreement {measured} (Krippendorff's alpha over {pairable} items with two or more "
             f"labels), below the agreement threshold {threshold:g}: the pilot is not done. "
             "See GET .../agreement for the likely causes, or send force: true with a reason.",
-            slug="agreement-below-threshold",
             context={
                 "krippendorff_alpha": alpha,
                 "agreement_threshold": threshold,

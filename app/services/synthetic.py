@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, func, select
 
-from app.errors import Conflict, ErrorDetail, NotReady, ValidationFailed
+from app.errors import (
+    ErrorDetail,
+    LLMNotConfigured,
+    LLMRefused,
+    LLMUnavailable,
+    SyntheticInProgress,
+    ValidationFailed,
+)
 from app.jobs.context import JobContext, JobRunner
 from app.models.base import HUMAN_RESOLUTIONS, ItemSource
 from app.models.item import Item
@@ -35,7 +42,7 @@ from app.services.api_keys import Principal
 from app.services.items import content_hash, ingest_items
 from app.services.models import load_project
 from app.settings import Settings
-from app.sources.llm import LLMRefused, LLMUnavailable, Messages, Sleeper, complete, make_client
+from app.sources.llm import Messages, Sleeper, complete, make_client
 
 if TYPE_CHECKING:
     import openai
@@ -47,10 +54,6 @@ MAX_GUIDELINE_CHARS = 8_000
 MAX_PER_CALL = 50  # texts asked for in one completion
 MAX_CALLS = 100  # hard bound on completions per job, whatever the answers
 IN_CLAUSE_CHUNK = 1_000
-
-
-class LLMNotConfigured(NotReady):
-    slug = "llm-not-configured"
 
 
 def is_configured(settings: Settings) -> bool:
@@ -92,10 +95,9 @@ def start_generation(
         )
     ).first()
     if pending is not None:
-        raise Conflict(
+        raise SyntheticInProgress(
             f"A synthetic generation is already on its way for this project (job {pending}); "
             "wait for it (GET /v1/jobs/{id}) or cancel it first.",
-            slug="synthetic-in-progress",
         )
     temperature = DEFAULT_TEMPERATURE if request.temperature is None else request.temperature
     return jobs.submit_job(

@@ -17,7 +17,7 @@ from itertools import chain
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import IO, TYPE_CHECKING, Literal
 
-from app.errors import AppError
+from app.errors import UnreadableFile
 from app.sources.json_bodies import strict_loads
 from app.sources.rows import RowChunk, SourceRow, json_safe
 
@@ -36,13 +36,6 @@ GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = codecs.BOM_UTF8
 READ_BYTES = 64 * 1024  # what the request-time checks read at a time
 GUNZIP_OUT_BYTES = 1024 * 1024  # decompressed bytes produced at a time
-
-
-class UnreadableFile(AppError):
-    """The file is not what its format says (not Parquet, no CSV header, broken gzip)."""
-
-    status = 422
-    slug = "unreadable-file"
 
 
 def base_name(file_name: str) -> str:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from app.errors import ErrorDetail, PayloadTooLarge, Problem, ValidationFailed, make_problem
+from app.errors import ErrorDetail, PayloadTooLarge, Problem, ValidationFailed
 
 NDJSON_MEDIA_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 
@@ -100,9 +100,9 @@ def _parse_line(line: bytes) -> Any:
         return strict_loads(line)
     except ValueError as error:
         message = f"This line is not JSON: {error}."
-        return InvalidEntry(make_problem(422, message, slug="validation-error"))
+        return InvalidEntry(ValidationFailed.problem(message))
 
 
 def _overlong(max_line_bytes: int) -> InvalidEntry:
     message = f"This line is over {max_line_bytes} bytes."
-    return InvalidEntry(make_problem(413, message, slug="payload-too-large"))
+    return InvalidEntry(PayloadTooLarge.problem(message))

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from app.errors import AppError
+from app.errors import LLMRefused, LLMUnavailable
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -23,20 +23,6 @@ MAX_RETRY_AFTER_SECONDS = 60.0
 
 Sleeper = Callable[[float], None]
 Messages = list[dict[str, str]]
-
-
-class LLMUnavailable(AppError):
-    """The endpoint kept answering 429/5xx or could not be reached, retries exhausted."""
-
-    status = 503
-    slug = "llm-unavailable"
-
-
-class LLMRefused(AppError):
-    """The endpoint answered a 4xx other than 429 (bad key, unknown model, bad request)."""
-
-    status = 502
-    slug = "llm-error"
 
 
 def backoff_delay(attempt: int, *, rng: random.Random, retry_after: float | None = None) -> float:

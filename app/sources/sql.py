@@ -24,7 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, CursorResult, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from app.errors import AppError, ErrorDetail, NotFound, ValidationFailed
+from app.errors import (
+    ErrorDetail,
+    NotFound,
+    SqlQueryFailed,
+    SqlSourceMisconfigured,
+    SqlSourceUnavailable,
+    ValidationFailed,
+)
 from app.sources.rows import RowChunk, SourceRow, json_safe
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
@@ -38,25 +45,6 @@ _SQLITE_ALLOWED = {
 # Pragmas that only read, as SQLAlchemy asks them on connect (never an assignment).
 _SQLITE_READ_PRAGMAS = {"read_uncommitted", "table_info", "table_xinfo", "database_list"}
 READ_ONLY_HINT = "import connections are read-only: run one SELECT"
-
-
-class SqlConnectionNotFound(NotFound):
-    """The request names a connection the server does not have."""
-
-
-class SqlSourceMisconfigured(AppError):
-    status = 503
-    slug = "sql-source-misconfigured"
-
-
-class SqlSourceUnavailable(AppError):
-    status = 503
-    slug = "sql-source-unavailable"
-
-
-class SqlQueryFailed(AppError):
-    status = 422
-    slug = "sql-query-failed"
 
 
 @dataclass(frozen=True)
@@ -89,7 +77,7 @@ def resolve_source(sources: Mapping[str, str], name: str) -> SqlSource:
     unusable (the message names the connection, never the URL)."""
     if name not in sources:
         configured = ", ".join(sorted(sources)) or "none"
-        raise SqlConnectionNotFound(
+        raise NotFound(
             f"No SQL connection named {name!r} is configured on this server (LABELWISE_SQL_"
             f"SOURCES names: {configured})."
         )

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from app.errors import LLMRefused
 from app.migrations import upgrade
 from app.models.base import Role
 from app.services import synthetic
@@ -357,7 +358,7 @@ class TestPureParts:
         assert len(fake_llm.requests) == 3
 
         fake_llm.script(error(400, "bad request"), chat('["never"]'))
-        with pytest.raises(llm.LLMRefused, match="400"):
+        with pytest.raises(LLMRefused, match="400"):
             llm.complete(
                 client,
                 model="m",

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from app.errors import UnreadableFile
 from app.sources.files import (
     FileRows,
-    UnreadableFile,
     format_from_name,
     lines,
     read_columns,

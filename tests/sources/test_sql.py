@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.errors import ValidationFailed
-from app.sources.sql import (
-    SqlConnectionNotFound,
+from app.errors import (
+    NotFound,
     SqlQueryFailed,
-    SqlSource,
     SqlSourceMisconfigured,
     SqlSourceUnavailable,
+    ValidationFailed,
+)
+from app.sources.sql import (
+    SqlSource,
     check_params,
     open_query,
     resolve_source,
@@ -60,7 +62,7 @@ def sqlite_source(sqlite_file: Path) -> SqlSource:
 class TestNamedConnections:
     def test_an_unknown_name_is_a_404_naming_the_configured_ones(self) -> None:
         sources = {"crm": "postgresql+psycopg://reader:hunter2@db.internal/crm"}
-        with pytest.raises(SqlConnectionNotFound) as caught:
+        with pytest.raises(NotFound) as caught:
             resolve_source(sources, "billing")
         assert caught.value.status == 404
         assert "'billing'" in caught.value.detail and "crm" in caught.value.detail

@@ -2,19 +2,20 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import Body, Response
 
 from app.api.routes.jobs import ACCEPTED, accepted
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import AnyRoleDep, ProjectDep, RunnerDep, SessionDep, WriterDep
-from app.errors import problem_responses
+from app.errors import NotEnoughLabels, problem_responses
 from app.models.active_learning import ActiveLearningReport, SimulationRequest
 from app.models.job import JobPublic
 from app.services import active_learning
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/active-learning",
     tags=["active-learning"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 
@@ -26,7 +27,9 @@ def get_active_learning(
     return active_learning.report(session, project=project)
 
 
-@router.post("/simulations", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
+@router.post(
+    "/simulations", status_code=202, responses={**ACCEPTED, **problem_responses(NotEnoughLabels)}
+)
 def create_simulation(
     principal: WriterDep,
     session: SessionDep,

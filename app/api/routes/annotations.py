@@ -2,25 +2,26 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import Body, Query
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, RunnerDep, SessionDep
-from app.errors import problem_responses, refuse_if_all_failed
+from app.errors import refuse_if_all_failed
 from app.models.annotation import AnnotationIn, AnnotationPublic, AnnotationReport
 from app.models.base import AnnotationSource
 from app.pagination import Page, make_page
 from app.services import annotations
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/annotations",
     tags=["annotations"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 MAX_ANNOTATIONS_PER_REQUEST = 10_000
 
 
-@router.post("", responses=problem_responses(413))
+@router.post("")
 def create_annotations(
     principal: AnyRoleDep,
     session: SessionDep,

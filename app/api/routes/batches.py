@@ -2,21 +2,22 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import Body, Response
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import AnyRoleDep, DatabaseDep, IdPath, ProjectDep, SessionDep, SettingsDep
-from app.errors import problem_responses
+from app.errors import AlreadyAnswered, LeaseHeldByAnother, NoPredictions, problem_responses
 from app.models.batch import BatchCreate, BatchPublic, BatchSkip
 from app.services import batches
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/batches",
     tags=["batches"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 
-@router.post("", status_code=201, responses=problem_responses(409))
+@router.post("", status_code=201, responses=problem_responses(NoPredictions))
 def create_batch(
     principal: AnyRoleDep,
     session: SessionDep,
@@ -40,7 +41,7 @@ def create_batch(
     )
 
 
-@router.get("/{batch_id}", responses=problem_responses(409))
+@router.get("/{batch_id}", responses=problem_responses(LeaseHeldByAnother))
 def get_batch(
     principal: AnyRoleDep, session: SessionDep, project: ProjectDep, batch_id: IdPath
 ) -> BatchPublic:
@@ -48,7 +49,7 @@ def get_batch(
     return batches.get_batch(session, project=project, principal=principal, batch_id=batch_id)
 
 
-@router.delete("/{batch_id}", status_code=204, responses=problem_responses(409))
+@router.delete("/{batch_id}", status_code=204, responses=problem_responses(LeaseHeldByAnother))
 def delete_batch(
     principal: AnyRoleDep, session: SessionDep, project: ProjectDep, batch_id: IdPath
 ) -> Response:
@@ -57,7 +58,7 @@ def delete_batch(
     return Response(status_code=204)
 
 
-@router.post("/{batch_id}/skip", responses=problem_responses(409))
+@router.post("/{batch_id}/skip", responses=problem_responses(LeaseHeldByAnother, AlreadyAnswered))
 def skip_batch_items(
     principal: AnyRoleDep,
     session: SessionDep,

@@ -3,17 +3,15 @@
 It shows what annotators were paid, so it is for admin and service keys, like the statistics.
 """
 
-from fastapi import APIRouter
-
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import ProjectDep, SessionDep, WriterDep
-from app.errors import problem_responses
 from app.models.cost import CostReport
 from app.services import cost
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/cost",
     tags=["cost"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 

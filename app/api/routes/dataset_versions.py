@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import Body, Path, Query
 from fastapi.responses import StreamingResponse
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import DatabaseDep, PageDep, ProjectDep, SessionDep, WriterDep
-from app.errors import problem_responses
+from app.errors import NothingToFreeze, SplitChanged, problem_responses
 from app.models.base import MAX_DB_ID
 from app.models.dataset_version import (
     Balance,
@@ -22,16 +23,16 @@ from app.pagination import Page, make_page
 from app.services import dataset_versions
 from app.sources.exports import MEDIA_TYPES
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/dataset-versions",
     tags=["dataset-versions"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 VersionPath = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The version number.")]
 
 
-@router.post("", status_code=201, responses=problem_responses(409))
+@router.post("", status_code=201, responses=problem_responses(SplitChanged, NothingToFreeze))
 def create_dataset_version(
     principal: WriterDep,
     session: SessionDep,

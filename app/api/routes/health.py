@@ -1,13 +1,14 @@
 """Liveness, readiness and Prometheus metrics; no auth."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from app.errors import problem_responses
+from app.api.routing import ProblemRouter
+from app.errors import NotReady, problem_responses
 from app.migrations import schema_revision_status
 
-router = APIRouter(tags=["health"])
+router = ProblemRouter(tags=["health"])
 
 
 class Health(BaseModel):
@@ -27,7 +28,7 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", responses=problem_responses(503))
+@router.get("/readyz", responses=problem_responses(NotReady))
 def readyz(request: Request) -> Readiness:
     """The database answers and its schema is at the latest migration."""
     status = schema_revision_status(request.app.state.database.engine)

@@ -7,23 +7,32 @@ Admin and service keys only: an import writes items and labels in another annota
 from typing import Any
 
 import pydantic
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from app.api.routes.jobs import ACCEPTED, accepted
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import ProjectDep, RunnerDep, SessionDep, SettingsDep, WriterDep
-from app.errors import ErrorDetail, UnsupportedMediaType, ValidationFailed, problem_responses
+from app.errors import (
+    ErrorDetail,
+    LabelsMissing,
+    SqlSourceMisconfigured,
+    UnreadableFile,
+    UnsupportedMediaType,
+    ValidationFailed,
+    problem_responses,
+)
 from app.models.imports import FileImportFields, JsonImport
 from app.models.job import JobPublic
 from app.services import imports
 from app.sources.json_bodies import strict_loads
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/imports",
     tags=["imports"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 JSON = "application/json"
@@ -157,7 +166,12 @@ def _json_request(body: bytes) -> JsonImport:
     "",
     status_code=202,
     openapi_extra={"requestBody": IMPORT_BODY},
-    responses={**ACCEPTED, **problem_responses(413, 415, 503)},
+    responses={
+        **ACCEPTED,
+        **problem_responses(
+            UnsupportedMediaType, UnreadableFile, LabelsMissing, SqlSourceMisconfigured
+        ),
+    },
 )
 async def create_import(
     principal: WriterDep,

@@ -3,9 +3,10 @@
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import (
     AnyRoleDep,
     IdPath,
@@ -16,17 +17,17 @@ from app.deps import (
     SettingsDep,
     WriterDep,
 )
-from app.errors import UnsupportedMediaType, problem_responses, refuse_if_all_failed
+from app.errors import Conflict, UnsupportedMediaType, problem_responses, refuse_if_all_failed
 from app.models.base import ItemSource, ItemStatus
 from app.models.item import IngestReport, ItemDetail, ItemPublic
 from app.pagination import Page, make_page
 from app.services import items
 from app.sources.json_bodies import NDJSON_MEDIA_TYPES, ndjson_chunks, parse_json_array
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/items",
     tags=["items"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 JSON = "application/json"
@@ -63,7 +64,7 @@ ResultsQuery = Annotated[
 @router.post(
     "",
     openapi_extra={"requestBody": INGEST_BODY},
-    responses=problem_responses(409, 413, 415),
+    responses=problem_responses(Conflict, UnsupportedMediaType),
 )
 async def create_items(
     principal: WriterDep,

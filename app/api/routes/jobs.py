@@ -2,15 +2,27 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
+from app.api.routing import ProblemRouter
 from app.deps import IdPath, IdQuery, PageDep, RunnerDep, SessionDep, WriterDep
-from app.errors import problem_responses
+from app.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+    problem_responses,
+)
 from app.models.job import Job, JobKind, JobPublic, JobStatus
 from app.pagination import Page, make_page
 from app.services import jobs
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 403, 422))
+router = ProblemRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses=problem_responses(Unauthorized, Forbidden, ValidationFailed),
+)
 
 
 ACCEPTED: dict[int | str, dict[str, Any]] = {
@@ -29,7 +41,7 @@ def accepted(response: Response, job: Job) -> JobPublic:
     return JobPublic.of(job)
 
 
-@router.get("/{job_id}", responses=problem_responses(404))
+@router.get("/{job_id}", responses=problem_responses(NotFound))
 def get_job(principal: WriterDep, session: SessionDep, job_id: IdPath) -> JobPublic:
     """Poll a job: status, progress, result or problem (admin and service keys: annotators
     start no jobs, and a job's params can hold an import's SQL or file names)."""
@@ -51,14 +63,16 @@ def list_jobs(
     return make_page(rows, page, JobPublic.of)
 
 
-@router.post("/{job_id}/cancel", responses=problem_responses(404, 409))
+@router.post("/{job_id}/cancel", responses=problem_responses(NotFound, Conflict))
 def cancel_job(principal: WriterDep, session: SessionDep, job_id: IdPath) -> JobPublic:
     """Cancel a job: at once if queued, at its next progress point if running (409 if done)."""
     return JobPublic.of(jobs.cancel_job(session, job_id=job_id))
 
 
 @router.post(
-    "/{job_id}/retry", status_code=202, responses={**ACCEPTED, **problem_responses(404, 409)}
+    "/{job_id}/retry",
+    status_code=202,
+    responses={**ACCEPTED, **problem_responses(NotFound, Conflict)},
 )
 def retry_job(
     principal: WriterDep, session: SessionDep, runner: RunnerDep, job_id: IdPath, response: Response

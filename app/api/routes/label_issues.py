@@ -6,11 +6,12 @@ blind and meet flagged items in the review queue instead.
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import Body, Path, Query, Response
 
 from app.api.routes.jobs import ACCEPTED, accepted
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import NameQuery, PageDep, ProjectDep, RunnerDep, SessionDep, WriterDep
-from app.errors import problem_responses
+from app.errors import ReportInProgress, problem_responses
 from app.models.base import MAX_DB_ID
 from app.models.job import JobPublic
 from app.models.label_issue import (
@@ -23,14 +24,14 @@ from app.models.label_issue import (
 from app.pagination import Page, make_page
 from app.services import label_issues
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/label-issues",
     tags=["label-issues"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 
-@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
+@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(ReportInProgress)})
 def create_label_issue_report(
     principal: WriterDep,
     session: SessionDep,

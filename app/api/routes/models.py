@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Response
+from fastapi import Body, Path, Response
 
 from app.api.routes.jobs import ACCEPTED, accepted
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import AnyRoleDep, PageDep, ProjectDep, RunnerDep, SessionDep, WriterDep
-from app.errors import problem_responses
+from app.errors import NotEnoughLabels, Unauthorized, problem_responses
 from app.models.base import MAX_DB_ID
 from app.models.job import JobPublic
 from app.models.model_version import (
@@ -19,17 +20,19 @@ from app.pagination import Page, make_page
 from app.registry.algorithms import ALGORITHMS
 from app.services import models
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/models",
     tags=["models"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
-algorithms_router = APIRouter(prefix="/v1/algorithms", tags=["models"])
+algorithms_router = ProblemRouter(
+    prefix="/v1/algorithms", tags=["models"], responses=problem_responses(Unauthorized)
+)
 
 VersionPath = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The version number.")]
 
 
-@algorithms_router.get("", responses=problem_responses(401))
+@algorithms_router.get("")
 def list_algorithms(principal: AnyRoleDep) -> list[AlgorithmPublic]:
     """List the registered algorithms and their default parameters."""
     return [
@@ -40,7 +43,7 @@ def list_algorithms(principal: AnyRoleDep) -> list[AlgorithmPublic]:
     ]
 
 
-@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
+@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(NotEnoughLabels)})
 def create_model(
     principal: WriterDep,
     session: SessionDep,

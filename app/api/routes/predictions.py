@@ -2,23 +2,23 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import Body
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import ProjectDep, SessionDep, WriterDep
-from app.errors import problem_responses
 from app.models.prediction import PredictionIn, PredictionReport
 from app.services import predictions
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/predictions",
     tags=["predictions"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 MAX_PREDICTIONS_PER_REQUEST = 10_000
 
 
-@router.post("", responses=problem_responses(413))
+@router.post("")
 def create_predictions(
     principal: WriterDep,
     session: SessionDep,

@@ -2,23 +2,26 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import Body, Response
 
 from app.api.routes.jobs import ACCEPTED, accepted
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import AnyRoleDep, ProjectDep, RunnerDep, SessionDep, SettingsDep, WriterDep
-from app.errors import problem_responses
+from app.errors import NoActiveModel, NoPredictions, problem_responses
 from app.models.job import JobPublic
 from app.models.prelabel import AuditReport, PrelabelRequest
 from app.services import prelabels
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/prelabels",
     tags=["prelabels"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 
-@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(409)})
+@router.post(
+    "", status_code=202, responses={**ACCEPTED, **problem_responses(NoActiveModel, NoPredictions)}
+)
 def create_prelabels(
     principal: WriterDep,
     session: SessionDep,

@@ -2,10 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import NameQuery, NowDep, PageDep, ProjectDep, SessionDep, SettingsDep, WriterDep
-from app.errors import PayloadTooLarge, problem_responses
+from app.errors import Conflict, PayloadTooLarge, problem_responses
 from app.models.production import (
     Bucket,
     ProductionDisagreement,
@@ -17,16 +18,16 @@ from app.models.production import (
 from app.pagination import Page
 from app.services import production
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/production-samples",
     tags=["production"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 ModelVersionQuery = Annotated[NameQuery, Query(description="Only this production model_version.")]
 
 
-@router.post("", responses=problem_responses(409, 413))
+@router.post("", responses=problem_responses(Conflict))
 def create_production_samples(
     principal: WriterDep,
     session: SessionDep,

@@ -1,20 +1,30 @@
 """Projects: labeling task definitions, and their statistics."""
 
-from fastapi import APIRouter
-
+from app.api.routing import ProblemRouter
 from app.deps import AnyRoleDep, PageDep, ProjectDep, RunnerDep, SessionDep, WriterDep
-from app.errors import problem_responses
+from app.errors import (
+    AgreementBelowThreshold,
+    Conflict,
+    Forbidden,
+    NoActiveModel,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+    problem_responses,
+)
 from app.models.project import PhaseChangePublic, ProjectCreate, ProjectPublic, ProjectUpdate
 from app.models.stats import ProjectStats
 from app.pagination import Page, make_page
 from app.services import projects, stats
 
-router = APIRouter(
-    prefix="/v1/projects", tags=["projects"], responses=problem_responses(401, 403, 422)
+router = ProblemRouter(
+    prefix="/v1/projects",
+    tags=["projects"],
+    responses=problem_responses(Unauthorized, Forbidden, ValidationFailed),
 )
 
 
-@router.post("", status_code=201, responses=problem_responses(409))
+@router.post("", status_code=201, responses=problem_responses(Conflict))
 def create_project(principal: WriterDep, session: SessionDep, body: ProjectCreate) -> ProjectPublic:
     """Create a project."""
     return ProjectPublic.model_validate(projects.create_project(session, data=body).model_dump())
@@ -27,13 +37,16 @@ def list_projects(principal: AnyRoleDep, session: SessionDep, page: PageDep) -> 
     return make_page(rows, page, lambda r: ProjectPublic.model_validate(r.model_dump()))
 
 
-@router.get("/{project_id}", responses=problem_responses(404))
+@router.get("/{project_id}", responses=problem_responses(NotFound))
 def get_project(principal: AnyRoleDep, project: ProjectDep) -> ProjectPublic:
     """Get a project."""
     return ProjectPublic.model_validate(project.model_dump())
 
 
-@router.patch("/{project_id}", responses=problem_responses(404, 409))
+@router.patch(
+    "/{project_id}",
+    responses=problem_responses(NotFound, Conflict, AgreementBelowThreshold, NoActiveModel),
+)
 def update_project(
     principal: WriterDep,
     session: SessionDep,
@@ -49,7 +62,7 @@ def update_project(
     return ProjectPublic.model_validate(updated.model_dump())
 
 
-@router.get("/{project_id}/phase-changes", responses=problem_responses(404))
+@router.get("/{project_id}/phase-changes", responses=problem_responses(NotFound))
 def list_phase_changes(
     principal: AnyRoleDep, session: SessionDep, project: ProjectDep, page: PageDep
 ) -> Page[PhaseChangePublic]:
@@ -59,7 +72,7 @@ def list_phase_changes(
     return make_page(rows, page, lambda r: PhaseChangePublic.model_validate(r.model_dump()))
 
 
-@router.get("/{project_id}/stats", responses=problem_responses(404))
+@router.get("/{project_id}/stats", responses=problem_responses(NotFound))
 def get_project_stats(
     principal: WriterDep, session: SessionDep, project: ProjectDep
 ) -> ProjectStats:

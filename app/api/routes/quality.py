@@ -5,18 +5,19 @@ Both show colleagues' answers, so they are for admin and service keys; annotator
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import DatabaseDep, PageDep, ProjectDep, SessionDep, WriterDep
-from app.errors import problem_responses
+from app.errors import NoActiveModel, problem_responses
 from app.models.base import ConsensusMethod
 from app.models.quality import AgreementReport, ConsensusPage
 from app.services import agreement, consensus
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}",
     tags=["quality"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 
@@ -29,7 +30,7 @@ def get_agreement(
     return agreement.report(session, project=project)
 
 
-@router.get("/consensus", responses=problem_responses(409))
+@router.get("/consensus", responses=problem_responses(NoActiveModel))
 def get_consensus(
     principal: WriterDep,
     session: SessionDep,

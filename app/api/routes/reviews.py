@@ -2,18 +2,18 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import Body, Query
 
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, RunnerDep, SessionDep
-from app.errors import problem_responses
 from app.models.review import ReviewCreate, ReviewPublic
 from app.pagination import Page, make_page
 from app.services import reviews
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/reviews",
     tags=["reviews"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 

@@ -5,23 +5,28 @@ Admin and service keys only: generation spends the server's LLM budget and adds 
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import Body, Response
 
 from app.api.routes.jobs import ACCEPTED, accepted
+from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import ProjectDep, RunnerDep, SessionDep, SettingsDep, WriterDep
-from app.errors import problem_responses
+from app.errors import LLMNotConfigured, SyntheticInProgress, problem_responses
 from app.models.job import JobPublic
 from app.models.synthetic import SyntheticRequest
 from app.services import synthetic
 
-router = APIRouter(
+router = ProblemRouter(
     prefix="/v1/projects/{project_id}/synthetic",
     tags=["synthetic"],
-    responses=problem_responses(401, 403, 404, 422),
+    responses=PROJECT_PROBLEMS,
 )
 
 
-@router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(409, 503)})
+@router.post(
+    "",
+    status_code=202,
+    responses={**ACCEPTED, **problem_responses(SyntheticInProgress, LLMNotConfigured)},
+)
 def create_synthetic_items(
     principal: WriterDep,
     session: SessionDep,

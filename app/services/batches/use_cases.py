@@ -10,7 +10,14 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from app.db import Database, id_in, insert_rows
-from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, ValidationFailed
+from app.errors import (
+    AlreadyAnswered,
+    ErrorDetail,
+    Forbidden,
+    LeaseHeldByAnother,
+    NotFound,
+    ValidationFailed,
+)
 from app.models.base import Role, utcnow
 from app.models.batch import Batch, BatchCreate, BatchPublic, Lease, LeaseOutcome
 from app.models.project import Project
@@ -139,10 +146,9 @@ def _load_batch(session: Session, *, project: Project, batch_id: int) -> Batch:
 
 def _check_owner(principal: Principal, batch: Batch) -> None:
     if principal.role not in ON_BEHALF_ROLES and batch.annotator != principal.name:
-        raise Conflict(
+        raise LeaseHeldByAnother(
             f"Batch {batch.id} is leased to {batch.annotator!r}; an annotator key uses only "
-            "its own batches.",
-            slug="lease-held-by-another",
+            "its own batches."
         )
 
 
@@ -205,9 +211,8 @@ def skip_items(
         )
     answered = sorted(i for i in item_ids if by_item[i].outcome == LeaseOutcome.answered)
     if answered:
-        raise Conflict(
-            f"Items {answered} are already answered; resubmit an annotation to change it.",
-            slug="already-answered",
+        raise AlreadyAnswered(
+            f"Items {answered} are already answered; resubmit an annotation to change it."
         )
     now = utcnow()
     for item_id in set(item_ids):
