@@ -1,7 +1,7 @@
 """Click-log imports: search sessions become query-document items with implicit labels.
 
-The request is checked and queued as a job; the job applies the rules of
-`app.sources.click_logs` and writes one transaction per chunk of pairs: the pair's item
+The request is checked and queued as a job; the job (app/tasks/click_logs.py) applies the
+rules of `app.sources.click_logs` and writes one transaction per chunk of pairs: the pair's item
 (`source: "user_behavior"`, a deterministic external_id, so a re-import updates instead of
 duplicating) and, when the rules give one, its implicit label: an annotation with `source:
 "user_behavior"` under the import's annotator name. Implicit labels are not votes

@@ -1,5 +1,6 @@
-"""The model registry's use cases: choose the training set, train and register a version,
-activate it, and load a version's fitted pipeline (through the in-process cache)."""
+"""The model registry's use cases: choose the training set, queue training (the job that
+trains and registers a version is app/tasks/training.py), activate a version, and load a
+version's fitted pipeline (through the in-process cache)."""
 
 import hashlib
 import math

@@ -2,9 +2,10 @@
 method (Dawid-Skene, CROWDLAB), chunk by chunk, a review always winning."""
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import bindparam, update
+from sqlalchemy import Row, bindparam, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
@@ -111,6 +112,51 @@ def _apply_chunk(
     and auto-accepts (and implicit labels) are read: a review committed meanwhile is seen and
     wins.
     """
+    current, reviewed, model_labels, implicit = _read_chunk(session, chunk)
+    now = utcnow()
+    rows = []
+    for item_id, status, label, by, quality, review_reason in current:
+        if item_id is None or item_id in reviewed:
+            continue
+        new_label, new_quality, n_labels = decided[item_id]
+        new = item_status.held_for_review(
+            Resolution(ItemStatus.labeled, new_label, "consensus", new_quality)
+            if new_label is not None
+            else item_status.unsettled(
+                standby=item_status.fallback(
+                    model_labels.get(item_id), item_status.implicit_label(implicit[item_id])
+                ),
+                n_labels=n_labels,
+                required=required,
+                quality=new_quality,
+            ),
+            review_reason,
+        )
+        if (status, label, by, quality) != tuple(new):
+            rows.append(
+                {
+                    "item_id": item_id,
+                    "status": new.status,
+                    "label": new.label,
+                    "by": new.resolved_by,
+                    "quality": new.quality,
+                    "now": now,
+                }
+            )
+    if rows:
+        session.connection().execute(_SET_RESOLUTION, rows)
+    return len(rows)
+
+
+# id, status, resolved_label, resolved_by, consensus_quality, review_reason
+ItemResolution = Row[int | None, str, str | None, str | None, float | None, str | None]
+
+
+def _read_chunk(
+    session: Session, chunk: list[int]
+) -> tuple[Sequence[ItemResolution], set[int], dict[int, str | None], dict[int, list[str | None]]]:
+    """Lock the chunk's items (in id order, as every writer locks them) and read their
+    resolution, then their current reviews, auto-accepts and implicit labels."""
     current = (
         session.connection()
         .execute(
@@ -146,36 +192,4 @@ def _apply_chunk(
             model_labels[annotated_id] = given
         else:
             implicit[annotated_id].append(given)
-    now = utcnow()
-    rows = []
-    for item_id, status, label, by, quality, review_reason in current:
-        if item_id is None or item_id in reviewed:
-            continue
-        new_label, new_quality, n_labels = decided[item_id]
-        new = item_status.held_for_review(
-            Resolution(ItemStatus.labeled, new_label, "consensus", new_quality)
-            if new_label is not None
-            else item_status.unsettled(
-                standby=item_status.fallback(
-                    model_labels.get(item_id), item_status.implicit_label(implicit[item_id])
-                ),
-                n_labels=n_labels,
-                required=required,
-                quality=new_quality,
-            ),
-            review_reason,
-        )
-        if (status, label, by, quality) != tuple(new):
-            rows.append(
-                {
-                    "item_id": item_id,
-                    "status": new.status,
-                    "label": new.label,
-                    "by": new.resolved_by,
-                    "quality": new.quality,
-                    "now": now,
-                }
-            )
-    if rows:
-        session.connection().execute(_SET_RESOLUTION, rows)
-    return len(rows)
+    return current, reviewed, model_labels, implicit

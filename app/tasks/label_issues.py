@@ -4,6 +4,7 @@ cleanlab, store the report and its rows, send suspected mislabels to review
 
 import hashlib
 import time
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -16,15 +17,16 @@ from app.models.base import utcnow
 from app.models.item import Item
 from app.models.job_kinds import LabelIssuesParams, LabelIssuesResult
 from app.models.label_issue import GONE, Change, LabelIssueReport, LabelIssueRow
-from app.models.model_version import registry_version_name
+from app.models.model_version import ModelVersion, registry_version_name
 from app.models.project import Project
 from app.models.review import Review
-from app.registry.algorithms import get_algorithm
+from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.store import dump_array
 from app.registry.training import out_of_fold_probabilities
 from app.services import item_status
 from app.services import models as registry
 from app.services.label_issues import _judge, _Judged
+from app.services.models import TrainingSet
 
 FLAG_REASON = item_status.LABEL_ISSUE
 ROW_CHUNK = 5_000
@@ -41,6 +43,77 @@ def run_report(context: JobContext) -> LabelIssuesResult:
     asked = context.read_params(LabelIssuesParams)
     algorithm = get_algorithm(asked.algorithm)
     params = algorithm.resolve_params(asked.params)
+    inputs = _read_inputs(context, algorithm, params)
+    context.progress(0.05)
+    classes, oof, source = _probabilities(context, inputs, algorithm, params)
+    context.progress(0.8)
+
+    training_set = inputs.training_set
+    item_ids = np.asarray(training_set.item_ids, dtype=np.int64)
+    reviewed = inputs.reviewed
+    is_reviewed = np.isin(item_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
+    judged = _judge(
+        item_ids=item_ids,
+        given=training_set.labels,
+        classes=classes,
+        oof=np.asarray(oof, dtype=np.float64),
+        texts=inputs.texts,
+        near_duplicate_threshold=asked.near_duplicate_threshold,
+        outlier_share=asked.outlier_share,
+        reviewed=is_reviewed,
+    )
+    judged.findings["class_imbalance"]["excluded_labels"] = training_set.excluded_labels
+    context.progress(0.9, cancellable=True)
+
+    changes, comparison = _compare(judged, inputs.previous, inputs.previous_flags, is_reviewed)
+    report = _new_report(
+        context,
+        asked,
+        params,
+        inputs,
+        judged,
+        classes=classes,
+        source=source,
+        comparison=comparison,
+    )
+    report_id = _store_report(context, report, judged, changes)
+    context.progress(0.95, cancellable=False)
+
+    flagged = _flag_for_review(
+        context,
+        project=inputs.project,
+        judged=judged,
+        report_id=report_id,
+        send=asked.send_to_review,
+    )
+    _complete(context, report_id, seconds=round(time.perf_counter() - started, 3))
+    return LabelIssuesResult(
+        report_id=report_id,
+        n_items=len(training_set.item_ids),
+        n_issues=int(judged.is_issue.sum()),
+        counts=judged.counts,
+        probabilities_source=source,
+        sent_to_review=flagged,
+        comparison=comparison,
+    )
+
+
+@dataclass
+class _Inputs:
+    """What a report judges and compares with, read in one transaction."""
+
+    project: Project
+    training_set: TrainingSet
+    texts: list[str]
+    reviewed: set[int]  # items a reviewer decided
+    previous: LabelIssueReport | None  # the latest completed report
+    previous_flags: dict[int, str]
+    # The active version and its out-of-fold probabilities, when it was trained on exactly
+    # these labels with these params: no cross-validation to run again.
+    reused: tuple[ModelVersion, np.ndarray] | None
+
+
+def _read_inputs(context: JobContext, algorithm: Algorithm, params: dict[str, Any]) -> _Inputs:
     with context.database.session() as session:
         project = registry.load_project(session, context.project_id)
         training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
@@ -56,7 +129,6 @@ def run_report(context: JobContext) -> LabelIssuesResult:
             .order_by(col(LabelIssueReport.id).desc())
             .limit(1)
         ).first()
-        previous_flags = _label_issues(session, previous.id) if previous is not None else {}
         active = registry.active_version(session, project=project)
         reused = None
         if (
@@ -65,84 +137,92 @@ def run_report(context: JobContext) -> LabelIssuesResult:
             and (active.algorithm, dict(active.params)) == (algorithm.name, params)
         ):
             reused = active, registry.load_oof_probabilities(session, active)
-    context.progress(0.05)
-    if reused is not None:
-        version, oof = reused
-        classes, source = list(version.labels), registry_version_name(version.version)
-    else:
-        classes = sorted(set(training_set.labels))
-        oof = out_of_fold_probabilities(
-            algorithm,
-            params,
-            training_set.model_inputs(algorithm),
-            training_set.labels,
-            sample_weight=training_set.sample_weights(),
-            progress=lambda fraction: context.progress(0.05 + 0.75 * fraction),
+        return _Inputs(
+            project=project,
+            training_set=training_set,
+            texts=texts,
+            reviewed=reviewed,
+            previous=previous,
+            previous_flags=_label_issues(session, previous.id) if previous is not None else {},
+            reused=reused,
         )
-        source = "cross_validation"
-    context.progress(0.8)
 
-    item_ids = np.asarray(training_set.item_ids, dtype=np.int64)
-    is_reviewed = np.isin(item_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
-    judged = _judge(
-        item_ids=item_ids,
-        given=training_set.labels,
-        classes=classes,
-        oof=np.asarray(oof, dtype=np.float64),
-        texts=texts,
-        near_duplicate_threshold=asked.near_duplicate_threshold,
-        outlier_share=asked.outlier_share,
-        reviewed=is_reviewed,
+
+def _probabilities(
+    context: JobContext, inputs: _Inputs, algorithm: Algorithm, params: dict[str, Any]
+) -> tuple[list[str], np.ndarray, str]:
+    """(classes, out-of-fold probabilities, where they come from): the active version's, or a
+    fresh cross-validation (progress 5% to 80%)."""
+    if inputs.reused is not None:
+        version, oof = inputs.reused
+        return list(version.labels), oof, registry_version_name(version.version)
+    training_set = inputs.training_set
+    oof = out_of_fold_probabilities(
+        algorithm,
+        params,
+        training_set.model_inputs(algorithm),
+        training_set.labels,
+        sample_weight=training_set.sample_weights(),
+        progress=lambda fraction: context.progress(0.05 + 0.75 * fraction),
     )
-    judged.findings["class_imbalance"]["excluded_labels"] = training_set.excluded_labels
-    context.progress(0.9, cancellable=True)
+    return sorted(set(training_set.labels)), oof, "cross_validation"
 
-    changes, comparison = _compare(judged, previous, previous_flags, is_reviewed)
+
+def _new_report(
+    context: JobContext,
+    asked: LabelIssuesParams,
+    params: dict[str, Any],
+    inputs: _Inputs,
+    judged: _Judged,
+    *,
+    classes: list[str],
+    source: str,
+    comparison: dict[str, Any] | None,
+) -> LabelIssueReport:
+    """The report row (incomplete, so invisible, until the flag phase is done)."""
+    training_set = inputs.training_set
+    item_ids = np.asarray(training_set.item_ids, dtype=np.int64)
+    return LabelIssueReport(
+        project_id=inputs.project.id or 0,
+        job_id=context.job_id,
+        previous_report_id=inputs.previous.id if inputs.previous is not None else None,
+        params={**asked.model_dump(mode="json", exclude={"kind"}), "params": params},
+        library_versions={name: package_version(name) for name in LIBRARIES},
+        probabilities_source=source,
+        snapshot=_snapshot(item_ids, training_set.labels, classes),
+        snapshot_labels=classes,
+        snapshot_hash=_snapshot_hash(training_set.item_ids, training_set.labels),
+        n_items=len(training_set.item_ids),
+        n_issues=int(judged.is_issue.sum()),
+        counts=judged.counts,
+        findings=judged.findings,
+        comparison=comparison,
+        seconds=0.0,
+    )
+
+
+def _store_report(
+    context: JobContext, report: LabelIssueReport, judged: _Judged, changes: list[Change | None]
+) -> int:
+    """The report and its rows, in one transaction; returns the report's id."""
     with context.database.session(write=True) as session:
-        report = LabelIssueReport(
-            project_id=project.id or 0,
-            job_id=context.job_id,
-            previous_report_id=previous.id if previous is not None else None,
-            params={**asked.model_dump(mode="json", exclude={"kind"}), "params": params},
-            library_versions={name: package_version(name) for name in LIBRARIES},
-            probabilities_source=source,
-            snapshot=_snapshot(item_ids, training_set.labels, classes),
-            snapshot_labels=classes,
-            snapshot_hash=_snapshot_hash(training_set.item_ids, training_set.labels),
-            n_items=len(training_set.item_ids),
-            n_issues=int(judged.is_issue.sum()),
-            counts=judged.counts,
-            findings=judged.findings,
-            comparison=comparison,
-            seconds=0.0,
-        )
         session.add(report)
         session.flush()
         assert report.id is not None
         _insert_rows(session, report.id, judged, changes)
         session.commit()
-        report_id = report.id
-    context.progress(0.95, cancellable=False)
+        return report.id
 
-    flagged = _flag_for_review(
-        context, project=project, judged=judged, report_id=report_id, send=asked.send_to_review
-    )
+
+def _complete(context: JobContext, report_id: int, *, seconds: float) -> None:
+    """Make the report visible, with the time it took."""
     with context.database.session(write=True) as session:
         stored = session.get(LabelIssueReport, report_id)
         assert stored is not None
-        stored.seconds = round(time.perf_counter() - started, 3)
+        stored.seconds = seconds
         stored.completed_at = utcnow()
         session.add(stored)
         session.commit()
-    return LabelIssuesResult(
-        report_id=report_id,
-        n_items=len(training_set.item_ids),
-        n_issues=int(judged.is_issue.sum()),
-        counts=judged.counts,
-        probabilities_source=source,
-        sent_to_review=flagged,
-        comparison=comparison,
-    )
 
 
 def _texts(session: Session, item_ids: list[int], training_set: Any, input_kind: str) -> list[str]:
@@ -282,52 +362,72 @@ def _flag_for_review(
     ids = sorted(flagged_now | (flagged_before - set(doubted)))
     sent = 0
     for start in range(0, len(ids), FLAG_CHUNK):
-        chunk = ids[start : start + FLAG_CHUNK]
         with context.database.session(write=True) as session:
-            # Items first, in id order (as every writer locks them), then their reviews.
-            items = session.exec(
-                select(Item).where(col(Item.id).in_(chunk)).order_by(col(Item.id)).with_for_update()
-            ).all()
-            reviewed = set(
-                session.exec(
-                    select(Review.item_id).where(
-                        col(Review.item_id).in_(chunk), col(Review.is_current)
-                    )
-                )
+            sent += _flag_chunk(
+                session,
+                project=project,
+                judged=judged,
+                position=position,
+                report_id=report_id,
+                chunk=ids[start : start + FLAG_CHUNK],
+                flagged_now=flagged_now,
             )
-            sent_ids = []
-            for item in items:
-                assert item.id is not None
-                k = position.get(item.id)
-                if item.id in flagged_now:
-                    assert k is not None
-                    if (
-                        item.resolved_label != judged.given[k]
-                        or item.id in reviewed
-                        or item.review_reason not in (None, FLAG_REASON)
-                    ):
-                        continue
-                    item.review_reason = FLAG_REASON
-                    item.suggested_label = judged.suggested[k]
-                    item.suggestion_confidence = round(float(judged.suggestion_confidence[k]), 6)
-                    item.review_priority = float(judged.rank[k])
-                    sent_ids.append(item.id)
-                elif item.review_reason == FLAG_REASON:
-                    item_status.clear_flag(item)
-                else:
-                    continue
-                session.add(item)
-            session.flush()
-            if sent_ids:
-                session.exec(
-                    update(LabelIssueRow)
-                    .where(
-                        col(LabelIssueRow.report_id) == report_id,
-                        col(LabelIssueRow.item_id).in_(sent_ids),
-                    )
-                    .values(sent_to_review=True)
-                )
-            item_status.refresh_items(session, project=project, item_ids=chunk)
             session.commit()
-            sent += len(sent_ids)
     return sent
+
+
+def _flag_chunk(
+    session: Session,
+    *,
+    project: Project,
+    judged: _Judged,
+    position: dict[int, int],  # item id -> its index in judged
+    report_id: int,
+    chunk: list[int],
+    flagged_now: set[int],
+) -> int:
+    """Flag (or take back the flags of) one chunk of items; returns how many it sent to
+    review (flushes; the caller commits)."""
+    # Items first, in id order (as every writer locks them), then their reviews.
+    items = session.exec(
+        select(Item).where(col(Item.id).in_(chunk)).order_by(col(Item.id)).with_for_update()
+    ).all()
+    reviewed = set(
+        session.exec(
+            select(Review.item_id).where(col(Review.item_id).in_(chunk), col(Review.is_current))
+        )
+    )
+    sent_ids = []
+    for item in items:
+        assert item.id is not None
+        k = position.get(item.id)
+        if item.id in flagged_now:
+            assert k is not None
+            if (
+                item.resolved_label != judged.given[k]
+                or item.id in reviewed
+                or item.review_reason not in (None, FLAG_REASON)
+            ):
+                continue
+            item.review_reason = FLAG_REASON
+            item.suggested_label = judged.suggested[k]
+            item.suggestion_confidence = round(float(judged.suggestion_confidence[k]), 6)
+            item.review_priority = float(judged.rank[k])
+            sent_ids.append(item.id)
+        elif item.review_reason == FLAG_REASON:
+            item_status.clear_flag(item)
+        else:
+            continue
+        session.add(item)
+    session.flush()
+    if sent_ids:
+        session.exec(
+            update(LabelIssueRow)
+            .where(
+                col(LabelIssueRow.report_id) == report_id,
+                col(LabelIssueRow.item_id).in_(sent_ids),
+            )
+            .values(sent_to_review=True)
+        )
+    item_status.refresh_items(session, project=project, item_ids=chunk)
+    return len(sent_ids)

@@ -4,6 +4,7 @@ request side and the write of each chunk)."""
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlmodel import Session, col, select
@@ -16,11 +17,14 @@ from app.models.item import Item
 from app.models.job_kinds import ExpectedPrecision, PrelabelParams, PrelabelResult
 from app.models.prediction import Prediction
 from app.models.project import Project
-from app.registry.algorithms import get_algorithm
+from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.training import predict_probabilities
 from app.services import models as registry
 from app.services.prelabels import ChunkDecisions, ModelSource, _write_chunk, resolve_source
 from app.tasks.scoring import count_pool, pool_chunks
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 CHUNK = 2_000
 MIN_CALIBRATION = 20
@@ -83,19 +87,7 @@ def run_prelabel(context: JobContext) -> PrelabelResult:
     audited = set(rng.choice(accepted_ids, n_audit, replace=False).tolist()) if n_audit else set()
     context.progress(0.7)  # past this point the job finishes what it started
 
-    counts: Counter[str] = Counter()
-    per_label: Counter[int] = Counter()
-    for index, chunk in enumerate(chunks):
-        with context.database.session(write=True) as session:
-            applied = _write_chunk(
-                session, project, source, chunk, audited, thresholds, pilot=pilot
-            )
-            session.commit()
-        for top, accept, audit in applied:
-            counts["auto_accepted" if accept else "suggested" if pilot else "needs_review"] += 1
-            counts["audited"] += audit
-            per_label[top] += accept
-        context.progress(0.7 + 0.3 * (index + 1) / len(chunks), cancellable=False)
+    counts, per_label = _write_phase(context, project, source, chunks, audited, thresholds, pilot)
 
     estimate = expected_precision(
         calibration[0], calibration[1], thresholds, [per_label[k] for k in range(len(cutoffs))]
@@ -154,37 +146,75 @@ def _read_phase(
             item_ids=asked.item_ids,
             limit=asked.limit,
         ):
-            ids, probabilities = _stored(reader, source, [r[0] for r in rows])
-            new_ids: list[int] = []
-            new_probabilities = None
-            if pipeline is not None and algorithm is not None:
-                have = set(ids)
-                new_ids, inputs = registry.version_inputs(
-                    algorithm, [r for r in rows if r[0] not in have]
-                )
-                if new_ids:
-                    new_probabilities = predict_probabilities(pipeline, inputs, len(source.labels))
-                    ids = ids + new_ids
-                    probabilities = np.vstack([probabilities, new_probabilities])
-            masked = np.where(allowed, probabilities, 0.0)
-            top = masked.argmax(axis=1) if len(ids) else np.zeros(0, np.int64)
-            confidence = masked.max(axis=1) if len(ids) else np.zeros(0)
-            chunks.append(
-                ChunkDecisions(
-                    ids=np.asarray(ids, dtype=np.int64),
-                    top=top,
-                    confidence=confidence,
-                    accept=confidence >= cutoffs[top],
-                    new_ids=new_ids,
-                    new_probabilities=None
-                    if new_probabilities is None
-                    else new_probabilities.astype(np.float32),
-                )
-            )
-            skipped += len(rows) - len(ids)
+            chunk = _decide(reader, source, rows, pipeline, algorithm, allowed, cutoffs)
+            chunks.append(chunk)
+            skipped += len(rows) - len(chunk.ids)
             done += len(rows)
             context.progress(0.05 + 0.65 * min(done / max(total, 1), 1.0))
     return chunks, skipped
+
+
+def _decide(
+    reader: Session,
+    source: ModelSource,
+    rows: list[tuple[int, str, dict[str, Any]]],
+    pipeline: "Pipeline | None",
+    algorithm: Algorithm | None,
+    allowed: np.ndarray,
+    cutoffs: np.ndarray,
+) -> ChunkDecisions:
+    """One chunk's predictions (stored, or computed by the registry version for the items
+    without one) and what to do with each item: its top allowed label, accepted or not."""
+    ids, probabilities = _stored(reader, source, [r[0] for r in rows])
+    new_ids: list[int] = []
+    new_probabilities = None
+    if pipeline is not None and algorithm is not None:
+        have = set(ids)
+        new_ids, inputs = registry.version_inputs(algorithm, [r for r in rows if r[0] not in have])
+        if new_ids:
+            new_probabilities = predict_probabilities(pipeline, inputs, len(source.labels))
+            ids = ids + new_ids
+            probabilities = np.vstack([probabilities, new_probabilities])
+    masked = np.where(allowed, probabilities, 0.0)
+    top = masked.argmax(axis=1) if len(ids) else np.zeros(0, np.int64)
+    confidence = masked.max(axis=1) if len(ids) else np.zeros(0)
+    return ChunkDecisions(
+        ids=np.asarray(ids, dtype=np.int64),
+        top=top,
+        confidence=confidence,
+        accept=confidence >= cutoffs[top],
+        new_ids=new_ids,
+        new_probabilities=None
+        if new_probabilities is None
+        else new_probabilities.astype(np.float32),
+    )
+
+
+def _write_phase(
+    context: JobContext,
+    project: Project,
+    source: ModelSource,
+    chunks: list[ChunkDecisions],
+    audited: set[int],
+    thresholds: list[float | None],
+    pilot: bool,
+) -> tuple[Counter[str], Counter[int]]:
+    """Apply the decisions chunk by chunk, one short transaction each (no longer
+    cancellable); returns the counts by outcome and the auto-accepts per label index."""
+    counts: Counter[str] = Counter()
+    per_label: Counter[int] = Counter()
+    for index, chunk in enumerate(chunks):
+        with context.database.session(write=True) as session:
+            applied = _write_chunk(
+                session, project, source, chunk, audited, thresholds, pilot=pilot
+            )
+            session.commit()
+        for top, accept, audit in applied:
+            counts["auto_accepted" if accept else "suggested" if pilot else "needs_review"] += 1
+            counts["audited"] += audit
+            per_label[top] += accept
+        context.progress(0.7 + 0.3 * (index + 1) / len(chunks), cancellable=False)
+    return counts, per_label
 
 
 def _thresholds(

@@ -10,6 +10,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, col, func, select
@@ -167,23 +168,74 @@ def run_generation(
         existing_synthetic=existing_synthetic,
         requested=requested,
     )
-    target = min(requested, allowed)
-    client = client or make_client(settings)
+    tally = _generate(
+        context,
+        asked,
+        project,
+        examples,
+        target=min(requested, allowed),
+        client=client or make_client(settings),
+        sleep=sleep,
+    )
+    return SyntheticResult(
+        requested=requested,
+        allowed=allowed,
+        created=len(tally.created),
+        capped=allowed < requested,
+        item_ids=tally.created,
+        label=label,
+        human_labeled=human_labeled,
+        existing_synthetic=existing_synthetic,
+        synthetic_max_ratio=project.synthetic_max_ratio,
+        rejected=dict(sorted((+tally.rejected).items())),  # + drops zero counts
+        llm_calls=tally.calls,
+        llm_retries=tally.retries,
+        model=settings.llm_model,
+        temperature=temperature,
+        prompt_sha256=tally.hashes,
+        stopped=tally.stopped,
+    )
+
+
+@dataclass
+class _Tally:
+    """What a generation's calls produced so far."""
+
+    created: list[int] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    hashes: list[str] = field(default_factory=list)  # the distinct prompts, in order
+    calls: int = 0
+    retries: int = 0
+    failed_attempts: int = 0  # calls that stored nothing
+    stopped: str | None = None  # why it stopped short of the target
+
+
+def _generate(
+    context: JobContext,
+    asked: SyntheticParams,
+    project: Project,
+    examples: list[str],
+    *,
+    target: int,
+    client: "openai.OpenAI",
+    sleep: Sleeper,
+) -> _Tally:
+    """Ask until `target` items are stored, more than llm_max_retries calls stored nothing,
+    or MAX_CALLS calls were made. An LLM failure fails the job unless something is stored."""
+    settings = context.settings
     rng = random.Random(context.job_id)
-    created: list[int] = []
-    rejected: Counter[str] = Counter()
-    hashes: list[str] = []
-    calls = retries = failed_attempts = 0
-    stopped: str | None = None
+    tally = _Tally()
     while (
-        len(created) < target and failed_attempts <= settings.llm_max_retries and calls < MAX_CALLS
+        len(tally.created) < target
+        and tally.failed_attempts <= settings.llm_max_retries
+        and tally.calls < MAX_CALLS
     ):
-        context.progress(0.05 + 0.9 * len(created) / target)
-        remaining = target - len(created)
+        context.progress(0.05 + 0.9 * len(tally.created) / target)
+        remaining = target - len(tally.created)
         messages = build_prompt(
             guidelines=project.guidelines,
             labels=project.labels,
-            label=label,
+            label=asked.label,
             examples=examples,
             instructions=asked.instructions,
             count=min(remaining, MAX_PER_CALL),
@@ -194,63 +246,61 @@ def run_generation(
                 client,
                 model=settings.llm_model,
                 messages=messages,
-                temperature=temperature,
+                temperature=asked.temperature,
                 max_retries=settings.llm_max_retries,
                 sleep=sleep,
                 rng=rng,
             )
         except (LLMUnavailable, LLMRefused) as error:
-            if not created:
+            if not tally.created:
                 raise
-            stopped = f"{error.slug}: {error.detail}"
-            break
-        calls += 1
-        retries += took
-        if digest not in hashes:
-            hashes.append(digest)
-        entries = parse_answer(content)
-        if entries is None:
-            rejected["malformed_response"] += 1
-            failed_attempts += 1
-            continue
-        provenance = {
-            "model": settings.llm_model,
-            "temperature": temperature,
-            "prompt_sha256": digest,
-            "label": label,
-            "job_id": context.job_id,
-        }
-        new_ids = _store(
-            context,
-            project_id=project.id or 0,
-            entries=entries,
-            remaining=remaining,
-            max_chars=settings.max_text_chars,
-            provenance=provenance,
-            rejected=rejected,
+            tally.stopped = f"{error.slug}: {error.detail}"
+            return tally
+        tally.calls += 1
+        tally.retries += took
+        if digest not in tally.hashes:
+            tally.hashes.append(digest)
+        new_ids = _store_answer(
+            context, asked, project, content, prompt=digest, remaining=remaining, tally=tally
         )
-        created.extend(new_ids)
+        tally.created.extend(new_ids)
         if not new_ids:
-            failed_attempts += 1
-    if len(created) < target and stopped is None:
-        stopped = "attempts_exhausted"
-    return SyntheticResult(
-        requested=requested,
-        allowed=allowed,
-        created=len(created),
-        capped=allowed < requested,
-        item_ids=created,
-        label=label,
-        human_labeled=human_labeled,
-        existing_synthetic=existing_synthetic,
-        synthetic_max_ratio=project.synthetic_max_ratio,
-        rejected=dict(sorted((+rejected).items())),  # + drops zero counts
-        llm_calls=calls,
-        llm_retries=retries,
-        model=settings.llm_model,
-        temperature=temperature,
-        prompt_sha256=hashes,
-        stopped=stopped,
+            tally.failed_attempts += 1
+    if len(tally.created) < target:
+        tally.stopped = "attempts_exhausted"
+    return tally
+
+
+def _store_answer(
+    context: JobContext,
+    asked: SyntheticParams,
+    project: Project,
+    content: str | None,
+    *,
+    prompt: str,
+    remaining: int,
+    tally: _Tally,
+) -> list[int]:
+    """The ids stored from one answer; none from a malformed one."""
+    entries = parse_answer(content)
+    if entries is None:
+        tally.rejected["malformed_response"] += 1
+        return []
+    provenance = {
+        "model": context.settings.llm_model,
+        "temperature": asked.temperature,
+        "prompt_sha256": prompt,
+        "label": asked.label,
+        "job_id": context.job_id,
+    }
+    return _store(
+        context,
+        project_id=project.id or 0,
+        entries=entries,
+        remaining=remaining,
+        max_chars=context.settings.max_text_chars,
+        provenance=provenance,
+        rejected=tally.rejected,
     )
 
 

@@ -15,7 +15,7 @@ from app.models.model_version import ModelArtifact, ModelVersion, registry_versi
 from app.models.project import Project
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.store import dump_array, dump_pipeline
-from app.registry.training import train
+from app.registry.training import TrainedModel, train
 from app.services.dataset_versions import get_version as get_dataset_version
 from app.services.dataset_versions import snapshot
 from app.services.models import (
@@ -53,53 +53,18 @@ def _train_and_register(
     training_set: TrainingSet,
     frozen: int,
 ) -> TrainModelResult:
-    context.progress(0.05)
-    try:
-        trained = train(
-            algorithm,
-            params,
-            training_set.model_inputs(algorithm),
-            training_set.labels,
-            sample_weight=training_set.sample_weights(),
-            progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
-        )
-    except ValueError as error:  # scikit-learn refusing these params for this data
-        raise Conflict(
-            f"{algorithm.name} cannot be trained with these params on this data: {error}",
-            slug="training-refused",
-        ) from error
+    """Fit (cancellable), then register the version, its artifacts and its activation in one
+    transaction; the pool scoring an activation queues runs once this job has succeeded."""
+    trained = _fit(context, algorithm, params, training_set)
     pipeline_bytes = dump_pipeline(trained.pipeline)
     oof_bytes = dump_array(trained.oof_probabilities)
     context.progress(0.95)
 
     with context.database.session(write=True) as session:
         project = load_project(session, context.project_id, lock=True)
-        latest = session.exec(
-            select(func.max(ModelVersion.version)).where(col(ModelVersion.project_id) == project.id)
-        ).one()
-        version = ModelVersion(
-            project_id=project.id or 0,
-            version=(latest or 0) + 1,
-            algorithm=algorithm.name,
-            params=params,
-            labels=trained.labels,
-            n_train=len(training_set.labels),
-            train_item_ids=training_set.item_ids,
-            train_labels=training_set.labels,
-            train_set_hash=training_set.hash,
-            label_distribution=dict(sorted(Counter(training_set.labels).items())),
-            metrics=trained.metrics
-            | {
-                "excluded_labels": training_set.excluded_labels,
-                "synthetic_dropped": training_set.synthetic_dropped,
-                "n_user_behavior": training_set.n_user_behavior,
-            },
-            training_seconds=trained.seconds,
-            job_id=context.job_id,
-            dataset_version=frozen,
+        version = _add_version(
+            session, context, project, algorithm, params, training_set, trained, frozen
         )
-        session.add(version)
-        session.flush()
         assert version.id is not None
         session.add(
             ModelArtifact(
@@ -130,6 +95,68 @@ def _train_and_register(
         activated=scoring_job is not None,
         scoring_job_id=scoring_job.id if scoring_job else None,
     )
+
+
+def _fit(
+    context: JobContext, algorithm: Algorithm, params: dict[str, Any], training_set: TrainingSet
+) -> TrainedModel:
+    """The cross-validated fit, reporting progress per fold (5% to 90%)."""
+    context.progress(0.05)
+    try:
+        return train(
+            algorithm,
+            params,
+            training_set.model_inputs(algorithm),
+            training_set.labels,
+            sample_weight=training_set.sample_weights(),
+            progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
+        )
+    except ValueError as error:  # scikit-learn refusing these params for this data
+        raise Conflict(
+            f"{algorithm.name} cannot be trained with these params on this data: {error}",
+            slug="training-refused",
+        ) from error
+
+
+def _add_version(
+    session: Session,
+    context: JobContext,
+    project: Project,
+    algorithm: Algorithm,
+    params: dict[str, Any],
+    training_set: TrainingSet,
+    trained: TrainedModel,
+    frozen: int,
+) -> ModelVersion:
+    """The project's next model version, recording its training set, metrics and lineage
+    (flushes; the project row is locked, so version numbers never collide)."""
+    latest = session.exec(
+        select(func.max(ModelVersion.version)).where(col(ModelVersion.project_id) == project.id)
+    ).one()
+    version = ModelVersion(
+        project_id=project.id or 0,
+        version=(latest or 0) + 1,
+        algorithm=algorithm.name,
+        params=params,
+        labels=trained.labels,
+        n_train=len(training_set.labels),
+        train_item_ids=training_set.item_ids,
+        train_labels=training_set.labels,
+        train_set_hash=training_set.hash,
+        label_distribution=dict(sorted(Counter(training_set.labels).items())),
+        metrics=trained.metrics
+        | {
+            "excluded_labels": training_set.excluded_labels,
+            "synthetic_dropped": training_set.synthetic_dropped,
+            "n_user_behavior": training_set.n_user_behavior,
+        },
+        training_seconds=trained.seconds,
+        job_id=context.job_id,
+        dataset_version=frozen,
+    )
+    session.add(version)
+    session.flush()
+    return version
 
 
 def _frozen_training_set(
