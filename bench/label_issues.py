@@ -156,7 +156,7 @@ PAGE_LIMIT = 100
 PAGE_REPEATS = 3
 JOB_TIMEOUT_S = 4 * 3_600.0
 REQUEST_TIMEOUT_S = 300.0
-# The job's progress after each step (app/services/label_issues.py run_report).
+# The job's progress after each step (app/tasks/label_issues.py run_report).
 STEPS = (("read", 0.05), ("features + CV", 0.8), ("judge", 0.9), ("store", 0.95))
 CV_PARTS = ("features fit", f"{N_FOLDS}-fold CV")
 

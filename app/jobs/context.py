@@ -3,15 +3,18 @@
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import update
 from sqlmodel import col
 
 from app.db import Database
 from app.models.base import utcnow
-from app.models.job import Job, JobStatus
+from app.models.job import PAYLOAD_PARAM, Job, JobStatus
 from app.settings import Settings
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def worker_name() -> str:
@@ -49,6 +52,15 @@ class JobContext:
     settings: Settings
     # Jobs this one created; the runner enqueues them once this job's result is committed.
     follow_ups: list[int] = field(default_factory=list)
+
+    def read_params(self, model: type[Model]) -> Model:
+        """The params as the job kind's model (app/models/job_kinds.py); the bulk payload, if
+        any, is not part of them."""
+        return model.model_validate({k: v for k, v in self.params.items() if k != PAYLOAD_PARAM})
+
+    def read_payload(self, model: type[Model]) -> Model:
+        """The job's bulk input (e.g. click-log sessions), kept beside its params."""
+        return model.model_validate(self.params[PAYLOAD_PARAM])
 
     def progress(self, fraction: float, *, cancellable: bool = True) -> None:
         """Record progress (0..1) and a heartbeat; raise JobCancelled if cancel was requested

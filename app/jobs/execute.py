@@ -22,11 +22,13 @@ from app.errors import AppError, InternalError, JobInterrupted, Problem
 from app.jobs.context import JobCancelled, JobContext, JobLost, worker_name
 from app.models.base import utcnow
 from app.models.job import Job, JobStatus
+from app.models.job_kinds import JobResult
 from app.settings import Settings
 
 logger = logging.getLogger("labelwise.jobs")
 
-JobFunction = Callable[[JobContext], dict[str, Any]]
+# A job function returns its kind's result model (app/models/job_kinds.py), stored as JSON.
+JobFunction = Callable[[JobContext], JobResult]
 HEARTBEAT_SECONDS = 5.0
 
 
@@ -69,7 +71,7 @@ def run_job(
         return
     finally:
         stop_heartbeat()
-    _finish(database, job_id, JobStatus.succeeded, result=result)
+    _finish(database, job_id, JobStatus.succeeded, result=result.model_dump(mode="json"))
     for follow_up in context.follow_ups:
         enqueue(follow_up)
 

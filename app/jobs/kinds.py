@@ -1,8 +1,9 @@
 """One function per job kind; every runner looks them up here.
 
-Each function is named as "module:function" and imported the first time a job of its kind
-runs. A job process then holds only what its jobs need: an import job never loads
-scikit-learn, cleanlab or the openai client (bench/import_jsonl.py measures its peak RSS).
+The functions live in app/tasks/, one module per domain. Each is named as "module:function"
+and imported the first time a job of its kind runs. A job process then holds only what its
+jobs need: an import job never loads scikit-learn, cleanlab or the openai client
+(bench/import_jsonl.py measures its peak RSS).
 """
 
 import importlib
@@ -12,16 +13,16 @@ from app.jobs.execute import JobFunction
 from app.models.job import JobKind
 
 _FUNCTION_PATHS: dict[str, str] = {
-    JobKind.train_model: "app.services.models:run_training",
-    JobKind.prelabel: "app.services.prelabels:run_prelabel",
-    JobKind.score_pool: "app.services.scoring:run_score_pool",
-    JobKind.simulate_active_learning: "app.services.active_learning:run_simulation",
-    JobKind.apply_consensus: "app.services.consensus:run_apply_consensus",
-    JobKind.label_issues: "app.services.label_issues:run_report",
-    JobKind.synthetic: "app.services.synthetic:run_generation",
-    JobKind.import_file: "app.services.imports:run_file_import",
-    JobKind.import_sql: "app.services.imports:run_sql_import",
-    JobKind.import_click_logs: "app.services.click_logs:run_click_logs_import",
+    JobKind.train_model: "app.tasks.training:run_training",
+    JobKind.prelabel: "app.tasks.prelabel:run_prelabel",
+    JobKind.score_pool: "app.tasks.scoring:run_score_pool",
+    JobKind.simulate_active_learning: "app.tasks.simulation:run_simulation",
+    JobKind.apply_consensus: "app.tasks.consensus:run_apply_consensus",
+    JobKind.label_issues: "app.tasks.label_issues:run_report",
+    JobKind.synthetic: "app.tasks.synthetic:run_generation",
+    JobKind.import_file: "app.tasks.imports:run_file_import",
+    JobKind.import_sql: "app.tasks.imports:run_sql_import",
+    JobKind.import_click_logs: "app.tasks.click_logs:run_click_logs_import",
 }
 
 

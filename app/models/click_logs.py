@@ -90,28 +90,3 @@ class ClickLogsImport(BaseModel):
         description="The name the implicit labels are recorded under (one per log source; "
         "a later import under the same name replaces its labels).",
     )
-
-
-class ClickLogsResult(BaseModel):
-    """What a click-log import job's `result` holds (documentation of the job resource)."""
-
-    sessions: int
-    impressions: int = pydantic.Field(description="Results shown, over all sessions.")
-    pairs: int = pydantic.Field(description="Distinct (query, doc_id) pairs: one item each.")
-    rules: dict[str, int] = pydantic.Field(
-        description="Pairs per outcome: relevant_long_click, not_relevant_skipped, "
-        "ignored_short_click, ignored_low_position (they add up to pairs)."
-    )
-    impressions_by_kind: dict[str, int] = pydantic.Field(
-        description="Impressions per kind: long_click, short_click, skipped_at_top, "
-        "not_clicked_below."
-    )
-    conflicts: int = pydantic.Field(
-        description="Pairs with a long click in one session and a skip at the top in another "
-        "(labeled relevant)."
-    )
-    items: dict[str, int] = pydantic.Field(
-        description="created, updated, unchanged, and skipped_duplicate_text (a pair whose "
-        "text another item already has)."
-    )
-    labels: dict[str, int] = pydantic.Field(description="created, replaced, unchanged.")

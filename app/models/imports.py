@@ -10,7 +10,13 @@ from typing import Annotated, Any, Literal, Self
 
 import pydantic
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from sqlmodel import Field, SQLModel
 
 from app.errors import Problem
@@ -106,6 +112,12 @@ class ColumnMapping(BaseModel):
         if len(set(self.metadata)) != len(self.metadata):
             raise ValueError("metadata names a column twice")
         return self
+
+    # Echoed in an import job's params as it was sent: without the columns it leaves unused.
+    # No return annotation: pydantic would take it as the serialized schema.
+    @model_serializer(mode="wrap")
+    def _without_unused(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        return {k: v for k, v in handler(self).items() if v is not None}
 
     def columns(self) -> list[str]:
         """Every column the mapping reads, each once, in a stable order."""

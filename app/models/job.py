@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from app.errors import Problem
 from app.models.base import timestamp_column, utcnow
+from app.models.job_kinds import PARAMS_MODELS, RESULT_MODELS, JobParams, JobResult
 
 
 class JobKind(StrEnum):
@@ -76,10 +77,12 @@ class JobPublic(BaseModel):
     kind: JobKind
     status: JobStatus
     progress: float = pydantic.Field(ge=0, le=1)
-    params: dict[str, Any] = pydantic.Field(
+    params: JobParams = pydantic.Field(
         description="What the job was asked to do (bulk input such as click-log sessions left out)."
     )
-    result: dict[str, Any] | None
+    result: JobResult | None = pydantic.Field(
+        description="What a succeeded job reports, by kind (docs/jobs.md)."
+    )
     error: Problem | None
     retryable: bool = pydantic.Field(
         description="True when a failed or cancelled job can be re-run with POST .../retry."
@@ -93,15 +96,19 @@ class JobPublic(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> "JobPublic":
+        """The public view of a row. Its params and result are read with its kind's models, so
+        rows stored before they carried `kind` read the same."""
         assert job.id is not None
+        public_params = {k: v for k, v in job.params.items() if k != PAYLOAD_PARAM}
+        result = job.result
         return cls(
             id=job.id,
             project_id=job.project_id,
             kind=JobKind(job.kind),
             status=JobStatus(job.status),
             progress=job.progress,
-            params={k: v for k, v in job.params.items() if k != PAYLOAD_PARAM},
-            result=job.result,
+            params=PARAMS_MODELS[job.kind].model_validate(public_params),
+            result=None if result is None else RESULT_MODELS[job.kind].model_validate(result),
             error=Problem.model_validate(job.error) if job.error else None,
             retryable=job.status in (JobStatus.failed, JobStatus.cancelled),
             retry_of=job.retry_of,

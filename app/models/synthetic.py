@@ -1,4 +1,5 @@
-"""Synthetic generation: the request that starts an LLM job and the result it reports.
+"""Synthetic generation: the request that starts an LLM job (its params and result are in
+app/models/job_kinds.py).
 
 No table of its own: generated items are ordinary items with `source: "synthetic"` and their
 provenance in `metadata.synthetic`; the job row keeps the request and the result.
@@ -9,7 +10,8 @@ from pydantic import BaseModel, ConfigDict
 
 from app.models.base import SafeStr
 
-# Why a generated text was not stored (the keys of SyntheticResult.rejected).
+# Why a generated text was not stored (the keys of a synthetic job's result.rejected,
+# app/models/job_kinds.py).
 REJECTION_REASONS = (
     "malformed_response",  # the answer was not a JSON array (the whole attempt is retried)
     "not_a_string",  # an entry that is neither a string nor {"text": string}
@@ -47,23 +49,3 @@ class SyntheticRequest(BaseModel):
         allow_inf_nan=False,
         description="Sampling temperature sent to the model (default 0.9).",
     )
-
-
-class SyntheticResult(BaseModel):
-    """What a synthetic job's `result` holds (documentation of the job resource)."""
-
-    requested: int
-    allowed: int = pydantic.Field(
-        description="floor(ratio * human_labeled / (1 - ratio)) - existing_synthetic, at "
-        "least 0 (the count itself when synthetic_max_ratio is 1)."
-    )
-    created: int
-    capped: bool = pydantic.Field(description="True when the cap allowed fewer than requested.")
-    item_ids: list[int]
-    human_labeled: int
-    existing_synthetic: int
-    rejected: dict[str, int] = pydantic.Field(description="Texts not stored, by reason.")
-    llm_calls: int
-    model: str
-    temperature: float
-    prompt_sha256: list[str]

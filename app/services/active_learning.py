@@ -1,17 +1,14 @@
 """Is active learning paying off on this project? Measured online from the random share of
 batches, and offline by replaying the project's own labels (a k-fold simulation job)."""
 
-import warnings
 from collections import defaultdict
 from typing import Any
 
-import numpy as np
 from sqlalchemy import and_, case, func
 from sqlmodel import Session, col, select
 
 from app.errors import NotEnoughLabels
-from app.jobs.context import JobContext, JobRunner
-from app.ml.simulation import curve_at, kfold_learning_curves, labels_to_reach, savings
+from app.jobs.context import JobRunner
 from app.ml.thresholds import wilson_interval
 from app.models.active_learning import (
     ActiveLearningReport,
@@ -24,6 +21,7 @@ from app.models.active_learning import (
 from app.models.annotation import Annotation
 from app.models.batch import Batch, Lease, LeaseOutcome
 from app.models.job import Job, JobKind, JobStatus
+from app.models.job_kinds import SimulateActiveLearningParams
 from app.models.model_version import ModelVersion
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
@@ -33,8 +31,6 @@ from app.services.api_keys import Principal
 from app.services.predictions import REGISTRY_PREFIX
 
 BASELINE = "random"
-# Progress once the features are fitted; the replays share the rest.
-FEATURES_DONE = 0.05
 
 
 def report(session: Session, *, project: Project) -> ActiveLearningReport:
@@ -220,93 +216,6 @@ def start_simulation(
         runner,
         project_id=project.id,
         kind=JobKind.simulate_active_learning,
-        params={**plan, "algorithm": name, "params": params},
+        params=SimulateActiveLearningParams(**plan, algorithm=name, params=params),
         created_by=principal.name,
-    )
-
-
-def run_simulation(context: JobContext) -> dict[str, Any]:
-    """Job function: replay the project's labels k-fold for each strategy and random."""
-    # Imported on first use: docs/design.md, "Import weight".
-    from sklearn.base import clone
-    from sklearn.exceptions import ConvergenceWarning
-
-    p = context.params
-    algorithm = get_algorithm(p["algorithm"])
-    with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
-    pipeline = algorithm.pipeline(algorithm.resolve_params(p["params"]))
-    classifier = pipeline.named_steps["classifier"]
-    with warnings.catch_warnings():
-        # A capped iteration count is the algorithm's speed choice, as in training.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        # The features step sees no labels (vocabulary and IDF only), so fitting it once on
-        # every item leaks nothing the replayed annotators would not have had.
-        features = pipeline.named_steps["features"].fit_transform(
-            training_set.model_inputs(algorithm)
-        )
-        context.progress(FEATURES_DONE)
-        curves = kfold_learning_curves(
-            features,
-            np.asarray(training_set.labels),
-            strategies=p["strategies"],
-            folds=p["folds"],
-            seed_size=p["seed_size"],
-            batch_size=p["batch_size"],
-            budget=p["budget"],
-            seed=0,
-            make_classifier=lambda: clone(classifier),
-            progress=lambda done: context.progress(FEATURES_DONE + (0.99 - FEATURES_DONE) * done),
-        )
-    at_labels = p["at_labels"]
-    target = curve_at(curves[BASELINE], at_labels)
-    needed = {
-        s: (labels_to_reach(c, target) if target is not None else None) for s, c in curves.items()
-    }
-    saved = savings(curves, BASELINE, at_labels=at_labels)
-    return {
-        "algorithm": algorithm.name,
-        "n_items": len(training_set.item_ids),
-        "folds": p["folds"],
-        "seed_size": p["seed_size"],
-        "batch_size": p["batch_size"],
-        "budget": p["budget"],
-        "baseline": BASELINE,
-        "at_labels": at_labels,
-        "target_accuracy": target,
-        "curves": {s: [[n, round(a, 4)] for n, a in c] for s, c in curves.items()},
-        "labels_needed": needed,
-        "label_share": saved,
-        "summary": savings_summary(needed, saved, at_labels=at_labels, target=target),
-    }
-
-
-def savings_summary(
-    needed: dict[str, int | None],
-    saved: dict[str, float | None],
-    *,
-    at_labels: int,
-    target: float | None,
-) -> str:
-    """One sentence a team can act on: the best strategy's saving, or that none helped."""
-    if target is None:
-        return "The baseline has no point at the comparison size; nothing to compare."
-    options = [(share, s) for s, share in saved.items() if s != BASELINE and share is not None]
-    if not options:
-        return (
-            f"No strategy reached random's accuracy at {at_labels} labels ({target:.3f}) within "
-            "the budget: active learning does not pay off on these labels."
-        )
-    share = min(option[0] for option in options)
-    tied = [s for s in saved if s != BASELINE and saved[s] == share]
-    best = tied[0] if len(tied) == 1 else ", ".join(tied[:-1]) + " and " + tied[-1]
-    if share >= 1.0:
-        return (
-            f"No strategy beat random: the best ({best}) needed {needed[tied[0]]} labels to "
-            f"reach random's accuracy at {at_labels} labels ({target:.3f})."
-        )
-    return (
-        f"{best} reached random's accuracy at {at_labels} labels ({target:.3f}) with "
-        f"{needed[tied[0]]} labels: {1 - share:.0%} fewer labels."
     )

@@ -1,7 +1,7 @@
 """Click-log imports: search sessions become query-document items with implicit labels.
 
-The request is checked and queued as a job; the job applies the rules of
-`app.sources.click_logs` and writes one transaction per chunk of pairs: the pair's item
+The request is checked and queued as a job; the job (app/tasks/click_logs.py) applies the
+rules of `app.sources.click_logs` and writes one transaction per chunk of pairs: the pair's item
 (`source: "user_behavior"`, a deterministic external_id, so a re-import updates instead of
 duplicating) and, when the rules give one, its implicit label: an annotation with `source:
 "user_behavior"` under the import's annotator name. Implicit labels are not votes
@@ -14,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -28,20 +27,18 @@ from app.errors import (
     problem_type,
 )
 from app.jobs.context import JobContext, JobRunner
-from app.models.base import AnnotationSource, ItemSource, utcnow
-from app.models.click_logs import REQUIRED_LABELS, ClickLogsImport, ClickSession
+from app.models.base import AnnotationSource, ItemSource
+from app.models.click_logs import REQUIRED_LABELS, ClickLogsImport
 from app.models.item import Item
-from app.models.job import PAYLOAD_PARAM, Job, JobKind
+from app.models.job import Job, JobKind
+from app.models.job_kinds import ClickLogsPayload, ImportClickLogsParams
 from app.models.project import Project
-from app.services import annotation_writer, items, jobs, models
+from app.services import annotation_writer, items, jobs
 from app.services.api_keys import Principal
-from app.sources.click_logs import PairEvidence, summarize
+from app.sources.click_logs import PairEvidence
 
-CHUNK = 1_000  # pairs per transaction
 MAX_ATTEMPTS = 3  # per chunk, when a concurrent write takes the same external_id or text
 MAX_SKIPPED_LISTED = 20
-PROVENANCE_KIND = "click_logs"
-SESSIONS: TypeAdapter[list[ClickSession]] = TypeAdapter(list[ClickSession])
 
 
 def check_labels(project: Project) -> None:
@@ -71,15 +68,15 @@ def start_click_logs_import(
         runner,
         project_id=project.id,
         kind=JobKind.import_click_logs,
-        params={
-            "kind": request.kind,
-            "min_dwell_seconds": request.min_dwell_seconds,
-            "max_position": request.max_position,
-            "annotator": request.annotator,
-            "sessions": len(request.sessions),
-            "impressions": sum(len(s.results) for s in request.sessions),
-            PAYLOAD_PARAM: {"sessions": [s.model_dump(mode="json") for s in request.sessions]},
-        },
+        params=ImportClickLogsParams(
+            kind=request.kind,
+            min_dwell_seconds=request.min_dwell_seconds,
+            max_position=request.max_position,
+            annotator=request.annotator,
+            sessions=len(request.sessions),
+            impressions=sum(len(s.results) for s in request.sessions),
+        ),
+        payload=ClickLogsPayload(sessions=request.sessions),
         created_by=principal.name,
     )
 
@@ -94,63 +91,6 @@ class _Report:
         self.items.update(other.items)
         self.labels.update(other.labels)
         self.skipped.extend(other.skipped[: MAX_SKIPPED_LISTED - len(self.skipped)])
-
-
-def run_click_logs_import(context: JobContext) -> dict[str, Any]:
-    """Job function: apply the rules, then write chunk by chunk (each chunk commits; a
-    cancelled job keeps the chunks written before it stopped, and re-sending is safe)."""
-    p = context.params
-    sessions = SESSIONS.validate_python(p[PAYLOAD_PARAM]["sessions"])
-    summary = summarize(
-        sessions, min_dwell_seconds=p["min_dwell_seconds"], max_position=p["max_position"]
-    )
-    del sessions
-    with context.database.session() as session:
-        project = models.load_project(session, context.project_id)
-        check_labels(project)
-    provenance = {
-        "kind": PROVENANCE_KIND,
-        "name": p["annotator"],
-        "job_id": context.job_id,
-        "imported_at": utcnow().isoformat(),
-    }
-    thresholds = {"min_dwell_seconds": p["min_dwell_seconds"], "max_position": p["max_position"]}
-    report = _Report()
-    pairs = summary.pairs
-    for start in range(0, len(pairs), CHUNK):
-        context.progress(0.05 + 0.9 * start / len(pairs))
-        chunk = pairs[start : start + CHUNK]
-        report.absorb(
-            _write_with_retries(
-                context,
-                project=project,
-                chunk=chunk,
-                annotator=p["annotator"],
-                provenance=provenance,
-                thresholds=thresholds,
-            )
-        )
-    with context.database.session(write=True) as session:
-        retrain = models.auto_retrain_job(session, project=project)
-        session.commit()
-    if retrain is not None and retrain.id is not None:
-        context.follow_ups.append(retrain.id)
-    return {
-        "sessions": summary.sessions,
-        "impressions": summary.impressions,
-        "pairs": len(pairs),
-        "rules": summary.rules(),
-        "impressions_by_kind": summary.impressions_by_kind(),
-        "conflicts": summary.conflicts(),
-        **thresholds,
-        "annotator": p["annotator"],
-        "items": {
-            name: report.items[name]
-            for name in ("created", "updated", "unchanged", "skipped_duplicate_text")
-        },
-        "labels": {name: report.labels[name] for name in ("created", "replaced", "unchanged")},
-        "skipped": report.skipped,
-    }
 
 
 def _write_with_retries(

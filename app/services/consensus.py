@@ -9,34 +9,31 @@ are applied by the `apply_consensus` job, queued whenever answers change.
 """
 
 import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import bindparam, func, update
-from sqlalchemy import select as select_columns
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from app.db import Database
 from app.errors import NoActiveModel
-from app.jobs.context import JobContext
 from app.ml import consensus as methods
 from app.ml.consensus import Consensus
 from app.models.annotation import Annotation
-from app.models.base import AnnotationSource, ConsensusMethod, ItemStatus, utcnow
+from app.models.base import ConsensusMethod
 from app.models.item import Item
 from app.models.job import Job, JobKind
+from app.models.job_kinds import ApplyConsensusParams
 from app.models.model_version import ModelVersion, registry_version_name
 from app.models.project import Project
 from app.models.quality import AnnotatorQuality, ConsensusItem, ConsensusPage
-from app.models.review import Review
 from app.pagination import PageRequest, encode_cursor
 from app.registry.algorithms import get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import item_status, jobs
+from app.services import jobs
 from app.services import models as registry
-from app.services.item_status import Resolution
 from app.services.votes import ProjectVotes, load_votes
 
 DAWID_SKENE_SEED = 0
@@ -196,7 +193,7 @@ def consensus_page(computed: Computed, page: PageRequest, *, required: int) -> C
         ConsensusItem(
             item_id=int(loaded.item_ids[code]),
             label=_label(computed, code, required),
-            quality=_finite(result.quality[code]),
+            quality=rounded_or_none(result.quality[code]),
             votes={
                 loaded.labels[label]: int(computed.counts[code, label])
                 for label in np.flatnonzero(computed.counts[code])
@@ -218,7 +215,7 @@ def consensus_page(computed: Computed, page: PageRequest, *, required: int) -> C
             (
                 AnnotatorQuality(
                     annotator=name,
-                    quality=_finite(result.annotator_quality[code]),
+                    quality=rounded_or_none(result.annotator_quality[code]),
                     n=int(result.annotator_n[code]),
                 )
                 for code, name in enumerate(loaded.annotators)
@@ -242,7 +239,8 @@ def _label(computed: Computed, code: int, required: int) -> str | None:
     return computed.loaded.labels[winner]
 
 
-def _finite(value: float) -> float | None:
+def rounded_or_none(value: float) -> float | None:
+    """A quality as answered (6 decimals); None where it is NaN (undefined)."""
     return None if np.isnan(value) else round(float(value), 6)
 
 
@@ -272,162 +270,6 @@ def queue_apply(session: Session, *, project: Project, created_by: str) -> Job |
         session,
         project_id=project.id,
         kind=JobKind.apply_consensus,
-        params={},
+        params=ApplyConsensusParams(),
         created_by=created_by,
     )
-
-
-def run_apply_consensus(context: JobContext) -> dict[str, Any]:
-    """Job function: resolve every item that has its required answers, and no review, under
-    the project's consensus_method. Undecided items go to needs_review."""
-    with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        method = ConsensusMethod(project.consensus_method)
-        if method == ConsensusMethod.majority:
-            return {"method": method, "changed": 0, "skipped": "majority is applied per item"}
-        newer = _newer_apply_job(session, project_id=project.id or 0, job_id=context.job_id)
-        if newer is not None:
-            # Two requests raced past queue_apply's check: the later job does the work.
-            return {"method": method, "changed": 0, "skipped": f"superseded by job {newer}"}
-        computed = compute(session, context.database, project=project, method=method)
-    context.progress(0.5, cancellable=True)
-    loaded, result = computed.loaded, computed.result
-    n_labels = computed.counts.sum(axis=1)
-    ready = np.flatnonzero(n_labels + computed.abstentions >= project.required_annotators)
-    decided = {
-        int(loaded.item_ids[code]): (
-            loaded.labels[result.labels[code]] if result.labels[code] >= 0 else None,
-            _finite(result.quality[code]),
-            int(n_labels[code]),
-        )
-        for code in ready
-    }
-    ids = sorted(decided)
-    changed = 0
-    for start in range(0, len(ids), WRITE_CHUNK):
-        chunk = ids[start : start + WRITE_CHUNK]
-        # One short transaction per chunk, so annotators' submissions wait for a chunk at most.
-        with context.database.session(write=True) as session:
-            changed += _apply_chunk(
-                session, chunk=chunk, decided=decided, required=project.required_annotators
-            )
-            session.commit()
-    return {
-        "method": method,
-        "model_version": computed.model_version,
-        "items_considered": len(ids),
-        "changed": changed,
-        "undecided": sum(1 for label, _, _ in decided.values() if label is None),
-        "converged": result.converged,
-        "iterations": result.iterations,
-    }
-
-
-def _newer_apply_job(session: Session, *, project_id: int, job_id: int) -> int | None:
-    return session.exec(
-        select(Job.id)
-        .where(
-            col(Job.project_id) == project_id,
-            col(Job.kind) == JobKind.apply_consensus,
-            col(Job.status) == "queued",
-            col(Job.id) > job_id,
-        )
-        .limit(1)
-    ).first()
-
-
-_SET_RESOLUTION = (
-    update(Item)
-    .where(col(Item.id) == bindparam("item_id"))
-    .values(
-        status=bindparam("status"),
-        resolved_label=bindparam("label"),
-        resolved_by=bindparam("by"),
-        consensus_quality=bindparam("quality"),
-        updated_at=bindparam("now"),
-    )
-    .execution_options(synchronize_session=False)
-)
-
-
-def _apply_chunk(
-    session: Session,
-    *,
-    chunk: list[int],
-    decided: dict[int, tuple[str | None, float | None, int]],
-    required: int,
-) -> int:
-    """Write the consensus of one chunk of items; returns how many changed.
-
-    The items are locked first (in id order, as every writer locks them), then their reviews
-    and auto-accepts (and implicit labels) are read: a review committed meanwhile is seen and
-    wins.
-    """
-    current = (
-        session.connection()
-        .execute(
-            select_columns(
-                col(Item.id),
-                col(Item.status),
-                col(Item.resolved_label),
-                col(Item.resolved_by),
-                col(Item.consensus_quality),
-                col(Item.review_reason),
-            )
-            .where(col(Item.id).in_(chunk))
-            .order_by(col(Item.id))
-            .with_for_update()
-        )
-        .all()
-    )
-    reviewed = set(
-        session.exec(
-            select(Review.item_id).where(col(Review.item_id).in_(chunk), col(Review.is_current))
-        )
-    )
-    model_labels: dict[int, str | None] = {}
-    implicit: dict[int, list[str | None]] = defaultdict(list)
-    for annotated_id, given, source in session.exec(
-        select(Annotation.item_id, Annotation.label, Annotation.source).where(
-            col(Annotation.item_id).in_(chunk),
-            col(Annotation.is_current),
-            col(Annotation.source).in_((AnnotationSource.model, AnnotationSource.user_behavior)),
-        )
-    ):
-        if source == AnnotationSource.model:
-            model_labels[annotated_id] = given
-        else:
-            implicit[annotated_id].append(given)
-    now = utcnow()
-    rows = []
-    for item_id, status, label, by, quality, review_reason in current:
-        if item_id is None or item_id in reviewed:
-            continue
-        new_label, new_quality, n_labels = decided[item_id]
-        new = item_status.held_for_review(
-            Resolution(ItemStatus.labeled, new_label, "consensus", new_quality)
-            if new_label is not None
-            else item_status.unsettled(
-                standby=item_status.fallback(
-                    model_labels.get(item_id), item_status.implicit_label(implicit[item_id])
-                ),
-                n_labels=n_labels,
-                required=required,
-                quality=new_quality,
-            ),
-            review_reason,
-        )
-        if (status, label, by, quality) != tuple(new):
-            rows.append(
-                {
-                    "item_id": item_id,
-                    "status": new.status,
-                    "label": new.label,
-                    "by": new.resolved_by,
-                    "quality": new.quality,
-                    "now": now,
-                }
-            )
-    if rows:
-        session.connection().execute(_SET_RESOLUTION, rows)
-    return len(rows)

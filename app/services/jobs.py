@@ -2,12 +2,14 @@
 
 from typing import Any
 
+from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from app.errors import Conflict, NotFound
 from app.jobs.context import JobRunner
 from app.models.base import utcnow
-from app.models.job import FINISHED, Job, JobKind, JobStatus
+from app.models.job import FINISHED, PAYLOAD_PARAM, Job, JobKind, JobStatus
+from app.models.job_kinds import PARAMS_MODELS, JobParams
 from app.pagination import PageRequest, keyset
 
 
@@ -16,11 +18,28 @@ def new_job(
     *,
     project_id: int | None,
     kind: JobKind,
+    params: JobParams,
+    created_by: str,
+    payload: BaseModel | None = None,
+) -> Job:
+    """Add a queued job to the session (flushes; the caller commits, then enqueues). `payload`:
+    bulk input the job reads, stored beside the params and left out of the public view."""
+    assert isinstance(params, PARAMS_MODELS[kind]), (kind, type(params))
+    stored = params.model_dump(mode="json")
+    if payload is not None:
+        stored[PAYLOAD_PARAM] = payload.model_dump(mode="json")
+    return _add_job(session, project_id=project_id, kind=kind, params=stored, created_by=created_by)
+
+
+def _add_job(
+    session: Session,
+    *,
+    project_id: int | None,
+    kind: JobKind,
     params: dict[str, Any],
     created_by: str,
     retry_of: int | None = None,
 ) -> Job:
-    """Add a queued job to the session (flushes; the caller commits, then enqueues)."""
     job = Job(
         project_id=project_id,
         kind=kind,
@@ -40,11 +59,19 @@ def submit_job(
     *,
     project_id: int | None,
     kind: JobKind,
-    params: dict[str, Any],
+    params: JobParams,
     created_by: str,
+    payload: BaseModel | None = None,
 ) -> Job:
     """Create a job, commit, and only then hand it to the runner (which re-reads it by id)."""
-    job = new_job(session, project_id=project_id, kind=kind, params=params, created_by=created_by)
+    job = new_job(
+        session,
+        project_id=project_id,
+        kind=kind,
+        params=params,
+        created_by=created_by,
+        payload=payload,
+    )
     session.commit()
     assert job.id is not None
     runner.enqueue(job.id)
@@ -92,13 +119,14 @@ def cancel_job(session: Session, *, job_id: int) -> Job:
 
 
 def retry_job(session: Session, runner: JobRunner, *, job_id: int, created_by: str) -> Job:
-    """Run a failed or cancelled job again, as a new job with the same parameters."""
+    """Run a failed or cancelled job again, as a new job with the same parameters (the row's,
+    as stored: its payload too)."""
     old = get_job(session, job_id=job_id)
     if old.status not in (JobStatus.failed, JobStatus.cancelled):
         raise Conflict(
             f"Job {job_id} is {old.status}; only a failed or cancelled job can be retried."
         )
-    job = new_job(
+    job = _add_job(
         session,
         project_id=old.project_id,
         kind=JobKind(old.kind),

@@ -1,5 +1,6 @@
-"""The model registry's use cases: choose the training set, train and register a version,
-activate it, and load a version's fitted pipeline (through the in-process cache)."""
+"""The model registry's use cases: choose the training set, queue training (the job that
+trains and registers a version is app/tasks/training.py), activate a version, and load a
+version's fitted pipeline (through the in-process cache)."""
 
 import hashlib
 import math
@@ -9,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, func
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from app.db import Database
-from app.errors import NotEnoughLabels, NotFound, TrainingRefused
-from app.jobs.context import JobContext, JobRunner
+from app.errors import NotEnoughLabels, NotFound
+from app.jobs.context import JobRunner
 from app.models.base import (
     HUMAN_RESOLUTIONS,
     TRAINABLE_RESOLUTIONS,
@@ -22,26 +23,19 @@ from app.models.base import (
     ItemSource,
     utcnow,
 )
-from app.models.dataset_version import DatasetVersion, DatasetVersionCreate
+from app.models.dataset_version import DatasetVersion
 from app.models.item import Item
 from app.models.job import Job, JobKind
-from app.models.model_version import (
-    ModelArtifact,
-    ModelTrainRequest,
-    ModelVersion,
-    registry_version_name,
-)
+from app.models.job_kinds import ScorePoolParams, TrainModelParams
+from app.models.model_version import ModelArtifact, ModelTrainRequest, ModelVersion
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
 from app.registry.algorithms import Algorithm, get_algorithm
-from app.registry.store import dump_array, dump_pipeline, load_array, load_pipeline
-from app.registry.training import MIN_PER_LABEL, train
+from app.registry.store import load_array, load_pipeline
+from app.registry.training import MIN_PER_LABEL
 from app.services import jobs
 from app.services.api_keys import Principal
-from app.services.dataset_versions import (
-    frozen_training_rows,
-    snapshot,
-)
+from app.services.dataset_versions import frozen_training_rows
 from app.services.dataset_versions import get_version as get_dataset_version
 
 if TYPE_CHECKING:
@@ -209,12 +203,12 @@ def start_training(
         runner,
         project_id=project.id,
         kind=JobKind.train_model,
-        params={
-            "algorithm": algorithm.name,
-            "params": params,
-            "activate": request.activate,
-            "dataset_version": request.dataset_version,
-        },
+        params=TrainModelParams(
+            algorithm=algorithm.name,
+            params=params,
+            activate=request.activate,
+            dataset_version=request.dataset_version,
+        ),
         created_by=principal.name,
     )
 
@@ -254,167 +248,13 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
         session,
         project_id=project.id,
         kind=JobKind.train_model,
-        params={
-            "algorithm": algorithm.name,
-            "params": latest.params if latest else dict(algorithm.defaults),
-            "activate": "if_better",
-        },
+        params=TrainModelParams(
+            algorithm=algorithm.name,
+            params=latest.params if latest else dict(algorithm.defaults),
+            activate="if_better",
+        ),
         created_by="auto-retrain",
     )
-
-
-def run_training(context: JobContext) -> dict[str, Any]:
-    """Job function: train on a dataset version (frozen now, reused, or named) and register
-    a new model version that records it."""
-    algorithm = get_algorithm(context.params["algorithm"])
-    params = algorithm.resolve_params(context.params["params"])
-    training_set, frozen, created = _frozen_training_set(context, algorithm)
-    try:
-        return _train_and_register(context, algorithm, params, training_set, frozen.version)
-    except BaseException:
-        if created:  # a job that registers no model leaves no dataset version behind
-            _drop_untrained_version(context, frozen)
-        raise
-
-
-def _train_and_register(
-    context: JobContext,
-    algorithm: Algorithm,
-    params: dict[str, Any],
-    training_set: TrainingSet,
-    frozen: int,
-) -> dict[str, Any]:
-    context.progress(0.05)
-    try:
-        trained = train(
-            algorithm,
-            params,
-            training_set.model_inputs(algorithm),
-            training_set.labels,
-            sample_weight=training_set.sample_weights(),
-            progress=lambda fraction: context.progress(0.05 + 0.85 * fraction),
-        )
-    except ValueError as error:  # scikit-learn refusing these params for this data
-        raise TrainingRefused(
-            f"{algorithm.name} cannot be trained with these params on this data: {error}",
-        ) from error
-    pipeline_bytes = dump_pipeline(trained.pipeline)
-    oof_bytes = dump_array(trained.oof_probabilities)
-    context.progress(0.95)
-
-    with context.database.session(write=True) as session:
-        project = load_project(session, context.project_id, lock=True)
-        latest = session.exec(
-            select(func.max(ModelVersion.version)).where(col(ModelVersion.project_id) == project.id)
-        ).one()
-        version = ModelVersion(
-            project_id=project.id or 0,
-            version=(latest or 0) + 1,
-            algorithm=algorithm.name,
-            params=params,
-            labels=trained.labels,
-            n_train=len(training_set.labels),
-            train_item_ids=training_set.item_ids,
-            train_labels=training_set.labels,
-            train_set_hash=training_set.hash,
-            label_distribution=dict(sorted(Counter(training_set.labels).items())),
-            metrics=trained.metrics
-            | {
-                "excluded_labels": training_set.excluded_labels,
-                "synthetic_dropped": training_set.synthetic_dropped,
-                "n_user_behavior": training_set.n_user_behavior,
-            },
-            training_seconds=trained.seconds,
-            job_id=context.job_id,
-            dataset_version=frozen,
-        )
-        session.add(version)
-        session.flush()
-        assert version.id is not None
-        session.add(
-            ModelArtifact(
-                model_version_id=version.id, name=PIPELINE_ARTIFACT, content=pipeline_bytes
-            )
-        )
-        session.add(
-            ModelArtifact(model_version_id=version.id, name=OOF_ARTIFACT, content=oof_bytes)
-        )
-        scoring_job = None
-        if _should_activate(session, project, context.params.get("activate"), version):
-            scoring_job = _activate(
-                session, project=project, version=version, created_by="registry"
-            )
-        session.commit()
-    if scoring_job is not None:
-        assert scoring_job.id is not None
-        context.follow_ups.append(scoring_job.id)
-    return {
-        "version": version.version,
-        "model_version": registry_version_name(version.version),
-        "n_train": version.n_train,
-        "n_user_behavior": training_set.n_user_behavior,
-        "dataset_version": frozen,
-        "accuracy": trained.metrics["accuracy"],
-        "macro_f1": trained.metrics["macro_f1"],
-        "training_seconds": trained.seconds,
-        "activated": scoring_job is not None,
-        "scoring_job_id": scoring_job.id if scoring_job else None,
-    }
-
-
-def _frozen_training_set(
-    context: JobContext, algorithm: Algorithm
-) -> tuple[TrainingSet, DatasetVersion, bool]:
-    """The training set, the dataset version it comes from (lineage) and whether this job
-    created that version: the one the request named, else a new version of the labels as
-    they are now, or the latest version when nothing changed since. A set that cannot be
-    trained leaves no version behind."""
-    requested = context.params.get("dataset_version")
-    with context.database.session(write=True) as session:
-        project = load_project(session, context.project_id, lock=True)
-        if requested is not None:
-            frozen = get_dataset_version(session, project=project, version=requested)
-        else:
-            frozen = snapshot(
-                session,
-                project=project,
-                data=DatasetVersionCreate(note=f"Frozen to train a model (job {context.job_id})."),
-                created_by=f"job:{context.job_id}",
-                reuse_unchanged=True,
-            )
-        training_set = build_training_set(
-            session, project=project, algorithm=algorithm, dataset_version=frozen
-        )
-        check_trainable(training_set)  # raises: the session closes without a commit
-        session.commit()
-    created = requested is None and frozen.created_by == f"job:{context.job_id}"
-    return training_set, frozen, created
-
-
-def _drop_untrained_version(context: JobContext, frozen: DatasetVersion) -> None:
-    """Delete a dataset version this job froze, unless a model version names it."""
-    with context.database.session(write=True) as session:
-        trained = select(ModelVersion.id).where(
-            col(ModelVersion.project_id) == frozen.project_id,
-            col(ModelVersion.dataset_version) == frozen.version,
-        )
-        session.exec(
-            delete(DatasetVersion).where(col(DatasetVersion.id) == frozen.id, ~trained.exists())
-        )
-        session.commit()
-
-
-def _should_activate(
-    session: Session, project: Project, activate: bool | str | None, version: ModelVersion
-) -> bool:
-    """True, False, or "if_better": when the new version's cross-validated macro-F1 is at
-    least the active one's (auto-retraining never swaps in a worse model)."""
-    if activate != "if_better":
-        return bool(activate)
-    current = active_version(session, project=project)
-    if current is None:
-        return True
-    return float(version.metrics["macro_f1"]) >= float(current.metrics["macro_f1"])
 
 
 def load_project(session: Session, project_id: int | None, *, lock: bool = False) -> Project:
@@ -457,14 +297,17 @@ def activate_version(
     """Make a version the project's active one and start scoring the pool with it."""
     project = load_project(session, project.id, lock=True)
     chosen = get_version(session, project=project, version=version)
-    job = _activate(session, project=project, version=chosen, created_by=principal.name)
+    job = make_active(session, project=project, version=chosen, created_by=principal.name)
     session.commit()
     assert job.id is not None
     runner.enqueue(job.id)
     return chosen, job
 
 
-def _activate(session: Session, *, project: Project, version: ModelVersion, created_by: str) -> Job:
+def make_active(
+    session: Session, *, project: Project, version: ModelVersion, created_by: str
+) -> Job:
+    """Make `version` the project's only active one and queue its pool scoring (flushes)."""
     for other in session.exec(
         select(ModelVersion).where(
             col(ModelVersion.project_id) == project.id, col(ModelVersion.active)
@@ -480,7 +323,7 @@ def _activate(session: Session, *, project: Project, version: ModelVersion, crea
         session,
         project_id=project.id,
         kind=JobKind.score_pool,
-        params={"version": version.version},
+        params=ScorePoolParams(version=version.version),
         created_by=created_by,
     )
 

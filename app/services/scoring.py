@@ -1,24 +1,14 @@
-"""Score the unlabeled pool with the active version, chunk by chunk, storing each item's
-prediction and uncertainty so batch selection is an indexed query, not a rescoring."""
+"""The unsettled pool: items no human has answered yet, which pool scoring
+(app/tasks/scoring.py), prelabelling and production sampling work on."""
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import exists, func
-from sqlmodel import Session, col, select
+from sqlalchemy import exists
+from sqlmodel import col
 
-from app.jobs.context import JobContext
 from app.models.annotation import Annotation
 from app.models.base import VOTE_SOURCES
 from app.models.item import Item
-from app.models.model_version import ModelVersion, registry_version_name
-from app.registry.algorithms import Algorithm, get_algorithm
-from app.registry.training import predict_probabilities
-from app.services import models as registry
-from app.services.predictions import prediction_rows, upsert_predictions
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
 
 
 def unsettled_condition() -> Any:
@@ -30,96 +20,3 @@ def unsettled_condition() -> Any:
         col(Annotation.source).in_(VOTE_SOURCES),
     )
     return ~human_answer
-
-
-def pool_chunks(
-    session: Session,
-    *,
-    project_id: int,
-    chunk_size: int,
-    with_data: bool,
-    item_ids: list[int] | None = None,
-    limit: int | None = None,
-) -> Iterator[list[tuple[int, str, dict[str, Any]]]]:
-    """(id, text, data) of unsettled items in id order, chunk by chunk (keyset, so each chunk
-    is one short indexed query and the pool is never held in memory)."""
-    after = 0
-    remaining = limit
-    while remaining is None or remaining > 0:
-        size = chunk_size if remaining is None else min(chunk_size, remaining)
-        columns: list[Any] = [Item.id, Item.text, Item.data if with_data else Item.id]
-        query = (
-            select(*columns)
-            .where(col(Item.project_id) == project_id, col(Item.id) > after, unsettled_condition())
-            .order_by(col(Item.id))
-            .limit(size)
-        )
-        if item_ids is not None:
-            query = query.where(col(Item.id).in_(item_ids))
-        rows = session.exec(query).all()
-        if not rows:
-            return
-        yield [(r[0], r[1], r[2] if with_data else {}) for r in rows]
-        after = rows[-1][0]
-        if remaining is not None:
-            remaining -= len(rows)
-
-
-def count_pool(session: Session, *, project_id: int) -> int:
-    return session.exec(
-        select(func.count())
-        .select_from(Item)
-        .where(col(Item.project_id) == project_id, unsettled_condition())
-    ).one()
-
-
-def run_score_pool(context: JobContext) -> dict[str, Any]:
-    """Job function: predict every unsettled item with the given (active) version."""
-    with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        version = registry.get_version(session, project=project, version=context.params["version"])
-        total = count_pool(session, project_id=project.id or 0)
-    if not version.active:
-        return {"version": version.version, "scored": 0, "superseded": True}
-    pipeline = registry.load_version(context.database, version)
-    algorithm = get_algorithm(version.algorithm)
-    name = registry_version_name(version.version)
-    scored = 0
-    with context.database.session() as reader:
-        for chunk in pool_chunks(
-            reader,
-            project_id=version.project_id,
-            chunk_size=context.settings.scoring_chunk_size,
-            with_data=algorithm.input == "features",
-        ):
-            scored += _score_chunk(context, version, pipeline, algorithm, chunk, name)
-            context.progress(min(scored / max(total, 1), 0.99))
-    return {"version": version.version, "model_version": name, "scored": scored}
-
-
-def _score_chunk(
-    context: JobContext,
-    version: ModelVersion,
-    pipeline: "Pipeline",
-    algorithm: Algorithm,
-    chunk: list[tuple[int, str, dict[str, Any]]],
-    name: str,
-) -> int:
-    ids, inputs = registry.version_inputs(algorithm, chunk)
-    if not ids:
-        return 0
-    probabilities = predict_probabilities(pipeline, inputs, len(version.labels))
-    rows = prediction_rows(
-        project_id=version.project_id,
-        item_ids=ids,
-        probabilities=probabilities,
-        labels=version.labels,
-        model_version=name,
-        source="registry",
-    )
-    # Each chunk commits on its own: a prediction is a cache of (item, version), so a
-    # cancelled or failed run leaves only correct scores, and a retry overwrites them.
-    with context.database.session(write=True) as writer:
-        upsert_predictions(writer, rows)
-        writer.commit()
-    return len(ids)

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
@@ -12,6 +13,7 @@ from app.db import Database
 from app.main import create_app
 from app.models.base import utcnow
 from app.models.job import Job, JobKind, JobStatus
+from app.models.job_kinds import PrelabelParams, ScorePoolParams, TrainModelParams
 from app.models.model_version import ModelVersion
 from app.services.jobs import new_job
 from app.settings import Settings
@@ -26,9 +28,19 @@ def queued_training(session: Session, project_id: int, *, algorithm: str, activa
         session,
         project_id=project_id,
         kind=JobKind.train_model,
-        params={"algorithm": algorithm, "params": {}, "activate": activate},
+        params=TrainModelParams(algorithm=algorithm, params={}, activate=activate),
         created_by="t",
     )
+
+
+PRELABEL = PrelabelParams(
+    model_version="registry:1",
+    threshold=0.9,
+    target_precision=None,
+    item_ids=None,
+    limit=None,
+    audit_share=0.0,
+)
 
 
 def dead_pid() -> int:
@@ -55,7 +67,7 @@ class TestJobResource:
             session,
             project_id=project["id"],
             kind=JobKind.score_pool,
-            params={"version": 1},
+            params=ScorePoolParams(version=1),
             created_by="t",
         )
         session.commit()
@@ -68,7 +80,7 @@ class TestJobResource:
         assert retried.status_code == 202
         body = retried.json()
         assert body["retry_of"] == job.id and body["status"] == "queued"
-        assert body["params"] == {"version": 1}
+        assert body["params"] == {"kind": "score_pool", "version": 1}
         assert retried.headers["location"] == f"/v1/jobs/{body['id']}"
         # Only a finished, unsuccessful job can be retried.
         assert client.post(f"/v1/jobs/{body['id']}/retry", headers=headers).status_code == 409
@@ -79,12 +91,12 @@ class TestJobResource:
         headers = auth(make_key(session))
         project = make_project(client, headers)
         other = make_project(client, headers)
-        for project_id, kind in (
-            (project["id"], JobKind.prelabel),
-            (project["id"], JobKind.score_pool),
-            (other["id"], JobKind.prelabel),
+        for project_id, kind, params in (
+            (project["id"], JobKind.prelabel, PRELABEL),
+            (project["id"], JobKind.score_pool, ScorePoolParams(version=1)),
+            (other["id"], JobKind.prelabel, PRELABEL),
         ):
-            new_job(session, project_id=project_id, kind=kind, params={}, created_by="t")
+            new_job(session, project_id=project_id, kind=kind, params=params, created_by="t")
         session.commit()
         mine = client.get(f"/v1/jobs?project_id={project['id']}", headers=headers).json()["items"]
         assert [j["kind"] for j in mine] == ["prelabel", "score_pool"]
@@ -103,7 +115,11 @@ class TestJobResource:
         admin = auth(make_key(session))
         project = make_project(client, admin)
         job = new_job(
-            session, project_id=project["id"], kind=JobKind.prelabel, params={}, created_by="t"
+            session,
+            project_id=project["id"],
+            kind=JobKind.prelabel,
+            params=PRELABEL,
+            created_by="t",
         )
         session.commit()
         annotator = auth(make_key(session, role=Role.annotator))
@@ -156,7 +172,7 @@ class TestFailuresAndRestarts:
         database = Database(live_settings)
         with database.session(write=True) as session:
             job = new_job(
-                session, project_id=None, kind=JobKind.prelabel, params={}, created_by="t"
+                session, project_id=None, kind=JobKind.prelabel, params=PRELABEL, created_by="t"
             )
             job.status, job.worker = JobStatus.running, f"{socket.gethostname()}:{os.getppid()}"
             job.heartbeat_at = utcnow()
@@ -227,3 +243,87 @@ class TestJobProcess:
         # The runner replaces the dead process: the retry succeeds.
         retried = live_client.post(f"/v1/jobs/{job['id']}/retry").json()
         assert wait_for_job(live_client, retried)["status"] == "succeeded"
+
+
+# Rows as the code stored them before params and results carried `kind` (raw dicts).
+OLD_ROWS: list[dict[str, Any]] = [
+    {
+        "kind": JobKind.train_model,
+        "params": {"algorithm": "tfidf_logreg", "params": {"C": 1.0}, "activate": "if_better"},
+        "result": {
+            "version": 3,
+            "model_version": "registry:3",
+            "n_train": 40,
+            "n_user_behavior": 0,
+            "dataset_version": 2,
+            "accuracy": 0.9,
+            "macro_f1": 0.88,
+            "training_seconds": 0.5,
+            "activated": False,
+            "scoring_job_id": None,
+        },
+    },
+    {
+        "kind": JobKind.score_pool,
+        "params": {"version": 3},
+        "result": {"version": 3, "scored": 0, "superseded": True},
+    },
+    {
+        "kind": JobKind.apply_consensus,
+        "params": {},
+        "result": {"method": "dawid_skene", "changed": 0, "skipped": "superseded by job 9"},
+    },
+    {
+        "kind": JobKind.import_click_logs,
+        "params": {
+            "kind": "click_logs",
+            "min_dwell_seconds": 30.0,
+            "max_position": 3,
+            "annotator": "user_behavior",
+            "sessions": 1,
+            "impressions": 1,
+            "payload": {"sessions": [{"query": "q", "results": []}]},
+        },
+        "result": None,
+    },
+]
+
+
+class TestOldRows:
+    def test_rows_stored_without_kind_read_over_http(
+        self, client: TestClient, session: Session
+    ) -> None:
+        headers = auth(make_key(session))
+        project = make_project(client, headers)
+        ids = []
+        for row in OLD_ROWS:
+            done = row["result"] is not None
+            job = Job(
+                project_id=project["id"],
+                kind=row["kind"],
+                status=JobStatus.succeeded if done else JobStatus.queued,
+                progress=1.0 if done else 0.0,
+                params=row["params"],
+                result=row["result"],
+                created_by="before-kind",
+            )
+            session.add(job)
+            session.flush()
+            ids.append(job.id)
+        session.commit()
+
+        listed = client.get(f"/v1/jobs?project_id={project['id']}", headers=headers)
+        assert listed.status_code == 200, listed.text
+        for row, job_id, from_list in zip(OLD_ROWS, ids, listed.json()["items"], strict=True):
+            one = client.get(f"/v1/jobs/{job_id}", headers=headers)
+            assert one.status_code == 200, one.text
+            body = one.json()
+            assert from_list == body
+            # The same fields and values as stored, with `kind` added; the payload left out.
+            public = {k: v for k, v in row["params"].items() if k != "payload"}
+            params_kind = public.get("kind", row["kind"])
+            assert body["params"] == {**public, "kind": params_kind}
+            if row["result"] is None:
+                assert body["result"] is None
+            else:
+                assert body["result"] == {**row["result"], "kind": row["kind"]}

@@ -10,9 +10,10 @@ from sqlmodel import col
 from app.db import Database
 from app.jobs.context import JobContext
 from app.models.job import Job, JobKind
+from app.models.job_kinds import ApplyConsensusParams
 from app.services import jobs
-from app.services.consensus import run_apply_consensus
 from app.settings import Settings
+from app.tasks.consensus import run_apply_consensus
 from tests.api.test_registry import labeled_project, train
 from tests.conftest import wait_for_job
 
@@ -240,7 +241,7 @@ def test_a_consensus_job_superseded_by_a_later_queued_one_does_nothing(
                     session,
                     project_id=project_id,
                     kind=JobKind.apply_consensus,
-                    params={},
+                    params=ApplyConsensusParams(),
                     created_by="test",
                 )
                 for _ in range(2)
@@ -256,8 +257,8 @@ def test_a_consensus_job_superseded_by_a_later_queued_one_does_nothing(
             settings=live_settings,
         )
         result = run_apply_consensus(context)
-        assert result["skipped"] == f"superseded by job {ids[1]}"
-        assert result["changed"] == 0
+        assert result.skipped == f"superseded by job {ids[1]}"
+        assert result.changed == 0
         with database.session(write=True) as session:
             for job_id in ids:
                 session.exec(update(Job).where(col(Job.id) == job_id).values(status="cancelled"))

@@ -18,6 +18,7 @@ from app.models.base import Role
 from app.services import synthetic
 from app.settings import Settings
 from app.sources import llm
+from app.tasks import synthetic as generation
 from tests.conftest import ADMIN_SECRET, ClientFactory, started_app, wait_for_job
 from tests.databases import fresh_database
 from tests.factories import annotate, auth, ingest, make_key, make_project, unique
@@ -148,7 +149,7 @@ class TestGenerate:
             assert item["metadata"]["synthetic"] == {
                 "model": "fake-model",
                 "temperature": 0.7,
-                "prompt_sha256": synthetic.prompt_sha256(sent["messages"]),
+                "prompt_sha256": generation.prompt_sha256(sent["messages"]),
                 "label": "positive",
                 "job_id": job["id"],
             }
@@ -253,6 +254,7 @@ class TestRequest:
         queued = client.post(url, json={"label": "positive", "count": 3}, headers=admin)
         assert queued.status_code == 202
         assert queued.json()["params"] == {
+            "kind": "synthetic",
             "label": "positive",
             "count": 3,
             "instructions": None,
@@ -265,7 +267,7 @@ class TestRequest:
 
 class TestPureParts:
     def test_the_prompt_holds_guidelines_labels_examples_and_instructions(self) -> None:
-        messages = synthetic.build_prompt(
+        messages = generation.build_prompt(
             guidelines="Spam: unsolicited advertising.",
             labels=["spam", "ham"],
             label="spam",
@@ -278,7 +280,7 @@ class TestPureParts:
         for part in ('"spam"', '"ham"', "Spam: unsolicited advertising.", "WIN A FREE CRUISE"):
             assert part in prompt
         assert "Write in French." in prompt and "exactly 7 strings" in prompt
-        same = synthetic.build_prompt(
+        same = generation.build_prompt(
             guidelines="Spam: unsolicited advertising.",
             labels=["spam", "ham"],
             label="spam",
@@ -286,8 +288,8 @@ class TestPureParts:
             instructions="Write in French.",
             count=7,
         )
-        assert synthetic.prompt_sha256(messages) == synthetic.prompt_sha256(same)
-        other = synthetic.build_prompt(
+        assert generation.prompt_sha256(messages) == generation.prompt_sha256(same)
+        other = generation.build_prompt(
             guidelines="",
             labels=["spam", "ham"],
             label="ham",
@@ -295,15 +297,15 @@ class TestPureParts:
             instructions=None,
             count=7,
         )
-        assert synthetic.prompt_sha256(other) != synthetic.prompt_sha256(messages)
+        assert generation.prompt_sha256(other) != generation.prompt_sha256(messages)
         assert "guidelines" not in other[-1]["content"] and "Examples" not in other[-1]["content"]
 
     def test_answers_are_parsed_tolerantly_and_validated(self) -> None:
-        assert synthetic.parse_answer('```json\n["a", {"text": "b"}]\n```') == ["a", {"text": "b"}]
-        assert synthetic.parse_answer('{"items": ["a"]}') == ["a"]
+        assert generation.parse_answer('```json\n["a", {"text": "b"}]\n```') == ["a", {"text": "b"}]
+        assert generation.parse_answer('{"items": ["a"]}') == ["a"]
         for malformed in (None, "", "Here you go: a, b", '{"a": 1}', '"just a string"'):
-            assert synthetic.parse_answer(malformed) is None
-        kept, rejected = synthetic.validate_texts(
+            assert generation.parse_answer(malformed) is None
+        kept, rejected = generation.validate_texts(
             [" a ", "A", "", "b\x00", "c" * 11, 3, {"text": "d"}], max_chars=10
         )
         assert [text for text, _ in kept] == ["a", "d"]
@@ -317,7 +319,7 @@ class TestPureParts:
 
     def test_the_cap_formula(self) -> None:
         def allowed(ratio: float, human: int, existing: int, requested: int = 100) -> int:
-            return synthetic.allowed_synthetic(
+            return generation.allowed_synthetic(
                 ratio=ratio, human_labeled=human, existing_synthetic=existing, requested=requested
             )
 

@@ -10,12 +10,19 @@ from app.jobs.context import worker_name
 from app.jobs.execute import fail_interrupted_jobs
 from app.models.base import utcnow
 from app.models.job import Job, JobKind, JobStatus
+from app.models.job_kinds import ScorePoolParams
 from app.services.jobs import new_job
 from app.settings import Settings
 
 
 def running_job(session: Session, *, worker: str, beat_age: timedelta) -> int:
-    job = new_job(session, project_id=None, kind=JobKind.prelabel, params={}, created_by="t")
+    job = new_job(
+        session,
+        project_id=None,
+        kind=JobKind.score_pool,
+        params=ScorePoolParams(version=1),
+        created_by="t",
+    )
     job.status, job.worker, job.heartbeat_at = JobStatus.running, worker, utcnow() - beat_age
     session.add(job)
     session.commit()

@@ -1,6 +1,6 @@
 """The one-sentence verdict of an active-learning replay."""
 
-from app.services.active_learning import savings_summary
+from app.tasks.simulation import savings_summary
 
 
 def test_names_every_strategy_tied_for_the_best_saving() -> None:

@@ -1,0 +1,418 @@
+"""Each job kind's params (what it was asked to do) and result (what it reports), typed.
+
+A service builds the params model when it queues a job; the job function reads it back
+(`JobContext.read_params`) and returns its result model; both are stored as JSON in the job
+row. `JobParams` and `JobResult` are unions told apart by `kind`, so `GET /v1/jobs/{id}` hands
+a generated client e.g. a training job's `version` as a typed field.
+
+Two rules keep every row readable, old or new:
+- A model serializes the fields it was given (or read) and its `kind`, nothing else: a stored
+  row keeps the exact shape the job wrote (a field some runs leave out stays out, not null).
+- Rows written before `kind` was stored validate too: `kind` has a default, and
+  `JobPublic.of` picks the model by the row's job kind.
+
+The three import kinds' params carried a `kind` before (the import kind of
+`POST .../imports`: file, sql, click_logs); it stays, and tells them apart in the union.
+"""
+
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from app.ml.selection import Strategy
+from app.models.base import ConsensusMethod, ItemSource
+from app.models.click_logs import ClickSession
+from app.models.imports import ColumnMapping, FileFormat, ImportResult, SqlImport
+
+
+class KindTagged(BaseModel):
+    """Base of every params and result model: tagged by `kind`, stored with the fields given."""
+
+    # No return annotation on purpose: pydantic would take it as the serialized schema, and
+    # the spec must show each model's own fields.
+    @model_serializer(mode="wrap")
+    def _given_fields(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        data = handler(self)
+        return {k: v for k, v in data.items() if k == "kind" or k in self.model_fields_set}
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """`kind` is always there (serialized even when defaulted): required in the spec, as a
+        discriminator must be."""
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        required: list[str] = target.setdefault("required", [])
+        if "kind" not in required:
+            required.insert(0, "kind")
+        return schema
+
+
+# --- train_model -------------------------------------------------------------------------------
+
+
+class TrainModelParams(KindTagged):
+    kind: Literal["train_model"] = "train_model"
+    algorithm: str
+    params: dict[str, Any] = pydantic.Field(description="The algorithm's resolved params.")
+    activate: bool | Literal["if_better"] = pydantic.Field(
+        description='"if_better" (auto-retraining): activate when its cross-validated macro-F1 '
+        "is at least the active version's."
+    )
+    dataset_version: int | None = pydantic.Field(
+        default=None,
+        description="The dataset version to train on; null or absent: freeze the labels now.",
+    )
+
+
+class TrainModelResult(KindTagged):
+    kind: Literal["train_model"] = "train_model"
+    version: int = pydantic.Field(description="The new model version's number.")
+    model_version: str = pydantic.Field(description='Its name, "registry:<version>".')
+    n_train: int
+    n_user_behavior: int = pydantic.Field(description="Training examples from implicit labels.")
+    dataset_version: int = pydantic.Field(description="The dataset version it was trained on.")
+    accuracy: float
+    macro_f1: float
+    training_seconds: float
+    activated: bool
+    scoring_job_id: int | None = pydantic.Field(
+        description="The pool-scoring job its activation queued."
+    )
+
+
+# --- prelabel ----------------------------------------------------------------------------------
+
+
+class PrelabelParams(KindTagged):
+    kind: Literal["prelabel"] = "prelabel"
+    model_version: str
+    threshold: float | None
+    target_precision: float | None
+    item_ids: list[int] | None
+    limit: int | None
+    audit_share: float
+
+
+class ExpectedPrecision(BaseModel):
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n_calibration: int
+
+
+class PrelabelResult(KindTagged):
+    kind: Literal["prelabel"] = "prelabel"
+    model_version: str
+    mode: Literal["target_precision", "threshold"]
+    target_precision: float | None
+    thresholds: dict[str, float | None] = pydantic.Field(
+        description="Per label; null: never auto-accepted."
+    )
+    considered: int
+    auto_accepted: int
+    needs_review: int
+    suggested: int = pydantic.Field(description="Pilot projects: suggestions only.")
+    pilot: bool
+    audited: int
+    skipped: int = pydantic.Field(description="Candidates without a prediction, or left alone.")
+    expected_precision: ExpectedPrecision
+
+
+# --- score_pool --------------------------------------------------------------------------------
+
+
+class ScorePoolParams(KindTagged):
+    kind: Literal["score_pool"] = "score_pool"
+    version: int
+
+
+class ScorePoolResult(KindTagged):
+    kind: Literal["score_pool"] = "score_pool"
+    version: int
+    scored: int
+    model_version: str | None = pydantic.Field(default=None, description="Absent if superseded.")
+    superseded: bool = pydantic.Field(
+        default=False,
+        description="Present (true) when the version was no longer active: nothing scored.",
+    )
+
+
+# --- simulate_active_learning ------------------------------------------------------------------
+
+
+class SimulateActiveLearningParams(KindTagged):
+    kind: Literal["simulate_active_learning"] = "simulate_active_learning"
+    strategies: list[Strategy]
+    folds: int
+    seed_size: int
+    batch_size: int
+    budget: int
+    at_labels: int
+    algorithm: str
+    params: dict[str, Any]
+
+
+class SimulateActiveLearningResult(KindTagged):
+    kind: Literal["simulate_active_learning"] = "simulate_active_learning"
+    algorithm: str
+    n_items: int
+    folds: int
+    seed_size: int
+    batch_size: int
+    budget: int
+    baseline: str
+    at_labels: int
+    target_accuracy: float | None = pydantic.Field(
+        description="The baseline's accuracy at at_labels."
+    )
+    curves: dict[str, list[tuple[int, float]]] = pydantic.Field(
+        description="Per strategy, [labels, accuracy] points."
+    )
+    labels_needed: dict[str, int | None]
+    label_share: dict[str, float | None]
+    summary: str
+
+
+# --- apply_consensus ---------------------------------------------------------------------------
+
+
+class ApplyConsensusParams(KindTagged):
+    kind: Literal["apply_consensus"] = "apply_consensus"
+
+
+class ApplyConsensusResult(KindTagged):
+    """A skipped run (majority, or superseded by a newer job) holds method, changed, skipped."""
+
+    kind: Literal["apply_consensus"] = "apply_consensus"
+    method: ConsensusMethod
+    changed: int
+    skipped: str | None = pydantic.Field(default=None, description="Why nothing was applied.")
+    model_version: str | None = None
+    items_considered: int | None = None
+    undecided: int | None = None
+    converged: bool | None = None
+    iterations: int | None = None
+
+
+# --- label_issues ------------------------------------------------------------------------------
+
+
+class LabelIssuesParams(KindTagged):
+    kind: Literal["label_issues"] = "label_issues"
+    algorithm: str
+    params: dict[str, Any]
+    near_duplicate_threshold: float
+    outlier_share: float
+    send_to_review: bool
+    # Fixed by the code; recorded so a report says everything it ran with.
+    n_folds: int
+    fold_seed: int
+    near_duplicate_shingles: str
+    near_duplicate_num_perm: int
+    near_duplicate_seed: int
+    outlier_method: str
+
+
+class LabelIssuesResult(KindTagged):
+    kind: Literal["label_issues"] = "label_issues"
+    report_id: int
+    n_items: int
+    n_issues: int
+    counts: dict[str, int] = pydantic.Field(description="Items per issue type.")
+    probabilities_source: str
+    sent_to_review: int
+    comparison: dict[str, int] | None = pydantic.Field(
+        description="Against the previous report; null for a project's first."
+    )
+
+
+# --- synthetic ---------------------------------------------------------------------------------
+
+
+class SyntheticParams(KindTagged):
+    kind: Literal["synthetic"] = "synthetic"
+    label: str
+    count: int
+    instructions: str | None
+    temperature: float
+
+
+class SyntheticResult(KindTagged):
+    kind: Literal["synthetic"] = "synthetic"
+    requested: int
+    allowed: int = pydantic.Field(
+        description="floor(ratio * human_labeled / (1 - ratio)) - existing_synthetic, at "
+        "least 0 (the count itself when synthetic_max_ratio is 1)."
+    )
+    created: int
+    capped: bool = pydantic.Field(description="True when the cap allowed fewer than requested.")
+    item_ids: list[int]
+    label: str
+    human_labeled: int
+    existing_synthetic: int
+    synthetic_max_ratio: float
+    rejected: dict[str, int] = pydantic.Field(description="Texts not stored, by reason.")
+    llm_calls: int
+    llm_retries: int
+    model: str
+    temperature: float
+    prompt_sha256: list[str]
+    stopped: str | None = pydantic.Field(
+        description="Why generation stopped before the target: attempts_exhausted, or the "
+        "problem of an LLM call that failed after some items were stored."
+    )
+
+
+# --- import_file, import_sql -------------------------------------------------------------------
+
+
+class ImportFileParams(KindTagged):
+    kind: Literal["file"] = "file"
+    upload_id: int
+    file_name: str
+    format: FileFormat
+    size_bytes: int
+    file_sha256: str
+    mapping: ColumnMapping
+    annotator: str
+    source: ItemSource
+
+
+class ImportFileResult(ImportResult, KindTagged):
+    kind: Literal["import_file"] = "import_file"
+
+
+class ImportSqlParams(SqlImport, KindTagged):
+    """The request as sent, with its annotator filled in and the query's hash."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    annotator: str
+    query_sha256: str
+
+
+class ImportSqlResult(ImportResult, KindTagged):
+    kind: Literal["import_sql"] = "import_sql"
+
+
+# --- import_click_logs -------------------------------------------------------------------------
+
+
+class ImportClickLogsParams(KindTagged):
+    """The sessions themselves are the job's payload, not part of its public params."""
+
+    kind: Literal["click_logs"] = "click_logs"
+    min_dwell_seconds: float
+    max_position: int
+    annotator: str
+    sessions: int = pydantic.Field(description="Sessions sent.")
+    impressions: int = pydantic.Field(description="Results shown, over all sessions.")
+
+
+class ClickLogsPayload(BaseModel):
+    """The bulk input of a click-log import, kept in the job row for the job (and a retry)."""
+
+    sessions: list[ClickSession]
+
+
+class SkippedPair(BaseModel):
+    query: str
+    doc_id: str
+    item_id: int | None = pydantic.Field(description="The item that already has this text.")
+
+
+class ImportClickLogsResult(KindTagged):
+    kind: Literal["import_click_logs"] = "import_click_logs"
+    sessions: int
+    impressions: int = pydantic.Field(description="Results shown, over all sessions.")
+    pairs: int = pydantic.Field(description="Distinct (query, doc_id) pairs: one item each.")
+    rules: dict[str, int] = pydantic.Field(
+        description="Pairs per outcome: relevant_long_click, not_relevant_skipped, "
+        "ignored_short_click, ignored_low_position (they add up to pairs)."
+    )
+    impressions_by_kind: dict[str, int] = pydantic.Field(
+        description="Impressions per kind: long_click, short_click, skipped_at_top, "
+        "not_clicked_below."
+    )
+    conflicts: int = pydantic.Field(
+        description="Pairs with a long click in one session and a skip at the top in another "
+        "(labeled relevant)."
+    )
+    min_dwell_seconds: float
+    max_position: int
+    annotator: str
+    items: dict[str, int] = pydantic.Field(
+        description="created, updated, unchanged, and skipped_duplicate_text (a pair whose "
+        "text another item already has)."
+    )
+    labels: dict[str, int] = pydantic.Field(description="created, replaced, unchanged.")
+    skipped: list[SkippedPair] = pydantic.Field(
+        description="The first pairs skipped for their duplicate text."
+    )
+
+
+# --- the unions --------------------------------------------------------------------------------
+
+AnyJobParams = (
+    TrainModelParams
+    | PrelabelParams
+    | ScorePoolParams
+    | SimulateActiveLearningParams
+    | ApplyConsensusParams
+    | LabelIssuesParams
+    | SyntheticParams
+    | ImportFileParams
+    | ImportSqlParams
+    | ImportClickLogsParams
+)
+AnyJobResult = (
+    TrainModelResult
+    | PrelabelResult
+    | ScorePoolResult
+    | SimulateActiveLearningResult
+    | ApplyConsensusResult
+    | LabelIssuesResult
+    | SyntheticResult
+    | ImportFileResult
+    | ImportSqlResult
+    | ImportClickLogsResult
+)
+JobParams = Annotated[AnyJobParams, pydantic.Field(discriminator="kind")]
+JobResult = Annotated[AnyJobResult, pydantic.Field(discriminator="kind")]
+
+# By job kind (JobKind's values): the model a row's params and result are read with.
+PARAMS_MODELS: dict[str, type[AnyJobParams]] = {
+    "train_model": TrainModelParams,
+    "prelabel": PrelabelParams,
+    "score_pool": ScorePoolParams,
+    "simulate_active_learning": SimulateActiveLearningParams,
+    "apply_consensus": ApplyConsensusParams,
+    "label_issues": LabelIssuesParams,
+    "synthetic": SyntheticParams,
+    "import_file": ImportFileParams,
+    "import_sql": ImportSqlParams,
+    "import_click_logs": ImportClickLogsParams,
+}
+RESULT_MODELS: dict[str, type[AnyJobResult]] = {
+    "train_model": TrainModelResult,
+    "prelabel": PrelabelResult,
+    "score_pool": ScorePoolResult,
+    "simulate_active_learning": SimulateActiveLearningResult,
+    "apply_consensus": ApplyConsensusResult,
+    "label_issues": LabelIssuesResult,
+    "synthetic": SyntheticResult,
+    "import_file": ImportFileResult,
+    "import_sql": ImportSqlResult,
+    "import_click_logs": ImportClickLogsResult,
+}
