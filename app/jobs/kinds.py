@@ -12,7 +12,7 @@ from app.jobs.execute import JobFunction
 from app.models.job import JobKind
 
 _FUNCTION_PATHS: dict[str, str] = {
-    JobKind.train_model: "app.services.models:run_training",
+    JobKind.train_model: "app.services.model_versions:run_training",
     JobKind.prelabel: "app.services.prelabels:run_prelabel",
     JobKind.score_pool: "app.services.scoring:run_score_pool",
     JobKind.simulate_active_learning: "app.services.active_learning:run_simulation",

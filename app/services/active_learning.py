@@ -27,8 +27,7 @@ from app.models.job import Job, JobKind, JobStatus
 from app.models.model_version import ModelVersion
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
-from app.services import jobs
-from app.services import models as registry
+from app.services import jobs, model_versions
 from app.services.api_keys import Principal
 from app.services.predictions import REGISTRY_PREFIX
 
@@ -208,13 +207,13 @@ def start_simulation(
     request: SimulationRequest,
 ) -> Job:
     """Validate against the labels there are now (a 409 today, not a failed job later)."""
-    name, params = registry.default_algorithm(session, project=project)
+    name, params = model_versions.default_algorithm(session, project=project)
     if request.algorithm is not None and request.algorithm != name:
         name, params = request.algorithm, {}
     algorithm = get_algorithm(name)
     params = algorithm.resolve_params({**params, **request.params})
-    training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
-    registry.check_trainable(training_set)
+    training_set = model_versions.build_training_set(session, project=project, algorithm=algorithm)
+    model_versions.check_trainable(training_set)
     plan = _replay_plan(len(training_set.item_ids), request)
     return jobs.submit_job(
         session,
@@ -235,8 +234,10 @@ def run_simulation(context: JobContext) -> dict[str, Any]:
     p = context.params
     algorithm = get_algorithm(p["algorithm"])
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
+        project = model_versions.load_project(session, context.project_id)
+        training_set = model_versions.build_training_set(
+            session, project=project, algorithm=algorithm
+        )
     pipeline = algorithm.pipeline(algorithm.resolve_params(p["params"]))
     classifier = pipeline.named_steps["classifier"]
     with warnings.catch_warnings():

@@ -22,7 +22,7 @@ from app.models.item import Item
 from app.models.job import Job
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
-from app.services import batches, consensus, item_status, models
+from app.services import batches, consensus, item_status, model_versions
 from app.services.api_keys import Principal
 
 ON_BEHALF_ROLES = {Role.admin, Role.service}
@@ -76,7 +76,7 @@ def queue_follow_ups(session: Session, *, project: Project) -> list[Job]:
     the caller commits and then enqueues them."""
     jobs = [
         consensus.queue_apply(session, project=project, created_by="consensus"),
-        models.auto_retrain_job(session, project=project),
+        model_versions.auto_retrain_job(session, project=project),
     ]
     return [job for job in jobs if job is not None]
 

@@ -6,7 +6,7 @@ The request is checked and queued as a job; the job applies the rules of
 duplicating) and, when the rules give one, its implicit label: an annotation with `source:
 "user_behavior"` under the import's annotator name. Implicit labels are not votes
 (`VOTE_SOURCES`): they resolve an item only while no person has (`item_status`), and train
-models with a lower weight (`models.USER_BEHAVIOR_WEIGHT`). A pair the rules leave unlabeled
+models with a lower weight (`model_versions.USER_BEHAVIOR_WEIGHT`). A pair the rules leave unlabeled
 still becomes an item, for people (or a model) to label; it never removes an earlier label.
 """
 
@@ -28,7 +28,7 @@ from app.models.item import Item
 from app.models.job import PAYLOAD_PARAM, Job, JobKind
 from app.models.prediction import Prediction
 from app.models.project import Project
-from app.services import item_status, jobs, models
+from app.services import item_status, jobs, model_versions
 from app.services.api_keys import Principal
 from app.services.items import content_hash
 from app.sources.click_logs import PairEvidence, summarize
@@ -106,7 +106,7 @@ def run_click_logs_import(context: JobContext) -> dict[str, Any]:
     )
     del sessions
     with context.database.session() as session:
-        project = models.load_project(session, context.project_id)
+        project = model_versions.load_project(session, context.project_id)
         check_labels(project)
     provenance = {
         "kind": PROVENANCE_KIND,
@@ -131,7 +131,7 @@ def run_click_logs_import(context: JobContext) -> dict[str, Any]:
             )
         )
     with context.database.session(write=True) as session:
-        retrain = models.auto_retrain_job(session, project=project)
+        retrain = model_versions.auto_retrain_job(session, project=project)
         session.commit()
     if retrain is not None and retrain.id is not None:
         context.follow_ups.append(retrain.id)

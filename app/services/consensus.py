@@ -34,8 +34,7 @@ from app.models.review import Review
 from app.pagination import PageRequest, encode_cursor
 from app.registry.algorithms import get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import item_status, jobs
-from app.services import models as registry
+from app.services import item_status, jobs, model_versions
 from app.services.item_status import Resolution
 from app.services.votes import ProjectVotes, load_votes
 
@@ -126,7 +125,7 @@ def compute(
 
 
 def _crowdlab_version(session: Session, *, project: Project) -> ModelVersion:
-    version = registry.active_version(session, project=project)
+    version = model_versions.active_version(session, project=project)
     if version is None:
         raise Conflict(
             "CROWDLAB needs a trained model's out-of-fold probabilities and this project has "
@@ -152,7 +151,7 @@ def _out_of_fold_probabilities(
     model_columns = [column.get(label, -1) for label in version.labels]
     raw = np.full((len(loaded.item_ids), len(version.labels)), np.nan, dtype=np.float64)
     position = {int(item_id): code for code, item_id in enumerate(loaded.item_ids)}
-    oof = registry.load_oof_probabilities(session, version)
+    oof = model_versions.load_oof_probabilities(session, version)
     for row, item_id in enumerate(version.train_item_ids):
         code = position.get(item_id)
         if code is not None:
@@ -160,14 +159,14 @@ def _out_of_fold_probabilities(
     unseen = [int(loaded.item_ids[c]) for c in np.flatnonzero(np.isnan(raw[:, 0]))]
     if unseen:
         algorithm = get_algorithm(version.algorithm)
-        pipeline = registry.load_version(database, version)
+        pipeline = model_versions.load_version(database, version)
         for start in range(0, len(unseen), WRITE_CHUNK):
             rows = session.exec(
                 select(Item.id, Item.text, Item.data).where(
                     col(Item.id).in_(unseen[start : start + WRITE_CHUNK])
                 )
             ).all()
-            ids, inputs = registry.version_inputs(
+            ids, inputs = model_versions.version_inputs(
                 algorithm, [(i, str(t), dict(d)) for i, t, d in rows if i is not None]
             )
             if ids:
@@ -284,7 +283,7 @@ def run_apply_consensus(context: JobContext) -> dict[str, Any]:
     """Job function: resolve every item that has its required answers, and no review, under
     the project's consensus_method. Undecided items go to needs_review."""
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
+        project = model_versions.load_project(session, context.project_id)
         method = ConsensusMethod(project.consensus_method)
         if method == ConsensusMethod.majority:
             return {"method": method, "changed": 0, "skipped": "majority is applied per item"}

@@ -311,8 +311,8 @@ def create_version(
 
 def lock_project_for_snapshot(session: Session, project_id: int) -> Project:
     """Lock the project's row: freezes of one project run one at a time, numbered in order.
-    (services.models.load_project(lock=True) is its twin there; this module cannot import
-    it, services.models imports this one.)"""
+    (services.model_versions.load_project(lock=True) is its twin there; this module cannot import
+    it, services.model_versions imports this one.)"""
     project = session.exec(
         select(Project).where(col(Project.id) == project_id).with_for_update()
     ).first()

@@ -47,8 +47,7 @@ from app.pagination import PageRequest, encode_cursor, keyset
 from app.registry.algorithms import get_algorithm
 from app.registry.store import dump_array
 from app.registry.training import FOLD_SEED, N_FOLDS, out_of_fold_probabilities
-from app.services import item_status, jobs
-from app.services import models as registry
+from app.services import item_status, jobs, model_versions
 from app.services.api_keys import Principal
 
 FLAG_REASON = item_status.LABEL_ISSUE
@@ -85,7 +84,7 @@ def start_report(
             "wait for it (GET /v1/jobs/{id}) or cancel it first.",
             slug="report-in-progress",
         )
-    name, params = registry.default_algorithm(session, project=project)
+    name, params = model_versions.default_algorithm(session, project=project)
     if request.algorithm is not None and request.algorithm != name:
         name, params = request.algorithm, {}
     algorithm = get_algorithm(name)
@@ -123,9 +122,11 @@ def run_report(context: JobContext) -> dict[str, Any]:
     algorithm = get_algorithm(p["algorithm"])
     params = algorithm.resolve_params(p["params"])
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
-        registry.check_trainable(training_set)
+        project = model_versions.load_project(session, context.project_id)
+        training_set = model_versions.build_training_set(
+            session, project=project, algorithm=algorithm
+        )
+        model_versions.check_trainable(training_set)
         texts = _texts(session, training_set.item_ids, training_set, algorithm.input)
         reviewed = _reviewed(session, project_id=project.id or 0)
         previous = session.exec(
@@ -138,14 +139,14 @@ def run_report(context: JobContext) -> dict[str, Any]:
             .limit(1)
         ).first()
         previous_flags = _label_issues(session, previous.id) if previous is not None else {}
-        active = registry.active_version(session, project=project)
+        active = model_versions.active_version(session, project=project)
         reused = None
         if (
             active is not None
             and active.train_set_hash == training_set.hash
             and (active.algorithm, dict(active.params)) == (algorithm.name, params)
         ):
-            reused = active, registry.load_oof_probabilities(session, active)
+            reused = active, model_versions.load_oof_probabilities(session, active)
     context.progress(0.05)
     if reused is not None:
         version, oof = reused

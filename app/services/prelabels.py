@@ -28,8 +28,7 @@ from app.models.prelabel import AuditVersion, PrelabelRequest
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import item_status, jobs
-from app.services import models as registry
+from app.services import item_status, jobs, model_versions
 from app.services.api_keys import Principal
 from app.services.predictions import REGISTRY_PREFIX, prediction_rows, upsert_predictions
 from app.services.scoring import count_pool, pool_chunks
@@ -50,7 +49,7 @@ class ModelSource:
 
 def resolve_source(session: Session, *, project: Project, requested: str | None) -> ModelSource:
     if requested is None:
-        version = registry.active_version(session, project=project)
+        version = model_versions.active_version(session, project=project)
         if version is None:
             raise Conflict(
                 "This project has no active model: train one (POST .../models with "
@@ -66,7 +65,7 @@ def resolve_source(session: Session, *, project: Project, requested: str | None)
                 f"{requested!r} is not a registry version name (registry:<number>).",
                 errors=[ErrorDetail(loc=["body", "model_version"], msg="bad registry name")],
             )
-        version = registry.get_version(session, project=project, version=int(number))
+        version = model_versions.get_version(session, project=project, version=int(number))
         return ModelSource(requested, version.labels, version)
     stored = session.exec(
         select(Prediction.id)
@@ -124,7 +123,7 @@ def calibration_set(
     """
     index = {label: i for i, label in enumerate(source.labels)}
     if source.version is not None:
-        oof = registry.load_oof_probabilities(session, source.version)
+        oof = model_versions.load_oof_probabilities(session, source.version)
         y = np.array([index[label] for label in source.version.train_labels], dtype=np.int64)
         return oof.astype(np.float64), y
     rows = session.exec(
@@ -163,7 +162,7 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
     for the items already written."""
     params = context.params
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
+        project = model_versions.load_project(session, context.project_id)
         source = resolve_source(session, project=project, requested=params["model_version"])
         thresholds, calibration = _thresholds(session, project, source, params)
     # A label removed from the project since the model was trained is never written.
@@ -238,7 +237,7 @@ def _read_phase(
     params = context.params
     pipeline = algorithm = None
     if source.version is not None:
-        pipeline = registry.load_version(context.database, source.version)
+        pipeline = model_versions.load_version(context.database, source.version)
         algorithm = get_algorithm(source.version.algorithm)
     chunks: list[ChunkDecisions] = []
     skipped = done = 0
@@ -263,7 +262,7 @@ def _read_phase(
             new_probabilities = None
             if pipeline is not None and algorithm is not None:
                 have = set(ids)
-                new_ids, inputs = registry.version_inputs(
+                new_ids, inputs = model_versions.version_inputs(
                     algorithm, [r for r in rows if r[0] not in have]
                 )
                 if new_ids:

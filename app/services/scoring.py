@@ -14,7 +14,7 @@ from app.models.item import Item
 from app.models.model_version import ModelVersion, registry_version_name
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import models as registry
+from app.services import model_versions
 from app.services.predictions import prediction_rows, upsert_predictions
 
 if TYPE_CHECKING:
@@ -76,12 +76,14 @@ def count_pool(session: Session, *, project_id: int) -> int:
 def run_score_pool(context: JobContext) -> dict[str, Any]:
     """Job function: predict every unsettled item with the given (active) version."""
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        version = registry.get_version(session, project=project, version=context.params["version"])
+        project = model_versions.load_project(session, context.project_id)
+        version = model_versions.get_version(
+            session, project=project, version=context.params["version"]
+        )
         total = count_pool(session, project_id=project.id or 0)
     if not version.active:
         return {"version": version.version, "scored": 0, "superseded": True}
-    pipeline = registry.load_version(context.database, version)
+    pipeline = model_versions.load_version(context.database, version)
     algorithm = get_algorithm(version.algorithm)
     name = registry_version_name(version.version)
     scored = 0
@@ -105,7 +107,7 @@ def _score_chunk(
     chunk: list[tuple[int, str, dict[str, Any]]],
     name: str,
 ) -> int:
-    ids, inputs = registry.version_inputs(algorithm, chunk)
+    ids, inputs = model_versions.version_inputs(algorithm, chunk)
     if not ids:
         return 0
     probabilities = predict_probabilities(pipeline, inputs, len(version.labels))

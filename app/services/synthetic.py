@@ -30,10 +30,9 @@ from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.project import Project
 from app.models.synthetic import SyntheticRequest
-from app.services import jobs
+from app.services import jobs, model_versions
 from app.services.api_keys import Principal
 from app.services.items import content_hash, ingest_items
-from app.services.models import load_project
 from app.settings import Settings
 from app.sources.llm import LLMRefused, LLMUnavailable, Messages, Sleeper, complete, make_client
 
@@ -120,7 +119,7 @@ def allowed_synthetic(
     *, ratio: float, human_labeled: int, existing_synthetic: int, requested: int
 ) -> int:
     """How many synthetic items may still be added: the same formula as the training set's
-    cap (app.services.models.build_training_set), counting every synthetic item of the
+    cap (app.services.model_versions.build_training_set), counting every synthetic item of the
     project, labeled or not. A ratio of 1 means no cap."""
     if ratio >= 1:
         return requested
@@ -233,7 +232,7 @@ def run_generation(
     p = context.params
     label, requested, temperature = p["label"], int(p["count"]), float(p["temperature"])
     with context.database.session() as session:
-        project = load_project(session, context.project_id)
+        project = model_versions.load_project(session, context.project_id)
         if label not in project.labels:
             raise ValidationFailed(f"label: {label!r} is no longer a label of this project.")
         human_labeled, existing_synthetic = _counts(session, project_id=project.id or 0)
