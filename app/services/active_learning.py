@@ -30,6 +30,7 @@ from app.registry.algorithms import get_algorithm
 from app.services import jobs, model_versions
 from app.services.api_keys import Principal
 from app.services.predictions import REGISTRY_PREFIX
+from app.services.project_loading import load_project
 
 BASELINE = "random"
 # Progress once the features are fitted; the replays share the rest.
@@ -234,7 +235,7 @@ def run_simulation(context: JobContext) -> dict[str, Any]:
     p = context.params
     algorithm = get_algorithm(p["algorithm"])
     with context.database.session() as session:
-        project = model_versions.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         training_set = model_versions.build_training_set(
             session, project=project, algorithm=algorithm
         )

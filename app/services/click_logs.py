@@ -31,6 +31,7 @@ from app.models.project import Project
 from app.services import item_status, jobs, model_versions
 from app.services.api_keys import Principal
 from app.services.items import content_hash
+from app.services.project_loading import load_project
 from app.sources.click_logs import PairEvidence, summarize
 
 CHUNK = 1_000  # pairs per transaction
@@ -106,7 +107,7 @@ def run_click_logs_import(context: JobContext) -> dict[str, Any]:
     )
     del sessions
     with context.database.session() as session:
-        project = model_versions.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         check_labels(project)
     provenance = {
         "kind": PROVENANCE_KIND,

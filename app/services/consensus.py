@@ -36,6 +36,7 @@ from app.registry.algorithms import get_algorithm
 from app.registry.training import predict_probabilities
 from app.services import item_status, jobs, model_versions
 from app.services.item_status import Resolution
+from app.services.project_loading import load_project
 from app.services.votes import ProjectVotes, load_votes
 
 DAWID_SKENE_SEED = 0
@@ -283,7 +284,7 @@ def run_apply_consensus(context: JobContext) -> dict[str, Any]:
     """Job function: resolve every item that has its required answers, and no review, under
     the project's consensus_method. Undecided items go to needs_review."""
     with context.database.session() as session:
-        project = model_versions.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         method = ConsensusMethod(project.consensus_method)
         if method == ConsensusMethod.majority:
             return {"method": method, "changed": 0, "skipped": "majority is applied per item"}

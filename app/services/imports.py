@@ -44,9 +44,10 @@ from app.models.imports import (
 from app.models.item import IngestReport
 from app.models.job import FINISHED, Job, JobKind
 from app.models.project import Project
-from app.services import annotations, click_logs, jobs, model_versions
+from app.services import annotations, click_logs, jobs
 from app.services.api_keys import Principal
 from app.services.items import IN_CLAUSE_CHUNK, ITEM_TABLE, ingest_items
+from app.services.project_loading import load_project
 from app.settings import Settings
 from app.sources import files, sql
 from app.sources.rows import RowChunk
@@ -251,7 +252,7 @@ def import_rows(
         context.progress(min(fraction_done(), 0.99))
     if tally.labels.created or tally.labels.replaced:
         with context.database.session(write=True) as session:
-            project = model_versions.load_project(session, spec.project_id)
+            project = load_project(session, project_id=spec.project_id)
             follow_ups = annotations.queue_follow_ups(session, project=project)
             session.commit()
         context.follow_ups.extend(job.id for job in follow_ups if job.id is not None)
@@ -311,7 +312,7 @@ def _write_labels(
 ) -> list[LabelOutcome]:
     """In the chunk's transaction: the provenance of the items this import created or changed,
     and the rows' labels as annotations. Returns each label's outcome."""
-    project = model_versions.load_project(session, spec.project_id)
+    project = load_project(session, project_id=spec.project_id)
     labels = set(project.labels)
     outcomes: list[LabelOutcome] = []
     entries: list[AnnotationIn] = []

@@ -49,6 +49,7 @@ from app.registry.store import dump_array
 from app.registry.training import FOLD_SEED, N_FOLDS, out_of_fold_probabilities
 from app.services import item_status, jobs, model_versions
 from app.services.api_keys import Principal
+from app.services.project_loading import load_project
 
 FLAG_REASON = item_status.LABEL_ISSUE
 ROW_CHUNK = 5_000
@@ -122,7 +123,7 @@ def run_report(context: JobContext) -> dict[str, Any]:
     algorithm = get_algorithm(p["algorithm"])
     params = algorithm.resolve_params(p["params"])
     with context.database.session() as session:
-        project = model_versions.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         training_set = model_versions.build_training_set(
             session, project=project, algorithm=algorithm
         )

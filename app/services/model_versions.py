@@ -43,6 +43,7 @@ from app.services.dataset_versions import (
     snapshot,
 )
 from app.services.dataset_versions import get_version as get_dataset_version
+from app.services.project_loading import load_project
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -305,7 +306,7 @@ def _train_and_register(
     context.progress(0.95)
 
     with context.database.session(write=True) as session:
-        project = load_project(session, context.project_id, lock=True)
+        project = load_project(session, project_id=context.project_id, lock=True)
         latest = session.exec(
             select(func.max(ModelVersion.version)).where(col(ModelVersion.project_id) == project.id)
         ).one()
@@ -373,7 +374,7 @@ def _frozen_training_set(
     trained leaves no version behind."""
     requested = context.params.get("dataset_version")
     with context.database.session(write=True) as session:
-        project = load_project(session, context.project_id, lock=True)
+        project = load_project(session, project_id=context.project_id, lock=True)
         if requested is not None:
             frozen = get_dataset_version(session, project=project, version=requested)
         else:
@@ -419,14 +420,6 @@ def _should_activate(
     return float(version.metrics["macro_f1"]) >= float(current.metrics["macro_f1"])
 
 
-def load_project(session: Session, project_id: int | None, *, lock: bool = False) -> Project:
-    query = select(Project).where(col(Project.id) == project_id)
-    project = session.exec(query.with_for_update() if lock else query).first()
-    if project is None:
-        raise NotFound(f"Project {project_id} no longer exists.")
-    return project
-
-
 def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:
     query = select(ModelVersion).where(col(ModelVersion.project_id) == project.id)
     return list(session.exec(keyset(query, col(ModelVersion.id), page, descending=True)))
@@ -457,7 +450,7 @@ def activate_version(
     session: Session, runner: JobRunner, *, project: Project, version: int, principal: Principal
 ) -> tuple[ModelVersion, Job]:
     """Make a version the project's active one and start scoring the pool with it."""
-    project = load_project(session, project.id, lock=True)
+    project = load_project(session, project_id=project.id, lock=True)
     chosen = get_version(session, project=project, version=version)
     job = _activate(session, project=project, version=chosen, created_by=principal.name)
     session.commit()

@@ -31,6 +31,7 @@ from app.registry.training import predict_probabilities
 from app.services import item_status, jobs, model_versions
 from app.services.api_keys import Principal
 from app.services.predictions import REGISTRY_PREFIX, prediction_rows, upsert_predictions
+from app.services.project_loading import load_project
 from app.services.scoring import count_pool, pool_chunks
 from app.settings import Settings
 
@@ -162,7 +163,7 @@ def run_prelabel(context: JobContext) -> dict[str, Any]:
     for the items already written."""
     params = context.params
     with context.database.session() as session:
-        project = model_versions.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         source = resolve_source(session, project=project, requested=params["model_version"])
         thresholds, calibration = _thresholds(session, project, source, params)
     # A label removed from the project since the model was trained is never written.

@@ -16,6 +16,7 @@ from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.training import predict_probabilities
 from app.services import model_versions
 from app.services.predictions import prediction_rows, upsert_predictions
+from app.services.project_loading import load_project
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -76,7 +77,7 @@ def count_pool(session: Session, *, project_id: int) -> int:
 def run_score_pool(context: JobContext) -> dict[str, Any]:
     """Job function: predict every unsettled item with the given (active) version."""
     with context.database.session() as session:
-        project = model_versions.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         version = model_versions.get_version(
             session, project=project, version=context.params["version"]
         )

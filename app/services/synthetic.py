@@ -30,9 +30,10 @@ from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.project import Project
 from app.models.synthetic import SyntheticRequest
-from app.services import jobs, model_versions
+from app.services import jobs
 from app.services.api_keys import Principal
 from app.services.items import content_hash, ingest_items
+from app.services.project_loading import load_project
 from app.settings import Settings
 from app.sources.llm import LLMRefused, LLMUnavailable, Messages, Sleeper, complete, make_client
 
@@ -232,7 +233,7 @@ def run_generation(
     p = context.params
     label, requested, temperature = p["label"], int(p["count"]), float(p["temperature"])
     with context.database.session() as session:
-        project = model_versions.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         if label not in project.labels:
             raise ValidationFailed(f"label: {label!r} is no longer a label of this project.")
         human_labeled, existing_synthetic = _counts(session, project_id=project.id or 0)
