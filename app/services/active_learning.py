@@ -24,12 +24,11 @@ from app.models.active_learning import (
 from app.models.annotation import Annotation
 from app.models.batch import Batch, Lease, LeaseOutcome
 from app.models.job import Job, JobKind, JobStatus
-from app.models.model_version import ModelVersion
+from app.models.model_version import ModelVersion, registry_version_number
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
 from app.services import jobs, model_versions
 from app.services.api_keys import Principal
-from app.services.predictions import REGISTRY_PREFIX
 from app.services.project_loading import load_project
 
 BASELINE = "random"
@@ -74,9 +73,7 @@ def _exploration_accuracy(session: Session, *, project: Project) -> list[Explora
         counts[0] += 1
         counts[1] += int(predicted == answer)
     numbers = {
-        name: int(name.removeprefix(REGISTRY_PREFIX))
-        for name in tally
-        if name.startswith(REGISTRY_PREFIX) and name.removeprefix(REGISTRY_PREFIX).isdigit()
+        name: number for name in tally if (number := registry_version_number(name)) is not None
     }
     n_train = dict(
         session.exec(

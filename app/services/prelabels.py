@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sqlmodel import Session, col, select
 
-from app.errors import Conflict, ErrorDetail, ValidationFailed
+from app.errors import Conflict
 from app.jobs.context import JobContext, JobRunner
 from app.ml.thresholds import (
     expected_precision,
@@ -22,7 +22,6 @@ from app.models.annotation import Annotation
 from app.models.base import HUMAN_RESOLUTIONS, VOTE_SOURCES, AnnotationSource, Phase, utcnow
 from app.models.item import Item
 from app.models.job import Job, JobKind
-from app.models.model_version import ModelVersion, registry_version_name
 from app.models.prediction import Prediction
 from app.models.prelabel import AuditVersion, PrelabelRequest
 from app.models.project import Project
@@ -30,7 +29,8 @@ from app.registry.algorithms import get_algorithm
 from app.registry.training import predict_probabilities
 from app.services import item_status, jobs, model_versions
 from app.services.api_keys import Principal
-from app.services.predictions import REGISTRY_PREFIX, prediction_rows, upsert_predictions
+from app.services.model_sources import ModelSource, resolve_source
+from app.services.predictions import prediction_rows, upsert_predictions
 from app.services.project_loading import load_project
 from app.services.scoring import count_pool, pool_chunks
 from app.settings import Settings
@@ -39,47 +39,6 @@ from app.settings import Settings
 MODEL_ANNOTATOR = "model:prelabel"
 CHUNK = 2_000
 MIN_CALIBRATION = 20
-
-
-@dataclass
-class ModelSource:
-    name: str
-    labels: list[str]
-    version: ModelVersion | None  # None for an external model's stored predictions
-
-
-def resolve_source(session: Session, *, project: Project, requested: str | None) -> ModelSource:
-    if requested is None:
-        version = model_versions.active_version(session, project=project)
-        if version is None:
-            raise Conflict(
-                "This project has no active model: train one (POST .../models with "
-                '"activate": true) or name an external model_version whose predictions you '
-                "have posted.",
-                slug="no-active-model",
-            )
-        return ModelSource(registry_version_name(version.version), version.labels, version)
-    if requested.startswith(REGISTRY_PREFIX):
-        number = requested.removeprefix(REGISTRY_PREFIX)
-        if not number.isdigit():
-            raise ValidationFailed(
-                f"{requested!r} is not a registry version name (registry:<number>).",
-                errors=[ErrorDetail(loc=["body", "model_version"], msg="bad registry name")],
-            )
-        version = model_versions.get_version(session, project=project, version=int(number))
-        return ModelSource(requested, version.labels, version)
-    stored = session.exec(
-        select(Prediction.id)
-        .where(col(Prediction.project_id) == project.id, col(Prediction.model_version) == requested)
-        .limit(1)
-    ).first()
-    if stored is None:
-        raise Conflict(
-            f"No predictions are stored for model_version {requested!r}; post them to "
-            ".../predictions first.",
-            slug="no-predictions",
-        )
-    return ModelSource(requested, sorted(project.labels), None)
 
 
 def start_prelabel(

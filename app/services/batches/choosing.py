@@ -32,7 +32,7 @@ from app.registry.algorithms import get_algorithm
 from app.registry.training import featurize
 from app.services import model_versions
 from app.services.batches.pool import Pool, eligibility, eligible_ids
-from app.services.prelabels import ModelSource, resolve_source
+from app.services.model_sources import ModelSource, resolve_source
 
 # Candidates read per item wanted: spares for rows lost to concurrent claims, and for
 # diverse_margin the room to spread the batch over.
