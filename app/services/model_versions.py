@@ -34,6 +34,7 @@ from app.models.model_version import (
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
 from app.registry.algorithms import Algorithm, get_algorithm
+from app.registry.cache import ModelCache, shared_cache
 from app.registry.store import dump_array, dump_pipeline, load_array, load_pipeline
 from app.registry.training import MIN_PER_LABEL, train
 from app.services import jobs
@@ -490,7 +491,11 @@ def load_version(database: Database, version: ModelVersion) -> "Pipeline":
                 raise NotFound(f"Model version {version.version} has no stored pipeline.")
             return load_pipeline(artifact.content)
 
-    return database.model_cache.get(version.id, load)
+    settings = database.settings
+    pipelines: ModelCache[Pipeline] = shared_cache(
+        settings.resolved_database_url, settings.model_cache_size
+    )
+    return pipelines.get(version.id, load)
 
 
 def load_oof_probabilities(session: Session, version: ModelVersion) -> np.ndarray:
