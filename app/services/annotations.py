@@ -17,23 +17,21 @@ from app.models.annotation import (
     AnnotationIn,
     AnnotationReport,
 )
-from app.models.base import AnnotationSource, Role, utcnow
+from app.models.base import AnnotationSource, utcnow
 from app.models.item import Item
 from app.models.job import Job
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
-from app.services import batches, consensus, item_status, model_versions
+from app.services import batches, consensus, item_status, model_versions, policy
 from app.services.api_keys import Principal
-
-ON_BEHALF_ROLES = {Role.admin, Role.service}
 
 
 def _authorize(principal: Principal, entries: list[AnnotationIn]) -> None:
     """Annotator keys write only in their own name and only as humans; checked before any write."""
-    if principal.role in ON_BEHALF_ROLES:
+    if policy.may_act_for_others(principal):
         return
     for index, entry in enumerate(entries):
-        if entry.annotator is not None and entry.annotator != principal.name:
+        if not policy.may_act_as(principal, entry.annotator):
             raise Forbidden(
                 f"Entry {index}: an annotator key submits only as itself ({principal.name!r}), "
                 f"not as {entry.annotator!r}."
@@ -253,7 +251,7 @@ def list_annotations(
     include_history: bool,
     page: PageRequest,
 ) -> list[Annotation]:
-    if viewer.role == Role.annotator:
+    if policy.labels_blind(viewer):
         # Annotators label blind: they never see a colleague's answers.
         if annotator not in (None, viewer.name):
             raise Forbidden("An annotator key lists only its own annotations.")

@@ -11,9 +11,10 @@ from sqlmodel import Session, col, select
 
 from app.db import Database, id_in, insert_rows
 from app.errors import Conflict, ErrorDetail, Forbidden, NotFound, ValidationFailed
-from app.models.base import Role, utcnow
+from app.models.base import utcnow
 from app.models.batch import Batch, BatchCreate, BatchPublic, Lease, LeaseOutcome
 from app.models.project import Project
+from app.services import policy
 from app.services.api_keys import Principal
 from app.services.batches.choosing import Candidate, Plan, plan_label_batch, plan_review_batch
 from app.services.batches.claiming import claim
@@ -21,7 +22,6 @@ from app.services.batches.pool import Pool
 from app.services.batches.responses import LeaseView, batch_public
 from app.settings import Settings
 
-ON_BEHALF_ROLES = {Role.admin, Role.service}
 LEASE_TABLE = Lease.__table__  # type: ignore[attr-defined]
 
 
@@ -69,7 +69,7 @@ def create_batch(
 def _annotator_for(principal: Principal, requested: str | None) -> str:
     if requested is None or requested == principal.name:
         return principal.name
-    if principal.role not in ON_BEHALF_ROLES:
+    if not policy.may_act_for_others(principal):
         raise Forbidden(
             f"An annotator key fetches batches only for itself ({principal.name!r}), "
             f"not for {requested!r}."
@@ -138,7 +138,7 @@ def _load_batch(session: Session, *, project: Project, batch_id: int) -> Batch:
 
 
 def _check_owner(principal: Principal, batch: Batch) -> None:
-    if principal.role not in ON_BEHALF_ROLES and batch.annotator != principal.name:
+    if not policy.may_act_as(principal, batch.annotator):
         raise Conflict(
             f"Batch {batch.id} is leased to {batch.annotator!r}; an annotator key uses only "
             "its own batches.",
