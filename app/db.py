@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
@@ -25,11 +25,7 @@ from sqlalchemy.exc import DataError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, SQLModel
 
-from app.registry.cache import ModelCache
 from app.settings import Settings
-
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
 
 WRITE_OPTION = "labelwise_write"
 
@@ -102,8 +98,6 @@ class Database:
         self.engine = build_engine(settings)
         # Same pool; its transactions take SQLite's write lock as they begin.
         self.write_engine = self.engine.execution_options(**{WRITE_OPTION: True})
-        # Loaded model versions, shared by requests and jobs of this process.
-        self.model_cache: ModelCache[Pipeline] = ModelCache(settings.model_cache_size)
 
     def session(self, *, write: bool = False) -> Session:
         return Session(self.write_engine if write else self.engine, expire_on_commit=False)

@@ -15,7 +15,7 @@ from app.jobs.context import JobRunner
 from app.models.base import MAX_DB_ID, Role, utcnow
 from app.models.project import Project
 from app.pagination import PageRequest, page_request
-from app.services import projects
+from app.services import project_loading
 from app.services.api_keys import Principal, PrincipalCache, authenticate, hash_key
 from app.settings import Settings
 
@@ -111,7 +111,7 @@ ProjectIdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
 
 
 def load_project(session: SessionDep, project_id: ProjectIdPath) -> Project:
-    return projects.get_project(session, project_id=project_id)
+    return project_loading.load_project(session, project_id=project_id)
 
 
 ProjectDep = Annotated[Project, Depends(load_project)]

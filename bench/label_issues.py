@@ -281,7 +281,7 @@ def build_dataset(sources: list[Source], size: int, flip: float, window: int) ->
 
 def judged_positions(given: list[str]) -> np.ndarray:
     """The positions the service judges: labels with fewer than MIN_PER_LABEL items are left
-    out of its training set (app.services.models.build_training_set)."""
+    out of its training set (app.services.model_versions.build_training_set)."""
     counts = Counter(given)
     return np.array(
         [k for k, label in enumerate(given) if counts[label] >= MIN_PER_LABEL], dtype=np.int64

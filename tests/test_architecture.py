@@ -57,7 +57,6 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     ("app.api.routes.models", "app.registry.algorithms"): "lists ALGORITHMS itself",
     ("app.api.routes.dataset_versions", "app.sources.exports"): "reads MEDIA_TYPES itself",
     ("app.api.routes.health", "app.migrations"): "readiness reads the schema revision",
-    ("app.db", "app.registry.cache"): "the model cache lives on Database (issue 20, part 2)",
 }
 
 

@@ -82,9 +82,28 @@ class ModelArtifact(SQLModel, table=True):
     content: bytes = Field(sa_column=sa.Column(sa.LargeBinary, nullable=False))
 
 
+# How predictions, annotations and batches name a registry version: "registry:<number>". Any
+# other model_version names an external model whose predictions were posted.
+REGISTRY_PREFIX = "registry:"
+
+
 def registry_version_name(version: int) -> str:
     """How predictions and annotations made by a registry version name it."""
-    return f"registry:{version}"
+    return f"{REGISTRY_PREFIX}{version}"
+
+
+def names_the_registry(name: str) -> bool:
+    """Whether a model_version name is in the registry's namespace (external models may not
+    use it), well formed or not."""
+    return name.startswith(REGISTRY_PREFIX)
+
+
+def registry_version_number(name: str) -> int | None:
+    """The N of "registry:N"; None for any other name, or when N is not a number."""
+    number = name.removeprefix(REGISTRY_PREFIX)
+    if not names_the_registry(name) or not number.isdecimal():
+        return None
+    return int(number)
 
 
 class ModelTrainRequest(BaseModel):

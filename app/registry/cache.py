@@ -1,16 +1,20 @@
-"""The LRU of loaded pipelines that every app instance keeps.
+"""The LRU of loaded pipelines, one per database, that requests and jobs of a process share.
 
-It lives apart from store.py so that opening a database does not import scikit-learn and
-skops (180 MB with the pandas and pyarrow that scikit-learn imports): the API process and
-an import job never load a model until they need one.
+It lives apart from store.py so that importing it does not import scikit-learn and skops
+(180 MB with the pandas and pyarrow that scikit-learn imports): the API process and an
+import job never load a model until they need one.
 """
 
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+# A process serves one database; tests open many (each its own, so version ids repeat across
+# them). The caches of the least recently used databases beyond this many are dropped.
+MAX_DATABASES = 4
 
 
 class ModelCache(Generic[T]):
@@ -35,3 +39,22 @@ class ModelCache(Generic[T]):
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return pipeline
+
+
+_shared: OrderedDict[tuple[str, int], ModelCache[Any]] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_cache(database_url: str, size: int) -> ModelCache[Any]:
+    """This process's cache of the pipelines loaded from one database (keyed by model version
+    id there): every request and job of the process that reads that database finds what
+    another one loaded. Another database gets its own cache, so an id never names two models."""
+    key = (database_url, size)
+    with _shared_lock:
+        cache = _shared.get(key)
+        if cache is None:
+            cache = _shared[key] = ModelCache(size)
+        _shared.move_to_end(key)
+        while len(_shared) > MAX_DATABASES:
+            _shared.popitem(last=False)
+        return cache

@@ -22,13 +22,11 @@ from app.models.annotation import Annotation
 from app.models.batch import Batch, Lease, LeaseOutcome
 from app.models.job import Job, JobKind, JobStatus
 from app.models.job_kinds import SimulateActiveLearningParams
-from app.models.model_version import ModelVersion
+from app.models.model_version import ModelVersion, registry_version_number
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
-from app.services import jobs
-from app.services import models as registry
+from app.services import jobs, model_versions
 from app.services.api_keys import Principal
-from app.services.predictions import REGISTRY_PREFIX
 
 BASELINE = "random"
 
@@ -70,9 +68,7 @@ def _exploration_accuracy(session: Session, *, project: Project) -> list[Explora
         counts[0] += 1
         counts[1] += int(predicted == answer)
     numbers = {
-        name: int(name.removeprefix(REGISTRY_PREFIX))
-        for name in tally
-        if name.startswith(REGISTRY_PREFIX) and name.removeprefix(REGISTRY_PREFIX).isdigit()
+        name: number for name in tally if (number := registry_version_number(name)) is not None
     }
     n_train = dict(
         session.exec(
@@ -203,13 +199,13 @@ def start_simulation(
     request: SimulationRequest,
 ) -> Job:
     """Validate against the labels there are now (a 409 today, not a failed job later)."""
-    name, params = registry.default_algorithm(session, project=project)
+    name, params = model_versions.default_algorithm(session, project=project)
     if request.algorithm is not None and request.algorithm != name:
         name, params = request.algorithm, {}
     algorithm = get_algorithm(name)
     params = algorithm.resolve_params({**params, **request.params})
-    training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
-    registry.check_trainable(training_set)
+    training_set = model_versions.build_training_set(session, project=project, algorithm=algorithm)
+    model_versions.check_trainable(training_set)
     plan = _replay_plan(len(training_set.item_ids), request)
     return jobs.submit_job(
         session,

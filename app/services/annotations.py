@@ -5,23 +5,30 @@ from sqlmodel import Session, col, select
 
 from app.errors import Forbidden
 from app.jobs.context import JobRunner
-from app.models.annotation import Annotation, AnnotationIn, AnnotationReport
-from app.models.base import AnnotationSource, Role
+from app.models.annotation import (
+    Annotation,
+    AnnotationIn,
+    AnnotationReport,
+)
+from app.models.base import AnnotationSource
 from app.models.job import Job
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
-from app.services import annotation_writer, consensus, models
+from app.services import (
+    annotation_writer,
+    consensus,
+    model_versions,
+    policy,
+)
 from app.services.api_keys import Principal
-
-ON_BEHALF_ROLES = {Role.admin, Role.service}
 
 
 def _authorize(principal: Principal, entries: list[AnnotationIn]) -> None:
     """Annotator keys write only in their own name and only as humans; checked before any write."""
-    if principal.role in ON_BEHALF_ROLES:
+    if policy.may_act_for_others(principal):
         return
     for index, entry in enumerate(entries):
-        if entry.annotator is not None and entry.annotator != principal.name:
+        if not policy.may_act_as(principal, entry.annotator):
             raise Forbidden(
                 f"Entry {index}: an annotator key submits only as itself ({principal.name!r}), "
                 f"not as {entry.annotator!r}."
@@ -57,7 +64,7 @@ def queue_follow_ups(session: Session, *, project: Project) -> list[Job]:
     the caller commits and then enqueues them."""
     jobs = [
         consensus.queue_apply(session, project=project, created_by="consensus"),
-        models.auto_retrain_job(session, project=project),
+        model_versions.auto_retrain_job(session, project=project),
     ]
     return [job for job in jobs if job is not None]
 
@@ -73,7 +80,7 @@ def list_annotations(
     include_history: bool,
     page: PageRequest,
 ) -> list[Annotation]:
-    if viewer.role == Role.annotator:
+    if policy.labels_blind(viewer):
         # Annotators label blind: they never see a colleague's answers.
         if annotator not in (None, viewer.name):
             raise Forbidden("An annotator key lists only its own annotations.")

@@ -6,7 +6,7 @@ rules of `app.sources.click_logs` and writes one transaction per chunk of pairs:
 duplicating) and, when the rules give one, its implicit label: an annotation with `source:
 "user_behavior"` under the import's annotator name. Implicit labels are not votes
 (`VOTE_SOURCES`): they resolve an item only while no person has (`item_status`), and train
-models with a lower weight (`models.USER_BEHAVIOR_WEIGHT`). A pair the rules leave unlabeled
+models with a lower weight (`model_versions.USER_BEHAVIOR_WEIGHT`). A pair the rules leave unlabeled
 still becomes an item, for people (or a model) to label; it never removes an earlier label.
 """
 

@@ -32,8 +32,7 @@ from app.models.quality import AnnotatorQuality, ConsensusItem, ConsensusPage
 from app.pagination import PageRequest, encode_cursor
 from app.registry.algorithms import get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import jobs
-from app.services import models as registry
+from app.services import jobs, model_versions
 from app.services.votes import ProjectVotes, load_votes
 
 DAWID_SKENE_SEED = 0
@@ -123,7 +122,7 @@ def compute(
 
 
 def _crowdlab_version(session: Session, *, project: Project) -> ModelVersion:
-    version = registry.active_version(session, project=project)
+    version = model_versions.active_version(session, project=project)
     if version is None:
         raise NoActiveModel(
             "CROWDLAB needs a trained model's out-of-fold probabilities and this project has "
@@ -145,7 +144,7 @@ def _out_of_fold_probabilities(
     saw); columns of labels the model does not know get a small floor before renormalising
     (`ml.consensus.label_columns`)."""
     n_columns = len(version.labels)
-    oof = registry.load_oof_probabilities(session, version)
+    oof = model_versions.load_oof_probabilities(session, version)
     raw = methods.rows_by_item(loaded.item_ids, version.train_item_ids, oof, n_columns=n_columns)
     unseen = np.flatnonzero(np.isnan(raw[:, 0]))
     if unseen.size:
@@ -161,7 +160,7 @@ def _predictions(
     """The version's probabilities (model label order) for the items it can read, with their
     ids; items without the features it needs are left out."""
     algorithm = get_algorithm(version.algorithm)
-    pipeline = registry.load_version(database, version)
+    pipeline = model_versions.load_version(database, version)
     predicted_ids: list[int] = []
     predicted: list[np.ndarray] = [np.empty((0, len(version.labels)))]
     for start in range(0, len(item_ids), WRITE_CHUNK):
@@ -170,7 +169,7 @@ def _predictions(
                 col(Item.id).in_(item_ids[start : start + WRITE_CHUNK])
             )
         ).all()
-        ids, inputs = registry.version_inputs(
+        ids, inputs = model_versions.version_inputs(
             algorithm, [(i, str(t), dict(d)) for i, t, d in rows if i is not None]
         )
         if ids:

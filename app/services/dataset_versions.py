@@ -55,6 +55,7 @@ from app.models.item import Item
 from app.models.model_version import ModelVersion
 from app.models.project import Project
 from app.pagination import PageRequest, encode_cursor, keyset
+from app.services.project_loading import load_project
 from app.sources.exports import export_chunks
 
 CHUNK = 2_000
@@ -296,7 +297,8 @@ def create_version(
     session: Session, *, project: Project, data: DatasetVersionCreate, created_by: str
 ) -> DatasetVersion:
     """POST .../dataset-versions: freeze now; a project without resolved labels is a 409."""
-    locked = lock_project_for_snapshot(session, project.id or 0)
+    # Freezes of one project run one at a time, numbered in order.
+    locked = load_project(session, project_id=project.id, lock=True)
     version = snapshot(session, project=locked, data=data, created_by=created_by)
     if version.n_items == 0:
         session.rollback()
@@ -305,18 +307,6 @@ def create_version(
         )
     session.commit()
     return version
-
-
-def lock_project_for_snapshot(session: Session, project_id: int) -> Project:
-    """Lock the project's row: freezes of one project run one at a time, numbered in order.
-    (services.models.load_project(lock=True) is its twin there; this module cannot import
-    it, services.models imports this one.)"""
-    project = session.exec(
-        select(Project).where(col(Project.id) == project_id).with_for_update()
-    ).first()
-    if project is None:
-        raise NotFound(f"No project with id {project_id}.")
-    return project
 
 
 def frozen_training_rows(

@@ -23,7 +23,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.models.annotation import Annotation, AnnotationPublic
-from app.models.base import ItemSource, ItemStatus, Role, UTCDateTime, utcnow
+from app.models.base import ItemSource, ItemStatus, UTCDateTime, utcnow
 from app.models.item import (
     IngestEntryResult,
     IngestReport,
@@ -35,7 +35,7 @@ from app.models.item import (
 )
 from app.models.prediction import Prediction
 from app.pagination import PageRequest, keyset
-from app.services import item_status
+from app.services import item_status, policy
 from app.services.api_keys import Principal
 from app.services.predictions import LOOKUP_CHUNK, latest_predictions
 from app.sources.json_bodies import InvalidEntry
@@ -480,7 +480,7 @@ def list_items(
     label: str | None,
     page: PageRequest,
 ) -> list[Item]:
-    if label is not None and viewer.role == Role.annotator:
+    if label is not None and policy.labels_blind(viewer):
         raise Forbidden("Annotator keys label blind: they cannot filter by resolved label.")
     query = select(Item).where(col(Item.project_id) == project_id)
     if status is not None:
@@ -502,7 +502,7 @@ def get_item(session: Session, *, project_id: int, item_id: int) -> Item:
 def item_public(item: Item, *, viewer: Principal) -> ItemPublic:
     """The public view of an item; annotators label blind, so not how it resolved."""
     public = ItemPublic.of(item)
-    if viewer.role == Role.annotator:
+    if policy.labels_blind(viewer):
         public.resolved_label = public.resolved_by = public.consensus_quality = None
         if item_status.hides_suggestion(item):
             public.suggested_label = public.suggestion_confidence = None
@@ -515,7 +515,7 @@ def item_detail(
     """An item with its current annotations; an annotator sees only its own."""
     item = get_item(session, project_id=project_id, item_id=item_id)
     query = select(Annotation).where(col(Annotation.item_id) == item.id, col(Annotation.is_current))
-    if viewer.role == Role.annotator:
+    if policy.labels_blind(viewer):
         query = query.where(col(Annotation.annotator) == viewer.name)
     annotations = session.exec(query.order_by(col(Annotation.id)))
     return ItemDetail(

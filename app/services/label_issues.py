@@ -40,8 +40,7 @@ from app.models.review import Review
 from app.pagination import PageRequest, encode_cursor, keyset
 from app.registry.algorithms import get_algorithm
 from app.registry.training import FOLD_SEED, N_FOLDS
-from app.services import jobs
-from app.services import models as registry
+from app.services import jobs, model_versions
 from app.services.api_keys import Principal
 
 # Dataset-level lists are capped in the stored report; the per-item rows hold everything.
@@ -73,7 +72,7 @@ def start_report(
             f"A label-issue report is already on its way for this project (job {pending}); "
             "wait for it (GET /v1/jobs/{id}) or cancel it first.",
         )
-    name, params = registry.default_algorithm(session, project=project)
+    name, params = model_versions.default_algorithm(session, project=project)
     if request.algorithm is not None and request.algorithm != name:
         name, params = request.algorithm, {}
     algorithm = get_algorithm(name)

@@ -13,6 +13,7 @@ from app.errors import ErrorDetail, NotFound, Problem, ValidationFailed, refuse_
 from app.ml.uncertainty import summarize
 from app.models.base import utcnow
 from app.models.item import Item
+from app.models.model_version import REGISTRY_PREFIX, names_the_registry
 from app.models.prediction import (
     Prediction,
     PredictionEntryResult,
@@ -24,7 +25,6 @@ from app.models.prediction import (
 )
 from app.models.project import Project
 
-REGISTRY_PREFIX = "registry:"
 LOOKUP_CHUNK = 5_000
 PROBABILITY_DECIMALS = 4
 
@@ -138,7 +138,7 @@ def submit_external_predictions(
 def _entry_problem(
     index: int, entry: PredictionIn, item_id: int | None, labels: list[str]
 ) -> Problem | None:
-    if entry.model_version.startswith(REGISTRY_PREFIX):
+    if names_the_registry(entry.model_version):
         detail = f"model_version must not start with {REGISTRY_PREFIX!r}: that names the registry."
         return ValidationFailed.problem(
             detail,

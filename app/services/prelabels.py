@@ -3,11 +3,9 @@
 audit share of the auto-accepts goes to review as well so their real precision is measured."""
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from app.errors import ErrorDetail, NoActiveModel, NoPredictions, ValidationFailed
 from app.jobs.context import JobRunner
 from app.ml.thresholds import (
     wilson_interval,
@@ -17,57 +15,15 @@ from app.models.base import HUMAN_RESOLUTIONS
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.job_kinds import PrelabelParams
-from app.models.model_version import ModelVersion, registry_version_name
-from app.models.prediction import Prediction
 from app.models.prelabel import AuditVersion, PrelabelRequest
 from app.models.project import Project
 from app.services import jobs
-from app.services import models as registry
 from app.services.api_keys import Principal
-from app.services.predictions import REGISTRY_PREFIX
+from app.services.model_sources import resolve_source
 from app.settings import Settings
 
 # The annotator name of auto-accepts; API key names cannot contain ":", so it cannot clash.
 MODEL_ANNOTATOR = "model:prelabel"
-
-
-@dataclass
-class ModelSource:
-    name: str
-    labels: list[str]
-    version: ModelVersion | None  # None for an external model's stored predictions
-
-
-def resolve_source(session: Session, *, project: Project, requested: str | None) -> ModelSource:
-    if requested is None:
-        version = registry.active_version(session, project=project)
-        if version is None:
-            raise NoActiveModel(
-                "This project has no active model: train one (POST .../models with "
-                '"activate": true) or name an external model_version whose predictions you '
-                "have posted.",
-            )
-        return ModelSource(registry_version_name(version.version), version.labels, version)
-    if requested.startswith(REGISTRY_PREFIX):
-        number = requested.removeprefix(REGISTRY_PREFIX)
-        if not number.isdigit():
-            raise ValidationFailed(
-                f"{requested!r} is not a registry version name (registry:<number>).",
-                errors=[ErrorDetail(loc=["body", "model_version"], msg="bad registry name")],
-            )
-        version = registry.get_version(session, project=project, version=int(number))
-        return ModelSource(requested, version.labels, version)
-    stored = session.exec(
-        select(Prediction.id)
-        .where(col(Prediction.project_id) == project.id, col(Prediction.model_version) == requested)
-        .limit(1)
-    ).first()
-    if stored is None:
-        raise NoPredictions(
-            f"No predictions are stored for model_version {requested!r}; post them to "
-            ".../predictions first.",
-        )
-    return ModelSource(requested, sorted(project.labels), None)
 
 
 def start_prelabel(

@@ -18,7 +18,12 @@ import sqlalchemy as sa
 from pydantic import TypeAdapter, ValidationError
 from sqlmodel import Session, col, func, select
 
-from app.errors import ErrorDetail, NotFound, Problem, ValidationFailed, refuse_if_all_failed
+from app.errors import (
+    ErrorDetail,
+    Problem,
+    ValidationFailed,
+    refuse_if_all_failed,
+)
 from app.ml import disagreement
 from app.models.base import HUMAN_RESOLUTIONS
 from app.models.item import IngestEntryResult, Item
@@ -45,6 +50,7 @@ from app.models.production import (
 from app.models.project import Project
 from app.pagination import Page, PageRequest, encode_cursor
 from app.services import item_status, items
+from app.services.project_loading import load_project
 from app.services.scoring import unsettled_condition
 
 ENTRY_ADAPTER: TypeAdapter[ProductionPredictionIn] = TypeAdapter(ProductionPredictionIn)
@@ -87,8 +93,8 @@ def record_production_predictions(
     refuse_if_all_failed(_in_order(results), total=len(entries), noun="predictions")
 
     # Serialise production requests of a project: each one counts today's quota after the
-    # previous one committed. FOR NO KEY UPDATE does not block other writers' foreign keys.
-    project = _lock_project(session, project.id)
+    # previous one committed.
+    project = load_project(session, project_id=project.id, lock=True)
     for index, entry in list(valid.items()):
         if entry.label not in project.labels:
             detail = f"Unknown label {entry.label!r}; the project's labels are {project.labels}."
@@ -180,18 +186,6 @@ def _problem(index: int, detail: str, *, field: str) -> Problem:
         detail,
         errors=[ErrorDetail(loc=["body", "predictions", index, field], msg=detail)],
     )
-
-
-def _lock_project(session: Session, project_id: int) -> Project:
-    project = session.exec(
-        select(Project)
-        .where(col(Project.id) == project_id)
-        .with_for_update(key_share=True)
-        .execution_options(populate_existing=True)
-    ).first()
-    if project is None:
-        raise NotFound(f"No project with id {project_id}.")
-    return project
 
 
 def _upsert_items(

@@ -3,7 +3,7 @@
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from app.errors import AgreementBelowThreshold, Conflict, ErrorDetail, NotFound, ValidationFailed
+from app.errors import AgreementBelowThreshold, Conflict, ErrorDetail, ValidationFailed
 from app.jobs.context import JobRunner
 from app.models.annotation import Annotation
 from app.models.base import ConsensusMethod, Phase, utcnow
@@ -18,13 +18,6 @@ def create_project(session: Session, *, data: ProjectCreate) -> Project:
     project = Project.model_validate(data.model_dump(mode="json"))
     session.add(project)
     _write_or_conflict(session, name=project.name)
-    return project
-
-
-def get_project(session: Session, *, project_id: int) -> Project:
-    project = session.get(Project, project_id)
-    if project is None:
-        raise NotFound(f"No project with id {project_id}.")
     return project
 
 

@@ -7,13 +7,13 @@ from sqlmodel import Session, col, select
 
 from app.errors import ErrorDetail, Forbidden, NotFound, ValidationFailed
 from app.jobs.context import JobRunner
-from app.models.base import Role, utcnow
+from app.models.base import utcnow
 from app.models.batch import Batch, Lease
 from app.models.item import Item
 from app.models.project import Project
 from app.models.review import Review, ReviewCreate, ReviewPublic
 from app.pagination import PageRequest, keyset
-from app.services import batches, item_status, models
+from app.services import batches, item_status, model_versions, policy
 from app.services.api_keys import Principal
 
 
@@ -39,7 +39,7 @@ def submit_review(
     if item is None:
         raise NotFound(f"No item {data.item_id} in this project.")
     now = utcnow()
-    if principal.role == Role.annotator and not _holds_review_lease(
+    if not policy.may_act_for_others(principal) and not _holds_review_lease(
         session, item_id=data.item_id, annotator=principal.name, now=now
     ):
         raise Forbidden(
@@ -70,7 +70,7 @@ def submit_review(
     session.flush()
     batches.release_answered(session, answers=[(data.item_id, principal.name)])
     item_status.refresh_items(session, project=project, item_ids=[data.item_id])
-    retrain = models.auto_retrain_job(session, project=project)
+    retrain = model_versions.auto_retrain_job(session, project=project)
     session.commit()
     if retrain is not None and retrain.id is not None:
         runner.enqueue(retrain.id)
@@ -96,7 +96,7 @@ def _holds_review_lease(session: Session, *, item_id: int, annotator: str, now: 
 def review_public(review: Review, *, viewer: Principal) -> ReviewPublic:
     """The public view of a review; annotators label blind, so not what the item was before."""
     public = ReviewPublic.model_validate(review.model_dump())
-    if viewer.role == Role.annotator:
+    if policy.labels_blind(viewer):
         public.previous_label = public.previous_resolved_by = None
     return public
 
@@ -111,7 +111,7 @@ def list_reviews(
     include_history: bool,
     page: PageRequest,
 ) -> list[Review]:
-    if viewer.role == Role.annotator:
+    if policy.labels_blind(viewer):
         if reviewer not in (None, viewer.name):
             raise Forbidden("An annotator key lists only its own reviews.")
         reviewer = viewer.name

@@ -27,8 +27,9 @@ from app.models.job_kinds import (
     SkippedPair,
 )
 from app.models.project import Project
-from app.services import annotation_writer, items, models
+from app.services import annotation_writer, items, model_versions
 from app.services.click_logs import check_labels
+from app.services.project_loading import load_project
 from app.sources.click_logs import PairEvidence, summarize
 
 CHUNK = 1_000  # pairs per transaction
@@ -47,7 +48,7 @@ def run_click_logs_import(context: JobContext) -> ImportClickLogsResult:
     )
     del sessions
     with context.database.session() as session:
-        project = models.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         check_labels(project)
     provenance = {
         "kind": PROVENANCE_KIND,
@@ -75,7 +76,7 @@ def run_click_logs_import(context: JobContext) -> ImportClickLogsResult:
             )
         )
     with context.database.session(write=True) as session:
-        retrain = models.auto_retrain_job(session, project=project)
+        retrain = model_versions.auto_retrain_job(session, project=project)
         session.commit()
     if retrain is not None and retrain.id is not None:
         context.follow_ups.append(retrain.id)

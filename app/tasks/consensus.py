@@ -17,16 +17,16 @@ from app.models.job import Job, JobKind
 from app.models.job_kinds import ApplyConsensusResult
 from app.models.review import Review
 from app.services import item_status
-from app.services import models as registry
 from app.services.consensus import WRITE_CHUNK, compute, rounded_or_none
 from app.services.item_status import Resolution
+from app.services.project_loading import load_project
 
 
 def run_apply_consensus(context: JobContext) -> ApplyConsensusResult:
     """Job function: resolve every item that has its required answers, and no review, under
     the project's consensus_method. Undecided items go to needs_review."""
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         method = ConsensusMethod(project.consensus_method)
         if method == ConsensusMethod.majority:
             return ApplyConsensusResult(

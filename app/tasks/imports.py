@@ -30,7 +30,7 @@ from app.models.job_kinds import (
 from app.services import annotation_writer, annotations, uploads
 from app.services.imports import require_columns
 from app.services.items import ingest_items, record_provenance
-from app.services.models import load_project
+from app.services.project_loading import load_project
 from app.sources import files, sql
 from app.sources.mapping import ImportRow, RowMapper, RowMapping
 
@@ -85,7 +85,7 @@ def import_rows(
         context.progress(min(fraction_done(), 0.99))
     if tally.labels.created or tally.labels.replaced:
         with context.database.session(write=True) as session:
-            project = load_project(session, spec.project_id)
+            project = load_project(session, project_id=spec.project_id)
             follow_ups = annotations.queue_follow_ups(session, project=project)
             session.commit()
         context.follow_ups.extend(job.id for job in follow_ups if job.id is not None)
@@ -145,7 +145,7 @@ def _write_labels(
 ) -> list[LabelOutcome]:
     """In the chunk's transaction: the provenance of the items this import created or changed,
     and the rows' labels as annotations. Returns each label's outcome."""
-    project = load_project(session, spec.project_id)
+    project = load_project(session, project_id=spec.project_id)
     labels = set(project.labels)
     outcomes: list[LabelOutcome] = []
     entries: list[AnnotationIn] = []

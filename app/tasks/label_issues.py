@@ -24,10 +24,10 @@ from app.models.review import Review
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.store import dump_array
 from app.registry.training import out_of_fold_probabilities
-from app.services import item_status
-from app.services import models as registry
+from app.services import item_status, model_versions
 from app.services.label_issues import judge
-from app.services.models import TrainingSet
+from app.services.model_versions import TrainingSet
+from app.services.project_loading import load_project
 
 FLAG_REASON = item_status.LABEL_ISSUE
 ROW_CHUNK = 5_000
@@ -116,9 +116,11 @@ class _Inputs:
 
 def _read_inputs(context: JobContext, algorithm: Algorithm, params: dict[str, Any]) -> _Inputs:
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
-        registry.check_trainable(training_set)
+        project = load_project(session, project_id=context.project_id)
+        training_set = model_versions.build_training_set(
+            session, project=project, algorithm=algorithm
+        )
+        model_versions.check_trainable(training_set)
         texts = _texts(session, training_set.item_ids, training_set, algorithm.input)
         reviewed = _reviewed(session, project_id=project.id or 0)
         previous = session.exec(
@@ -130,14 +132,14 @@ def _read_inputs(context: JobContext, algorithm: Algorithm, params: dict[str, An
             .order_by(col(LabelIssueReport.id).desc())
             .limit(1)
         ).first()
-        active = registry.active_version(session, project=project)
+        active = model_versions.active_version(session, project=project)
         reused = None
         if (
             active is not None
             and active.train_set_hash == training_set.hash
             and (active.algorithm, dict(active.params)) == (algorithm.name, params)
         ):
-            reused = active, registry.load_oof_probabilities(session, active)
+            reused = active, model_versions.load_oof_probabilities(session, active)
         return _Inputs(
             project=project,
             training_set=training_set,

@@ -26,10 +26,11 @@ from app.models.prediction import Prediction
 from app.models.project import Project
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import annotation_writer, item_status
-from app.services import models as registry
+from app.services import annotation_writer, item_status, model_versions
+from app.services.model_sources import ModelSource, resolve_source
 from app.services.predictions import prediction_rows, upsert_predictions
-from app.services.prelabels import MODEL_ANNOTATOR, ModelSource, resolve_source
+from app.services.prelabels import MODEL_ANNOTATOR
+from app.services.project_loading import load_project
 from app.tasks.scoring import count_pool, pool_chunks
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def calibration_set(
     """
     index = {label: i for i, label in enumerate(source.labels)}
     if source.version is not None:
-        oof = registry.load_oof_probabilities(session, source.version)
+        oof = model_versions.load_oof_probabilities(session, source.version)
         y = np.array([index[label] for label in source.version.train_labels], dtype=np.int64)
         return oof.astype(np.float64), y
     rows = session.exec(
@@ -88,7 +89,7 @@ def run_prelabel(context: JobContext) -> PrelabelResult:
     for the items already written."""
     asked = context.read_params(PrelabelParams)
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         source = resolve_source(session, project=project, requested=asked.model_version)
         thresholds, calibration = _thresholds(session, project, source, asked)
     # A label removed from the project since the model was trained is never written.
@@ -148,7 +149,7 @@ def _read_phase(
     version computes them. Returns the decided chunks and how many candidates had none."""
     pipeline = algorithm = None
     if source.version is not None:
-        pipeline = registry.load_version(context.database, source.version)
+        pipeline = model_versions.load_version(context.database, source.version)
         algorithm = get_algorithm(source.version.algorithm)
     chunks: list[ChunkDecisions] = []
     skipped = done = 0
@@ -192,7 +193,9 @@ def _decide(
     new_probabilities = None
     if pipeline is not None and algorithm is not None:
         have = set(ids)
-        new_ids, inputs = registry.version_inputs(algorithm, [r for r in rows if r[0] not in have])
+        new_ids, inputs = model_versions.version_inputs(
+            algorithm, [r for r in rows if r[0] not in have]
+        )
         if new_ids:
             new_probabilities = predict_probabilities(pipeline, inputs, len(source.labels))
             ids = ids + new_ids

@@ -13,8 +13,9 @@ from app.models.job_kinds import ScorePoolParams, ScorePoolResult
 from app.models.model_version import ModelVersion, registry_version_name
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.training import predict_probabilities
-from app.services import models as registry
+from app.services import model_versions
 from app.services.predictions import prediction_rows, upsert_predictions
+from app.services.project_loading import load_project
 from app.services.scoring import unsettled_condition
 
 if TYPE_CHECKING:
@@ -66,12 +67,12 @@ def run_score_pool(context: JobContext) -> ScorePoolResult:
     """Job function: predict every unsettled item with the given (active) version."""
     asked = context.read_params(ScorePoolParams)
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        version = registry.get_version(session, project=project, version=asked.version)
+        project = load_project(session, project_id=context.project_id)
+        version = model_versions.get_version(session, project=project, version=asked.version)
         total = count_pool(session, project_id=project.id or 0)
     if not version.active:
         return ScorePoolResult(version=version.version, scored=0, superseded=True)
-    pipeline = registry.load_version(context.database, version)
+    pipeline = model_versions.load_version(context.database, version)
     algorithm = get_algorithm(version.algorithm)
     name = registry_version_name(version.version)
     scored = 0
@@ -95,7 +96,7 @@ def _score_chunk(
     chunk: list[tuple[int, str, dict[str, Any]]],
     name: str,
 ) -> int:
-    ids, inputs = registry.version_inputs(algorithm, chunk)
+    ids, inputs = model_versions.version_inputs(algorithm, chunk)
     if not ids:
         return 0
     probabilities = predict_probabilities(pipeline, inputs, len(version.labels))

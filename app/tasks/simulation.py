@@ -9,8 +9,9 @@ from app.jobs.context import JobContext
 from app.ml.simulation import curve_at, kfold_learning_curves, labels_to_reach, savings
 from app.models.job_kinds import SimulateActiveLearningParams, SimulateActiveLearningResult
 from app.registry.algorithms import get_algorithm
-from app.services import models as registry
+from app.services import model_versions
 from app.services.active_learning import BASELINE
+from app.services.project_loading import load_project
 
 # Progress once the features are fitted; the replays share the rest.
 FEATURES_DONE = 0.05
@@ -25,8 +26,10 @@ def run_simulation(context: JobContext) -> SimulateActiveLearningResult:
     asked = context.read_params(SimulateActiveLearningParams)
     algorithm = get_algorithm(asked.algorithm)
     with context.database.session() as session:
-        project = registry.load_project(session, context.project_id)
-        training_set = registry.build_training_set(session, project=project, algorithm=algorithm)
+        project = load_project(session, project_id=context.project_id)
+        training_set = model_versions.build_training_set(
+            session, project=project, algorithm=algorithm
+        )
     pipeline = algorithm.pipeline(algorithm.resolve_params(asked.params))
     classifier = pipeline.named_steps["classifier"]
     with warnings.catch_warnings():

@@ -22,7 +22,7 @@ from app.models.item import Item
 from app.models.job_kinds import SyntheticParams, SyntheticResult
 from app.models.project import Project
 from app.services.items import content_hash, ingest_items
-from app.services.models import load_project
+from app.services.project_loading import load_project
 from app.services.synthetic import require_configured
 from app.sources.llm import Messages, Sleeper, complete, make_client
 
@@ -44,7 +44,7 @@ def allowed_synthetic(
     *, ratio: float, human_labeled: int, existing_synthetic: int, requested: int
 ) -> int:
     """How many synthetic items may still be added: the same formula as the training set's
-    cap (app.services.models.build_training_set), counting every synthetic item of the
+    cap (app.services.model_versions.build_training_set), counting every synthetic item of the
     project, labeled or not. A ratio of 1 means no cap."""
     if ratio >= 1:
         return requested
@@ -157,7 +157,7 @@ def run_generation(
     asked = context.read_params(SyntheticParams)
     label, requested, temperature = asked.label, asked.count, asked.temperature
     with context.database.session() as session:
-        project = load_project(session, context.project_id)
+        project = load_project(session, project_id=context.project_id)
         if label not in project.labels:
             raise ValidationFailed(f"label: {label!r} is no longer a label of this project.")
         human_labeled, existing_synthetic = _counts(session, project_id=project.id or 0)

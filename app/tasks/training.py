@@ -18,16 +18,16 @@ from app.registry.store import dump_array, dump_pipeline
 from app.registry.training import TrainedModel, train
 from app.services.dataset_versions import get_version as get_dataset_version
 from app.services.dataset_versions import snapshot
-from app.services.models import (
+from app.services.model_versions import (
     OOF_ARTIFACT,
     PIPELINE_ARTIFACT,
     TrainingSet,
     active_version,
     build_training_set,
     check_trainable,
-    load_project,
     make_active,
 )
+from app.services.project_loading import load_project
 
 
 def run_training(context: JobContext) -> TrainModelResult:
@@ -61,7 +61,7 @@ def _train_and_register(
     context.progress(0.95)
 
     with context.database.session(write=True) as session:
-        project = load_project(session, context.project_id, lock=True)
+        project = load_project(session, project_id=context.project_id, lock=True)
         version = _add_version(
             session, context, project, algorithm, params, training_set, trained, frozen
         )
@@ -167,7 +167,7 @@ def _frozen_training_set(
     trained leaves no version behind."""
     requested = asked.dataset_version
     with context.database.session(write=True) as session:
-        project = load_project(session, context.project_id, lock=True)
+        project = load_project(session, project_id=context.project_id, lock=True)
         if requested is not None:
             frozen = get_dataset_version(session, project=project, version=requested)
         else:

@@ -157,6 +157,41 @@ def test_a_freeze_never_sees_half_of_a_concurrent_transaction(
     assert [r["label"] for r in rows] == ["sports", "sports"]
 
 
+def test_an_annotation_is_not_held_up_by_a_freeze(
+    live_client: TestClient, live_settings: Settings, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The freeze locks the project row FOR NO KEY UPDATE: a new annotation's foreign key to
+    the project (FOR KEY SHARE) goes through while the freeze is running."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's write lock keeps every writer out of a freeze")
+    project_id = new_project(live_client)
+    ids = ingest(live_client, project_id, ["first sports text", "second sports text"], "c")
+    label(live_client, project_id, [(ids[0], "sports"), (ids[1], "sports")])
+    monkeypatch.setattr(dataset_versions, "CHUNK", 1)
+    store_texts = dataset_versions._store_texts
+    written: list[int] = []
+
+    def annotate_during_the_freeze(session: Any, project: int, texts: dict[str, str]) -> None:
+        written.append(len(written))
+        other = sa.create_engine(live_settings.resolved_database_url)
+        with other.begin() as connection:
+            connection.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+            connection.execute(
+                sa.text(
+                    "INSERT INTO annotation (project_id, item_id, annotator, label, abstain,"
+                    " source, is_current, created_at) VALUES (:project, :item, :annotator,"
+                    " 'tech', false, 'human', true, now())"
+                ),
+                {"project": project_id, "item": ids[0], "annotator": f"late-{len(written)}"},
+            )
+        other.dispose()
+        store_texts(session, project, texts)
+
+    monkeypatch.setattr(dataset_versions, "_store_texts", annotate_during_the_freeze)
+    freeze(live_client, project_id)
+    assert written == [0, 1]
+
+
 class TestExportEdges:
     def test_unusual_texts_and_labels_round_trip_in_every_format(
         self, live_client: TestClient

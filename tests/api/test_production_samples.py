@@ -18,7 +18,7 @@ from app.models.item import Item
 from app.models.production import ProductionPrediction
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
-from app.services.models import build_training_set
+from app.services import model_versions
 from tests.conftest import wait_for_job
 from tests.factories import annotate, auth, ingest, make_key, make_project, unique
 
@@ -784,7 +784,7 @@ class TestDisagreements:
         assert len(disagreements) == 6
         project = session.get(Project, project_id)
         assert project is not None
-        training = build_training_set(
+        training = model_versions.build_training_set(
             session, project=project, algorithm=get_algorithm("tfidf_logreg")
         )
         labels = dict(zip(training.item_ids, training.labels, strict=True))

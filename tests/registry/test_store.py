@@ -8,7 +8,7 @@ import skops.io
 from sklearn.pipeline import Pipeline
 
 from app.registry.algorithms import get_algorithm
-from app.registry.cache import ModelCache
+from app.registry.cache import MAX_DATABASES, ModelCache, shared_cache
 from app.registry.store import (
     UntrustedArtifact,
     dump_array,
@@ -63,3 +63,15 @@ def test_cache_keeps_the_most_recently_used() -> None:
     cache.get("a", lambda: pipelines["a"])
     cache.get("c", lambda: pipelines["c"])
     assert cache.loads == 4
+
+
+def test_one_shared_cache_per_database_and_size() -> None:
+    """Requests and jobs of a process reading one database share its cache; two databases
+    (version ids repeat across them) never do, and only the latest few are kept."""
+    first = shared_cache("sqlite:///first.db", 4)
+    assert shared_cache("sqlite:///first.db", 4) is first
+    assert shared_cache("sqlite:///second.db", 4) is not first
+    assert shared_cache("sqlite:///first.db", 2) is not first
+    for n in range(MAX_DATABASES):
+        shared_cache(f"sqlite:///other-{n}.db", 4)
+    assert shared_cache("sqlite:///first.db", 4) is not first  # dropped, the least recent

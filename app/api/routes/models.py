@@ -18,7 +18,7 @@ from app.models.model_version import (
 )
 from app.pagination import Page, make_page
 from app.registry.algorithms import ALGORITHMS
-from app.services import models
+from app.services import model_versions
 
 router = ProblemRouter(
     prefix="/v1/projects/{project_id}/models",
@@ -56,7 +56,9 @@ def create_model(
     ] = ModelTrainRequest(),
 ) -> JobPublic:
     """Train a new version on the resolved labels, implicit ones weighted half (202: a job)."""
-    job = models.start_training(session, runner, project=project, principal=principal, request=body)
+    job = model_versions.start_training(
+        session, runner, project=project, principal=principal, request=body
+    )
     return accepted(response, job)
 
 
@@ -65,7 +67,7 @@ def list_models(
     principal: AnyRoleDep, session: SessionDep, project: ProjectDep, page: PageDep
 ) -> Page[ModelVersionPublic]:
     """List model versions, newest first."""
-    rows = models.list_versions(session, project=project, page=page)
+    rows = model_versions.list_versions(session, project=project, page=page)
     return make_page(rows, page, ModelVersionPublic.of)
 
 
@@ -74,7 +76,9 @@ def get_model(
     principal: AnyRoleDep, session: SessionDep, project: ProjectDep, version: VersionPath
 ) -> ModelVersionPublic:
     """Get one version with its cross-validated metrics."""
-    return ModelVersionPublic.of(models.get_version(session, project=project, version=version))
+    return ModelVersionPublic.of(
+        model_versions.get_version(session, project=project, version=version)
+    )
 
 
 @router.post("/{version}/activate")
@@ -86,7 +90,7 @@ def activate_model(
     version: VersionPath,
 ) -> Activation:
     """Make a version active; a job then scores the unlabeled pool with it."""
-    chosen, job = models.activate_version(
+    chosen, job = model_versions.activate_version(
         session, runner, project=project, version=version, principal=principal
     )
     return Activation(model=ModelVersionPublic.of(chosen), scoring_job=JobPublic.of(job))

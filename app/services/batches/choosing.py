@@ -30,9 +30,9 @@ from app.models.prediction import Prediction
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
 from app.registry.training import featurize
-from app.services import models as registry
+from app.services import model_versions
 from app.services.batches.pool import Pool, eligibility, eligible_ids
-from app.services.prelabels import ModelSource, resolve_source
+from app.services.model_sources import ModelSource, resolve_source
 
 # Candidates read per item wanted: spares for rows lost to concurrent claims, and for
 # diverse_margin the room to spread the batch over.
@@ -306,10 +306,10 @@ def _item_features(
     if version is None:
         return hashed_text(session, item_ids)
     algorithm = get_algorithm(version.algorithm)
-    ids, inputs = registry.version_inputs(algorithm, _inputs(session, item_ids))
+    ids, inputs = model_versions.version_inputs(algorithm, _inputs(session, item_ids))
     if len(ids) != len(item_ids):  # some items lack the feature vector the model reads
         return None
-    return featurize(registry.load_version(database, version), inputs)
+    return featurize(model_versions.load_version(database, version), inputs)
 
 
 # --- the label plan, step by step -------------------------------------------------------------

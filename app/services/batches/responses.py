@@ -9,10 +9,10 @@ from sqlmodel import Session, col, select
 
 from app.db import id_in
 from app.models.annotation import Annotation
-from app.models.base import ItemStatus, Role
+from app.models.base import ItemStatus
 from app.models.batch import Batch, BatchItem, BatchPublic
 from app.models.item import Item
-from app.services import item_status
+from app.services import item_status, policy
 from app.services.api_keys import Principal
 from app.services.items import item_public
 
@@ -72,7 +72,7 @@ def batch_public(
         suggested, confidence = lease.predicted_label, lease.confidence
         if review:
             suggested, confidence = item.suggested_label, item.suggestion_confidence
-            if viewer.role == Role.annotator and item_status.hides_suggestion(item):
+            if policy.labels_blind(viewer) and item_status.hides_suggestion(item):
                 suggested = confidence = None
         entries.append(
             BatchItem(

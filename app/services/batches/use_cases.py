@@ -18,9 +18,10 @@ from app.errors import (
     NotFound,
     ValidationFailed,
 )
-from app.models.base import Role, utcnow
+from app.models.base import utcnow
 from app.models.batch import Batch, BatchCreate, BatchPublic, Lease, LeaseOutcome
 from app.models.project import Project
+from app.services import policy
 from app.services.api_keys import Principal
 from app.services.batches.choosing import Candidate, Plan, plan_label_batch, plan_review_batch
 from app.services.batches.claiming import claim
@@ -28,7 +29,6 @@ from app.services.batches.pool import Pool
 from app.services.batches.responses import LeaseView, batch_public
 from app.settings import Settings
 
-ON_BEHALF_ROLES = {Role.admin, Role.service}
 LEASE_TABLE = Lease.__table__  # type: ignore[attr-defined]
 
 
@@ -76,7 +76,7 @@ def create_batch(
 def _annotator_for(principal: Principal, requested: str | None) -> str:
     if requested is None or requested == principal.name:
         return principal.name
-    if principal.role not in ON_BEHALF_ROLES:
+    if not policy.may_act_for_others(principal):
         raise Forbidden(
             f"An annotator key fetches batches only for itself ({principal.name!r}), "
             f"not for {requested!r}."
@@ -145,7 +145,7 @@ def _load_batch(session: Session, *, project: Project, batch_id: int) -> Batch:
 
 
 def _check_owner(principal: Principal, batch: Batch) -> None:
-    if principal.role not in ON_BEHALF_ROLES and batch.annotator != principal.name:
+    if not policy.may_act_as(principal, batch.annotator):
         raise LeaseHeldByAnother(
             f"Batch {batch.id} is leased to {batch.annotator!r}; an annotator key uses only "
             "its own batches."

@@ -31,12 +31,14 @@ from app.models.model_version import ModelArtifact, ModelTrainRequest, ModelVers
 from app.models.project import Project
 from app.pagination import PageRequest, keyset
 from app.registry.algorithms import Algorithm, get_algorithm
+from app.registry.cache import ModelCache, shared_cache
 from app.registry.store import load_array, load_pipeline
 from app.registry.training import MIN_PER_LABEL
 from app.services import jobs
 from app.services.api_keys import Principal
 from app.services.dataset_versions import frozen_training_rows
 from app.services.dataset_versions import get_version as get_dataset_version
+from app.services.project_loading import load_project
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -257,14 +259,6 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     )
 
 
-def load_project(session: Session, project_id: int | None, *, lock: bool = False) -> Project:
-    query = select(Project).where(col(Project.id) == project_id)
-    project = session.exec(query.with_for_update() if lock else query).first()
-    if project is None:
-        raise NotFound(f"Project {project_id} no longer exists.")
-    return project
-
-
 def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:
     query = select(ModelVersion).where(col(ModelVersion.project_id) == project.id)
     return list(session.exec(keyset(query, col(ModelVersion.id), page, descending=True)))
@@ -295,7 +289,7 @@ def activate_version(
     session: Session, runner: JobRunner, *, project: Project, version: int, principal: Principal
 ) -> tuple[ModelVersion, Job]:
     """Make a version the project's active one and start scoring the pool with it."""
-    project = load_project(session, project.id, lock=True)
+    project = load_project(session, project_id=project.id, lock=True)
     chosen = get_version(session, project=project, version=version)
     job = make_active(session, project=project, version=chosen, created_by=principal.name)
     session.commit()
@@ -338,7 +332,11 @@ def load_version(database: Database, version: ModelVersion) -> "Pipeline":
                 raise NotFound(f"Model version {version.version} has no stored pipeline.")
             return load_pipeline(artifact.content)
 
-    return database.model_cache.get(version.id, load)
+    settings = database.settings
+    pipelines: ModelCache[Pipeline] = shared_cache(
+        settings.resolved_database_url, settings.model_cache_size
+    )
+    return pipelines.get(version.id, load)
 
 
 def load_oof_probabilities(session: Session, version: ModelVersion) -> np.ndarray:
