@@ -4,9 +4,10 @@ and the error reference."""
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from app.settings import get_settings
+from app.settings import Settings, get_settings
 
 
 def write_openapi(path: Path) -> None:
@@ -24,7 +25,7 @@ def concurrency_arg(text: str) -> int:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelwise", description="Labelwise labeling service.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="Upgrade the database schema to the latest migration.")
@@ -56,86 +57,121 @@ def main(argv: list[str] | None = None) -> int:
         "errors-doc", help="Write docs/errors.md from the problem types in app/errors.py."
     )
     errors_doc.add_argument("--output", type=Path, default=Path("docs/errors.md"))
-    args = parser.parse_args(argv)
+    return parser
 
-    settings = get_settings()
-    if args.command == "migrate":
-        from app.migrations import upgrade
 
-        url = settings.resolved_database_url
-        # procrastinate's tables (the workers' queue) only where workers will use them.
-        with_queue = settings.job_runner == "procrastinate"
-        if with_queue:
-            from app.jobs.procrastinate_runner import (
-                ProcrastinateNeedsPostgres,
-                procrastinate_conninfo,
-            )
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from app.migrations import upgrade
 
-            try:
-                procrastinate_conninfo(url)  # refuse SQLite before migrating anything
-            except ProcrastinateNeedsPostgres as error:
-                print(f"labelwise: {error}", file=sys.stderr)
-                return 2
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        upgrade(url)
-        if with_queue:
-            from app.jobs.procrastinate_runner import ensure_procrastinate_schema
-
-            if ensure_procrastinate_schema(url):
-                print("labelwise: applied procrastinate's schema (the job queue).")
-    elif args.command == "serve":
-        import uvicorn
-
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            access_log=False,
-            proxy_headers=True,
-        )
-    elif args.command == "worker":
+    url = settings.resolved_database_url
+    # procrastinate's tables (the workers' queue) only where workers will use them.
+    with_queue = settings.job_runner == "procrastinate"
+    if with_queue:
         from app.jobs.procrastinate_runner import (
             ProcrastinateNeedsPostgres,
-            ProcrastinateSchemaMissing,
-            run_worker,
+            procrastinate_conninfo,
         )
 
-        if settings.job_runner != "procrastinate":
-            print(
-                "labelwise: warning: LABELWISE_JOB_RUNNER is not procrastinate, so API "
-                "processes with these settings run jobs themselves and defer none to workers.",
-                file=sys.stderr,
-            )
         try:
-            run_worker(settings, args.concurrency)
-        except (ProcrastinateNeedsPostgres, ProcrastinateSchemaMissing) as error:
+            procrastinate_conninfo(url)  # refuse SQLite before migrating anything
+        except ProcrastinateNeedsPostgres as error:
             print(f"labelwise: {error}", file=sys.stderr)
             return 2
-    elif args.command == "create-api-key":
-        from app.db import Database
-        from app.errors import AppError
-        from app.models.api_key import ApiKeyCreate
-        from app.services.api_keys import create_api_key
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    if with_queue:
+        from app.jobs.procrastinate_runner import ensure_procrastinate_schema
 
-        database = Database(settings)
-        try:
-            with database.session(write=True) as session:
-                _, secret = create_api_key(
-                    session, data=ApiKeyCreate(name=args.name, role=args.role, tier=args.tier)
-                )
-        except AppError as error:
-            print(f"labelwise: {error.detail}", file=sys.stderr)
-            return 1
-        print(secret)
-    elif args.command == "openapi":
-        write_openapi(args.output)
-    elif args.command == "errors-doc":
-        from app.errors_doc import write_errors_doc
-
-        write_errors_doc(args.output)
+        if ensure_procrastinate_schema(url):
+            print("labelwise: applied procrastinate's schema (the job queue).")
     return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from app.jobs.procrastinate_runner import (
+        ProcrastinateNeedsPostgres,
+        ProcrastinateSchemaMissing,
+        run_worker,
+    )
+
+    if settings.job_runner != "procrastinate":
+        print(
+            "labelwise: warning: LABELWISE_JOB_RUNNER is not procrastinate, so API "
+            "processes with these settings run jobs themselves and defer none to workers.",
+            file=sys.stderr,
+        )
+    try:
+        run_worker(settings, args.concurrency)
+    except (ProcrastinateNeedsPostgres, ProcrastinateSchemaMissing) as error:
+        print(f"labelwise: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _create_api_key(settings: Settings, args: argparse.Namespace) -> int:
+    from app.db import Database
+    from app.errors import AppError
+    from app.models.api_key import ApiKeyCreate
+    from app.services.api_keys import create_api_key
+
+    database = Database(settings)
+    try:
+        with database.session(write=True) as session:
+            _, secret = create_api_key(
+                session, data=ApiKeyCreate(name=args.name, role=args.role, tier=args.tier)
+            )
+    except AppError as error:
+        print(f"labelwise: {error.detail}", file=sys.stderr)
+        return 1
+    print(secret)
+    return 0
+
+
+def _openapi(settings: Settings, args: argparse.Namespace) -> int:
+    write_openapi(args.output)
+    return 0
+
+
+def _errors_doc(settings: Settings, args: argparse.Namespace) -> int:
+    from app.errors_doc import write_errors_doc
+
+    write_errors_doc(args.output)
+    return 0
+
+
+# Each command's function; heavy imports stay inside them, so `labelwise openapi` does not
+# load uvicorn and `labelwise migrate` does not load the app.
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "migrate": _migrate,
+    "serve": _serve,
+    "worker": _worker,
+    "create-api-key": _create_api_key,
+    "openapi": _openapi,
+    "errors-doc": _errors_doc,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run its command; the exit status (0, 1 on a refused
+    request, 2 on a misconfiguration)."""
+    args = _parser().parse_args(argv)
+    settings = get_settings()
+    return COMMANDS[args.command](settings, args)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -129,9 +129,61 @@ def operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
+# Every router, included in this order (a path two routers could match goes to the first).
+ROUTERS = (
+    health.router,
+    api_keys.router,
+    projects.router,
+    items.router,
+    annotations.router,
+    reviews.router,
+    batches.router,
+    models.algorithms_router,
+    models.router,
+    predictions.router,
+    prelabels.router,
+    active_learning.router,
+    quality.router,
+    cost.router,
+    label_issues.router,
+    synthetic.router,
+    production.router,
+    imports.router,
+    dataset_versions.router,
+    jobs.router,
+)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
+    app = FastAPI(
+        title="Labelwise",
+        version=VERSION,
+        description=(app_doc or "").strip()
+        + " All errors are RFC 9457 problem+json."
+        + " Authenticate with `Authorization: Bearer <api-key>`.",
+        lifespan=_lifespan(settings),
+        generate_unique_id_function=operation_id,
+    )
+    app.state.settings = settings
+    app.state.principals = PrincipalCache(settings.auth_cache_seconds)
+    for router in ROUTERS:
+        app.include_router(router)
+    _add_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_import_bytes=settings.max_import_bytes,
+    )
+    app.add_middleware(RequestLogMiddleware)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Open the database, bootstrap it, start the job runner; on shutdown stop the runner
+    and close the engine."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -149,53 +201,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner.stop()
         database.engine.dispose()
 
-    app = FastAPI(
-        title="Labelwise",
-        version=VERSION,
-        description=(app_doc or "").strip()
-        + " All errors are RFC 9457 problem+json."
-        + " Authenticate with `Authorization: Bearer <api-key>`.",
-        lifespan=lifespan,
-        generate_unique_id_function=operation_id,
-    )
-    app.state.settings = settings
-    app.state.principals = PrincipalCache(settings.auth_cache_seconds)
-    for router in (
-        health.router,
-        api_keys.router,
-        projects.router,
-        items.router,
-        annotations.router,
-        reviews.router,
-        batches.router,
-        models.algorithms_router,
-        models.router,
-        predictions.router,
-        prelabels.router,
-        active_learning.router,
-        quality.router,
-        cost.router,
-        label_issues.router,
-        synthetic.router,
-        production.router,
-        imports.router,
-        dataset_versions.router,
-        jobs.router,
-    ):
-        app.include_router(router)
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answers in the one problem+json envelope (app/errors.py)."""
     app.add_exception_handler(AppError, handle_app_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(DataError, handle_data_error)
     app.add_exception_handler(Exception, handle_unexpected)
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        max_import_bytes=settings.max_import_bytes,
-    )
-    app.add_middleware(RequestLogMiddleware)
-    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
-    return app
 
 
 def tune_garbage_collector() -> None:

@@ -152,6 +152,10 @@ def dawid_skene(
     labels is the posterior argmax (-1 when the top two posteriors are within 1e-9 or the item
     has no votes), quality the top posterior, annotator_quality the expected accuracy
     sum_k prior_k * pi[a, k, k] (NaN for annotators without votes).
+
+    Long on purpose: the steps above (distinct vote sets, incidence matrix, EM loop, decoding)
+    share the EM state (posterior, prior, log_confusion) and are a few array expressions each;
+    split, they would pass that state around without naming anything new.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
@@ -223,6 +227,22 @@ def _normalised(probs: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dense_labels(
+    votes: Votes, items: np.ndarray, annotators: np.ndarray, used: np.ndarray
+) -> np.ndarray:
+    """cleanlab's input: one row per labelled item, one column per annotator who labelled
+    something, the cell the label's position among the `used` classes (NaN: no vote)."""
+    item_pos = np.full(votes.n_items, -1, dtype=np.int64)
+    item_pos[items] = np.arange(items.size)
+    annotator_pos = np.full(votes.n_annotators, -1, dtype=np.int64)
+    annotator_pos[annotators] = np.arange(annotators.size)
+    class_pos = np.full(votes.n_labels, -1, dtype=np.int64)
+    class_pos[used] = np.arange(used.size)
+    dense = np.full((items.size, annotators.size), np.nan)
+    dense[item_pos[votes.item], annotator_pos[votes.annotator]] = class_pos[votes.label]
+    return dense
+
+
 def crowdlab(votes: Votes, pred_probs: np.ndarray) -> Consensus:
     """CROWDLAB consensus (cleanlab.multiannotator) from the votes and out-of-fold model
     probabilities `pred_probs` (n_items, n_labels), columns in label-code order.
@@ -257,14 +277,7 @@ def crowdlab(votes: Votes, pred_probs: np.ndarray) -> Consensus:
     if used.size < 2 or not np.any(m >= 2):
         return _singly_labelled_consensus(votes, counts, probs, items)
     annotators = np.flatnonzero(annotator_n > 0)
-    item_pos = np.full(votes.n_items, -1, dtype=np.int64)
-    item_pos[items] = np.arange(items.size)
-    annotator_pos = np.full(votes.n_annotators, -1, dtype=np.int64)
-    annotator_pos[annotators] = np.arange(annotators.size)
-    class_pos = np.full(votes.n_labels, -1, dtype=np.int64)
-    class_pos[used] = np.arange(used.size)
-    dense = np.full((items.size, annotators.size), np.nan)
-    dense[item_pos[votes.item], annotator_pos[votes.annotator]] = class_pos[votes.label]
+    dense = _dense_labels(votes, items, annotators, used)
     with warnings.catch_warnings():
         # Both are about the input, which the agreement statistics already report: annotators
         # who never agree, and majority-vote ties that pred_probs, class frequencies and

@@ -71,6 +71,15 @@ def _checked_codes(
     return int(classes.shape[0]), codes.astype(np.int64)
 
 
+def _class_probabilities(classifier: Any, x: Features, n_classes: int) -> np.ndarray:
+    """The classifier's probabilities with one column per class code. The labeled set may lack
+    classes: the classifier's columns go to their codes, the missing classes stay at 0."""
+    probabilities = np.zeros((x.shape[0], n_classes))
+    columns = np.asarray(classifier.classes_, dtype=np.int64)
+    probabilities[:, columns] = classifier.predict_proba(x)
+    return probabilities
+
+
 def _replay(
     x_pool: Features,
     y_pool: np.ndarray,
@@ -115,11 +124,7 @@ def _replay(
             if room <= 0 or unlabeled.shape[0] == 0:
                 break
             x_unlabeled = x_pool[unlabeled]
-            # The labeled set may lack classes: place the classifier's columns at their codes and
-            # leave the missing classes at probability 0.
-            probabilities = np.zeros((unlabeled.shape[0], n_classes))
-            columns = np.asarray(classifier.classes_, dtype=np.int64)
-            probabilities[:, columns] = classifier.predict_proba(x_unlabeled)
+            probabilities = _class_probabilities(classifier, x_unlabeled, n_classes)
             picks, _ = choose_batch(
                 priority(summarize(probabilities), strategy),
                 min(batch_size, room),
@@ -178,29 +183,12 @@ def learning_curves(
     )
 
 
-def kfold_learning_curves(
-    features: Features,
-    labels: np.ndarray,
-    *,
-    strategies: Sequence[str],
-    folds: int,
-    seed_size: int,
-    batch_size: int,
-    budget: int,
-    seed: int = 0,
-    make_classifier: Callable[[], Any],
-    progress: Callable[[float], None] = lambda _: None,
-) -> dict[str, Curve]:
-    """learning_curves averaged over stratified k-fold splits: each fold is the test set once.
-
-    Within a fold every strategy shares the seed set and the seeded randomness, as in
-    learning_curves. A point at n labels is the mean accuracy of the folds whose curve reaches n
-    (a fold with a smaller pool may stop early). progress gets the finished share of the
-    (fold, strategy) replays after each one.
-    """
-    y = _checked_labels(features, labels, strategies)
-    n_classes, codes = _checked_codes(y, seed_size=seed_size, batch_size=batch_size, budget=budget)
-    n_items = y.shape[0]
+def _stratified_folds(
+    codes: np.ndarray, *, folds: int, seed: int, seed_size: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (pool, test) index pairs of a shuffled stratified k-fold split, every fold's pool
+    checked (room for the seed set, at least two classes) before any replay runs."""
+    n_items = codes.shape[0]
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     if folds > n_items:
@@ -226,6 +214,32 @@ def kfold_learning_curves(
             )
         if np.unique(codes[pool]).shape[0] < 2:
             raise ValueError("a fold's pool holds a single class; use fewer folds")
+    return splits
+
+
+def kfold_learning_curves(
+    features: Features,
+    labels: np.ndarray,
+    *,
+    strategies: Sequence[str],
+    folds: int,
+    seed_size: int,
+    batch_size: int,
+    budget: int,
+    seed: int = 0,
+    make_classifier: Callable[[], Any],
+    progress: Callable[[float], None] = lambda _: None,
+) -> dict[str, Curve]:
+    """learning_curves averaged over stratified k-fold splits: each fold is the test set once.
+
+    Within a fold every strategy shares the seed set and the seeded randomness, as in
+    learning_curves. A point at n labels is the mean accuracy of the folds whose curve reaches n
+    (a fold with a smaller pool may stop early). progress gets the finished share of the
+    (fold, strategy) replays after each one.
+    """
+    y = _checked_labels(features, labels, strategies)
+    n_classes, codes = _checked_codes(y, seed_size=seed_size, batch_size=batch_size, budget=budget)
+    splits = _stratified_folds(codes, folds=folds, seed=seed, seed_size=seed_size)
 
     total = folds * len(strategies)
     done = 0

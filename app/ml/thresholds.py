@@ -136,6 +136,20 @@ class PrecisionEstimate:
     n_calibration: int
 
 
+def _check_acceptance(
+    thresholds: Sequence[float | None], accepted_per_label: Sequence[int], *, n_labels: int
+) -> None:
+    """One threshold and one accepted count per label, no count below 0, and no item accepted
+    for a label without a threshold."""
+    if len(thresholds) != n_labels or len(accepted_per_label) != n_labels:
+        raise ValueError(f"thresholds and accepted_per_label need {n_labels} entries each")
+    if any(count < 0 for count in accepted_per_label):
+        raise ValueError("accepted_per_label must be >= 0")
+    for threshold, count in zip(thresholds, accepted_per_label, strict=True):
+        if threshold is None and count > 0:
+            raise ValueError("items were accepted for a label without a threshold")
+
+
 def expected_precision(
     probabilities: np.ndarray,
     y_true: np.ndarray,
@@ -164,17 +178,12 @@ def expected_precision(
     fixed thresholds), its precision is unknown: the estimate is None and that stratum enters
     the interval as [0, 1] by its weight. Everything is None when nothing is accepted.
     ``n_calibration`` counts the calibration items behind the strata that were used.
+
+    Long for this docstring: the body is the checks and one pass over the strata summing the
+    estimate, centre and variance above.
     """
     y = _check_calibration(probabilities, y_true)
-    n_labels = probabilities.shape[1]
-    if len(thresholds) != n_labels or len(accepted_per_label) != n_labels:
-        raise ValueError(f"thresholds and accepted_per_label need {n_labels} entries each")
-    if any(count < 0 for count in accepted_per_label):
-        raise ValueError("accepted_per_label must be >= 0")
-    for threshold, count in zip(thresholds, accepted_per_label, strict=True):
-        if threshold is None and count > 0:
-            raise ValueError("items were accepted for a label without a threshold")
-
+    _check_acceptance(thresholds, accepted_per_label, n_labels=probabilities.shape[1])
     total = sum(accepted_per_label)
     if total == 0:
         return PrecisionEstimate(estimate=None, low=None, high=None, n_calibration=0)

@@ -446,70 +446,102 @@ def _extra_copy_bounds(
     return bounds
 
 
+@dataclass
+class _Balancing:
+    """How export_rows balances the labels: a weight per label (balance=weight), or a number
+    of copies per row (balance=oversample: target // count, one more below the label's
+    bound); empty for balance=none."""
+
+    balance: Balance
+    counts: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    bounds: dict[str, tuple[int, int] | None] = field(default_factory=dict)
+    target: int = 0
+
+
+def _balancing(
+    session: Session, version_id: int, split: SplitFilter, balance: Balance
+) -> _Balancing:
+    """The label counts, and from them the weights or the extra-copy bounds (one statement
+    per label with extra copies)."""
+    counts = _label_counts(session, version_id, split) if balance != Balance.none else {}
+    plan = _Balancing(balance, counts, target=max(counts.values()) if counts else 0)
+    if balance == Balance.weight and counts:
+        total = sum(counts.values())
+        plan.weights = {
+            label: round(total / (len(counts) * n), WEIGHT_DECIMALS) for label, n in counts.items()
+        }
+    elif balance == Balance.oversample and counts:
+        plan.bounds = _extra_copy_bounds(session, version_id, split, counts)
+    return plan
+
+
+def _export_page(
+    session: Session, version: DatasetVersion, split: SplitFilter, after: int
+) -> Sequence[Any]:
+    """Up to EXPORT_CHUNK rows of EXPORT_SELECT after item id `after`, in item order."""
+    rows: Sequence[Any] = session.exec(
+        select(*EXPORT_SELECT)
+        .join(
+            DatasetText,
+            and_(
+                col(DatasetText.project_id) == version.project_id,
+                col(DatasetText.sha256) == col(DatasetRow.text_sha256),
+            ),
+        )
+        .where(
+            col(DatasetRow.dataset_version_id) == (version.id or 0),
+            col(DatasetRow.item_id) > after,
+            *_split_clause(split),
+        )
+        .order_by(col(DatasetRow.item_id))
+        .limit(EXPORT_CHUNK)
+    ).all()
+    return rows
+
+
+def _page_chunks(rows: Sequence[Any], plan: _Balancing) -> Iterator[list[dict[str, Any]]]:
+    """One page's records as chunks of at most EXPORT_CHUNK: weighted, repeated or as is.
+    One loop with the balance tested per row (no function call per row: an export may be
+    millions of rows)."""
+    balance = plan.balance
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        record = dict(zip(EXPORT_COLUMNS, row[:-1], strict=True))
+        label = record["label"]
+        if balance == Balance.weight:
+            record["weight"] = plan.weights[label]
+            chunk.append(record)
+        elif balance == Balance.oversample:
+            copies = plan.target // plan.counts[label]
+            bound = plan.bounds[label]
+            if bound is not None and (row[-1], row[0]) < bound:
+                copies += 1
+            # At most EXPORT_CHUNK rows per chunk, however many copies: the writers
+            # build each chunk's bytes at once, so an unbounded chunk is unbounded memory.
+            while copies:
+                taken = min(copies, EXPORT_CHUNK - len(chunk))
+                chunk.extend([record] * taken)
+                copies -= taken
+                if len(chunk) >= EXPORT_CHUNK:
+                    yield chunk
+                    chunk = []
+        else:
+            chunk.append(record)
+    if chunk:
+        yield chunk
+
+
 def export_rows(
     session: Session, *, version: DatasetVersion, split: SplitFilter, balance: Balance
 ) -> Iterator[list[dict[str, Any]]]:
     """The version's rows in item order, a chunk at a time, with a weight column when
     balance is weight and repeated rows when it is oversample."""
-    version_id = version.id or 0
-    counts = _label_counts(session, version_id, split) if balance != Balance.none else {}
-    weights: dict[str, float] = {}
-    bounds: dict[str, tuple[int, int] | None] = {}
-    target = max(counts.values()) if counts else 0
-    if balance == Balance.weight and counts:
-        total = sum(counts.values())
-        weights = {
-            label: round(total / (len(counts) * n), WEIGHT_DECIMALS) for label, n in counts.items()
-        }
-    elif balance == Balance.oversample and counts:
-        bounds = _extra_copy_bounds(session, version_id, split, counts)
+    plan = _balancing(session, version.id or 0, split, balance)
     after = 0
-    while True:
-        rows = session.exec(
-            select(*EXPORT_SELECT)
-            .join(
-                DatasetText,
-                and_(
-                    col(DatasetText.project_id) == version.project_id,
-                    col(DatasetText.sha256) == col(DatasetRow.text_sha256),
-                ),
-            )
-            .where(
-                col(DatasetRow.dataset_version_id) == version_id,
-                col(DatasetRow.item_id) > after,
-                *_split_clause(split),
-            )
-            .order_by(col(DatasetRow.item_id))
-            .limit(EXPORT_CHUNK)
-        ).all()
-        if not rows:
-            return
+    while rows := _export_page(session, version, split, after):
         after = rows[-1][0]
-        chunk: list[dict[str, Any]] = []
-        for row in rows:
-            record = dict(zip(EXPORT_COLUMNS, row[:-1], strict=True))
-            label = record["label"]
-            if balance == Balance.weight:
-                record["weight"] = weights[label]
-                chunk.append(record)
-            elif balance == Balance.oversample:
-                copies = target // counts[label]
-                bound = bounds[label]
-                if bound is not None and (row[-1], row[0]) < bound:
-                    copies += 1
-                # At most EXPORT_CHUNK rows per chunk, however many copies: the writers
-                # build each chunk's bytes at once, so an unbounded chunk is unbounded memory.
-                while copies:
-                    taken = min(copies, EXPORT_CHUNK - len(chunk))
-                    chunk.extend([record] * taken)
-                    copies -= taken
-                    if len(chunk) >= EXPORT_CHUNK:
-                        yield chunk
-                        chunk = []
-            else:
-                chunk.append(record)
-        if chunk:
-            yield chunk
+        yield from _page_chunks(rows, plan)
 
 
 def export_stream(
@@ -531,6 +563,97 @@ def export_stream(
 # --- diffs --------------------------------------------------------------------------------------
 
 
+@dataclass
+class _DiffConditions:
+    """Two aliases of dataset_row, `new` (rows of the version) and `old` (rows of the one it
+    is compared against), and per kind of change the conditions its rows meet."""
+
+    new: Any
+    old: Any
+    same_item: Any
+    both: Any
+    by_change: dict[Change, tuple[Any, ...]]
+
+    @classmethod
+    def between(cls, new_id: int, old_id: int) -> "_DiffConditions":
+        new: Any = aliased(DatasetRow)
+        old: Any = aliased(DatasetRow)
+
+        def missing_from(rows: Any, other: Any, other_id: int) -> ColumnElement[bool]:
+            return ~exists().where(
+                other.dataset_version_id == other_id, other.item_id == rows.item_id
+            )
+
+        both = and_(new.dataset_version_id == new_id, old.dataset_version_id == old_id)
+        same_item = new.item_id == old.item_id
+        by_change: dict[Change, tuple[Any, ...]] = {
+            Change.added: (new.dataset_version_id == new_id, missing_from(new, old, old_id)),
+            Change.removed: (old.dataset_version_id == old_id, missing_from(old, new, new_id)),
+            Change.relabeled: (both, same_item, new.label != old.label),
+            Change.text_changed: (
+                both,
+                same_item,
+                new.label == old.label,
+                new.text_sha256 != old.text_sha256,
+            ),
+        }
+        return cls(new, old, same_item, both, by_change)
+
+
+def _diff_counts(session: Session, on: _DiffConditions) -> tuple[dict[Change, int], int]:
+    """The number of items of each kind of change, and of unchanged items (five counts)."""
+    new, old = on.new, on.old
+    counts = {
+        Change.added: _count(
+            session, select(func.count()).select_from(new), on.by_change[Change.added]
+        ),
+        Change.removed: _count(
+            session, select(func.count()).select_from(old), on.by_change[Change.removed]
+        ),
+    }
+    joined = select(func.count()).select_from(new).join(old, on.same_item)
+    for kind in (Change.relabeled, Change.text_changed):
+        counts[kind] = _count(session, joined, on.by_change[kind])
+    common = _count(session, joined, (on.both,))
+    unchanged = common - counts[Change.relabeled] - counts[Change.text_changed]
+    return counts, unchanged
+
+
+def _changed_items(on: _DiffConditions, kind: Change, after_id: int | None) -> Any:
+    """The items changed in one way after `after_id`: (item_id, change, old_label,
+    new_label)."""
+    new, old = on.new, on.old
+    if kind == Change.added:
+        query = select(
+            new.item_id.label("item_id"),
+            literal(kind.value).label("change"),
+            null().label("old_label"),
+            new.label.label("new_label"),
+        ).where(*on.by_change[kind])
+    elif kind == Change.removed:
+        query = select(
+            old.item_id.label("item_id"),
+            literal(kind.value).label("change"),
+            old.label.label("old_label"),
+            null().label("new_label"),
+        ).where(*on.by_change[kind])
+    else:
+        query = (
+            select(
+                new.item_id.label("item_id"),
+                literal(kind.value).label("change"),
+                old.label.label("old_label"),
+                new.label.label("new_label"),
+            )
+            .join(old, on.same_item)
+            .where(*on.by_change[kind])
+        )
+    if after_id is not None:
+        key = old.item_id if kind == Change.removed else new.item_id
+        query = query.where(key > after_id)
+    return query
+
+
 def diff(
     session: Session,
     *,
@@ -540,72 +663,12 @@ def diff(
     page: PageRequest,
 ) -> DatasetDiff:
     """What changed from `against` to `version`: counts, and a page of the changed items in
-    item order."""
-    new: Any = aliased(DatasetRow)
-    old: Any = aliased(DatasetRow)
-    new_id, old_id = version.id or 0, against.id or 0
-
-    def missing_from(rows: Any, other: Any, other_id: int) -> ColumnElement[bool]:
-        return ~exists().where(other.dataset_version_id == other_id, other.item_id == rows.item_id)
-
-    both = and_(new.dataset_version_id == new_id, old.dataset_version_id == old_id)
-    same_item = new.item_id == old.item_id
-    conditions: dict[Change, tuple[Any, ...]] = {
-        Change.added: (new.dataset_version_id == new_id, missing_from(new, old, old_id)),
-        Change.removed: (old.dataset_version_id == old_id, missing_from(old, new, new_id)),
-        Change.relabeled: (both, same_item, new.label != old.label),
-        Change.text_changed: (
-            both,
-            same_item,
-            new.label == old.label,
-            new.text_sha256 != old.text_sha256,
-        ),
-    }
-    counts = {
-        Change.added: _count(
-            session, select(func.count()).select_from(new), conditions[Change.added]
-        ),
-        Change.removed: _count(
-            session, select(func.count()).select_from(old), conditions[Change.removed]
-        ),
-    }
-    joined = select(func.count()).select_from(new).join(old, same_item)
-    for kind in (Change.relabeled, Change.text_changed):
-        counts[kind] = _count(session, joined, conditions[kind])
-    common = _count(session, joined, (both,))
-    unchanged = common - counts[Change.relabeled] - counts[Change.text_changed]
-
-    parts = []
-    for kind in Change if change is None else [change]:
-        if kind == Change.added:
-            query = select(
-                new.item_id.label("item_id"),
-                literal(kind.value).label("change"),
-                null().label("old_label"),
-                new.label.label("new_label"),
-            ).where(*conditions[kind])
-        elif kind == Change.removed:
-            query = select(
-                old.item_id.label("item_id"),
-                literal(kind.value).label("change"),
-                old.label.label("old_label"),
-                null().label("new_label"),
-            ).where(*conditions[kind])
-        else:
-            query = (
-                select(
-                    new.item_id.label("item_id"),
-                    literal(kind.value).label("change"),
-                    old.label.label("old_label"),
-                    new.label.label("new_label"),
-                )
-                .join(old, same_item)
-                .where(*conditions[kind])
-            )
-        if page.after_id is not None:
-            key = old.item_id if kind == Change.removed else new.item_id
-            query = query.where(key > page.after_id)
-        parts.append(query)
+    item order (one union of the kinds asked for)."""
+    on = _DiffConditions.between(version.id or 0, against.id or 0)
+    counts, unchanged = _diff_counts(session, on)
+    parts = [
+        _changed_items(on, kind, page.after_id) for kind in (Change if change is None else [change])
+    ]
     changed = union_all(*parts).subquery()
     rows = session.execute(
         sql_select(changed).order_by(changed.c.item_id).limit(page.limit + 1)

@@ -105,46 +105,78 @@ def build_training_set(
     USER_BEHAVIOR_WEIGHT; synthetic items capped at the project's synthetic_max_ratio of the
     human-resolved ones; labels too rare to cross-validate left out. From the items as they
     are now, or from a dataset version's frozen rows (their texts as frozen; a features
-    algorithm reads the items' current data.features)."""
-    rows: Sequence[Any]
-    if dataset_version is None:
-        columns: list[Any] = [Item.id, Item.resolved_label, Item.source, Item.resolved_by]
-        columns.append(Item.data if algorithm.input == "features" else Item.text)
-        rows = session.exec(
-            select(*columns)
-            .where(
-                col(Item.project_id) == project.id,
-                col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS),
-                col(Item.resolved_label).is_not(None),
-            )
-            .order_by(col(Item.id))
-        ).all()
-    else:
-        rows = frozen_training_rows(
-            session, version=dataset_version, features=algorithm.input == "features"
-        )
+    algorithm reads the items' current data.features).
+
+    Each row is (item id, label, source, resolved_by, input)."""
+    features = algorithm.input == "features"
+    rows = _trainable_rows(
+        session, project=project, dataset_version=dataset_version, features=features
+    )
     # A frozen version may hold labels the project has since dropped: no model predicts them.
     retired = Counter(row[1] for row in rows if row[1] not in project.labels)
     rows = [row for row in rows if row[1] in project.labels]
     result = TrainingSet()
-    if algorithm.input == "features":
-        vectors = [(row, feature_vector(row[4])) for row in rows]
-        lengths = Counter(len(v) for _, v in vectors if v is not None)
-        width = lengths.most_common(1)[0][0] if lengths else 0
-        kept = [(r, v) for r, v in vectors if v is not None and len(v) == width]
-        result.without_features = len(rows) - len(kept)
-        rows = [(r[0], r[1], r[2], r[3], v) for r, v in kept]
-    real = [r for r in rows if r[2] != ItemSource.synthetic]
-    synthetic = [r for r in rows if r[2] == ItemSource.synthetic]
-    n_human = sum(1 for r in real if r[3] in HUMAN_RESOLUTIONS)
-    ratio = project.synthetic_max_ratio
-    allowed = len(synthetic) if ratio >= 1 else math.floor(ratio * n_human / (1 - ratio))
-    result.synthetic_dropped = max(0, len(synthetic) - allowed)
-    chosen = sorted(real + synthetic[:allowed], key=lambda r: r[0])
+    if features:
+        rows = _with_feature_vectors(rows, result)
+    chosen = _cap_synthetic(rows, project.synthetic_max_ratio, result)
     counts = Counter(r[1] for r in chosen)
     result.label_counts = dict(sorted(counts.items()))
     result.excluded_labels = {k: v for k, v in result.label_counts.items() if v < MIN_PER_LABEL}
     result.excluded_labels.update(sorted(retired.items()))
+    _add_examples(result, chosen)
+    return result
+
+
+def _trainable_rows(
+    session: Session,
+    *,
+    project: Project,
+    dataset_version: DatasetVersion | None,
+    features: bool,
+) -> Sequence[Any]:
+    """The trainable items as they are now (ordered by id), or a dataset version's frozen
+    rows; the input is the item's data (features) or its text."""
+    if dataset_version is not None:
+        return frozen_training_rows(session, version=dataset_version, features=features)
+    columns: list[Any] = [Item.id, Item.resolved_label, Item.source, Item.resolved_by]
+    columns.append(Item.data if features else Item.text)
+    rows: Sequence[Any] = session.exec(
+        select(*columns)
+        .where(
+            col(Item.project_id) == project.id,
+            col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS),
+            col(Item.resolved_label).is_not(None),
+        )
+        .order_by(col(Item.id))
+    ).all()
+    return rows
+
+
+def _with_feature_vectors(rows: Sequence[Any], result: TrainingSet) -> list[Any]:
+    """The rows whose data.features is a valid vector of the commonest width, the input
+    replaced by that vector; the others are counted in result.without_features."""
+    vectors = [(row, feature_vector(row[4])) for row in rows]
+    lengths = Counter(len(v) for _, v in vectors if v is not None)
+    width = lengths.most_common(1)[0][0] if lengths else 0
+    kept = [(r, v) for r, v in vectors if v is not None and len(v) == width]
+    result.without_features = len(rows) - len(kept)
+    return [(r[0], r[1], r[2], r[3], v) for r, v in kept]
+
+
+def _cap_synthetic(rows: Sequence[Any], ratio: float, result: TrainingSet) -> list[Any]:
+    """The real rows and the first synthetic ones up to `ratio` of the training set (relative
+    to the human-resolved rows), sorted by item id; the rest counted in
+    result.synthetic_dropped."""
+    real = [r for r in rows if r[2] != ItemSource.synthetic]
+    synthetic = [r for r in rows if r[2] == ItemSource.synthetic]
+    n_human = sum(1 for r in real if r[3] in HUMAN_RESOLUTIONS)
+    allowed = len(synthetic) if ratio >= 1 else math.floor(ratio * n_human / (1 - ratio))
+    result.synthetic_dropped = max(0, len(synthetic) - allowed)
+    return sorted(real + synthetic[:allowed], key=lambda r: r[0])
+
+
+def _add_examples(result: TrainingSet, chosen: Sequence[Any]) -> None:
+    """Append the chosen rows whose label is not excluded, each weighted by who resolved it."""
     for item_id, label, _, resolved_by, value in chosen:
         if label in result.excluded_labels:
             continue
@@ -154,7 +186,6 @@ def build_training_set(
         implicit = resolved_by == USER_BEHAVIOR_RESOLUTION
         result.weights.append(USER_BEHAVIOR_WEIGHT if implicit else 1.0)
         result.n_user_behavior += implicit
-    return result
 
 
 def default_algorithm(session: Session, *, project: Project) -> tuple[str, dict[str, Any]]:

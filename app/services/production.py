@@ -10,6 +10,7 @@ is left alone (its prediction stays unsampled).
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -82,45 +83,18 @@ def record_production_predictions(
     assert project.id is not None
     now = now.astimezone(UTC)
     results: dict[int, ProductionEntryResult] = {}
-    valid: dict[int, ProductionPredictionIn] = {}
-    for index, raw in enumerate(entries):
-        entry, problem = _validate(index, raw, max_text_chars=max_text_chars, now=now)
-        if problem is not None:
-            results[index] = ProductionEntryResult(index=index, status="failed", problem=problem)
-        else:
-            assert entry is not None
-            valid[index] = entry
+    valid = _validate_entries(entries, results, max_text_chars=max_text_chars, now=now)
     refuse_if_all_failed(_in_order(results), total=len(entries), noun="predictions")
 
     # Serialise production requests of a project: each one counts today's quota after the
     # previous one committed.
     project = load_project(session, project_id=project.id, lock=True)
-    for index, entry in list(valid.items()):
-        if entry.label not in project.labels:
-            detail = f"Unknown label {entry.label!r}; the project's labels are {project.labels}."
-            problem = _problem(index, detail, field="label")
-            results[index] = ProductionEntryResult(index=index, status="failed", problem=problem)
-            del valid[index]
-
+    _drop_unknown_labels(project, valid, results)
     assert project.id is not None
     ingest_results = _upsert_items(
         session, project_id=project.id, entries=valid, max_text_chars=max_text_chars
     )
-    items_created = 0
-    item_ids: dict[int, int] = {}
-    for index, outcome in ingest_results.items():
-        if outcome.status == "failed" or outcome.id is None:
-            problem = outcome.problem or ValidationFailed.problem("The item could not be stored.")
-            if problem.errors is None:  # e.g. a 409 duplicate-text: point at the entry
-                loc: list[str | int] = ["body", "predictions", index]
-                problem.errors = [ErrorDetail(loc=loc, msg=problem.detail)]
-            results[index] = ProductionEntryResult(
-                index=index, status="failed", item_status="failed", problem=problem
-            )
-            del valid[index]
-            continue
-        items_created += outcome.status == "created"
-        item_ids[index] = outcome.id
+    item_ids = _stored_item_ids(ingest_results, valid, results)
     if not valid:
         session.rollback()
         refuse_if_all_failed(_in_order(results), total=len(entries), noun="predictions")
@@ -129,6 +103,7 @@ def record_production_predictions(
     sampled, quota = _sample_today(session, project=project, now=now)
     session.commit()
 
+    items_created = sum(ingest_results[index].status == "created" for index in item_ids)
     report = ProductionIngestReport(
         items_created=items_created, entered_review=len(sampled), quota=quota
     )
@@ -150,6 +125,62 @@ def record_production_predictions(
         counts["failed"],
     )
     return report
+
+
+def _validate_entries(
+    entries: Sequence[Any],
+    results: dict[int, ProductionEntryResult],
+    *,
+    max_text_chars: int,
+    now: datetime,
+) -> dict[int, ProductionPredictionIn]:
+    """The valid entries by index; each invalid one's failure goes into `results`."""
+    valid: dict[int, ProductionPredictionIn] = {}
+    for index, raw in enumerate(entries):
+        entry, problem = _validate(index, raw, max_text_chars=max_text_chars, now=now)
+        if problem is not None:
+            results[index] = ProductionEntryResult(index=index, status="failed", problem=problem)
+        else:
+            assert entry is not None
+            valid[index] = entry
+    return valid
+
+
+def _drop_unknown_labels(
+    project: Project,
+    valid: dict[int, ProductionPredictionIn],
+    results: dict[int, ProductionEntryResult],
+) -> None:
+    """Fail the entries whose label the (freshly locked) project does not have."""
+    for index, entry in list(valid.items()):
+        if entry.label not in project.labels:
+            detail = f"Unknown label {entry.label!r}; the project's labels are {project.labels}."
+            problem = _problem(index, detail, field="label")
+            results[index] = ProductionEntryResult(index=index, status="failed", problem=problem)
+            del valid[index]
+
+
+def _stored_item_ids(
+    ingest_results: dict[int, IngestEntryResult],
+    valid: dict[int, ProductionPredictionIn],
+    results: dict[int, ProductionEntryResult],
+) -> dict[int, int]:
+    """Each entry's item id; an entry whose item could not be stored leaves `valid` and
+    fails in `results`, its problem pointing at the entry."""
+    item_ids: dict[int, int] = {}
+    for index, outcome in ingest_results.items():
+        if outcome.status == "failed" or outcome.id is None:
+            problem = outcome.problem or ValidationFailed.problem("The item could not be stored.")
+            if problem.errors is None:  # e.g. a 409 duplicate-text: point at the entry
+                loc: list[str | int] = ["body", "predictions", index]
+                problem.errors = [ErrorDetail(loc=loc, msg=problem.detail)]
+            results[index] = ProductionEntryResult(
+                index=index, status="failed", item_status="failed", problem=problem
+            )
+            del valid[index]
+            continue
+        item_ids[index] = outcome.id
+    return item_ids
 
 
 def _in_order(results: dict[int, ProductionEntryResult]) -> list[ProductionEntryResult]:
@@ -487,6 +518,52 @@ def production_report(
     sample_reason: SampleReason | None,
 ) -> ProductionReport:
     """Model-vs-human disagreement on the sampled predictions whose items a human decided."""
+    rows = _sampled_predictions(
+        session, project=project, model_version=model_version, sample_reason=sample_reason
+    )
+    outcomes = _Outcomes.of(rows)
+    grouped = outcomes.grouped
+    days = np.array(
+        [(predicted.astimezone(UTC).date() - EPOCH).days for predicted, *_ in rows], dtype=np.int64
+    )
+    periods = disagreement.period_starts(days, bucket).tolist()
+    return ProductionReport(
+        bucket=bucket,
+        model_version=model_version,
+        sample_reason=sample_reason,
+        sampling=ProductionSampling.model_validate(project.production_sampling),
+        overall=DisagreementStats(
+            **_stats(disagreement.disagreement_rate(outcomes.decided, outcomes.disagreed))
+        ),
+        by_sample_reason=[
+            ReasonDisagreement(sample_reason=key, **stats)
+            for key, stats in grouped([reason for _, _, _, reason, _, _ in rows])
+        ],
+        by_period=[
+            PeriodDisagreement(period_start=EPOCH + timedelta(days=key), **stats)
+            for key, stats in grouped(periods)
+        ],
+        by_label=[LabelDisagreement(label=key, **stats) for key, stats in grouped(outcomes.labels)],
+        by_model_version=[
+            ModelVersionDisagreement(model_version=key, **stats)
+            for key, stats in grouped([version for _, _, version, _, _, _ in rows])
+        ],
+        confusions=[
+            Confusion(production_label=model, human_label=by_human, n=n)
+            for model, by_human, n in disagreement.confusions(outcomes.labels, outcomes.human)
+        ],
+    )
+
+
+def _sampled_predictions(
+    session: Session,
+    *,
+    project: Project,
+    model_version: str | None,
+    sample_reason: SampleReason | None,
+) -> Sequence[Any]:
+    """The project's sampled predictions, optionally of one model version or sample reason:
+    (predicted_at, label, model_version, sample_reason, resolved_label, resolved_by)."""
     query = (
         sa.select(
             col(ProductionPrediction.predicted_at),
@@ -506,48 +583,36 @@ def production_report(
         query = query.where(col(ProductionPrediction.model_version) == model_version)
     if sample_reason is not None:
         query = query.where(col(ProductionPrediction.sample_reason) == sample_reason)
-    rows = session.execute(query).all()
-    labels = [label for _, label, _, _, _, _ in rows]
-    human = [resolved if by in HUMAN_RESOLUTIONS else None for _, _, _, _, resolved, by in rows]
-    decided = np.array([h is not None for h in human], dtype=bool)
-    disagreed = np.array(
-        [h is not None and h != label for label, h in zip(labels, human, strict=True)], dtype=bool
-    )
-    days = np.array(
-        [(predicted.astimezone(UTC).date() - EPOCH).days for predicted, *_ in rows], dtype=np.int64
-    )
-    periods = disagreement.period_starts(days, bucket).tolist()
+    return session.execute(query).all()
 
-    def grouped(keys: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
+
+@dataclass
+class _Outcomes:
+    """Per sampled prediction: its label, the human label (None unless a human decided the
+    item), whether a human decided and whether they disagreed."""
+
+    labels: list[str]
+    human: list[str | None]
+    decided: np.ndarray
+    disagreed: np.ndarray
+
+    @classmethod
+    def of(cls, rows: Sequence[Any]) -> "_Outcomes":
+        labels = [label for _, label, _, _, _, _ in rows]
+        human = [resolved if by in HUMAN_RESOLUTIONS else None for _, _, _, _, resolved, by in rows]
+        decided = np.array([h is not None for h in human], dtype=bool)
+        disagreed = np.array(
+            [h is not None and h != label for label, h in zip(labels, human, strict=True)],
+            dtype=bool,
+        )
+        return cls(labels, human, decided, disagreed)
+
+    def grouped(self, keys: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
+        """The disagreement statistics per distinct key (one key per prediction)."""
         return [
             (key, _stats(rate))
-            for key, rate in disagreement.rates_by_group(keys, decided, disagreed)
+            for key, rate in disagreement.rates_by_group(keys, self.decided, self.disagreed)
         ]
-
-    return ProductionReport(
-        bucket=bucket,
-        model_version=model_version,
-        sample_reason=sample_reason,
-        sampling=ProductionSampling.model_validate(project.production_sampling),
-        overall=DisagreementStats(**_stats(disagreement.disagreement_rate(decided, disagreed))),
-        by_sample_reason=[
-            ReasonDisagreement(sample_reason=key, **stats)
-            for key, stats in grouped([reason for _, _, _, reason, _, _ in rows])
-        ],
-        by_period=[
-            PeriodDisagreement(period_start=EPOCH + timedelta(days=key), **stats)
-            for key, stats in grouped(periods)
-        ],
-        by_label=[LabelDisagreement(label=key, **stats) for key, stats in grouped(labels)],
-        by_model_version=[
-            ModelVersionDisagreement(model_version=key, **stats)
-            for key, stats in grouped([version for _, _, version, _, _, _ in rows])
-        ],
-        confusions=[
-            Confusion(production_label=model, human_label=by_human, n=n)
-            for model, by_human, n in disagreement.confusions(labels, human)
-        ],
-    )
 
 
 def _stats(rate: disagreement.DisagreementRate) -> dict[str, Any]:

@@ -3,6 +3,9 @@ came from with selection-bias warnings, annotators, cost."""
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import case
@@ -142,22 +145,61 @@ def source_warnings(sources: LabelSources, *, synthetic_max_ratio: float) -> lis
 
 
 def project_stats(session: Session, *, project: Project) -> ProjectStats:
+    """Items by status and source, label distributions (resolved and annotated) with their
+    warnings, where the labels came from, answers per annotator and what they cost."""
     pid = project.id
     assert pid is not None
-    by_status = {s.value: 0 for s in ItemStatus}
-    for status, n in session.exec(
-        select(Item.status, func.count())
-        .where(col(Item.project_id) == pid)
-        .group_by(col(Item.status))
+    by_status = _items_by(session, pid, Item.status, ItemStatus)
+    by_source = _items_by(session, pid, Item.source, ItemSource)
+    resolved, annotated = _label_counts(session, pid)
+    ratio, warnings = imbalance_warnings(resolved, project.labels)
+    sources = label_sources(
+        session.exec(
+            select(Item.resolved_by, Item.source, func.count())
+            .where(col(Item.project_id) == pid, col(Item.resolved_label).is_not(None))
+            .group_by(col(Item.resolved_by), col(Item.source))
+        )
+    )
+    warnings += source_warnings(sources, synthetic_max_ratio=project.synthetic_max_ratio)
+    answers = _answers_by_annotator(session, pid)
+    lines = cost_lines(answers.human_by_tier, cost_per_label=project.cost_per_label)
+    unpriced = sum(line.annotations for line in lines if line.unit_cost is None)
+    if unpriced:
+        warnings.append(
+            f"{unpriced} human annotations have no price: give their annotators' keys a tier "
+            "that cost_per_label names."
+        )
+    n_current = answers.n_current
+    return ProjectStats(
+        project_id=pid,
+        n_items=sum(by_status.values()),
+        items_by_status=by_status,
+        items_by_source=by_source,
+        label_distribution=_distribution(resolved, project.labels),
+        annotation_label_distribution=_distribution(annotated, project.labels),
+        imbalance_ratio=ratio,
+        label_sources=sources,
+        warnings=warnings,
+        n_annotations=n_current,
+        annotations_per_annotator=answers.per_annotator,
+        abstain_rate=(answers.n_abstain / n_current) if n_current else None,
+        cost=lines,
+        cost_total=round(sum(line.cost for line in lines), 6),
+    )
+
+
+def _items_by(session: Session, pid: int, column: Any, values: type[StrEnum]) -> dict[str, int]:
+    """The project's item count per value of `column`, every value listed (0 when none)."""
+    counts = {value.value: 0 for value in values}
+    for value, n in session.exec(
+        select(column, func.count()).where(col(Item.project_id) == pid).group_by(col(column))
     ):
-        by_status[status] = n
-    by_source = {s.value: 0 for s in ItemSource}
-    for source, n in session.exec(
-        select(Item.source, func.count())
-        .where(col(Item.project_id) == pid)
-        .group_by(col(Item.source))
-    ):
-        by_source[source] = n
+        counts[value] = n
+    return counts
+
+
+def _label_counts(session: Session, pid: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Per label, the items resolved to it and the current answers giving it."""
     resolved = _counts(
         session.exec(
             select(Item.resolved_label, func.count())
@@ -176,20 +218,22 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
             .group_by(col(Annotation.label))
         )
     )
-    ratio, warnings = imbalance_warnings(resolved, project.labels)
-    sources = label_sources(
-        session.exec(
-            select(Item.resolved_by, Item.source, func.count())
-            .where(col(Item.project_id) == pid, col(Item.resolved_label).is_not(None))
-            .group_by(col(Item.resolved_by), col(Item.source))
-        )
-    )
-    warnings += source_warnings(sources, synthetic_max_ratio=project.synthetic_max_ratio)
+    return resolved, annotated
 
+
+@dataclass
+class _Answers:
+    per_annotator: list[AnnotatorCount] = field(default_factory=list)
+    n_current: int = 0
+    n_abstain: int = 0
+    human_by_tier: dict[str | None, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def _answers_by_annotator(session: Session, pid: int) -> _Answers:
+    """Each annotator's current, abstaining and replaced answers with their tier, the totals,
+    and the human answers per tier (every one paid for, including those later replaced)."""
     tiers = tiers_by_name(session)
-    per_annotator: list[AnnotatorCount] = []
-    n_current = n_abstain = 0
-    human_by_tier: dict[str | None, int] = defaultdict(int)
+    answers = _Answers()
     rows = session.execute(
         sa.select(
             col(Annotation.annotator),
@@ -204,7 +248,7 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
     )
     for annotator, current, abstains, replaced, human in rows:
         tier = tiers.get(annotator)
-        per_annotator.append(
+        answers.per_annotator.append(
             AnnotatorCount(
                 annotator=annotator,
                 tier=tier,
@@ -213,34 +257,10 @@ def project_stats(session: Session, *, project: Project) -> ProjectStats:
                 replaced=replaced,
             )
         )
-        n_current += current
-        n_abstain += abstains
-        # Every human answer was paid for, including the ones later replaced.
-        human_by_tier[tier] += human
-
-    lines = cost_lines(human_by_tier, cost_per_label=project.cost_per_label)
-    unpriced = sum(line.annotations for line in lines if line.unit_cost is None)
-    if unpriced:
-        warnings.append(
-            f"{unpriced} human annotations have no price: give their annotators' keys a tier "
-            "that cost_per_label names."
-        )
-    return ProjectStats(
-        project_id=pid,
-        n_items=sum(by_status.values()),
-        items_by_status=by_status,
-        items_by_source=by_source,
-        label_distribution=_distribution(resolved, project.labels),
-        annotation_label_distribution=_distribution(annotated, project.labels),
-        imbalance_ratio=ratio,
-        label_sources=sources,
-        warnings=warnings,
-        n_annotations=n_current,
-        annotations_per_annotator=per_annotator,
-        abstain_rate=(n_abstain / n_current) if n_current else None,
-        cost=lines,
-        cost_total=round(sum(line.cost for line in lines), 6),
-    )
+        answers.n_current += current
+        answers.n_abstain += abstains
+        answers.human_by_tier[tier] += human
+    return answers
 
 
 def _counts(rows: Iterable[tuple[str | None, int]]) -> dict[str, int]:

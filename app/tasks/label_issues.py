@@ -49,21 +49,7 @@ def run_report(context: JobContext) -> LabelIssuesResult:
     classes, oof, source = _probabilities(context, inputs, algorithm, params)
     context.progress(0.8)
 
-    training_set = inputs.training_set
-    item_ids = np.asarray(training_set.item_ids, dtype=np.int64)
-    reviewed = inputs.reviewed
-    is_reviewed = np.isin(item_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
-    judged = judge(
-        item_ids=item_ids,
-        given=training_set.labels,
-        classes=classes,
-        oof=np.asarray(oof, dtype=np.float64),
-        texts=inputs.texts,
-        near_duplicate_threshold=asked.near_duplicate_threshold,
-        outlier_share=asked.outlier_share,
-        reviewed=is_reviewed,
-    )
-    judged.findings["class_imbalance"]["excluded_labels"] = training_set.excluded_labels
+    judged, is_reviewed = _judge(inputs, asked, classes=classes, oof=oof)
     context.progress(0.9, cancellable=True)
 
     changes, comparison = _compare(judged, inputs.previous, inputs.previous_flags, is_reviewed)
@@ -90,7 +76,7 @@ def run_report(context: JobContext) -> LabelIssuesResult:
     _complete(context, report_id, seconds=round(time.perf_counter() - started, 3))
     return LabelIssuesResult(
         report_id=report_id,
-        n_items=len(training_set.item_ids),
+        n_items=len(inputs.training_set.item_ids),
         n_issues=int(judged.is_issue.sum()),
         counts=judged.counts,
         probabilities_source=source,
@@ -149,6 +135,29 @@ def _read_inputs(context: JobContext, algorithm: Algorithm, params: dict[str, An
             previous_flags=_label_issues(session, previous.id) if previous is not None else {},
             reused=reused,
         )
+
+
+def _judge(
+    inputs: _Inputs, asked: LabelIssuesParams, *, classes: list[str], oof: np.ndarray
+) -> tuple[label_issues.Judged, np.ndarray]:
+    """Judge every training label (the excluded labels recorded with the class-imbalance
+    finding), and which items a reviewer decided."""
+    training_set = inputs.training_set
+    item_ids = np.asarray(training_set.item_ids, dtype=np.int64)
+    reviewed = inputs.reviewed
+    is_reviewed = np.isin(item_ids, np.fromiter(reviewed, dtype=np.int64, count=len(reviewed)))
+    judged = judge(
+        item_ids=item_ids,
+        given=training_set.labels,
+        classes=classes,
+        oof=np.asarray(oof, dtype=np.float64),
+        texts=inputs.texts,
+        near_duplicate_threshold=asked.near_duplicate_threshold,
+        outlier_share=asked.outlier_share,
+        reviewed=is_reviewed,
+    )
+    judged.findings["class_imbalance"]["excluded_labels"] = training_set.excluded_labels
+    return judged, is_reviewed
 
 
 def _probabilities(
