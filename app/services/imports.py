@@ -108,10 +108,7 @@ def start_file_import(
     )
     upload.job_id = job.id
     session.add(upload)
-    session.commit()
-    assert job.id is not None
-    runner.enqueue(job.id)
-    return job
+    return jobs.commit_and_enqueue(session, runner, job)
 
 
 def start_json_import(

@@ -72,7 +72,7 @@ def submit_job(
         created_by=created_by,
         payload=payload,
     )
-    return _commit_and_enqueue(session, runner, job)
+    return commit_and_enqueue(session, runner, job)
 
 
 def get_job(session: Session, *, job_id: int) -> Job:
@@ -131,10 +131,10 @@ def retry_job(session: Session, runner: JobRunner, *, job_id: int, created_by: s
         created_by=created_by,
         retry_of=job_id,
     )
-    return _commit_and_enqueue(session, runner, job)
+    return commit_and_enqueue(session, runner, job)
 
 
-def _commit_and_enqueue(session: Session, runner: JobRunner, job: Job) -> Job:
+def commit_and_enqueue(session: Session, runner: JobRunner, job: Job) -> Job:
     """Commit first, then enqueue: the runner re-reads the job by id, so it must be stored."""
     session.commit()
     assert job.id is not None

@@ -323,10 +323,7 @@ def activate_version(
     project = load_project(session, project_id=project.id, lock=True)
     chosen = get_version(session, project=project, version=version)
     job = make_active(session, project=project, version=chosen, created_by=principal.name)
-    session.commit()
-    assert job.id is not None
-    runner.enqueue(job.id)
-    return chosen, job
+    return chosen, jobs.commit_and_enqueue(session, runner, job)
 
 
 def make_active(
