@@ -248,7 +248,13 @@ def start_training(
 
 def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     """A training job if the project retrains automatically and enough new human labels
-    arrived since the newest version (flushes; the caller commits, then enqueues)."""
+    arrived since the newest version read its training data (flushes; the caller commits,
+    then enqueues).
+
+    Every answer runs this, so it reads no more than it must: the newest version's row (not
+    its training set) and its dataset version's time, then counts the items labeled after
+    that time (`Item.labeled_at`), stopping at `retrain_after_labels`. Its cost grows with
+    the labels since the last training, never with the project's labeled items."""
     every = project.retrain_after_labels
     if every is None:
         return None
@@ -263,18 +269,28 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     ).first()
     if pending is not None:
         return None
-    latest = session.exec(
-        select(ModelVersion)
+    newest = session.exec(
+        select(ModelVersion, DatasetVersion.created_at)
+        .outerjoin(
+            DatasetVersion,
+            (col(DatasetVersion.project_id) == col(ModelVersion.project_id))
+            & (col(DatasetVersion.version) == col(ModelVersion.dataset_version)),
+        )
         .where(col(ModelVersion.project_id) == project.id)
         .order_by(col(ModelVersion.version).desc())
         .limit(1)
     ).first()
-    labeled = session.exec(
-        select(func.count())
-        .select_from(Item)
-        .where(col(Item.project_id) == project.id, col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS))
+    latest, data_read_at = newest if newest else (None, None)
+    labeled = select(Item.id).where(
+        col(Item.project_id) == project.id, col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS)
+    )
+    if latest is not None:
+        # Versions trained before lineage have no dataset version: their own time stands in.
+        labeled = labeled.where(col(Item.labeled_at) > (data_read_at or latest.created_at))
+    new_labels = session.exec(
+        select(func.count()).select_from(labeled.limit(every).subquery())
     ).one()
-    if labeled - (latest.n_train if latest else 0) < every:
+    if new_labels < every:
         return None
     algorithm = get_algorithm(latest.algorithm if latest else "tfidf_logreg")
     return jobs.new_job(

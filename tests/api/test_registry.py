@@ -307,7 +307,33 @@ class TestAutoRetrain:
             sa.event.remove(sa.Engine, "before_cursor_execute", record)
         assert response.status_code == 200, response.text
         assert any("model_version" in s for s in statements)  # the size check ran
+        # ... and counted only the labels newer than the newest training data
+        [count] = [s for s in statements if "count(" in s and "labeled_at >" in s]
+        assert "LIMIT" in count
         assert not [s for s in statements if "train_item_ids" in s or "train_labels" in s]
+
+    def test_counts_labels_newer_than_the_newest_training_data(
+        self, live_client: TestClient
+    ) -> None:
+        """A changed label is new information and counts; labels the newest version already
+        saw never do, however the project's labeled count compares with its n_train."""
+        project_id, labeled, pool = labeled_project(live_client, n_labeled=10, n_pool=10, seed=96)
+        train(live_client, project_id, activate=True)
+        patched = live_client.patch(f"/v1/projects/{project_id}", json={"retrain_after_labels": 5})
+        assert patched.status_code == 200, patched.text
+
+        def train_jobs() -> int:
+            url = f"/v1/jobs?project_id={project_id}&kind=train_model"
+            return len(live_client.get(url).json()["items"])
+
+        answers = [{"item_id": i, "label": LABELS[0]} for i in pool[:4]]
+        assert live_client.post(f"/v1/projects/{project_id}/annotations", json=answers).is_success
+        assert train_jobs() == 1
+        relabeled = live_client.get(f"/v1/projects/{project_id}/items/{labeled[0]}").json()
+        other = next(label for label in LABELS if label != relabeled["resolved_label"])
+        change = [{"item_id": labeled[0], "label": other}]
+        assert live_client.post(f"/v1/projects/{project_id}/annotations", json=change).is_success
+        assert train_jobs() == 2  # 4 new items + 1 changed label; the labeled count grew by 4
 
     def test_off_by_default(self, live_client: TestClient) -> None:
         project_id, _, _ = labeled_project(live_client, n_labeled=20, n_pool=0, seed=91)
