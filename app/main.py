@@ -60,6 +60,7 @@ from app.models.imports import FileImportForm, JsonImport
 from app.models.item import ItemIn
 from app.models.production import ProductionPredictionIn
 from app.services.api_keys import PrincipalCache, ensure_bootstrap_admin
+from app.services.retrain_watch import RetrainWatcher
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("labelwise")
@@ -196,8 +197,12 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             runner.start()
         except SQLAlchemyError as error:
             logger.warning("job runner not started: schema not migrated (%s)", type(error).__name__)
+        watcher = RetrainWatcher(database, runner.enqueue, every=settings.retrain_check_seconds)
+        app.state.retrain_watcher = watcher
+        watcher.start()
         tune_garbage_collector()
         yield
+        watcher.stop()
         runner.stop()
         database.engine.dispose()
 

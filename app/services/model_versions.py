@@ -246,18 +246,52 @@ def start_training(
     )
 
 
-def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
-    """A training job if the project retrains automatically and enough new human labels
-    arrived since the newest version read its training data (flushes; the caller commits,
-    then enqueues).
+def retraining_project_ids(session: Session) -> list[int]:
+    """The projects that retrain automatically (`retrain_after_labels` set)."""
+    rows = session.exec(
+        select(Project.id)
+        .where(col(Project.retrain_after_labels).is_not(None))
+        .order_by(col(Project.id))
+    )
+    return [project_id for project_id in rows if project_id is not None]
 
-    Every answer runs this, so it reads no more than it must: the newest version's row (not
-    its training set) and its dataset version's time, then counts the items labeled after
-    that time (`Item.labeled_at`), stopping at `retrain_after_labels`. Its cost grows with
-    the labels since the last training, never with the project's labeled items."""
+
+def retrain_due(session: Session, *, project: Project) -> bool:
+    """Whether the project retrains automatically, no training job is pending, and
+    `retrain_after_labels` items got a new label since the newest version read its training
+    data (reads only)."""
+    return _retrain_basis(session, project)[0]
+
+
+def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
+    """The training job `retrain_due` calls for, if it does (flushes; the caller commits,
+    then enqueues). services/retrain_watch.py asks, off the request path."""
+    due, latest = _retrain_basis(session, project)
+    if not due:
+        return None
+    algorithm = get_algorithm(latest.algorithm if latest else "tfidf_logreg")
+    return jobs.new_job(
+        session,
+        project_id=project.id,
+        kind=JobKind.train_model,
+        params=TrainModelParams(
+            algorithm=algorithm.name,
+            params=latest.params if latest else dict(algorithm.defaults),
+            activate="if_better",
+        ),
+        created_by="auto-retrain",
+    )
+
+
+def _retrain_basis(session: Session, project: Project) -> tuple[bool, ModelVersion | None]:
+    """Whether a retrain is due, and the newest version (its algorithm and params carry over).
+
+    It counts the items labeled after that version's training data (`Item.labeled_at`, set
+    when an item gets a trainable label new to it), stopping at `retrain_after_labels`: the
+    cost grows with the labels since the last training, never with the labeled items."""
     every = project.retrain_after_labels
     if every is None:
-        return None
+        return False, None
     pending = session.exec(
         select(Job.id)
         .where(
@@ -268,7 +302,7 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
         .limit(1)
     ).first()
     if pending is not None:
-        return None
+        return False, None
     newest = session.exec(
         select(ModelVersion, DatasetVersion.created_at)
         .outerjoin(
@@ -290,20 +324,7 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     new_labels = session.exec(
         select(func.count()).select_from(labeled.limit(every).subquery())
     ).one()
-    if new_labels < every:
-        return None
-    algorithm = get_algorithm(latest.algorithm if latest else "tfidf_logreg")
-    return jobs.new_job(
-        session,
-        project_id=project.id,
-        kind=JobKind.train_model,
-        params=TrainModelParams(
-            algorithm=algorithm.name,
-            params=latest.params if latest else dict(algorithm.defaults),
-            activate="if_better",
-        ),
-        created_by="auto-retrain",
-    )
+    return new_labels >= every, latest
 
 
 def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:
