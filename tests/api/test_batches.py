@@ -399,7 +399,11 @@ class TestNothingToHandOut:
             return batches, leases
 
         before = stored()
-        for body in ({"size": 5}, {"size": 5, "strategy": "random"}, {"size": 5, "queue": "review"}):
+        for body in (
+            {"size": 5},
+            {"size": 5, "strategy": "random"},
+            {"size": 5, "queue": "review"},
+        ):
             response = client.post(f"/v1/projects/{project_id}/batches", json=body, headers=b)
             assert response.status_code == 200, response.text
             assert "location" not in response.headers

@@ -230,7 +230,7 @@ class TestMethodNotAllowed:
     ) -> None:
         key = auth(make_key(session))
         templates = [(matcher(t), t) for t in spec_paths]
-        for template, methods in spec_paths.items():
+        for template in spec_paths:
             path = concrete(template)
             # The oracle: the methods of every template this path matches (a literal segment
             # and a parameter can both match it).
