@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from app import __doc__ as app_doc
 from app.api.docs import add_offline_docs
@@ -102,12 +102,13 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(ValidationFailed.problem(detail, errors=errors))
 
 
-def routed_methods(request: Request) -> list[str]:
-    """Every method some route answers on the request's path. Starlette's 405 names only the
-    first route whose path matched, and GET and POST of one path are two routes."""
+def routed_methods(app: FastAPI, scope: Scope | None = None) -> list[str]:
+    """Every method some route answers on the scope's path (on any path without one).
+    Starlette's 405 names only the first route whose path matched, and GET and POST of one
+    path are two routes."""
     methods: set[str] = set()
-    for route in iter_route_contexts(request.app.routes):  # the included routers' routes too
-        if route.methods and route.matches(request.scope)[0] != Match.NONE:
+    for route in iter_route_contexts(app.routes):  # the included routers' routes too
+        if route.methods and (scope is None or route.matches(scope)[0] != Match.NONE):
             methods |= route.methods
     return sorted(methods)
 
@@ -118,7 +119,7 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404 and exc.detail == "Not Found":
         detail = f"No route {request.method} {request.url.path}; see /docs for the API."
     elif exc.status_code == 405:
-        allowed = ", ".join(routed_methods(request)) or headers.get("Allow", "")
+        allowed = ", ".join(routed_methods(request.app, request.scope)) or headers.get("Allow", "")
         detail = f"{request.method} is not allowed on {request.url.path}."
         if allowed:
             headers["Allow"] = allowed
@@ -191,6 +192,7 @@ class Labelwise(FastAPI):
             stack,
             origins=settings.cors_origins,
             allow_credentials=settings.cors_allow_credentials,
+            methods=routed_methods(self),
         )
 
 

@@ -180,11 +180,10 @@ class RequestLogMiddleware:
             logger.info("request", extra={"fields": fields})
 
 
-# What a browser front-end on an allowed origin may send, and read of the answers: the API's
-# methods, its request headers (the key, the body's type, a request id to correlate logs), and
-# the response headers a client acts on (a job's or batch's Location, the request id, an
-# export's file name and content hash).
-CORS_ALLOW_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+# What a browser front-end on an allowed origin may send, and read of the answers: besides the
+# API's methods, its request headers (the key, the body's type, a request id to correlate
+# logs), and the response headers a client acts on (a job's or batch's Location, the request
+# id, an export's file name and content hash).
 CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
 CORS_EXPOSE_HEADERS = ("Content-Disposition", "Location", "X-Dataset-Content-Hash", "X-Request-ID")
 # How long a browser may cache a preflight's answer.
@@ -196,11 +195,13 @@ class ProblemCORSMiddleware(CORSMiddleware):
     what was refused. It wraps the whole app (app/main.py), so every answer, a 413 or a 500
     included, carries the CORS headers its origin is due."""
 
-    def __init__(self, app: ASGIApp, *, origins: list[str], allow_credentials: bool) -> None:
+    def __init__(
+        self, app: ASGIApp, *, origins: list[str], allow_credentials: bool, methods: list[str]
+    ) -> None:
         super().__init__(
             app,
             allow_origins=origins,
-            allow_methods=CORS_ALLOW_METHODS,
+            allow_methods=methods,
             allow_headers=CORS_ALLOW_HEADERS,
             allow_credentials=allow_credentials,
             expose_headers=CORS_EXPOSE_HEADERS,
@@ -217,7 +218,7 @@ class ProblemCORSMiddleware(CORSMiddleware):
             refused.append(f"origin {origin} is not in LABELWISE_CORS_ORIGINS")
         method = request_headers["access-control-request-method"]
         if method not in self.allow_methods:
-            refused.append(f"method {method} is not one of {', '.join(CORS_ALLOW_METHODS)}")
+            refused.append(f"method {method} is not one of {', '.join(self.allow_methods)}")
         wanted = request_headers.get("access-control-request-headers", "")
         extra = sorted(
             {h.strip().lower() for h in wanted.split(",") if h.strip()} - set(self.allow_headers)
