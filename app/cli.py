@@ -7,6 +7,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from app.settings import Settings, get_settings
 
 
@@ -170,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run its command; the exit status (0, 1 on a refused
     request, 2 on a misconfiguration)."""
     args = _parser().parse_args(argv)
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        print(f"labelwise: invalid LABELWISE_* settings: {error}", file=sys.stderr)
+        return 2
     return COMMANDS[args.command](settings, args)
 
 

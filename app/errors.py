@@ -139,6 +139,15 @@ class Forbidden(AppError):
     slug = "forbidden"
 
 
+class CorsRefused(Forbidden):
+    """A browser's CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    from an origin not in `LABELWISE_CORS_ORIGINS`, or asking for a method or request header
+    the API does not take. Answered by the CORS layer, before any route; the browser then
+    refuses to send the request."""
+
+    slug = "cors-refused"
+
+
 class NotFound(AppError):
     """Unknown project, item, key, batch, job, model or dataset version, or route; an import
     naming a SQL connection the server does not have (`LABELWISE_SQL_SOURCES`). Also a bulk
@@ -149,7 +158,8 @@ class NotFound(AppError):
 
 
 class MethodNotAllowed(AppError):
-    """The route exists but not with this method."""
+    """The route exists but not with this method; `Allow` lists every method the path
+    answers. Without `LABELWISE_CORS_ORIGINS`, a browser's CORS preflight is one too."""
 
     status = 405
     slug = "method-not-allowed"

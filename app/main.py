@@ -10,12 +10,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import TypeAdapter
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Scope
 
 from app import __doc__ as app_doc
+from app.api.docs import add_offline_docs
 from app.api.routes import (
     active_learning,
     annotations,
@@ -28,6 +31,7 @@ from app.api.routes import (
     items,
     jobs,
     label_issues,
+    me,
     models,
     predictions,
     prelabels,
@@ -55,7 +59,7 @@ from app.errors import (
 )
 from app.jobs.runner import build_runner
 from app.logs import configure_logging
-from app.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from app.middleware import BodyLimitMiddleware, ProblemCORSMiddleware, RequestLogMiddleware
 from app.models.imports import FileImportForm, JsonImport
 from app.models.item import ItemIn
 from app.models.production import ProductionPredictionIn
@@ -99,15 +103,31 @@ async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(ValidationFailed.problem(detail, errors=errors))
 
 
+def routed_methods(app: FastAPI, scope: Scope | None = None) -> list[str]:
+    """Every method some route answers on the scope's path (on any path without one).
+    Starlette's 405 names only the first route whose path matched, and GET and POST of one
+    path are two routes."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(app.routes):  # the included routers' routes too
+        if route.methods and (scope is None or route.matches(scope)[0] != Match.NONE):
+            methods |= route.methods
+    return sorted(methods)
+
+
 async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and exc.detail == "Not Found":
         detail = f"No route {request.method} {request.url.path}; see /docs for the API."
     elif exc.status_code == 405:
+        allowed = ", ".join(routed_methods(request.app, request.scope)) or headers.get("Allow", "")
         detail = f"{request.method} is not allowed on {request.url.path}."
+        if allowed:
+            headers["Allow"] = allowed
+            detail = f"{request.method} is not allowed on {request.url.path}; it answers {allowed}."
     else:
         detail = str(exc.detail)
-    return problem_response(http_problem(exc.status_code, detail), dict(exc.headers or {}))
+    return problem_response(http_problem(exc.status_code, detail), headers)
 
 
 async def handle_data_error(_: Request, exc: Exception) -> JSONResponse:
@@ -139,6 +159,7 @@ ROUTERS = (
     annotations.router,
     reviews.router,
     batches.router,
+    me.router,
     models.algorithms_router,
     models.router,
     predictions.router,
@@ -155,10 +176,32 @@ ROUTERS = (
 )
 
 
+class Labelwise(FastAPI):
+    """The app; with LABELWISE_CORS_ORIGINS set, CORS wraps its whole middleware stack, so the
+    500s that Starlette's outermost ServerErrorMiddleware answers carry CORS headers too."""
+
+    def __init__(self, *, settings: Settings, **options: Any) -> None:
+        super().__init__(**options)
+        self.state.settings = settings
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        settings: Settings = self.state.settings
+        if not settings.cors_origins:
+            return stack  # same-origin only: no CORS headers, and a preflight is a 405
+        return ProblemCORSMiddleware(
+            stack,
+            origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            methods=routed_methods(self),
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    app = FastAPI(
+    app = Labelwise(
+        settings=settings,
         title="Labelwise",
         version=VERSION,
         description=(app_doc or "").strip()
@@ -166,11 +209,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         + " Authenticate with `Authorization: Bearer <api-key>`.",
         lifespan=_lifespan(settings),
         generate_unique_id_function=operation_id,
+        docs_url=None,
+        redoc_url=None,
     )
-    app.state.settings = settings
     app.state.principals = PrincipalCache(settings.auth_cache_seconds)
     for router in ROUTERS:
         app.include_router(router)
+    add_offline_docs(app)
     _add_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,

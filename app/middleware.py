@@ -1,4 +1,5 @@
-"""ASGI middleware: request body limit (413), one structured log line and metrics per request."""
+"""ASGI middleware: request body limit (413), one structured log line and metrics per request,
+and CORS for browser front-ends on other origins."""
 
 import logging
 import re
@@ -7,9 +8,12 @@ import uuid
 from typing import Any
 
 from prometheus_client import Counter, Histogram
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PROBLEM_MEDIA_TYPE, PayloadTooLarge, Problem
+from app.errors import PROBLEM_MEDIA_TYPE, CorsRefused, PayloadTooLarge, Problem
 from app.sources.json_bodies import NDJSON_MEDIA_TYPES
 
 logger = logging.getLogger("labelwise.request")
@@ -174,3 +178,67 @@ class RequestLogMiddleware:
                 "client": (scope.get("client") or ("-",))[0],
             }
             logger.info("request", extra={"fields": fields})
+
+
+# What a browser front-end on an allowed origin may send, and read of the answers: besides the
+# API's methods, its request headers (the key, the body's type, a request id to correlate
+# logs), and the response headers a client acts on (a job's or batch's Location, the request
+# id, an export's file name and content hash).
+CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "X-Request-ID")
+CORS_EXPOSE_HEADERS = ("Content-Disposition", "Location", "X-Dataset-Content-Hash", "X-Request-ID")
+# How long a browser may cache a preflight's answer.
+CORS_MAX_AGE_SECONDS = 600
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, answering a refused preflight in problem+json and saying
+    what was refused. It wraps the whole app (app/main.py), so every answer, a 413 or a 500
+    included, carries the CORS headers its origin is due."""
+
+    def __init__(
+        self, app: ASGIApp, *, origins: list[str], allow_credentials: bool, methods: list[str]
+    ) -> None:
+        super().__init__(
+            app,
+            allow_origins=origins,
+            allow_methods=methods,
+            allow_headers=CORS_ALLOW_HEADERS,
+            allow_credentials=allow_credentials,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = []
+        origin = request_headers["origin"]
+        if not self.is_allowed_origin(origin=origin):
+            refused.append(f"origin {origin} is not in LABELWISE_CORS_ORIGINS")
+        method = request_headers["access-control-request-method"]
+        if method not in self.allow_methods:
+            refused.append(f"method {method} is not one of {', '.join(self.allow_methods)}")
+        wanted = request_headers.get("access-control-request-headers", "")
+        extra = sorted(
+            {h.strip().lower() for h in wanted.split(",") if h.strip()} - set(self.allow_headers)
+        )
+        if extra:
+            refused.append(
+                f"request headers {', '.join(extra)} are not among "
+                f"{', '.join(CORS_ALLOW_HEADERS)} and the CORS-safelisted ones"
+            )
+        if "access-control-request-private-network" in request_headers:
+            refused.append("private network access is not offered")
+        problem = CorsRefused.problem(f"CORS preflight refused: {'; '.join(refused)}.")
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        return JSONResponse(
+            problem.model_dump(mode="json", exclude_none=True),
+            status_code=problem.status,
+            media_type=PROBLEM_MEDIA_TYPE,
+            headers=headers,
+        )

@@ -1,11 +1,15 @@
 """One settings object for the whole service, read from LABELWISE_* environment variables."""
 
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# An origin as a browser sends it: scheme://host[:port], no path, no trailing slash.
+ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+$")
 
 
 class Settings(BaseSettings):
@@ -60,6 +64,46 @@ class Settings(BaseSettings):
     # they are never echoed in responses, job params, errors or logs (hence repr=False).
     max_import_bytes: int = Field(default=2 * 1024**3, ge=1)
     sql_sources: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    # Browser front-ends on other origins (README, "Integrate"): comma-separated origins such as
+    # https://label.example.com, or "*" for any origin (never with credentials). Empty: same-
+    # origin only, no CORS headers at all. Credentials (cookies, TLS client certificates) are
+    # never needed for the API's bearer keys; allow them only for a proxy that uses them.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_allow_credentials: bool = False
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        """Origins are compared as exact strings: refuse what no browser would send."""
+        origins = [origin.lower() for origin in origins]
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("LABELWISE_CORS_ORIGINS: '*' allows any origin; it stands alone")
+        for origin in origins:
+            if origin != "*" and not ORIGIN.match(origin):
+                raise ValueError(
+                    f"LABELWISE_CORS_ORIGINS: {origin!r} is not an origin; write "
+                    "scheme://host[:port] with no path or trailing slash, "
+                    "e.g. https://label.example.com"
+                )
+        return origins
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Self:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "LABELWISE_CORS_ORIGINS='*' cannot be combined with "
+                "LABELWISE_CORS_ALLOW_CREDENTIALS=true: browsers refuse credentials from a "
+                "wildcard origin; list the allowed origins instead"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

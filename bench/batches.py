@@ -83,6 +83,7 @@ from common import (
     api_client,
     bulk_loader,
     expect,
+    expect_batch,
     find_debian_data,
     item_heads,
     load_average,
@@ -474,7 +475,7 @@ class Sampler:
         started = time.perf_counter()
         response = self.client.post(path, json=body, headers=headers)
         elapsed = time.perf_counter() - started
-        batch = expect(response, 201, f"{self.variant.name}: POST batches")
+        batch = expect_batch(response, f"{self.variant.name}: POST batches")
         if self.variant.expected and batch["strategy"] != self.variant.expected:
             raise BenchError(
                 f"{self.variant.name}: the service used {batch['strategy']!r}, "
@@ -486,6 +487,8 @@ class Sampler:
             self.sizes.append(len(batch["items"]))
             marked = sum(entry["exploration"] for entry in batch["items"])
             self.explore.append(marked / max(len(batch["items"]), 1))
+        if batch["id"] is None:
+            return  # nothing was handed out, so nothing was stored to release
         if not self.variant.release:
             self.kept.append((secret, batch["id"]))
             return

@@ -479,6 +479,12 @@ def expect(response: httpx.Response, status: int, what: str) -> Any:
     return response.json() if response.content else None
 
 
+def expect_batch(response: httpx.Response, what: str) -> Any:
+    """A POST .../batches answer: 201 with the leased batch, or 200 when there was nothing to
+    hand out (`id` null, no items, nothing stored)."""
+    return expect(response, 200 if response.status_code == 200 else 201, what)
+
+
 # --- bulk loading --------------------------------------------------------------------------------
 
 

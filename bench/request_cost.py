@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     code_version,
     cpu_seconds,
     expect,
+    expect_batch,
     find_debian_data,
     load_sources,
     load_unlabeled_items,
@@ -121,7 +122,7 @@ def main() -> int:
                                 json={"size": 20, "strategy": "random"},
                                 headers=headers,
                             )
-                            batch = expect(response, 201, "a batch")
+                            batch = expect_batch(response, "a batch")
                         else:
                             answers = [
                                 {"item_id": i["item"]["id"], "label": rng.choice(labels)}

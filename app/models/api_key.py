@@ -67,3 +67,23 @@ class ApiKeyPublic(BaseModel):
 
 class ApiKeyCreated(ApiKeyPublic):
     key: str = pydantic.Field(description="The secret; shown once, stored only as a hash.")
+
+
+class Me(BaseModel):
+    """The calling key, as a front-end needs it to greet its user and show what they may do."""
+
+    name: str = pydantic.Field(
+        description="The key's name: for an annotator key, the name its annotations are kept "
+        "under.",
+        examples=["alice"],
+    )
+    role: Role = pydantic.Field(
+        description="admin: everything; service: projects, data in and out, training and "
+        "jobs, no key management; annotator: read projects and items, fetch batches and "
+        "answer in its own name."
+    )
+    tier: str | None = pydantic.Field(
+        description="Workforce tier for cost reports (e.g. in_house, crowd); null if unset."
+    )
+    key_id: int = pydantic.Field(description="The key's id in GET /v1/api-keys.")
+    created_at: datetime

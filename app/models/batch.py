@@ -154,14 +154,22 @@ class BatchItem(BaseModel):
 
 
 class BatchPublic(BaseModel):
-    id: int
+    id: int | None = pydantic.Field(
+        description="null only in the answer to a request that found nothing to hand out "
+        "(status 200, `items` empty): no batch was stored, so there is nothing to read, skip "
+        "or release. Ask again later."
+    )
     project_id: int
     annotator: str
     queue: Queue
     strategy: UsedStrategy
     requested_strategy: Strategy | None
     model_version: str | None
-    lease_expires_at: datetime
-    created_at: datetime
+    lease_expires_at: datetime | None = pydantic.Field(
+        description="When the items' leases expire; null when nothing was handed out."
+    )
+    created_at: datetime = pydantic.Field(
+        description="When the batch was handed out (for an empty answer, when it was answered)."
+    )
     released_at: datetime | None
     items: list[BatchItem]

@@ -67,6 +67,15 @@ def list_api_keys(session: Session, *, page: PageRequest) -> list[ApiKey]:
     return list(session.exec(keyset(select(ApiKey), col(ApiKey.id), page)))
 
 
+def describe_caller(session: Session, *, principal: Principal) -> ApiKey:
+    """The calling key's row. A key revoked by another process since this one authenticated
+    it (within LABELWISE_AUTH_CACHE_SECONDS) is refused here already."""
+    row = session.get(ApiKey, principal.key_id)
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("The API key is unknown or revoked.")
+    return row
+
+
 def revoke_api_key(session: Session, *, key_id: int, by: Principal) -> None:
     row = session.get(ApiKey, key_id)
     if row is None or row.revoked_at is not None:

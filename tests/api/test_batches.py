@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
+from sqlmodel import Session, col, func, select
 
 from app.models.base import Role
+from app.models.batch import Batch, Lease
 from app.models.item import Item
 from tests.factories import annotate, auth, ingest, make_key, make_project
 
@@ -44,6 +45,14 @@ def fetch(
     assert response.status_code == status, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+def nothing_to_hand_out(
+    client: TestClient, headers: dict[str, str], project_id: int, **body: Any
+) -> bool:
+    """The request found nothing: 200, the batch shape with no id, lease expiry or items."""
+    batch = fetch(client, headers, project_id, status=200, **body)
+    return batch["id"] is None and batch["lease_expires_at"] is None and batch["items"] == []
 
 
 def item_ids(batch: dict[str, Any]) -> list[int]:
@@ -212,9 +221,9 @@ class TestLeasesAndOverlap:
         got_a = fetch(client, a, project_id, size=10)
         got_b = fetch(client, b, project_id, size=10)
         assert sorted(item_ids(got_a)) == sorted(item_ids(got_b)) == sorted(ids)
-        assert fetch(client, c, project_id, size=10)["items"] == []
+        assert nothing_to_hand_out(client, c, project_id, size=10)
         # Holding them, A is not given them again.
-        assert fetch(client, a, project_id, size=10)["items"] == []
+        assert nothing_to_hand_out(client, a, project_id, size=10)
 
     def test_answered_items_never_return_and_started_items_come_first(
         self, client: TestClient, session: Session
@@ -236,7 +245,7 @@ class TestLeasesAndOverlap:
         _admin, project_id, ids = setup(client, session, n_items=4)
         a, b = annotator(session, "ann-f"), annotator(session, "ann-g")
         held = fetch(client, a, project_id, size=4, lease_seconds=1)
-        assert fetch(client, b, project_id, size=4)["items"] == []
+        assert nothing_to_hand_out(client, b, project_id, size=4)
         time.sleep(1.2)
         state = client.get(f"/v1/projects/{project_id}/batches/{held['id']}", headers=a).json()
         assert {entry["lease"] for entry in state["items"]} == {"expired"}
@@ -356,10 +365,67 @@ class TestReviewQueue:
         # Annotators label blind: the batch shows the suggestion, never the resolved label.
         assert suggestion["item"]["resolved_label"] is None
         # One reviewer at a time, and never someone who already answered.
-        assert fetch(client, d, project_id, size=10, queue="review")["items"] == []
+        assert nothing_to_hand_out(client, d, project_id, size=10, queue="review")
         client.delete(f"/v1/projects/{project_id}/batches/{review['id']}", headers=c)
         assert item_ids(fetch(client, a, project_id, size=10, queue="review")) == [ids[1]]
         # The reviewer's answer breaks the tie.
         annotate(client, c, project_id, [{"item_id": ids[0], "label": "negative"}])
         settled = client.get(f"/v1/projects/{project_id}/items/{ids[0]}", headers=admin).json()
         assert (settled["status"], settled["resolved_label"]) == ("labeled", "negative")
+
+
+class TestNothingToHandOut:
+    def test_an_empty_answer_stores_no_batch_and_keeps_the_batch_shape(
+        self, client: TestClient, session: Session
+    ) -> None:
+        admin, project_id, ids = setup(client, session, n_items=2)
+        a, b = annotator(session, "empty-a"), annotator(session, "empty-b")
+        response = client.post(f"/v1/projects/{project_id}/batches", json={"size": 5}, headers=a)
+        assert response.status_code == 201, response.text
+        held = response.json()
+        assert sorted(item_ids(held)) == sorted(ids)
+        # A created batch says where it lives.
+        location = response.headers["location"]
+        assert location == f"/v1/projects/{project_id}/batches/{held['id']}"
+        assert client.get(location, headers=a).json()["id"] == held["id"]
+
+        def stored() -> tuple[int, int]:
+            batches = session.exec(
+                select(func.count()).select_from(Batch).where(col(Batch.project_id) == project_id)
+            ).one()
+            leases = session.exec(
+                select(func.count()).select_from(Lease).where(col(Lease.project_id) == project_id)
+            ).one()
+            return batches, leases
+
+        before = stored()
+        for body in (
+            {"size": 5},
+            {"size": 5, "strategy": "random"},
+            {"size": 5, "queue": "review"},
+        ):
+            response = client.post(f"/v1/projects/{project_id}/batches", json=body, headers=b)
+            assert response.status_code == 200, response.text
+            assert "location" not in response.headers
+            empty = response.json()
+            assert empty.keys() == held.keys()
+            assert (empty["id"], empty["lease_expires_at"], empty["items"]) == (None, None, [])
+            assert (empty["annotator"], empty["queue"]) == ("empty-b", body.get("queue", "label"))
+            assert empty["requested_strategy"] == body.get("strategy")
+        assert stored() == before
+        # Nor does the batch-use report count requests that handed nothing out.
+        report = client.get(f"/v1/projects/{project_id}/active-learning", headers=admin).json()
+        assert [(s["strategy"], s["batches"]) for s in report["strategies"]] == [("cold_start", 1)]
+
+    def test_the_spec_describes_both_answers_with_the_one_batch_shape(
+        self, client: TestClient
+    ) -> None:
+        spec = client.get("/openapi.json").json()
+        answers = spec["paths"]["/v1/projects/{project_id}/batches"]["post"]["responses"]
+        shape = {"$ref": "#/components/schemas/BatchPublic"}
+        for status in ("200", "201"):
+            assert answers[status]["content"]["application/json"]["schema"] == shape
+        assert "Location" in answers["201"]["headers"]
+        assert "nothing" in answers["200"]["description"].lower()
+        fields = spec["components"]["schemas"]["BatchPublic"]["properties"]
+        assert {"type": "null"} in fields["id"]["anyOf"]

@@ -50,13 +50,21 @@ def free_port() -> int:
         return port
 
 
-def start_server(database_url: str, log_path: Path, *, bootstrap_key: str | None) -> LiveServer:
+def start_server(
+    database_url: str,
+    log_path: Path,
+    *,
+    bootstrap_key: str | None,
+    settings: dict[str, str] | None = None,
+) -> LiveServer:
+    """A server on its own port; `settings` are more LABELWISE_* environment variables."""
     port = free_port()
     env = {
         **os.environ,
         "LABELWISE_DATABASE_URL": database_url,
         "LABELWISE_DATA_DIR": str(log_path.parent),
         "LABELWISE_LOG_LEVEL": "INFO",
+        **(settings or {}),
     }
     env.pop("LABELWISE_BOOTSTRAP_ADMIN_KEY", None)
     if bootstrap_key:

@@ -50,7 +50,7 @@ def annotator_loop(
     with server.client(key) as client:
         while empty_in_a_row < 3:
             response = client.post(f"{base}/batches", json={"size": BATCH_SIZE})
-            if response.status_code != 201:
+            if response.status_code not in (200, 201):  # 200: nothing to hand out now
                 errors.append(response.text)
                 return
             batch = response.json()

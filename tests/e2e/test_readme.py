@@ -24,6 +24,12 @@ def readme_block(heading: str) -> str:
 
 def run_as_pasted(script: str, server: LiveServer) -> list[dict[str, Any]]:
     """Run a README block in bash against the live server; return its JSON output lines."""
+    output = paste(script, server)
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def paste(script: str, server: LiveServer) -> str:
+    """Run a README block in bash against the live server; return what it printed."""
     assert "LW=http://127.0.0.1:8000" in script and ".venv/bin/labelwise" in script
     script = script.replace("LW=http://127.0.0.1:8000", f"LW={server.base_url}")
     # The same CLI, from whichever environment runs the tests.
@@ -39,7 +45,7 @@ def run_as_pasted(script: str, server: LiveServer) -> list[dict[str, Any]]:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return result.stdout
 
 
 def test_readme_walkthrough_pastes_into_a_shell(live_server: LiveServer) -> None:

@@ -1,6 +1,6 @@
 """Batches: the next items for an annotator, leased so nobody duplicates the work."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Body, Response
 
@@ -17,8 +17,29 @@ router = ProblemRouter(
 )
 
 
-@router.post("", status_code=201, responses=problem_responses(NoPredictions))
+CREATED_OR_EMPTY: dict[int | str, dict[str, Any]] = {
+    201: {
+        "description": "Created: the items are leased to the annotator.",
+        "headers": {
+            "Location": {
+                "description": "/v1/projects/{project_id}/batches/{id} of the batch",
+                "schema": {"type": "string"},
+            }
+        },
+    },
+    200: {
+        "description": "Nothing to hand out now: no batch was stored; `id` and "
+        "`lease_expires_at` are null and `items` is empty.",
+        "model": BatchPublic,
+    },
+}
+
+
+@router.post(
+    "", status_code=201, responses={**CREATED_OR_EMPTY, **problem_responses(NoPredictions)}
+)
 def create_batch(
+    response: Response,
     principal: AnyRoleDep,
     session: SessionDep,
     database: DatabaseDep,
@@ -35,10 +56,17 @@ def create_batch(
         ),
     ],
 ) -> BatchPublic:
-    """Lease the next items to label (or review) to the caller; fewer when the pool runs dry."""
-    return batches.create_batch(
+    """Lease the next items to label (or review) to the caller; fewer when the pool runs dry.
+    When nothing is available the answer is 200 with the same shape, `id` null and no items,
+    and nothing is stored: poll again later."""
+    batch = batches.create_batch(
         session, database, project=project, principal=principal, request=body, settings=settings
     )
+    if batch.id is None:
+        response.status_code = 200
+    else:
+        response.headers["Location"] = f"/v1/projects/{project.id}/batches/{batch.id}"
+    return batch
 
 
 @router.get("/{batch_id}", responses=problem_responses(LeaseHeldByAnother))

@@ -41,7 +41,8 @@ def create_batch(
     request: BatchCreate,
     settings: Settings,
 ) -> BatchPublic:
-    """Choose, claim and lease a batch in one transaction, and answer with it."""
+    """Choose, claim and lease a batch in one transaction, and answer with it. When nothing
+    is available, nothing is stored: the answer has no id and no items."""
     pool = Pool(
         project=project,
         annotator=_annotator_for(principal, request.annotator),
@@ -50,6 +51,23 @@ def create_batch(
     )
     plan = _plan(session, database, pool, request=request, settings=settings)
     chosen = claim(session, pool, plan=plan, size=request.size, queue=request.queue)
+    if not chosen:
+        session.rollback()  # nothing written: end the claim's transaction and its locks
+        return BatchPublic.model_validate(
+            {
+                "id": None,
+                "project_id": pool.project_id,
+                "annotator": pool.annotator,
+                "queue": request.queue,
+                "strategy": plan.strategy,
+                "requested_strategy": request.strategy,
+                "model_version": plan.model_version,
+                "lease_expires_at": None,
+                "created_at": pool.now,
+                "released_at": None,
+                "items": [],
+            }
+        )
     lease_seconds = request.lease_seconds or settings.lease_seconds
     expires_at = pool.now + timedelta(seconds=lease_seconds)
     batch = Batch(
