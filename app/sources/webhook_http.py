@@ -96,9 +96,11 @@ def check_target(url: str, *, allow_private: bool, resolver: Resolver = resolve)
     for address in addresses:
         kind = address_kind(address)
         if kind is not None:
+            article = "an" if kind[0] in "aeiou" else "a"
             raise _refuse(
-                f"The host {host!r} resolves to {address}, a {kind} address: webhooks go to "
-                "public addresses only (LABELWISE_WEBHOOKS_ALLOW_PRIVATE=true allows others)."
+                f"The host {host!r} resolves to {address}, {article} {kind} address: webhooks "
+                "go to public addresses only (LABELWISE_WEBHOOKS_ALLOW_PRIVATE=true allows "
+                "others)."
             )
     return Target(url, parts, host, tuple(addresses))
 
