@@ -50,20 +50,38 @@ def free_port() -> int:
         return port
 
 
-def start_server(database_url: str, log_path: Path, *, bootstrap_key: str | None) -> LiveServer:
+def start_server(
+    database_url: str,
+    log_path: Path,
+    *,
+    bootstrap_key: str | None,
+    settings: dict[str, str] | None = None,
+    workers: int = 1,
+) -> LiveServer:
+    """`labelwise serve` on a free port; `settings` adds LABELWISE_* variables."""
     port = free_port()
     env = {
         **os.environ,
         "LABELWISE_DATABASE_URL": database_url,
         "LABELWISE_DATA_DIR": str(log_path.parent),
         "LABELWISE_LOG_LEVEL": "INFO",
+        **(settings or {}),
     }
     env.pop("LABELWISE_BOOTSTRAP_ADMIN_KEY", None)
     if bootstrap_key:
         env["LABELWISE_BOOTSTRAP_ADMIN_KEY"] = bootstrap_key
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
