@@ -58,7 +58,7 @@ EVERY_EVENT = [
 def receiver_source() -> str:
     """The receiver of docs/webhooks.md, exactly as the page shows it."""
     page = (ROOT / "docs" / "webhooks.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", page, flags=re.DOTALL)
     [receiver] = [block for block in blocks if block.startswith("# receiver.py")]
     return receiver
 
