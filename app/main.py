@@ -201,11 +201,13 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             runner.start()
         except SQLAlchemyError as error:
             logger.warning("job runner not started: schema not migrated (%s)", type(error).__name__)
-        sender = WebhookSender(database, settings)
-        sender.start()
+        sender = WebhookSender(database, settings) if settings.webhooks_sender else None
+        if sender is not None:
+            sender.start()
         tune_garbage_collector()
         yield
-        sender.stop()
+        if sender is not None:
+            sender.stop()
         runner.stop()
         database.engine.dispose()
 

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     webhooks_disable_after_days: float = Field(default=5.0, gt=0)
     # The sender loop of every API process: how often it looks for due deliveries, and how
     # many it sends at once (each on its own thread; a slow receiver holds only its own).
+    # False: this process sends nothing (another process, or a later start, does).
+    webhooks_sender: bool = True
     webhooks_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     webhooks_concurrency: int = Field(default=4, ge=1, le=64)
     # Events whose deliveries are all finished are deleted after this many days.
