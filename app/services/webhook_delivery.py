@@ -13,9 +13,12 @@ leaves it due again once the lease ends: at least once, with the same `webhook-i
 import logging
 import random
 import threading
+from collections import Counter
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -76,25 +79,38 @@ def _due(now: datetime) -> list[object]:
     ]
 
 
-def claim_due(database: Database, settings: Settings, *, limit: int) -> list[Claimed]:
-    """Take up to `limit` due deliveries of live endpoints, oldest due first. A read first, so
-    that an idle sender never takes SQLite's write lock."""
+def claim_due(
+    database: Database,
+    settings: Settings,
+    *,
+    limit: int,
+    busy: Collection[int] = (),
+    per_webhook: int | None = None,
+) -> list[Claimed]:
+    """Take up to `limit` due deliveries of live endpoints, oldest due first: none of the
+    endpoints in `busy`, at most `per_webhook` of any one endpoint. A read first, so that an
+    idle sender never takes SQLite's write lock."""
     now = utcnow()
-    joined = sa_select(col(WebhookDelivery.id)).join(
+    joined = sa_select(col(WebhookDelivery.id), col(WebhookDelivery.webhook_id)).join(
         Webhook, col(Webhook.id) == col(WebhookDelivery.webhook_id)
     )
+    due = _due(now)
+    if busy:
+        due.append(col(WebhookDelivery.webhook_id).not_in(sorted(busy)))
     with database.session() as session:
-        if session.execute(joined.where(*_due(now)).limit(1)).first() is None:  # type: ignore[arg-type]
+        if session.execute(joined.where(*due).limit(1)).first() is None:  # type: ignore[arg-type]
             return []
+    # Candidates beyond `limit`, so that an endpoint with many due deliveries does not hide
+    # the others; the ones not chosen are unlocked again at the commit.
+    candidates = limit if per_webhook is None else limit * 8
     with database.session(write=True) as session:
-        ids = list(
-            session.execute(
-                joined.where(*_due(now))  # type: ignore[arg-type]
-                .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.id))
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=WebhookDelivery)
-            ).scalars()
-        )
+        rows = session.execute(
+            joined.where(*due)  # type: ignore[arg-type]
+            .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.id))
+            .limit(candidates)
+            .with_for_update(skip_locked=True, of=WebhookDelivery)
+        ).all()
+        ids = _chosen(rows, limit=limit, per_webhook=per_webhook)
         if not ids:
             return []
         tag = uuid4().hex
@@ -123,6 +139,20 @@ def claim_due(database: Database, settings: Settings, *, limit: int) -> list[Cla
         Claimed(delivery_id, tag, attempts, webhook_id, url, secret, message_id, body)
         for delivery_id, attempts, webhook_id, url, secret, message_id, body in rows
     ]
+
+
+def _chosen(rows: Sequence[Any], *, limit: int, per_webhook: int | None) -> list[int]:
+    """The first `limit` (delivery id, webhook id) rows, at most `per_webhook` per endpoint."""
+    taken: Counter[int] = Counter()
+    chosen: list[int] = []
+    for delivery_id, webhook_id in rows:
+        if per_webhook is not None and taken[webhook_id] >= per_webhook:
+            continue
+        taken[webhook_id] += 1
+        chosen.append(delivery_id)
+        if len(chosen) == limit:
+            break
+    return chosen
 
 
 def record(
@@ -213,7 +243,8 @@ def prune(database: Database, settings: Settings) -> int:
 class WebhookSender:
     """The loop one process runs: every `LABELWISE_WEBHOOKS_POLL_SECONDS` (and whenever an
     attempt ends) it claims as many due deliveries as it has free sending threads
-    (`LABELWISE_WEBHOOKS_CONCURRENCY`), so a slow receiver holds one thread, never a request."""
+    (`LABELWISE_WEBHOOKS_CONCURRENCY`), one per endpoint at a time, so a slow receiver holds
+    one thread of one process, never a request nor the other endpoints' deliveries."""
 
     def __init__(self, database: Database, settings: Settings) -> None:
         self.database = database
@@ -221,7 +252,7 @@ class WebhookSender:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._in_flight = 0
+        self._in_flight: Counter[int] = Counter()  # attempts in flight, by endpoint
         self._local = threading.local()
         self._rng = random.Random()
         self._pool = ThreadPoolExecutor(
@@ -252,11 +283,14 @@ class WebhookSender:
 
     def _claim_and_send(self) -> None:
         with self._lock:
-            free = self.settings.webhooks_concurrency - self._in_flight
+            free = self.settings.webhooks_concurrency - self._in_flight.total()
+            busy = {webhook_id for webhook_id, n in self._in_flight.items() if n > 0}
         if free <= 0:
             return
         try:
-            claimed = claim_due(self.database, self.settings, limit=free)
+            # One attempt per endpoint at a time: a slow endpoint holds one thread, and the
+            # others' deliveries still go out.
+            claimed = claim_due(self.database, self.settings, limit=free, busy=busy, per_webhook=1)
         except Exception:  # the database may be briefly unreachable, or not migrated
             if not self._failing:
                 logger.warning("webhook sender: claiming failed", exc_info=True)
@@ -265,7 +299,7 @@ class WebhookSender:
         self._failing = False
         for delivery in claimed:
             with self._lock:
-                self._in_flight += 1
+                self._in_flight[delivery.webhook_id] += 1
             self._pool.submit(self._send, delivery)
 
     def _maybe_prune(self, next_prune: float) -> float:
@@ -303,5 +337,5 @@ class WebhookSender:
             )
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._in_flight[claimed.webhook_id] -= 1
             self._wake.set()

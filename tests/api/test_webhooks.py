@@ -595,3 +595,44 @@ def test_concurrent_senders_never_claim_the_same_delivery(
     claimed = [delivery_id for batch in batches for delivery_id in batch]
     assert len(due) == 12
     assert sorted(claimed) == sorted(d for d in due if d is not None)
+
+
+def test_one_attempt_per_endpoint_at_a_time(
+    backend: str, tmp_path: Path, fast_settings: Settings
+) -> None:
+    """What the sender claims: one delivery per endpoint, none of an endpoint it is still
+    sending to, so a slow endpoint cannot take every sending thread."""
+    with fresh_database(backend, tmp_path) as url:
+        upgrade(url)
+        settings = fast_settings.model_copy(update={"database_url": url})
+        database = Database(settings)
+        try:
+            with database.session(write=True) as session:
+                hooks = [
+                    Webhook(
+                        url=f"http://127.0.0.1:9/{n}",
+                        events=["items.labeled"],
+                        secret=new_secret(),
+                        created_by="test",
+                    )
+                    for n in range(3)
+                ]
+                session.add_all(hooks)
+                session.flush()
+                for _ in range(3):
+                    events.emit(
+                        session,
+                        EventType.items_labeled,
+                        project_id=None,
+                        data=ItemsLabeledData(project_id=1, count=0, items=[]),
+                    )
+                session.commit()
+                ids = [hook.id for hook in hooks if hook.id is not None]
+            first = webhook_delivery.claim_due(
+                database, settings, limit=10, busy={ids[0]}, per_webhook=1
+            )
+            second = webhook_delivery.claim_due(database, settings, limit=10, per_webhook=1)
+        finally:
+            database.engine.dispose()
+    assert sorted(c.webhook_id for c in first) == ids[1:]
+    assert sorted(c.webhook_id for c in second) == ids
