@@ -40,6 +40,8 @@ DELIVERY_TABLE = WebhookDelivery.__table__  # type: ignore[attr-defined]
 LIVE_SUBSCRIPTIONS = sa_select(col(Webhook.id), col(Webhook.events), col(Webhook.project_id)).where(
     col(Webhook.deleted_at).is_(None), col(Webhook.disabled_at).is_(None)
 )
+INSERT_EVENT = insert(EVENT_TABLE).returning(EVENT_TABLE.c.id)
+INSERT_DELIVERY = insert(DELIVERY_TABLE)
 _TIMESTAMP = TypeAdapter(datetime)
 JOB_EVENTS = {
     JobStatus.succeeded: EventType.job_succeeded,
@@ -85,18 +87,17 @@ def emit(
         "data": data.model_dump(mode="json"),
     }
     event_id = session.execute(
-        insert(EVENT_TABLE)
-        .values(
-            message_id=new_message_id(),
-            type=event_type.value,
-            project_id=project_id,
-            body=_json(body),
-            created_at=now,
-        )
-        .returning(EVENT_TABLE.c.id)
+        INSERT_EVENT,
+        {
+            "message_id": new_message_id(),
+            "type": event_type.value,
+            "project_id": project_id,
+            "body": _json(body),
+            "created_at": now,
+        },
     ).scalar_one()
     session.execute(
-        insert(DELIVERY_TABLE),
+        INSERT_DELIVERY,
         [
             {
                 "webhook_id": webhook_id,
