@@ -103,7 +103,7 @@ def main() -> int:
         lines += table(
             [
                 "database",
-                "project",
+                "webhook",
                 "p50 ms",
                 "p95 ms",
                 "mean ms",
