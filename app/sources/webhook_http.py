@@ -73,7 +73,13 @@ def _refuse(detail: str) -> WebhookTargetRefused:
 
 def check_target(url: str, *, allow_private: bool, resolver: Resolver = resolve) -> Target:
     """The URL as a target the service may send to; raises WebhookTargetRefused (422)."""
-    parts = urlsplit(url.strip())
+    try:
+        httpx.URL(url.strip())
+        parts = urlsplit(url.strip())
+    except (httpx.InvalidURL, ValueError):
+        raise _refuse("The URL is not a valid absolute http(s) URL.") from None
+    if any(ord(c) < 33 or ord(c) == 127 for c in url.strip()):
+        raise _refuse("The URL must not contain spaces or control characters.")
     if parts.scheme.lower() not in ("http", "https"):
         raise _refuse(f"Only http and https URLs are allowed, not {parts.scheme or 'none'!r}.")
     if parts.username is not None or parts.password is not None:

@@ -132,6 +132,8 @@ class TestTargets:
             ("ftp://example.com/hook", "Only http and https"),
             ("https://user:pw@example.com/hook", "credentials"),
             ("http:///nohost", "no host"),
+            ("http://exa mple.com/x", "spaces or control characters"),
+            ("http://[::1/x", "not a valid"),
         ],
     )
     def test_refused_with_a_clear_problem(
