@@ -264,6 +264,22 @@ class TestEmitting:
         assert unlabeled == []
         assert session.exec(select(WebhookEvent)).all() == []
 
+    def test_a_review_that_labels_an_item_is_an_event(
+        self, client_with: ClientFactory, session: Session
+    ) -> None:
+        client, headers = client_with(**PRIVATE_OK), auth(make_key(session))
+        project = make_project(client, headers)
+        created = hook(client, headers)
+        item = ingest(client, headers, project["id"], [{"text": "x"}])["results"][0]["id"]
+        reviewed = client.post(
+            f"/v1/projects/{project['id']}/reviews",
+            json={"item_id": item, "label": "neutral"},
+            headers=headers,
+        )
+        assert reviewed.status_code == 201, reviewed.text
+        [event] = events_of(session, created["id"])
+        assert event["data"]["items"] == [{"id": item, "label": "neutral", "resolved_by": "review"}]
+
     def test_phase_change_and_dataset_version(
         self, client_with: ClientFactory, session: Session
     ) -> None:
