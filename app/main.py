@@ -62,6 +62,7 @@ from app.models.item import ItemIn
 from app.models.production import ProductionPredictionIn
 from app.models.webhook import EVENT_PAYLOADS, EventType
 from app.services.api_keys import PrincipalCache, ensure_bootstrap_admin
+from app.services.retrain_watch import RetrainWatcher
 from app.services.webhook_delivery import WebhookSender
 from app.settings import Settings, get_settings
 
@@ -201,6 +202,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
             runner.start()
         except SQLAlchemyError as error:
             logger.warning("job runner not started: schema not migrated (%s)", type(error).__name__)
+        watcher = RetrainWatcher(database, runner.enqueue, every=settings.retrain_check_seconds)
+        app.state.retrain_watcher = watcher
+        watcher.start()
         sender = WebhookSender(database, settings) if settings.webhooks_sender else None
         if sender is not None:
             sender.start()
@@ -208,6 +212,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         yield
         if sender is not None:
             sender.stop()
+        watcher.stop()
         runner.stop()
         database.engine.dispose()
 

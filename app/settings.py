@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     job_runner: Literal["inprocess", "procrastinate"] = "inprocess"
     job_processes: int = Field(default=1, ge=1, le=16)
     job_stale_seconds: int = Field(default=60, ge=10)
+    # How often each API process asks whether a project with retrain_after_labels is due.
+    retrain_check_seconds: float = Field(default=5.0, gt=0, le=3600)
     # The model registry: loaded versions kept in memory, pool scoring chunk size.
     model_cache_size: int = Field(default=4, ge=1)
     scoring_chunk_size: int = Field(default=5_000, ge=100)

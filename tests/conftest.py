@@ -245,7 +245,12 @@ def live_settings(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     tmp = tmp_path_factory.mktemp(f"live-{backend}")
     with fresh_database(backend, tmp) as url:
         upgrade(url)
-        yield Settings(database_url=url, data_dir=tmp, bootstrap_admin_key=ADMIN_SECRET)
+        yield Settings(
+            database_url=url,
+            data_dir=tmp,
+            bootstrap_admin_key=ADMIN_SECRET,
+            retrain_check_seconds=0.05,
+        )
 
 
 @contextmanager

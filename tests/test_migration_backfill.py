@@ -93,3 +93,33 @@ def test_0009_rebuilds_model_version_without_losing_rows_others_reference(
             active = connection.exec_driver_sql("SELECT active FROM model_version").scalar_one()
         engine.dispose()
     assert counts == [1, 1] and bool(active)
+
+
+def test_0010_stamps_labels_a_model_learns_from_with_their_items_update_time(
+    backend: str, tmp_path: Path
+) -> None:
+    """Auto-retrain counts items labeled after the newest training data: labels from before
+    0010 take their item's updated_at; items without a trainable label stay unstamped."""
+    updated = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    with fresh_database(backend, tmp_path) as url:
+        upgrade(url, "0009")
+        engine = sa.create_engine(url, poolclass=sa.NullPool)
+        with engine.begin() as connection:
+            metadata = sa.MetaData()
+            project = sa.Table("project", metadata, autoload_with=connection)
+            connection.execute(project.insert(), _row(project, id=1, name="p", labels=["a"]))
+            item = sa.Table("item", metadata, autoload_with=connection)
+            for n, by in enumerate(("consensus", "review", "user_behavior", "model", None)):
+                values = _row(item, project_id=1, text=f"t{n}", content_hash=f"h{n}")
+                connection.execute(
+                    item.insert(), {**values, "resolved_by": by, "updated_at": updated}
+                )
+        upgrade(url)
+        with engine.connect() as connection:
+            stamped = connection.exec_driver_sql(
+                "SELECT resolved_by, labeled_at FROM item ORDER BY id"
+            ).all()
+        downgrade(url, "0009")
+        engine.dispose()
+    assert [by for by, at in stamped if at is not None] == ["consensus", "review", "user_behavior"]
+    assert {str(at)[:19] for _, at in stamped if at is not None} == {"2026-03-04 05:06:07"}

@@ -2,7 +2,7 @@
 delivery per event and endpoint (`webhook_delivery`).
 
 Revision ID: 0011_webhooks
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-06 15:30:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_webhooks"
-down_revision: str | None = "0009"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -31,6 +31,7 @@ class Item(SQLModel, table=True):
         sa.Index("ix_item_project_source", "project_id", "source", "id"),
         sa.Index("ix_item_project_resolved_label", "project_id", "resolved_label", "id"),
         sa.Index("ix_item_project_resolved_by", "project_id", "resolved_by", "id"),
+        sa.Index("ix_item_project_labeled_at", "project_id", "labeled_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -61,6 +62,9 @@ class Item(SQLModel, table=True):
     review_priority: float | None = Field(default=None, sa_column=sa.Column(sa.Float))
     # Where an imported item came from: {kind, name, query_sha256?, job_id, imported_at}.
     provenance: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON))
+    # When the item last got a label a model learns from (a TRAINABLE_RESOLUTIONS label new to
+    # it): auto-retrain counts the labels newer than the newest model's training data.
+    labeled_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 

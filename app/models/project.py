@@ -127,7 +127,8 @@ class ProjectCreate(BaseModel):
         default=None,
         ge=1,
         le=10_000_000,
-        description="Train a new model version after this many new human labels; it is "
+        description="Train a new model version once this many items got a new human label "
+        "(a first or a changed one) since the newest version's training data; it is "
         "activated if its cross-validated macro-F1 is at least the active version's.",
     )
     production_sampling: ProductionSampling = pydantic.Field(

@@ -17,7 +17,6 @@ from app.pagination import PageRequest, keyset
 from app.services import (
     annotation_writer,
     consensus,
-    model_versions,
     policy,
 )
 from app.services.api_keys import Principal
@@ -60,13 +59,11 @@ def submit_annotations(
 
 
 def queue_follow_ups(session: Session, *, project: Project) -> list[Job]:
-    """The jobs new answers call for (project-wide consensus, automatic retraining); flushes,
-    the caller commits and then enqueues them."""
-    jobs = [
-        consensus.queue_apply(session, project=project, created_by="consensus"),
-        model_versions.auto_retrain_job(session, project=project),
-    ]
-    return [job for job in jobs if job is not None]
+    """The jobs new answers call for (project-wide consensus); flushes, the caller commits and
+    then enqueues them. Automatic retraining is decided off the request path
+    (services/retrain_watch.py)."""
+    job = consensus.queue_apply(session, project=project, created_by="consensus")
+    return [job] if job is not None else []
 
 
 def list_annotations(

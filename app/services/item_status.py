@@ -25,7 +25,13 @@ from sqlmodel import Session, col, select
 
 from app.db import id_in, sync_loaded, update_rows
 from app.models.annotation import Annotation
-from app.models.base import VOTE_SOURCES, AnnotationSource, ItemStatus, utcnow
+from app.models.base import (
+    TRAINABLE_RESOLUTIONS,
+    VOTE_SOURCES,
+    AnnotationSource,
+    ItemStatus,
+    utcnow,
+)
 from app.models.item import Item
 from app.models.project import Project
 from app.models.review import Review
@@ -177,6 +183,16 @@ def unsettled(
     return Resolution(ItemStatus.needs_review, None, None, quality)
 
 
+def newly_trainable(old_label: str | None, old_by: str | None, new: Resolution) -> bool:
+    """Whether a change gives an item a label a model learns from that it did not have: a
+    trainable label where there was none, or a different one. Such a change stamps
+    `Item.labeled_at`, which auto-retrain counts; a reviewer confirming the consensus label
+    does not."""
+    return new.resolved_by in TRAINABLE_RESOLUTIONS and (
+        old_by not in TRAINABLE_RESOLUTIONS or old_label != new.label
+    )
+
+
 ITEM_TABLE = Item.__table__  # type: ignore[attr-defined]
 # The item columns a Resolution sets, in its field order.
 DERIVED = ("status", "resolved_label", "resolved_by", "consensus_quality")
@@ -258,12 +274,23 @@ def resolve(
             implicit=implicit_label(implicit),
         )
         if state[3:] != tuple(resolution):
-            changes.append(
-                (state.id, {**dict(zip(DERIVED, resolution, strict=True)), "updated_at": now})
-            )
+            values = {**dict(zip(DERIVED, resolution, strict=True)), "updated_at": now}
+            if newly_trainable(state.resolved_label, state.resolved_by, resolution):
+                values["labeled_at"] = now
+            changes.append((state.id, values))
             if _newly_labeled(state, resolution) and resolution.label is not None:
                 labeled.append(NewLabel(state.id, resolution.label, resolution.resolved_by))
-    update_rows(session, ITEM_TABLE, [{"id": id_, **values} for id_, values in changes])
+    # update_rows wants the same columns in every row: the rows that set labeled_at go apart.
+    for stamped in (True, False):
+        update_rows(
+            session,
+            ITEM_TABLE,
+            [
+                {"id": id_, **values}
+                for id_, values in changes
+                if ("labeled_at" in values) is stamped
+            ],
+        )
     sync_loaded(session, Item, changes)
     return labeled
 

@@ -252,35 +252,28 @@ def start_training(
     )
 
 
+def retraining_project_ids(session: Session) -> list[int]:
+    """The projects that retrain automatically (`retrain_after_labels` set)."""
+    rows = session.exec(
+        select(Project.id)
+        .where(col(Project.retrain_after_labels).is_not(None))
+        .order_by(col(Project.id))
+    )
+    return [project_id for project_id in rows if project_id is not None]
+
+
+def retrain_due(session: Session, *, project: Project) -> bool:
+    """Whether the project retrains automatically, no training job is pending, and
+    `retrain_after_labels` items got a new label since the newest version read its training
+    data (reads only)."""
+    return _retrain_basis(session, project)[0]
+
+
 def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
-    """A training job if the project retrains automatically and enough new human labels
-    arrived since the newest version (flushes; the caller commits, then enqueues)."""
-    every = project.retrain_after_labels
-    if every is None:
-        return None
-    pending = session.exec(
-        select(Job.id)
-        .where(
-            col(Job.project_id) == project.id,
-            col(Job.kind) == JobKind.train_model,
-            col(Job.status).in_(("queued", "running")),
-        )
-        .limit(1)
-    ).first()
-    if pending is not None:
-        return None
-    latest = session.exec(
-        select(ModelVersion)
-        .where(col(ModelVersion.project_id) == project.id)
-        .order_by(col(ModelVersion.version).desc())
-        .limit(1)
-    ).first()
-    labeled = session.exec(
-        select(func.count())
-        .select_from(Item)
-        .where(col(Item.project_id) == project.id, col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS))
-    ).one()
-    if labeled - (latest.n_train if latest else 0) < every:
+    """The training job `retrain_due` calls for, if it does (flushes; the caller commits,
+    then enqueues). services/retrain_watch.py asks, off the request path."""
+    due, latest = _retrain_basis(session, project)
+    if not due:
         return None
     algorithm = get_algorithm(latest.algorithm if latest else "tfidf_logreg")
     return jobs.new_job(
@@ -294,6 +287,50 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
         ),
         created_by="auto-retrain",
     )
+
+
+def _retrain_basis(session: Session, project: Project) -> tuple[bool, ModelVersion | None]:
+    """Whether a retrain is due, and the newest version (its algorithm and params carry over).
+
+    It counts the items labeled after that version's training data (`Item.labeled_at`, set
+    when an item gets a trainable label new to it), stopping at `retrain_after_labels`: the
+    cost grows with the labels since the last training, never with the labeled items."""
+    every = project.retrain_after_labels
+    if every is None:
+        return False, None
+    pending = session.exec(
+        select(Job.id)
+        .where(
+            col(Job.project_id) == project.id,
+            col(Job.kind) == JobKind.train_model,
+            col(Job.status).in_(("queued", "running")),
+        )
+        .limit(1)
+    ).first()
+    if pending is not None:
+        return False, None
+    newest = session.exec(
+        select(ModelVersion, DatasetVersion.created_at)
+        .outerjoin(
+            DatasetVersion,
+            (col(DatasetVersion.project_id) == col(ModelVersion.project_id))
+            & (col(DatasetVersion.version) == col(ModelVersion.dataset_version)),
+        )
+        .where(col(ModelVersion.project_id) == project.id)
+        .order_by(col(ModelVersion.version).desc())
+        .limit(1)
+    ).first()
+    latest, data_read_at = newest if newest else (None, None)
+    labeled = select(Item.id).where(
+        col(Item.project_id) == project.id, col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS)
+    )
+    if latest is not None:
+        # Versions trained before lineage have no dataset version: their own time stands in.
+        labeled = labeled.where(col(Item.labeled_at) > (data_read_at or latest.created_at))
+    new_labels = session.exec(
+        select(func.count()).select_from(labeled.limit(every).subquery())
+    ).one()
+    return new_labels >= every, latest
 
 
 def list_versions(session: Session, *, project: Project, page: PageRequest) -> list[ModelVersion]:

@@ -6,20 +6,18 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from app.errors import ErrorDetail, Forbidden, NotFound, ValidationFailed
-from app.jobs.context import JobRunner
 from app.models.base import utcnow
 from app.models.batch import Batch, Lease
 from app.models.item import Item
 from app.models.project import Project
 from app.models.review import Review, ReviewCreate, ReviewPublic
 from app.pagination import PageRequest, keyset
-from app.services import batches, events, item_status, model_versions, policy
+from app.services import batches, events, item_status, policy
 from app.services.api_keys import Principal
 
 
 def submit_review(
     session: Session,
-    runner: JobRunner,
     *,
     project: Project,
     principal: Principal,
@@ -71,10 +69,7 @@ def submit_review(
     batches.release_answered(session, answers=[(data.item_id, principal.name)])
     labeled = item_status.refresh_items(session, project=project, item_ids=[data.item_id])
     events.emit_items_labeled(session, project_id=project.id, items=labeled)
-    retrain = model_versions.auto_retrain_job(session, project=project)
     session.commit()
-    if retrain is not None and retrain.id is not None:
-        runner.enqueue(retrain.id)
     return review
 
 

@@ -27,7 +27,7 @@ from app.models.job_kinds import (
     SkippedPair,
 )
 from app.models.project import Project
-from app.services import annotation_writer, items, model_versions
+from app.services import annotation_writer, items
 from app.services.click_logs import check_labels
 from app.services.project_loading import load_project
 from app.sources.click_logs import PairEvidence, summarize
@@ -75,11 +75,6 @@ def run_click_logs_import(context: JobContext) -> ImportClickLogsResult:
                 thresholds=thresholds,
             )
         )
-    with context.database.session(write=True) as session:
-        retrain = model_versions.auto_retrain_job(session, project=project)
-        session.commit()
-    if retrain is not None and retrain.id is not None:
-        context.follow_ups.append(retrain.id)
     return ImportClickLogsResult(
         sessions=summary.sessions,
         impressions=summary.impressions,

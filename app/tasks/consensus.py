@@ -5,7 +5,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import Row, bindparam, update
+from sqlalchemy import Row, bindparam, func, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
@@ -94,6 +94,11 @@ _SET_RESOLUTION = (
         resolved_by=bindparam("by"),
         consensus_quality=bindparam("quality"),
         updated_at=bindparam("now"),
+        # Stamped when the item gets a label new to it (item_status.newly_trainable), else kept.
+        labeled_at=func.coalesce(
+            bindparam("labeled_at", type_=Item.__table__.c.labeled_at.type),  # type: ignore[attr-defined]
+            col(Item.labeled_at),
+        ),
     )
     .execution_options(synchronize_session=False)
 )
@@ -141,6 +146,7 @@ def _apply_chunk(
                     "by": new.resolved_by,
                     "quality": new.quality,
                     "now": now,
+                    "labeled_at": now if item_status.newly_trainable(label, by, new) else None,
                 }
             )
     if rows:

@@ -1,6 +1,8 @@
 """Training, versions, activation and pool scoring through HTTP, with jobs really running."""
 
-from typing import Any
+import threading
+import time
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -37,6 +39,18 @@ def labeled_project(
     response = client.post(f"/v1/projects/{project['id']}/annotations", json=entries)
     assert response.status_code == 200, response.text
     return project["id"], labeled_ids, ids[3 * n_labeled :]
+
+
+def train_jobs_after_a_retrain_check(client: TestClient, project_id: int) -> list[dict[str, Any]]:
+    """The project's training jobs once a retrain check that began after this call has
+    finished (services/retrain_watch.py: checks run off the request path)."""
+    watcher = client.app.state.retrain_watcher  # type: ignore[attr-defined]
+    wanted, deadline = watcher.passes + 2, time.monotonic() + 60
+    while watcher.passes < wanted:
+        assert time.monotonic() < deadline, "no retrain check ran for 60 s"
+        time.sleep(0.01)
+    url = f"/v1/jobs?project_id={project_id}&kind=train_model"
+    return cast(list[dict[str, Any]], client.get(url).json()["items"])
 
 
 def train(client: TestClient, project_id: int, **body: Any) -> dict[str, Any]:
@@ -265,8 +279,7 @@ class TestAutoRetrain:
         project_id, labeled, pool = labeled_project(
             live_client, n_labeled=10, n_pool=10, seed=90, retrain_after_labels=30
         )
-        jobs = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()
-        [first] = jobs["items"]
+        [first] = train_jobs_after_a_retrain_check(live_client, project_id)
         assert first["created_by"] == "auto-retrain" and first["params"]["activate"] == "if_better"
         finished = wait_for_job(live_client, first)
         assert finished["result"]["activated"] is True  # nothing was active yet
@@ -277,25 +290,46 @@ class TestAutoRetrain:
             {"item_id": i, "label": label} for i, (_, label) in zip(pool, corpus, strict=True)
         ]
         live_client.post(f"/v1/projects/{project_id}/annotations", json=entries[:29])
-        after_29 = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()
-        assert len(after_29["items"]) == 1
+        assert len(train_jobs_after_a_retrain_check(live_client, project_id)) == 1
         live_client.post(f"/v1/projects/{project_id}/annotations", json=entries[29:])
-        after_30 = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()
-        assert len(after_30["items"]) == 2
-        second = wait_for_job(live_client, after_30["items"][1])
+        after_30 = train_jobs_after_a_retrain_check(live_client, project_id)
+        assert len(after_30) == 2
+        second = wait_for_job(live_client, after_30[1])
         assert second["result"]["n_train"] == len(labeled) + 30
 
-    def test_answering_never_reads_a_training_set(self, live_client: TestClient) -> None:
-        """With retrain_after_labels set, every answer checks the newest version's size; its
-        training set (megabytes of ids and labels) must not come with that row."""
+    def test_counts_labels_newer_than_the_newest_training_data(
+        self, live_client: TestClient
+    ) -> None:
+        """A changed label is new information and counts; labels the newest version already
+        saw never do, however the project's labeled count compares with its n_train."""
+        project_id, labeled, pool = labeled_project(live_client, n_labeled=10, n_pool=10, seed=96)
+        train(live_client, project_id, activate=True)
+        patched = live_client.patch(f"/v1/projects/{project_id}", json={"retrain_after_labels": 5})
+        assert patched.status_code == 200, patched.text
+
+        answers = [{"item_id": i, "label": LABELS[0]} for i in pool[:4]]
+        assert live_client.post(f"/v1/projects/{project_id}/annotations", json=answers).is_success
+        assert len(train_jobs_after_a_retrain_check(live_client, project_id)) == 1
+        relabeled = live_client.get(f"/v1/projects/{project_id}/items/{labeled[0]}").json()
+        other = next(label for label in LABELS if label != relabeled["resolved_label"])
+        change = [{"item_id": labeled[0], "label": other}]
+        assert live_client.post(f"/v1/projects/{project_id}/annotations", json=change).is_success
+        # 4 new items + 1 changed label; the labeled count grew by 4
+        assert len(train_jobs_after_a_retrain_check(live_client, project_id)) == 2
+
+    def test_a_review_counts_and_an_answer_does_not_check(self, live_client: TestClient) -> None:
+        """Reviews label items too; the answer request itself never asks whether to retrain
+        (its cost must not depend on retrain_after_labels: bench/request_cost.py)."""
         project_id, _, pool = labeled_project(
             live_client, n_labeled=10, n_pool=5, seed=95, retrain_after_labels=1000
         )
         train(live_client, project_id, activate=True)
+        live_client.patch(f"/v1/projects/{project_id}", json={"retrain_after_labels": 2})
         statements: list[str] = []
 
         def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            statements.append(statement)
+            if threading.current_thread().name != "retrain-watch":
+                statements.append(statement)
 
         sa.event.listen(sa.Engine, "before_cursor_execute", record)
         try:
@@ -306,12 +340,15 @@ class TestAutoRetrain:
         finally:
             sa.event.remove(sa.Engine, "before_cursor_execute", record)
         assert response.status_code == 200, response.text
-        assert any("model_version" in s for s in statements)  # the size check ran
-        assert not [s for s in statements if "train_item_ids" in s or "train_labels" in s]
+        assert not [s for s in statements if "FROM model_version" in s or "labeled_at >" in s]
+        assert len(train_jobs_after_a_retrain_check(live_client, project_id)) == 1
+        review = {"item_id": pool[1], "label": LABELS[1]}
+        assert live_client.post(f"/v1/projects/{project_id}/reviews", json=review).is_success
+        assert len(train_jobs_after_a_retrain_check(live_client, project_id)) == 2
 
     def test_off_by_default(self, live_client: TestClient) -> None:
         project_id, _, _ = labeled_project(live_client, n_labeled=20, n_pool=0, seed=91)
-        assert live_client.get(f"/v1/jobs?project_id={project_id}").json()["items"] == []
+        assert train_jobs_after_a_retrain_check(live_client, project_id) == []
 
 
 class TestTrainingFailuresAreProblems:
@@ -346,7 +383,7 @@ def test_auto_retrain_never_activates_a_worse_version(live_client: TestClient) -
     rng = random.Random(0)
     noise = [{"item_id": i, "label": rng.choice(LABELS)} for i in pool[:160]]
     live_client.post(f"/v1/projects/{project_id}/annotations", json=noise)
-    jobs = live_client.get(f"/v1/jobs?project_id={project_id}&kind=train_model").json()["items"]
+    jobs = train_jobs_after_a_retrain_check(live_client, project_id)
     second = wait_for_job(live_client, jobs[-1])
     assert second["status"] == "succeeded"
     assert second["result"]["macro_f1"] < first["result"]["macro_f1"]

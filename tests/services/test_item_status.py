@@ -1,7 +1,7 @@
 from typing import Any
 
 from app.models.base import ItemStatus
-from app.services.item_status import derive, implicit_label
+from app.services.item_status import Resolution, derive, implicit_label, newly_trainable
 from app.services.items import content_hash, normalize_text
 
 
@@ -174,3 +174,14 @@ def test_several_implicit_labels_agree_or_cancel_out() -> None:
     assert implicit_label(["a", "b", "a"]) == "a"
     assert implicit_label(["a", "b"]) is None
     assert implicit_label([None, "b"]) == "b"
+
+
+def test_a_label_is_new_to_an_item_when_it_had_none_or_another() -> None:
+    """What stamps Item.labeled_at, which auto-retrain counts."""
+    labeled = Resolution(ItemStatus.labeled, "a", "consensus")
+    assert newly_trainable(None, None, labeled)
+    assert newly_trainable("a", "model", labeled)  # a model's auto-accept taught nothing
+    assert newly_trainable("b", "consensus", labeled)  # a changed label
+    assert not newly_trainable("a", "consensus", Resolution(ItemStatus.labeled, "a", "review"))
+    assert not newly_trainable(None, None, Resolution(ItemStatus.labeled, "a", "model"))
+    assert not newly_trainable("a", "consensus", Resolution(ItemStatus.needs_review, None, None))

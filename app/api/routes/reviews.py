@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import Body, Query
 
 from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
-from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, RunnerDep, SessionDep
+from app.deps import AnyRoleDep, IdQuery, NameQuery, PageDep, ProjectDep, SessionDep
 from app.models.review import ReviewCreate, ReviewPublic
 from app.pagination import Page, make_page
 from app.services import reviews
@@ -21,7 +21,6 @@ router = ProblemRouter(
 def create_review(
     principal: AnyRoleDep,
     session: SessionDep,
-    runner: RunnerDep,
     project: ProjectDep,
     body: Annotated[
         ReviewCreate,
@@ -31,7 +30,7 @@ def create_review(
     """Decide an item: the label overrides consensus and auto-accepts; a new review replaces
     the previous one, which stays as history. Admin and service keys decide any item; an
     annotator key only items it holds from the review queue (403 otherwise)."""
-    review = reviews.submit_review(session, runner, project=project, principal=principal, data=body)
+    review = reviews.submit_review(session, project=project, principal=principal, data=body)
     return reviews.review_public(review, viewer=principal)
 
 
