@@ -149,9 +149,9 @@ class CorsRefused(Forbidden):
 
 
 class NotFound(AppError):
-    """Unknown project, item, key, batch, job, model or dataset version, or route; an import
-    naming a SQL connection the server does not have (`LABELWISE_SQL_SOURCES`). Also a bulk
-    entry's `problem` when it names an unknown item."""
+    """Unknown project, item, key, batch, job, model or dataset version, webhook or delivery,
+    or route; an import naming a SQL connection the server does not have
+    (`LABELWISE_SQL_SOURCES`). Also a bulk entry's `problem` when it names an unknown item."""
 
     status = 404
     slug = "not-found"
@@ -167,9 +167,9 @@ class MethodNotAllowed(AppError):
 
 class Conflict(AppError):
     """The request contradicts stored state: a duplicate name, removing a label in use, a key
-    revoking itself, a job that cannot be cancelled or retried in its state, a batch that kept
-    colliding with concurrent writes (also a click-log import job's `error`: chunks already
-    written stay, `retry` it)."""
+    revoking itself, a job that cannot be cancelled or retried in its state, retrying a webhook
+    delivery while it is being sent, a batch that kept colliding with concurrent writes (also a
+    click-log import job's `error`: chunks already written stay, `retry` it)."""
 
     status = 409
     slug = "conflict"
@@ -319,6 +319,15 @@ class LabelsMissing(ValidationFailed):
     queued."""
 
     slug = "labels-missing"
+
+
+class WebhookTargetRefused(ValidationFailed):
+    """A webhook `url` the service will not send to: not http(s), credentials in it, a host
+    that does not resolve, or one that resolves to a loopback, link-local, private or other
+    non-public address (unless `LABELWISE_WEBHOOKS_ALLOW_PRIVATE` is true). `detail` names the
+    address. See [webhooks.md](webhooks.md)."""
+
+    slug = "webhook-target-refused"
 
 
 # --- 5xx ----------------------------------------------------------------------------------------

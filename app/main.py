@@ -40,6 +40,7 @@ from app.api.routes import (
     quality,
     reviews,
     synthetic,
+    webhooks,
 )
 from app.db import Database, refusal_reason
 from app.errors import (
@@ -63,8 +64,10 @@ from app.middleware import BodyLimitMiddleware, ProblemCORSMiddleware, RequestLo
 from app.models.imports import FileImportForm, JsonImport
 from app.models.item import ItemIn
 from app.models.production import ProductionPredictionIn
+from app.models.webhook import EVENT_PAYLOADS, EventType
 from app.services.api_keys import PrincipalCache, ensure_bootstrap_admin
 from app.services.retrain_watch import RetrainWatcher
+from app.services.webhook_delivery import WebhookSender
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("labelwise")
@@ -173,6 +176,7 @@ ROUTERS = (
     imports.router,
     dataset_versions.router,
     jobs.router,
+    webhooks.router,
 )
 
 
@@ -216,6 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     add_offline_docs(app)
+    _declare_webhooks(app)
     _add_error_handlers(app)
     app.add_middleware(
         BodyLimitMiddleware,
@@ -228,8 +233,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Open the database, bootstrap it, start the job runner; on shutdown stop the runner
-    and close the engine."""
+    """Open the database, bootstrap it, start the job runner and the webhook sender; on
+    shutdown stop them and close the engine."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -245,13 +250,42 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         watcher = RetrainWatcher(database, runner.enqueue, every=settings.retrain_check_seconds)
         app.state.retrain_watcher = watcher
         watcher.start()
+        sender = WebhookSender(database, settings) if settings.webhooks_sender else None
+        if sender is not None:
+            sender.start()
         tune_garbage_collector()
         yield
+        if sender is not None:
+            sender.stop()
         watcher.stop()
         runner.stop()
         database.engine.dispose()
 
     return lifespan
+
+
+def _webhook_receiver(event_type: EventType) -> Callable[..., None]:
+    payload = EVENT_PAYLOADS[event_type]
+
+    def receive(body: payload) -> None:  # type: ignore[valid-type]
+        """Labelwise POSTs this body, signed per Standard Webhooks (webhook-id,
+        webhook-timestamp, webhook-signature headers; docs/webhooks.md)."""
+
+    return receive
+
+
+def _declare_webhooks(app: FastAPI) -> None:
+    """The events an endpoint can subscribe to, in the spec's `webhooks` section."""
+    for event_type in EventType:
+        app.webhooks.add_api_route(
+            event_type.value,
+            _webhook_receiver(event_type),
+            methods=["POST"],
+            name=event_type.value.replace(".", "_"),
+            operation_id=f"webhooks-{event_type.value.replace('.', '_')}",
+            summary=f"The {event_type.value} event",
+            tags=["webhooks"],
+        )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -304,8 +338,16 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        webhooks=app.webhooks.routes,
     )
+    for operation in schema.get("webhooks", {}).values():
+        operation["post"]["responses"] = {
+            "2XX": {"description": "Received. Any other answer, or none in time, is retried."}
+        }
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     # Schemas referenced by hand: the raw-body ingest and import routes, the problem envelope.
     ref_template = "#/components/schemas/{model}"

@@ -104,6 +104,24 @@ class Settings(BaseSettings):
                 "wildcard origin; list the allowed origins instead"
             )
         return self
+    # Signed webhooks (docs/webhooks.md). Targets on loopback, link-local or private addresses
+    # are refused unless allowed (tests and single-host setups). Deliveries are retried with
+    # exponential backoff (base * 2^(attempt-1), capped), up to max attempts; an endpoint that
+    # has failed for disable_after_days without one success is disabled.
+    webhooks_allow_private: bool = False
+    webhooks_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhooks_retry_base_seconds: float = Field(default=10.0, gt=0)
+    webhooks_retry_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    webhooks_max_attempts: int = Field(default=12, ge=1, le=100)
+    webhooks_disable_after_days: float = Field(default=5.0, gt=0)
+    # The sender loop of every API process: how often it looks for due deliveries, and how
+    # many it sends at once (each on its own thread; a slow receiver holds only its own).
+    # False: this process sends nothing (another process, or a later start, does).
+    webhooks_sender: bool = True
+    webhooks_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    webhooks_concurrency: int = Field(default=4, ge=1, le=64)
+    # Events whose deliveries are all finished are deleted after this many days.
+    webhooks_retention_days: float = Field(default=30.0, gt=0)
 
     @property
     def resolved_database_url(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from app.db import Database
 from app.errors import AppError, InternalError, JobInterrupted, Problem
@@ -23,6 +23,7 @@ from app.jobs.context import JobCancelled, JobContext, JobLost, worker_name
 from app.models.base import utcnow
 from app.models.job import Job, JobStatus
 from app.models.job_kinds import JobResult
+from app.services import events
 from app.settings import Settings
 
 logger = logging.getLogger("labelwise.jobs")
@@ -99,14 +100,15 @@ def _finish(
     result: dict[str, Any] | None = None,
     error: Problem | None = None,
 ) -> None:
-    """Record how a job ended, unless it is no longer running here (a sweep failed it)."""
+    """Record how a job ended, unless it is no longer running here (a sweep failed it), and
+    its event (job.succeeded, job.failed, job.cancelled) in the same transaction."""
     values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
     if status == JobStatus.succeeded:
         values |= {"progress": 1.0, "result": result}
     if error is not None:
         values["error"] = error.model_dump(mode="json", exclude_none=True)
     with database.session(write=True) as session:
-        session.exec(
+        finished = session.exec(
             update(Job)
             .where(
                 col(Job.id) == job_id,
@@ -114,8 +116,16 @@ def _finish(
                 col(Job.worker) == worker_name(),
             )
             .values(**values)
-        )
+        ).rowcount
+        _emit_finished(session, job_id if finished else None)
         session.commit()
+
+
+def _emit_finished(session: Session, job_id: int | None) -> None:
+    """The event of a job this transaction has just ended (None: it ended nothing)."""
+    job = session.get(Job, job_id) if job_id is not None else None
+    if job is not None:
+        events.emit_job_finished(session, job)
 
 
 def _start_heartbeat(database: Database, job_id: int) -> Callable[[], None]:
@@ -171,6 +181,8 @@ def fail_interrupted_jobs(
                     f"{job.id}/retry."
                 ).model_dump(mode="json", exclude_none=True)
                 session.add(job)
+                session.flush()
+                events.emit_job_finished(session, job)
                 interrupted.append(job.id)
         session.commit()
     for job_id in interrupted:
@@ -210,7 +222,7 @@ def fail_job_if_running(database: Database, job_id: int, detail: str) -> None:
     """Fail a job whose process is known to be gone (retryable)."""
     problem = JobInterrupted.problem(detail)
     with database.session(write=True) as session:
-        session.exec(
+        failed = session.exec(
             update(Job)
             .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
             .values(
@@ -218,7 +230,8 @@ def fail_job_if_running(database: Database, job_id: int, detail: str) -> None:
                 finished_at=utcnow(),
                 error=problem.model_dump(mode="json", exclude_none=True),
             )
-        )
+        ).rowcount
+        _emit_finished(session, job_id if failed else None)
         session.commit()
 
 

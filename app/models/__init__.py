@@ -16,6 +16,7 @@ from app.models.prediction import Prediction
 from app.models.production import ProductionPrediction
 from app.models.project import PhaseChange, Project
 from app.models.review import Review
+from app.models.webhook import Webhook, WebhookDelivery, WebhookEvent
 
 __all__ = [
     "Annotation",
@@ -39,4 +40,7 @@ __all__ = [
     "Project",
     "Review",
     "SQLModel",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookEvent",
 ]

@@ -11,6 +11,8 @@ Every request of every annotator comes through here, so it is Core statements, a
 per call whatever the entry count (docs/design.md, "Hot paths"): lock the items and read their
 states, read their current annotations, retire the replaced ones, insert the new ones, close
 the leases, and store the touched items' new status and label, derived from what was read.
+When items got a label, one `items.labeled` event records them (`events`, one read of the
+subscriptions when none is subscribed).
 """
 
 from collections import defaultdict
@@ -36,7 +38,7 @@ from app.models.annotation import (
 from app.models.base import AnnotationSource, utcnow
 from app.models.item import Item
 from app.models.project import Project
-from app.services import batches, item_status
+from app.services import batches, events, item_status
 
 ANNOTATION_TABLE = Annotation.__table__  # type: ignore[attr-defined]
 
@@ -116,12 +118,14 @@ def write_annotations(
     # The touched items' answers are known here: every current one was read under the item
     # locks, and this call's own replaced them.
     touched = plan.touched.union(refresh).intersection(states)
-    item_status.resolve(
+    labeled = item_status.resolve(
         session,
         project=project,
         states=[states[item_id] for item_id in sorted(touched)],
         answers=plan.answers_by_item(),
     )
+    # One event for the whole call, and only when items got a label (docs/webhooks.md).
+    events.emit_items_labeled(session, project_id=project.id, items=labeled)
     return plan.report
 
 

@@ -54,7 +54,9 @@ from app.models.dataset_version import (
 from app.models.item import Item
 from app.models.model_version import ModelVersion
 from app.models.project import Project
+from app.models.webhook import DatasetVersionCreatedData, EventType
 from app.pagination import PageRequest, encode_cursor, keyset
+from app.services import events
 from app.services.project_loading import load_project
 from app.sources.exports import export_chunks
 
@@ -305,8 +307,32 @@ def create_version(
         raise NothingToFreeze(
             "The project has no resolved labels yet: there is nothing to freeze.",
         )
+    emit_created(session, version=version)
     session.commit()
     return version
+
+
+def emit_created(session: Session, *, version: DatasetVersion) -> None:
+    """dataset_version.created, in the transaction that makes the version permanent: a freeze
+    request's, or the one a training job registers its model in (a version the job froze is
+    deleted again if it registers none, so it is reported only then)."""
+
+    def data() -> DatasetVersionCreatedData:
+        return DatasetVersionCreatedData(
+            project_id=version.project_id,
+            version=version.version,
+            name=version.name,
+            n_items=version.n_items,
+            label_distribution=version.label_distribution,
+            split_counts=version.split_counts,
+            content_hash=version.content_hash,
+            created_by=version.created_by,
+            created_at=version.created_at,
+        )
+
+    events.emit(
+        session, EventType.dataset_version_created, project_id=version.project_id, data=data
+    )
 
 
 def frozen_training_rows(

@@ -206,6 +206,14 @@ class Answer(NamedTuple):
     source: str
 
 
+class NewLabel(NamedTuple):
+    """An item that became labeled, or changed label, in a `resolve`."""
+
+    id: int
+    label: str
+    resolved_by: str | None
+
+
 class ItemState(NamedTuple):
     """What deriving an item's label needs besides its answers, and what it stored last
     (the columns of `state_select`, in order)."""
@@ -240,12 +248,14 @@ def resolve(
     project: Project,
     states: Iterable[ItemState],
     answers: Mapping[int, Sequence[Answer]],
-) -> None:
+) -> list[NewLabel]:
     """Derive each item's status and label from its current answers and store the ones that
     changed, in one UPDATE (`update_rows`); objects of those items the session holds get the
-    new values too."""
+    new values too. Returns the items that became labeled or whose label changed (what an
+    `items.labeled` event reports)."""
     now = utcnow()
     changes: list[tuple[int, dict[str, Any]]] = []
+    labeled: list[NewLabel] = []
     for state in states:
         votes, model_label, implicit = [], None, []
         for answer in answers.get(state.id, ()):
@@ -268,6 +278,8 @@ def resolve(
             if newly_trainable(state.resolved_label, state.resolved_by, resolution):
                 values["labeled_at"] = now
             changes.append((state.id, values))
+            if _newly_labeled(state, resolution) and resolution.label is not None:
+                labeled.append(NewLabel(state.id, resolution.label, resolution.resolved_by))
     # update_rows wants the same columns in every row: the rows that set labeled_at go apart.
     for stamped in (True, False):
         update_rows(
@@ -280,12 +292,22 @@ def resolve(
             ],
         )
     sync_loaded(session, Item, changes)
+    return labeled
 
 
-def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> None:
+def _newly_labeled(state: ItemState, resolution: Resolution) -> bool:
+    """The item is labeled now, and was not, or had another label."""
+    return resolution.status == ItemStatus.labeled and (
+        state.status != ItemStatus.labeled or state.resolved_label != resolution.label
+    )
+
+
+def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]) -> list[NewLabel]:
     """Recompute status and resolved label of the given items (never commits): per chunk,
-    their current answers and their states in two reads, then `resolve`."""
+    their current answers and their states in two reads, then `resolve`. Returns the items
+    that became labeled or changed label."""
     ids = sorted(set(item_ids))
+    labeled: list[NewLabel] = []
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         answers: dict[int, list[Answer]] = defaultdict(list)
@@ -300,7 +322,8 @@ def refresh_items(session: Session, *, project: Project, item_ids: Iterable[int]
         for item_id, label, abstain, source in rows:
             answers[item_id].append(Answer(label, abstain, source))
         states = [ItemState(*row) for row in session.execute(state_select(session, chunk))]
-        resolve(session, project=project, states=states, answers=answers)
+        labeled += resolve(session, project=project, states=states, answers=answers)
+    return labeled
 
 
 def refresh_project(session: Session, *, project: Project) -> None:

@@ -11,6 +11,7 @@ from app.models.base import utcnow
 from app.models.job import FINISHED, PAYLOAD_PARAM, Job, JobKind, JobStatus
 from app.models.job_kinds import PARAMS_MODELS, JobParams
 from app.pagination import PageRequest, keyset
+from app.services import events
 
 
 def new_job(
@@ -107,10 +108,13 @@ def cancel_job(session: Session, *, job_id: int) -> Job:
         raise NotFound(f"No job with id {job_id}.")
     if job.status in FINISHED:
         raise Conflict(f"Job {job_id} has already finished ({job.status}); nothing to cancel.")
-    if job.status == JobStatus.queued:
+    cancelled_now = job.status == JobStatus.queued
+    if cancelled_now:
         job.status, job.finished_at = JobStatus.cancelled, utcnow()
     job.cancel_requested = True
     session.add(job)
+    if cancelled_now:
+        events.emit_job_finished(session, job)
     session.commit()
     return job
 

@@ -27,14 +27,20 @@ from app.models.dataset_version import DatasetVersion
 from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.job_kinds import ScorePoolParams, TrainModelParams
-from app.models.model_version import ModelArtifact, ModelTrainRequest, ModelVersion
+from app.models.model_version import (
+    ModelArtifact,
+    ModelTrainRequest,
+    ModelVersion,
+    registry_version_name,
+)
 from app.models.project import Project
+from app.models.webhook import EventType, ModelActivatedData
 from app.pagination import PageRequest, keyset
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.cache import ModelCache, shared_cache
 from app.registry.store import load_array, load_pipeline
 from app.registry.training import MIN_PER_LABEL
-from app.services import jobs
+from app.services import events, jobs
 from app.services.api_keys import Principal
 from app.services.dataset_versions import frozen_training_rows
 from app.services.dataset_versions import get_version as get_dataset_version
@@ -378,12 +384,39 @@ def make_active(
     session.flush()  # the partial unique index allows one active version at a time
     version.active, version.activated_at = True, utcnow()
     session.add(version)
-    return jobs.new_job(
+    scoring = jobs.new_job(
         session,
         project_id=project.id,
         kind=JobKind.score_pool,
         params=ScorePoolParams(version=version.version),
         created_by=created_by,
+    )
+    events.emit(
+        session,
+        EventType.model_activated,
+        project_id=project.id,
+        data=lambda: _activated(version, created_by=created_by, scoring_job_id=scoring.id),
+    )
+    return scoring
+
+
+def _activated(
+    version: ModelVersion, *, created_by: str, scoring_job_id: int | None
+) -> ModelActivatedData:
+    metrics = version.metrics or {}
+    accuracy, macro_f1 = metrics.get("accuracy"), metrics.get("macro_f1")
+    assert version.activated_at is not None
+    return ModelActivatedData(
+        project_id=version.project_id,
+        version=version.version,
+        model_version=registry_version_name(version.version),
+        algorithm=version.algorithm,
+        dataset_version=version.dataset_version,
+        accuracy=None if accuracy is None else float(accuracy),
+        macro_f1=None if macro_f1 is None else float(macro_f1),
+        activated_at=version.activated_at,
+        activated_by=created_by,
+        scoring_job_id=scoring_job_id,
     )
 
 

@@ -9,8 +9,9 @@ from app.models.annotation import Annotation
 from app.models.base import ConsensusMethod, Phase, utcnow
 from app.models.item import Item
 from app.models.project import PhaseChange, Project, ProjectCreate, ProjectUpdate
+from app.models.webhook import EventType, ProjectPhaseChangedData
 from app.pagination import PageRequest, keyset
-from app.services import agreement, consensus, item_status
+from app.services import agreement, consensus, events, item_status
 from app.services.api_keys import Principal
 
 
@@ -68,6 +69,8 @@ def update_project(
         session.add(phase_change)
     # A rename onto another project's name fails here, before the commit: a 409 too.
     _write_or_conflict(session, name=project.name, commit=False)
+    if phase_change is not None:
+        _emit_phase_changed(session, phase_change)
     job = None
     if (required_before, method_before) != (project.required_annotators, project.consensus_method):
         item_status.refresh_project(session, project=project)
@@ -119,6 +122,25 @@ def _phase_change(
         krippendorff_alpha=alpha,
         agreement_threshold=threshold,
         changed_by=by.name,
+    )
+
+
+def _emit_phase_changed(session: Session, change: PhaseChange) -> None:
+    events.emit(
+        session,
+        EventType.project_phase_changed,
+        project_id=change.project_id,
+        data=lambda: ProjectPhaseChangedData(
+            project_id=change.project_id,
+            from_phase=Phase(change.from_phase),
+            to_phase=Phase(change.to_phase),
+            forced=change.forced,
+            reason=change.reason,
+            krippendorff_alpha=change.krippendorff_alpha,
+            agreement_threshold=change.agreement_threshold,
+            changed_by=change.changed_by,
+            changed_at=change.created_at,
+        ),
     )
 
 

@@ -12,7 +12,7 @@ from app.models.item import Item
 from app.models.project import Project
 from app.models.review import Review, ReviewCreate, ReviewPublic
 from app.pagination import PageRequest, keyset
-from app.services import batches, item_status, policy
+from app.services import batches, events, item_status, policy
 from app.services.api_keys import Principal
 
 
@@ -67,7 +67,8 @@ def submit_review(
     session.add(item)
     session.flush()
     batches.release_answered(session, answers=[(data.item_id, principal.name)])
-    item_status.refresh_items(session, project=project, item_ids=[data.item_id])
+    labeled = item_status.refresh_items(session, project=project, item_ids=[data.item_id])
+    events.emit_items_labeled(session, project_id=project.id, items=labeled)
     session.commit()
     return review
 

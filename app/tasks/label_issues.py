@@ -21,10 +21,11 @@ from app.models.label_issue import GONE, Change, LabelIssueReport, LabelIssueRow
 from app.models.model_version import ModelVersion, registry_version_name
 from app.models.project import Project
 from app.models.review import Review
+from app.models.webhook import EventType, LabelIssuesReadyData
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.store import dump_array
 from app.registry.training import out_of_fold_probabilities
-from app.services import item_status, model_versions
+from app.services import events, item_status, model_versions
 from app.services.label_issues import judge
 from app.services.model_versions import TrainingSet
 from app.services.project_loading import load_project
@@ -230,13 +231,26 @@ def _store_report(
 
 
 def _complete(context: JobContext, report_id: int, *, seconds: float) -> None:
-    """Make the report visible, with the time it took."""
+    """Make the report visible, with the time it took, and say so (label_issues.ready)."""
     with context.database.session(write=True) as session:
         stored = session.get(LabelIssueReport, report_id)
         assert stored is not None
         stored.seconds = seconds
         stored.completed_at = utcnow()
         session.add(stored)
+        events.emit(
+            session,
+            EventType.label_issues_ready,
+            project_id=stored.project_id,
+            data=lambda: LabelIssuesReadyData(
+                project_id=stored.project_id,
+                report_id=report_id,
+                job_id=context.job_id,
+                n_items=stored.n_items,
+                n_issues=stored.n_issues,
+                counts=stored.counts,
+            ),
+        )
         session.commit()
 
 

@@ -16,6 +16,7 @@ from app.models.project import Project
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.store import dump_array, dump_pipeline
 from app.registry.training import TrainedModel, train
+from app.services.dataset_versions import emit_created as emit_dataset_version_created
 from app.services.dataset_versions import get_version as get_dataset_version
 from app.services.dataset_versions import snapshot
 from app.services.model_versions import (
@@ -38,7 +39,9 @@ def run_training(context: JobContext) -> TrainModelResult:
     params = algorithm.resolve_params(asked.params)
     training_set, frozen, created = _frozen_training_set(context, asked, algorithm)
     try:
-        return _train_and_register(context, asked, algorithm, params, training_set, frozen.version)
+        return _train_and_register(
+            context, asked, algorithm, params, training_set, frozen, created=created
+        )
     except BaseException:
         if created:  # a job that registers no model leaves no dataset version behind
             _drop_untrained_version(context, frozen)
@@ -51,10 +54,14 @@ def _train_and_register(
     algorithm: Algorithm,
     params: dict[str, Any],
     training_set: TrainingSet,
-    frozen: int,
+    dataset: DatasetVersion,
+    *,
+    created: bool,
 ) -> TrainModelResult:
     """Fit (cancellable), then register the version, its artifacts and its activation in one
-    transaction; the pool scoring an activation queues runs once this job has succeeded."""
+    transaction (with the dataset version's event, if this job froze it: only now is it
+    kept); the pool scoring an activation queues runs once this job has succeeded."""
+    frozen = dataset.version
     trained = _fit(context, algorithm, params, training_set)
     pipeline_bytes = dump_pipeline(trained.pipeline)
     oof_bytes = dump_array(trained.oof_probabilities)
@@ -74,6 +81,8 @@ def _train_and_register(
         session.add(
             ModelArtifact(model_version_id=version.id, name=OOF_ARTIFACT, content=oof_bytes)
         )
+        if created:
+            emit_dataset_version_created(session, version=dataset)
         scoring_job = None
         if _should_activate(session, project, asked.activate, version):
             scoring_job = make_active(

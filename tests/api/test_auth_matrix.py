@@ -85,6 +85,12 @@ ALLOWED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/jobs"): WRITERS,
     ("POST", "/v1/jobs/{job_id}/cancel"): WRITERS,
     ("POST", "/v1/jobs/{job_id}/retry"): WRITERS,
+    ("POST", "/v1/webhooks"): ADMIN,
+    ("GET", "/v1/webhooks"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("DELETE", "/v1/webhooks/{webhook_id}"): ADMIN,
+    ("GET", "/v1/webhooks/{webhook_id}/deliveries"): ADMIN,
+    ("POST", "/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): ADMIN,
 }
 
 # A body each allowed caller can send (valid where that is cheap); the auth decision is
@@ -115,6 +121,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/projects/{project_id}/production-samples"): {"predictions": []},
     ("POST", "/v1/projects/{project_id}/imports"): {"kind": "click_logs", "sessions": []},
     ("POST", "/v1/projects/{project_id}/dataset-versions"): {},
+    ("POST", "/v1/webhooks"): {"url": "http://127.0.0.1:9/", "events": ["job.failed"]},
 }
 
 CALLERS = ("no key", "unknown key", "revoked key", "annotator", "service", "admin")
@@ -157,6 +164,8 @@ class World:
             version=1,
             report_id=1,
             job_id=1,
+            webhook_id=1,
+            delivery_id=1,
         )
 
     def body(self, key: tuple[str, str]) -> Any:

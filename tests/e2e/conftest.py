@@ -56,8 +56,9 @@ def start_server(
     *,
     bootstrap_key: str | None,
     settings: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> LiveServer:
-    """A server on its own port; `settings` are more LABELWISE_* environment variables."""
+    """`labelwise serve` on a free port; `settings` adds LABELWISE_* variables."""
     port = free_port()
     env = {
         **os.environ,
@@ -71,7 +72,16 @@ def start_server(
         env["LABELWISE_BOOTSTRAP_ADMIN_KEY"] = bootstrap_key
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
