@@ -23,7 +23,7 @@ def test_spec_follows_the_conventions(tmp_path: Path) -> None:
     operations = [op for path in spec["paths"].values() for op in path.values()]
     ids = [op["operationId"] for op in operations]
     assert len(ids) == len(set(ids))
-    assert "items-create_items" in ids and "projects-get_project_stats" in ids
+    assert "createItems" in ids and "getProjectStats" in ids
     assert all(op.get("summary") for op in operations)
     ingest = spec["paths"]["/v1/projects/{project_id}/items"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-ndjson"} <= ingest.keys()

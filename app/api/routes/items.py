@@ -35,6 +35,8 @@ NDJSON = "application/x-ndjson"
 
 INGEST_BODY = {
     "required": True,
+    "description": f"A JSON array of items, or {NDJSON}: one item per line, streamed, with no "
+    "size limit and committed every chunk (docs/clients.md shows the raw call).",
     "content": {
         JSON: {
             "schema": {"type": "array", "items": {"$ref": "#/components/schemas/ItemIn"}},
@@ -46,10 +48,7 @@ INGEST_BODY = {
                 }
             ],
         },
-        NDJSON: {
-            "schema": {"$ref": "#/components/schemas/ItemIn"},
-            "description": "One item per line, streamed; no size limit; committed every chunk.",
-        },
+        NDJSON: {"schema": {"$ref": "#/components/schemas/ItemIn"}},
     },
 }
 

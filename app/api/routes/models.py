@@ -22,11 +22,11 @@ from app.services import model_versions
 
 router = ProblemRouter(
     prefix="/v1/projects/{project_id}/models",
-    tags=["models"],
+    tags=["model-versions"],
     responses=PROJECT_PROBLEMS,
 )
 algorithms_router = ProblemRouter(
-    prefix="/v1/algorithms", tags=["models"], responses=problem_responses(Unauthorized)
+    prefix="/v1/algorithms", tags=["model-versions"], responses=problem_responses(Unauthorized)
 )
 
 VersionPath = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The version number.")]
