@@ -7,6 +7,7 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, model_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.api_key import NAME_PATTERN
@@ -105,7 +106,9 @@ class AnnotationPublic(BaseModel):
     replaced_at: datetime | None
 
 
-AnnotationEntryStatus = Literal["created", "replaced", "unchanged", "failed"]
+AnnotationEntryStatus = TypeAliasType(
+    "AnnotationEntryStatus", Literal["created", "replaced", "unchanged", "failed"]
+)
 
 
 class AnnotationEntryResult(BaseModel):

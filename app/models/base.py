@@ -4,13 +4,14 @@ import math
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import sqlalchemy as sa
 from pydantic import AfterValidator
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
+from typing_extensions import TypeAliasType
 
 # Named constraints let SQLite batch migrations find and drop them.
 SQLModel.metadata.naming_convention = {
@@ -138,6 +139,9 @@ HUMAN_RESOLUTIONS = ("review", "consensus")
 # (clicks), which for click data are most of the training set. Never a model's own.
 USER_BEHAVIOR_RESOLUTION = "user_behavior"
 TRAINABLE_RESOLUTIONS = (*HUMAN_RESOLUTIONS, USER_BEHAVIOR_RESOLUTION)
+# What resolved an item's label: a review, the human consensus, a model's auto-accept, or an
+# implicit label from user behaviour.
+ResolvedBy = TypeAliasType("ResolvedBy", Literal["review", "consensus", "model", "user_behavior"])
 
 
 class Phase(StrEnum):

@@ -8,18 +8,26 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.ml.selection import Strategy
 from app.models.api_key import NAME_PATTERN
 from app.models.base import DbId, SafeStr, timestamp_column, utcnow
 from app.models.item import ItemPublic
 
-Queue = Literal["label", "review"]
+BatchQueue = TypeAliasType("BatchQueue", Literal["label", "review"])
 # What a batch really used: a requested strategy, "cold_start" (diverse random draws, no model)
 # or "review" (the review queue, oldest first).
-UsedStrategy = Literal[
-    "random", "least_confidence", "margin", "entropy", "diverse_margin", "cold_start", "review"
-]
+UsedStrategy = TypeAliasType(
+    "UsedStrategy",
+    Literal[
+        "random", "least_confidence", "margin", "entropy", "diverse_margin", "cold_start", "review"
+    ],
+)
+# Where a batch item's lease stands: still live or expired, or how it ended (LeaseOutcome).
+LeaseState = TypeAliasType(
+    "LeaseState", Literal["live", "expired", "answered", "skipped", "released"]
+)
 
 
 class LeaseOutcome(StrEnum):
@@ -94,7 +102,7 @@ class BatchCreate(BaseModel):
         default=None,
         description="Defaults to margin with a model and to a diverse cold start without one.",
     )
-    queue: Queue = pydantic.Field(
+    queue: BatchQueue = pydantic.Field(
         default="label",
         description="label: items still needing answers; review: needs_review items, with the "
         "model's suggestion and the reason.",
@@ -150,14 +158,14 @@ class BatchItem(BaseModel):
     exploration: bool = pydantic.Field(
         description="Drawn uniformly at random from the pool (the measured exploration share)."
     )
-    lease: Literal["live", "expired", "answered", "skipped", "released"]
+    lease: LeaseState
 
 
 class BatchPublic(BaseModel):
     id: int
     project_id: int
     annotator: str
-    queue: Queue
+    queue: BatchQueue
     strategy: UsedStrategy
     requested_strategy: Strategy | None
     model_version: str | None

@@ -154,7 +154,7 @@ class SplitFilter(StrEnum):
     test = "test"
 
 
-class Change(StrEnum):
+class DiffChange(StrEnum):
     added = "added"
     removed = "removed"
     relabeled = "relabeled"
@@ -163,7 +163,7 @@ class Change(StrEnum):
 
 class DiffEntry(BaseModel):
     item_id: int
-    change: Change
+    change: DiffChange
     old_label: str | None = pydantic.Field(description="The label in `against` (null: added).")
     new_label: str | None = pydantic.Field(description="The label in this version (null: removed).")
 

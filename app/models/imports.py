@@ -18,13 +18,15 @@ from pydantic import (
     model_validator,
 )
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.api_key import NAME_PATTERN
 from app.models.base import ItemSource, SafeStr, timestamp_column, utcnow
 from app.models.click_logs import ClickLogsImport
 
-FileFormat = Literal["jsonl", "csv", "parquet"]
+FileFormat = TypeAliasType("FileFormat", Literal["jsonl", "csv", "parquet"])
+RowErrorPart = TypeAliasType("RowErrorPart", Literal["row", "item", "label"])
 ColumnName = Annotated[SafeStr, pydantic.Field(min_length=1, max_length=255)]
 AnnotatorName = Annotated[
     str,
@@ -235,7 +237,7 @@ class RowError(BaseModel):
         description="1-based: the line of a JSONL file, the record after a CSV header, the "
         "row of a Parquet file or of the query's result."
     )
-    part: Literal["row", "item", "label"] = pydantic.Field(
+    part: RowErrorPart = pydantic.Field(
         description="row: unreadable or unmapped, nothing stored; item: the item failed; "
         "label: the item was stored but its label was not."
     )

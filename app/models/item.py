@@ -7,6 +7,7 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.annotation import AnnotationPublic
@@ -15,6 +16,7 @@ from app.models.base import (
     ItemSource,
     ItemStatus,
     JsonObject,
+    ResolvedBy,
     SafeStr,
     timestamp_column,
     utcnow,
@@ -91,7 +93,11 @@ class ItemIn(BaseModel):
         return text
 
 
-IngestStatus = Literal["created", "updated", "unchanged", "duplicate", "failed"]
+IngestStatus = TypeAliasType(
+    "IngestStatus", Literal["created", "updated", "unchanged", "duplicate", "failed"]
+)
+# Which of an ingest's entries its report lists.
+IngestResults = TypeAliasType("IngestResults", Literal["all", "errors"])
 
 
 class IngestEntryResult(BaseModel):
@@ -139,7 +145,7 @@ class ItemPublic(BaseModel):
     source: ItemSource
     status: ItemStatus
     resolved_label: str | None
-    resolved_by: Literal["review", "consensus", "model", "user_behavior"] | None = pydantic.Field(
+    resolved_by: ResolvedBy | None = pydantic.Field(
         default=None,
         description="A reviewer's decision, human consensus, a model's auto-accepted "
         "prelabel, or an implicit label from user behaviour such as clicks (that order of "

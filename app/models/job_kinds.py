@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+from typing_extensions import TypeAliasType
 
 from app.ml.selection import Strategy
 from app.models.base import ConsensusMethod, ItemSource
@@ -93,6 +94,8 @@ class TrainModelResult(KindTagged):
 
 # --- prelabel ----------------------------------------------------------------------------------
 
+PrelabelMode = TypeAliasType("PrelabelMode", Literal["target_precision", "threshold"])
+
 
 class PrelabelParams(KindTagged):
     kind: Literal["prelabel"] = "prelabel"
@@ -114,7 +117,7 @@ class ExpectedPrecision(BaseModel):
 class PrelabelResult(KindTagged):
     kind: Literal["prelabel"] = "prelabel"
     model_version: str
-    mode: Literal["target_precision", "threshold"]
+    mode: PrelabelMode
     target_precision: float | None
     thresholds: dict[str, float | None] = pydantic.Field(
         description="Per label; null: never auto-accepted."

@@ -8,17 +8,20 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.models.base import timestamp_column, utcnow
 from app.pagination import Page
 
-IssueType = Literal["label", "near_duplicate", "outlier"]
+IssueType = TypeAliasType("IssueType", Literal["label", "near_duplicate", "outlier"])
 ISSUE_TYPES: tuple[IssueType, ...] = ("label", "near_duplicate", "outlier")
 # How an item's suspected mislabel compares with the project's previous report: new,
 # persisting, or gone: fixed (its label changed), dismissed (a reviewer kept the label), or
 # cleared (the model no longer doubts it).
-Change = Literal["new", "persisting", "fixed", "dismissed", "cleared"]
-GONE: tuple[Change, ...] = ("fixed", "dismissed", "cleared")
+IssueChange = TypeAliasType(
+    "IssueChange", Literal["new", "persisting", "fixed", "dismissed", "cleared"]
+)
+GONE: tuple[IssueChange, ...] = ("fixed", "dismissed", "cleared")
 
 
 class LabelIssueReport(SQLModel, table=True):
@@ -131,7 +134,7 @@ class LabelIssue(BaseModel):
     severity: float = pydantic.Field(description="1 - label_quality.")
     suggestion_confidence: float
     issue_types: list[IssueType]
-    change: Change | None = pydantic.Field(
+    change: IssueChange | None = pydantic.Field(
         description="The suspected mislabel against the previous report: new, persisting; or "
         "gone: fixed (its label changed), dismissed (a reviewer kept it), cleared (no longer "
         "doubted). Null for the first report and for other issue types."

@@ -8,11 +8,12 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, model_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.base import DbId, SafeStr, timestamp_column, utcnow
 
-PredictionSource = Literal["registry", "external"]
+PredictionSource = TypeAliasType("PredictionSource", Literal["registry", "external"])
 
 
 class Prediction(SQLModel, table=True):
@@ -82,7 +83,9 @@ def probability_errors(probabilities: dict[str, Any], labels: list[str]) -> list
     return errors
 
 
-PredictionEntryStatus = Literal["created", "updated", "failed"]
+PredictionEntryStatus = TypeAliasType(
+    "PredictionEntryStatus", Literal["created", "updated", "failed"]
+)
 
 
 class PredictionEntryResult(BaseModel):

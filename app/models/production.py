@@ -8,16 +8,19 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, WithJsonSchema, model_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.base import MAX_JSON_DEPTH, JsonObject, SafeStr, timestamp_column, utcnow
 from app.models.item import IngestStatus
 
-SampleReason = Literal["production_low_confidence", "production_random"]
+SampleReason = TypeAliasType(
+    "SampleReason", Literal["production_low_confidence", "production_random"]
+)
 LOW_CONFIDENCE: SampleReason = "production_low_confidence"
 RANDOM: SampleReason = "production_random"
-Bucket = Literal["day", "week"]
-HumanDecision = Literal["review", "consensus"]
+ReportBucket = TypeAliasType("ReportBucket", Literal["day", "week"])
+HumanDecision = TypeAliasType("HumanDecision", Literal["review", "consensus"])
 
 MAX_DAILY_SAMPLE = 100_000
 Confidence = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -143,7 +146,9 @@ class ProductionSampleRequest(BaseModel):
     )
 
 
-ProductionEntryStatus = Literal["stored", "unchanged", "failed"]
+ProductionEntryStatus = TypeAliasType(
+    "ProductionEntryStatus", Literal["stored", "unchanged", "failed"]
+)
 
 
 class ProductionEntryResult(BaseModel):
@@ -230,7 +235,7 @@ class Confusion(BaseModel):
 
 
 class ProductionReport(BaseModel):
-    bucket: Bucket
+    bucket: ReportBucket
     model_version: str | None = pydantic.Field(description="The model_version filter, if any.")
     sample_reason: SampleReason | None = pydantic.Field(
         description="The sample_reason filter, if any."

@@ -4,11 +4,25 @@ from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel
+from typing_extensions import TypeAliasType
 
 from app.models.base import ConsensusMethod
 from app.pagination import Page
 
-Band = Literal["excellent", "good", "needs_work", "not_measurable"]
+AgreementBand = TypeAliasType(
+    "AgreementBand", Literal["excellent", "good", "needs_work", "not_measurable"]
+)
+WarningCode = TypeAliasType(
+    "WarningCode",
+    Literal[
+        "not_measurable",
+        "below_threshold",
+        "confused_labels",
+        "disputed_items",
+        "annotators_below_others",
+        "high_abstain_rate",
+    ],
+)
 
 
 class PairKappa(BaseModel):
@@ -56,7 +70,7 @@ class ConfidenceInterval(BaseModel):
 
 
 class Interpretation(BaseModel):
-    band: Band = pydantic.Field(
+    band: AgreementBand = pydantic.Field(
         description="Krippendorff's alpha above 0.8 excellent, 0.6-0.8 good, below 0.6 the "
         "task definition needs work."
     )
@@ -64,14 +78,7 @@ class Interpretation(BaseModel):
 
 
 class AgreementWarning(BaseModel):
-    code: Literal[
-        "not_measurable",
-        "below_threshold",
-        "confused_labels",
-        "disputed_items",
-        "annotators_below_others",
-        "high_abstain_rate",
-    ]
+    code: WarningCode
     message: str
     evidence: dict[str, Any] = pydantic.Field(default_factory=dict)
 

@@ -31,7 +31,6 @@ from app.models.item import IngestEntryResult, Item
 from app.models.production import (
     LOW_CONFIDENCE,
     RANDOM,
-    Bucket,
     Confusion,
     DailyQuota,
     DisagreementStats,
@@ -46,6 +45,7 @@ from app.models.production import (
     ProductionReport,
     ProductionSampling,
     ReasonDisagreement,
+    ReportBucket,
     SampleReason,
 )
 from app.models.project import Project
@@ -513,7 +513,7 @@ def production_report(
     session: Session,
     *,
     project: Project,
-    bucket: Bucket,
+    bucket: ReportBucket,
     model_version: str | None,
     sample_reason: SampleReason | None,
 ) -> ProductionReport:
