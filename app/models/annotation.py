@@ -15,6 +15,7 @@ from app.models.base import (
     MAX_DB_ID,
     AnnotationSource,
     DbId,
+    ResponseModel,
     SafeStr,
     timestamp_column,
     utcnow,
@@ -88,7 +89,7 @@ class AnnotationIn(BaseModel):
         return self
 
 
-class AnnotationPublic(BaseModel):
+class AnnotationPublic(ResponseModel):
     id: int
     item_id: int
     annotator: str
@@ -111,14 +112,14 @@ AnnotationEntryStatus = TypeAliasType(
 )
 
 
-class AnnotationEntryResult(BaseModel):
+class AnnotationEntryResult(ResponseModel):
     index: int
     id: int | None = None
     status: AnnotationEntryStatus
     problem: Problem | None = None
 
 
-class AnnotationReport(BaseModel):
+class AnnotationReport(ResponseModel):
     created: int = 0
     replaced: int = 0
     unchanged: int = 0

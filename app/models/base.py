@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 import sqlalchemy as sa
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
 from typing_extensions import TypeAliasType
@@ -68,6 +68,20 @@ def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+
+
+class ResponseModel(BaseModel):
+    """A body the API answers with, every field always sent (a field with a default too, as
+    null or its value). Its serialization schema, the one the spec shows for responses, so
+    lists every field as required: generated clients read them without checks for absent
+    keys, while a request body that reuses the model keeps its defaulted fields optional
+    (FastAPI then names the two `X-Input` and `X-Output`).
+
+    A model that leaves fields out when it serializes (a job's params and result, `Problem`,
+    a column mapping) must not derive from it: the spec would promise keys it omits.
+    tests/test_openapi.py checks both ways."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 def utcnow() -> datetime:

@@ -12,7 +12,7 @@ from typing_extensions import TypeAliasType
 
 from app.ml.selection import Strategy
 from app.models.api_key import NAME_PATTERN
-from app.models.base import DbId, SafeStr, timestamp_column, utcnow
+from app.models.base import DbId, ResponseModel, SafeStr, timestamp_column, utcnow
 from app.models.item import ItemPublic
 
 BatchQueue = TypeAliasType("BatchQueue", Literal["label", "review"])
@@ -142,7 +142,7 @@ class BatchSkip(BaseModel):
     item_ids: list[DbId] = pydantic.Field(min_length=1, max_length=500)
 
 
-class BatchItem(BaseModel):
+class BatchItem(ResponseModel):
     item: ItemPublic
     score: float | None = pydantic.Field(
         description="How worth labeling the item is under the strategy (higher first); "
@@ -161,7 +161,7 @@ class BatchItem(BaseModel):
     lease: LeaseState
 
 
-class BatchPublic(BaseModel):
+class BatchPublic(ResponseModel):
     id: int
     project_id: int
     annotator: str

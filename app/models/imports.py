@@ -22,7 +22,7 @@ from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.api_key import NAME_PATTERN
-from app.models.base import ItemSource, SafeStr, timestamp_column, utcnow
+from app.models.base import ItemSource, ResponseModel, SafeStr, timestamp_column, utcnow
 from app.models.click_logs import ClickLogsImport
 
 FileFormat = TypeAliasType("FileFormat", Literal["jsonl", "csv", "parquet"])
@@ -217,7 +217,7 @@ JsonImport = Annotated[SqlImport | ClickLogsImport, pydantic.Field(discriminator
 # --- the result -------------------------------------------------------------------------------
 
 
-class ItemCounts(BaseModel):
+class ItemCounts(ResponseModel):
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -225,14 +225,14 @@ class ItemCounts(BaseModel):
     failed: int = 0
 
 
-class LabelCounts(BaseModel):
+class LabelCounts(ResponseModel):
     created: int = 0
     replaced: int = 0
     unchanged: int = 0
     failed: int = 0
 
 
-class RowError(BaseModel):
+class RowError(ResponseModel):
     row: int = pydantic.Field(
         description="1-based: the line of a JSONL file, the record after a CSV header, the "
         "row of a Parquet file or of the query's result."

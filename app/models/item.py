@@ -17,6 +17,7 @@ from app.models.base import (
     ItemStatus,
     JsonObject,
     ResolvedBy,
+    ResponseModel,
     SafeStr,
     timestamp_column,
     utcnow,
@@ -100,7 +101,7 @@ IngestStatus = TypeAliasType(
 IngestResults = TypeAliasType("IngestResults", Literal["all", "errors"])
 
 
-class IngestEntryResult(BaseModel):
+class IngestEntryResult(ResponseModel):
     index: int = pydantic.Field(
         description="Position of the entry in the request (line number - 1)."
     )
@@ -111,7 +112,7 @@ class IngestEntryResult(BaseModel):
     problem: Problem | None = None
 
 
-class IngestReport(BaseModel):
+class IngestReport(ResponseModel):
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -135,7 +136,7 @@ class IngestReport(BaseModel):
         )
 
 
-class ItemPublic(BaseModel):
+class ItemPublic(ResponseModel):
     id: int
     project_id: int
     external_id: str | None

@@ -30,7 +30,7 @@ from pydantic_core import CoreSchema
 from typing_extensions import TypeAliasType
 
 from app.ml.selection import Strategy
-from app.models.base import ConsensusMethod, ItemSource
+from app.models.base import ConsensusMethod, ItemSource, ResponseModel
 from app.models.click_logs import ClickSession
 from app.models.imports import ColumnMapping, FileFormat, ImportResult, SqlImport
 
@@ -107,7 +107,7 @@ class PrelabelParams(KindTagged):
     audit_share: float
 
 
-class ExpectedPrecision(BaseModel):
+class ExpectedPrecision(ResponseModel):
     estimate: float | None
     ci_low: float | None
     ci_high: float | None
@@ -329,7 +329,7 @@ class ClickLogsPayload(BaseModel):
     sessions: list[ClickSession]
 
 
-class SkippedPair(BaseModel):
+class SkippedPair(ResponseModel):
     query: str
     doc_id: str
     item_id: int | None = pydantic.Field(description="The item that already has this text.")

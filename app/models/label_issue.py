@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 from typing_extensions import TypeAliasType
 
-from app.models.base import timestamp_column, utcnow
+from app.models.base import ResponseModel, timestamp_column, utcnow
 from app.pagination import Page
 
 IssueType = TypeAliasType("IssueType", Literal["label", "near_duplicate", "outlier"])
@@ -122,7 +122,7 @@ class LabelIssueRequest(BaseModel):
     )
 
 
-class LabelIssue(BaseModel):
+class LabelIssue(ResponseModel):
     item_id: int
     rank: int = pydantic.Field(description="1 = the worst label in the report.")
     given_label: str
@@ -141,7 +141,7 @@ class LabelIssue(BaseModel):
     )
 
 
-class FlagReview(BaseModel):
+class FlagReview(ResponseModel):
     """What reviewers decided about this report's suspected mislabels."""
 
     flagged: int = pydantic.Field(description="Suspected mislabels sent to the review queue.")
@@ -177,7 +177,7 @@ class LabelIssueReportPublic(Page[LabelIssue]):
     seconds: float
 
 
-class LabelIssueReportSummary(BaseModel):
+class LabelIssueReportSummary(ResponseModel):
     id: int
     job_id: int | None
     created_at: datetime

@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 from typing_extensions import TypeAliasType
 
 from app.errors import Problem
-from app.models.base import DbId, SafeStr, timestamp_column, utcnow
+from app.models.base import DbId, ResponseModel, SafeStr, timestamp_column, utcnow
 
 PredictionSource = TypeAliasType("PredictionSource", Literal["registry", "external"])
 
@@ -88,21 +88,21 @@ PredictionEntryStatus = TypeAliasType(
 )
 
 
-class PredictionEntryResult(BaseModel):
+class PredictionEntryResult(ResponseModel):
     index: int
     item_id: int | None = None
     status: PredictionEntryStatus
     problem: Problem | None = None
 
 
-class PredictionReport(BaseModel):
+class PredictionReport(ResponseModel):
     created: int = 0
     updated: int = 0
     failed: int = 0
     results: list[PredictionEntryResult] = pydantic.Field(default_factory=list)
 
 
-class PredictionPublic(BaseModel):
+class PredictionPublic(ResponseModel):
     model_version: str
     source: PredictionSource
     label: str

@@ -11,7 +11,14 @@ from sqlmodel import Field, SQLModel
 from typing_extensions import TypeAliasType
 
 from app.errors import Problem
-from app.models.base import MAX_JSON_DEPTH, JsonObject, SafeStr, timestamp_column, utcnow
+from app.models.base import (
+    MAX_JSON_DEPTH,
+    JsonObject,
+    ResponseModel,
+    SafeStr,
+    timestamp_column,
+    utcnow,
+)
 from app.models.item import IngestStatus
 
 SampleReason = TypeAliasType(
@@ -27,7 +34,7 @@ Confidence = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=False
 DailyCount = Annotated[int, pydantic.Field(ge=0, le=MAX_DAILY_SAMPLE)]
 
 
-class ProductionSampling(BaseModel):
+class ProductionSampling(ResponseModel):
     """How many production predictions go to human review each UTC day (a project setting)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -151,7 +158,7 @@ ProductionEntryStatus = TypeAliasType(
 )
 
 
-class ProductionEntryResult(BaseModel):
+class ProductionEntryResult(ResponseModel):
     index: int = pydantic.Field(description="Position of the entry in `predictions`.")
     status: ProductionEntryStatus = pydantic.Field(
         description="stored: a new production prediction; unchanged: the same prediction "
@@ -171,7 +178,7 @@ class ProductionEntryResult(BaseModel):
     problem: Problem | None = None
 
 
-class DailyQuota(BaseModel):
+class DailyQuota(ResponseModel):
     day: date = pydantic.Field(description="The UTC day of received_at the quota counts.")
     daily_low_confidence: int
     daily_random: int
@@ -180,7 +187,7 @@ class DailyQuota(BaseModel):
     sampled_random: int = pydantic.Field(description="Used today, this request included.")
 
 
-class ProductionIngestReport(BaseModel):
+class ProductionIngestReport(ResponseModel):
     stored: int = 0
     unchanged: int = 0
     failed: int = 0
@@ -194,7 +201,7 @@ class ProductionIngestReport(BaseModel):
     results: list[ProductionEntryResult] = pydantic.Field(default_factory=list)
 
 
-class DisagreementStats(BaseModel):
+class DisagreementStats(ResponseModel):
     n_sampled: int = pydantic.Field(description="Sampled predictions (sent to review).")
     n_decided: int = pydantic.Field(
         description="Of those, the ones whose item now has a human decision (a review or "
@@ -228,13 +235,13 @@ class ReasonDisagreement(DisagreementStats):
     sample_reason: SampleReason
 
 
-class Confusion(BaseModel):
+class Confusion(ResponseModel):
     production_label: str
     human_label: str
     n: int
 
 
-class ProductionReport(BaseModel):
+class ProductionReport(ResponseModel):
     bucket: ReportBucket
     model_version: str | None = pydantic.Field(description="The model_version filter, if any.")
     sample_reason: SampleReason | None = pydantic.Field(
@@ -263,7 +270,7 @@ class ProductionReport(BaseModel):
     )
 
 
-class ProductionDisagreement(BaseModel):
+class ProductionDisagreement(ResponseModel):
     prediction_id: int
     item_id: int
     external_id: str | None

@@ -13,6 +13,7 @@ from app.models.base import (
     PILOT_MIN_ANNOTATORS,
     ConsensusMethod,
     Phase,
+    ResponseModel,
     SafeStr,
     reject_control_characters,
     reject_nul,
@@ -35,7 +36,7 @@ Probability = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=Fals
 Cost = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
 
 
-class Example(BaseModel):
+class Example(ResponseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: SafeStr = pydantic.Field(min_length=1)
@@ -185,7 +186,7 @@ class ProjectUpdate(BaseModel):
         return self
 
 
-class ProjectPublic(BaseModel):
+class ProjectPublic(ResponseModel):
     id: int
     name: str
     description: str | None
@@ -226,7 +227,7 @@ class PhaseChange(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
 
-class PhaseChangePublic(BaseModel):
+class PhaseChangePublic(ResponseModel):
     id: int
     from_phase: Phase
     to_phase: Phase

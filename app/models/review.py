@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from app.models.base import DbId, ResolvedBy, SafeStr, timestamp_column, utcnow
+from app.models.base import DbId, ResolvedBy, ResponseModel, SafeStr, timestamp_column, utcnow
 
 
 class Review(SQLModel, table=True):
@@ -48,7 +48,7 @@ class ReviewCreate(BaseModel):
     note: SafeStr | None = pydantic.Field(default=None, max_length=10_000)
 
 
-class ReviewPublic(BaseModel):
+class ReviewPublic(ResponseModel):
     id: int
     item_id: int
     reviewer: str

@@ -4,11 +4,11 @@ from typing import Any
 
 from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
 
 from app.api.routing import ProblemRouter
 from app.errors import NotReady, problem_responses
 from app.migrations import schema_revision_status
+from app.models.base import ResponseModel
 
 router = ProblemRouter(tags=["health"])
 
@@ -16,11 +16,11 @@ router = ProblemRouter(tags=["health"])
 NO_AUTH: dict[str, Any] = {"security": []}
 
 
-class Health(BaseModel):
+class Health(ResponseModel):
     status: str
 
 
-class Readiness(BaseModel):
+class Readiness(ResponseModel):
     status: str
     database: str
     revision: str | None
