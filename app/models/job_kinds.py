@@ -15,6 +15,7 @@ The three import kinds' params carried a `kind` before (the import kind of
 `POST .../imports`: file, sql, click_logs); it stays, and tells them apart in the union.
 """
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -62,11 +63,18 @@ class KindTagged(BaseModel):
 # --- train_model -------------------------------------------------------------------------------
 
 
+class ActivateIfBetter(StrEnum):
+    """A training job's `activate` besides true and false (auto-retraining). An enum, not a
+    literal: generated clients parse a boolean-or-enum union, not a boolean-or-const one."""
+
+    if_better = "if_better"
+
+
 class TrainModelParams(KindTagged):
     kind: Literal["train_model"] = "train_model"
     algorithm: str
     params: dict[str, Any] = pydantic.Field(description="The algorithm's resolved params.")
-    activate: bool | Literal["if_better"] = pydantic.Field(
+    activate: bool | ActivateIfBetter = pydantic.Field(
         description='"if_better" (auto-retraining): activate when its cross-validated macro-F1 '
         "is at least the active version's."
     )

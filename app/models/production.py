@@ -34,7 +34,7 @@ Confidence = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=False
 DailyCount = Annotated[int, pydantic.Field(ge=0, le=MAX_DAILY_SAMPLE)]
 
 
-class ProductionSampling(ResponseModel):
+class ProductionSampling(BaseModel):
     """How many production predictions go to human review each UTC day (a project setting)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -55,6 +55,10 @@ class ProductionSampling(ResponseModel):
 
 
 DEFAULT_PRODUCTION_SAMPLING: dict[str, Any] = ProductionSampling().model_dump()
+
+
+class ProductionSamplingPublic(ProductionSampling, ResponseModel):
+    """The setting as a project answers it: every field is always there."""
 
 
 class ProductionSamplingUpdate(BaseModel):
@@ -247,7 +251,9 @@ class ProductionReport(ResponseModel):
     sample_reason: SampleReason | None = pydantic.Field(
         description="The sample_reason filter, if any."
     )
-    sampling: ProductionSampling = pydantic.Field(description="The project's current setting.")
+    sampling: ProductionSamplingPublic = pydantic.Field(
+        description="The project's current setting."
+    )
     overall: DisagreementStats = pydantic.Field(
         description="Every sampled prediction. Without a sample_reason filter it mixes both "
         "samples, so low-confidence predictions are over-represented and the rate overstates "

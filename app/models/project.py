@@ -23,6 +23,7 @@ from app.models.base import (
 from app.models.production import (
     DEFAULT_PRODUCTION_SAMPLING,
     ProductionSampling,
+    ProductionSamplingPublic,
     ProductionSamplingUpdate,
 )
 
@@ -36,12 +37,16 @@ Probability = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=Fals
 Cost = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
 
 
-class Example(ResponseModel):
+class Example(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: SafeStr = pydantic.Field(min_length=1)
     label: SafeStr
     note: SafeStr | None = None
+
+
+class ExamplePublic(Example, ResponseModel):
+    """An example as a project answers it: `note` is always there (null when none)."""
 
 
 class Project(SQLModel, table=True):
@@ -193,7 +198,7 @@ class ProjectPublic(ResponseModel):
     labels: list[str]
     allow_abstain: bool
     guidelines: str
-    examples: list[Example]
+    examples: list[ExamplePublic]
     annotators_per_item: int
     auto_accept_threshold: float
     agreement_threshold: float
@@ -202,7 +207,7 @@ class ProjectPublic(ResponseModel):
     phase: Phase
     consensus_method: ConsensusMethod
     retrain_after_labels: int | None
-    production_sampling: ProductionSampling
+    production_sampling: ProductionSamplingPublic
     created_at: datetime
     updated_at: datetime
 

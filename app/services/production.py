@@ -44,6 +44,7 @@ from app.models.production import (
     ProductionPredictionIn,
     ProductionReport,
     ProductionSampling,
+    ProductionSamplingPublic,
     ReasonDisagreement,
     ReportBucket,
     SampleReason,
@@ -531,7 +532,7 @@ def production_report(
         bucket=bucket,
         model_version=model_version,
         sample_reason=sample_reason,
-        sampling=ProductionSampling.model_validate(project.production_sampling),
+        sampling=ProductionSamplingPublic.model_validate(project.production_sampling),
         overall=DisagreementStats(
             **_stats(disagreement.disagreement_rate(outcomes.decided, outcomes.disagreed))
         ),
