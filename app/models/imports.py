@@ -144,7 +144,9 @@ class FileImportFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["file"]
+    kind: Literal["file"] = pydantic.Field(
+        default="file", description="Optional: the upload path makes every import a file one."
+    )
     mapping: ColumnMapping
     format: FileFormat | None = pydantic.Field(
         default=None,

@@ -1,6 +1,6 @@
 """The Labelwise flow through the generated Python client (openapi-python-client): create a
 project, ingest, fetch a batch as each of two annotators and answer it, read the agreement,
-train a model and read the job's typed result.
+train a model and read the job's typed result; then upload a file to import (multipart).
 
 tests/test_clients.py type-checks it with the generated package under `mypy --strict` and runs
 it against a live server; docs/clients.md shows how to build it. Prints a JSON summary.
@@ -8,6 +8,7 @@ it against a live server; docs/clients.md shows how to build it. Prints a JSON s
     python clients/python/flow.py <base-url> <admin-key>   (labelwise_client on PYTHONPATH)
 """
 
+import io
 import json
 import sys
 import time
@@ -18,6 +19,7 @@ from labelwise_client import AuthenticatedClient
 from labelwise_client.api.annotations import create_annotations
 from labelwise_client.api.api_keys import create_api_key
 from labelwise_client.api.batches import create_batch
+from labelwise_client.api.imports import create_file_import
 from labelwise_client.api.items import create_items
 from labelwise_client.api.jobs import get_job
 from labelwise_client.api.model_versions import create_model_version
@@ -27,6 +29,9 @@ from labelwise_client.models import (
     AnnotationIn,
     ApiKeyCreate,
     BatchCreate,
+    ColumnMapping,
+    FileImportForm,
+    ImportFileResult,
     ItemIn,
     JobPublic,
     JobStatus,
@@ -36,6 +41,7 @@ from labelwise_client.models import (
     Role,
     TrainModelResult,
 )
+from labelwise_client.types import File, Unset
 
 T = TypeVar("T")
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -104,6 +110,17 @@ def main(base_url: str, admin_key: str) -> None:
         raise RuntimeError(f"training did not succeed: {job.to_dict()}")
     result = job.result
 
+    # A file import is its own operation: a multipart upload, `mapping` a JSON part.
+    rows = b"body\nThe export button does nothing\nAdd a CSV export\n"
+    upload = FileImportForm(
+        file=File(payload=io.BytesIO(rows), file_name="tickets.csv"),
+        mapping=ColumnMapping(text="body"),
+    )
+    accepted = ok(create_file_import.sync(project.id, client=admin, body=upload), "uploading")
+    imported = wait_for_job(admin, accepted.id).result
+    if not isinstance(imported, ImportFileResult) or isinstance(imported.items, Unset):
+        raise RuntimeError(f"the import did not succeed: {imported}")
+
     summary = {
         "project_id": project.id,
         "created": created,
@@ -114,6 +131,8 @@ def main(base_url: str, admin_key: str) -> None:
         "version": result.version,
         "model_version": result.model_version,
         "macro_f1": result.macro_f1,
+        "import_job_id": accepted.id,
+        "imported": imported.items.created,
     }
     print(json.dumps(summary))
 

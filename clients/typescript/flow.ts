@@ -1,6 +1,7 @@
 // The Labelwise flow through the generated TypeScript client (openapi-typescript types +
 // openapi-fetch): create a project, ingest, fetch a batch as each of two annotators and
-// answer it, read the agreement, train a model and read the job's typed result.
+// answer it, read the agreement, train a model and read the job's typed result; then upload a
+// file to import (multipart).
 // tests/test_clients.py type-checks it under `strict` and runs it against a live server;
 // docs/clients.md shows how to build it. Prints a JSON summary on stdout.
 //
@@ -10,6 +11,7 @@ import createClient from "openapi-fetch";
 import type { components, paths } from "./schema.js";
 
 type TrainModelResult = components["schemas"]["TrainModelResult"];
+type ImportFileResult = components["schemas"]["ImportFileResult"];
 
 const [baseUrl, adminKey] = process.argv.slice(2);
 if (baseUrl === undefined || adminKey === undefined) {
@@ -112,6 +114,28 @@ if (job.status !== "succeeded" || job.result === null || job.result.kind !== "tr
 // Narrowed by `kind`: the training result's fields are typed.
 const result: TrainModelResult = job.result;
 
+// A file import is its own operation: a multipart upload, `mapping` a JSON part. The spec
+// types the file (format: binary) as a string; the body serializer builds the form.
+const rows = "body\nThe export button does nothing\nAdd a CSV export\n";
+const upload = ok(
+  await admin.POST("/v1/projects/{project_id}/imports/upload", {
+    params: { path },
+    body: { mapping: { text: "body" }, file: rows },
+    bodySerializer: (body) => {
+      const form = new FormData();
+      form.append("mapping", JSON.stringify(body.mapping));
+      form.append("file", new Blob([body.file], { type: "text/csv" }), "tickets.csv");
+      return form;
+    },
+  }),
+  "uploading",
+);
+const importJob = await waitForJob(upload.id);
+if (importJob.result === null || importJob.result.kind !== "import_file") {
+  throw new Error(`the import did not succeed: ${JSON.stringify(importJob)}`);
+}
+const imported: ImportFileResult = importJob.result;
+
 console.log(
   JSON.stringify({
     project_id: project.id,
@@ -123,5 +147,7 @@ console.log(
     version: result.version,
     model_version: result.model_version,
     macro_f1: result.macro_f1,
+    import_job_id: importJob.id,
+    imported: imported.items?.created,
   }),
 );

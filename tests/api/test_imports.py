@@ -451,6 +451,18 @@ class TestFileImports:
         assert items["a"]["resolved_label"] == "bug"
         assert items["c"]["status"] == items["h"]["status"] == "unlabeled"
 
+    def test_an_upload_needs_no_kind(self, live: Live) -> None:
+        """The upload path makes every import a file one: `kind=file` is optional there."""
+        client = live.client
+        project = make_project(client, {}, labels=LABELS)
+        response = client.post(
+            upload_url(project["id"]),
+            data={"mapping": json.dumps({"text": "body", "label": "category"})},
+            files={"file": ("t.csv", CSV, "application/octet-stream")},
+        )
+        job = run(client, response, "import_file")
+        assert job["result"]["labels"]["created"] == 2
+
     def test_a_file_uploaded_to_the_json_path_is_still_imported(self, live: Live) -> None:
         """How file imports were sent before they had their own path: still served."""
         client = live.client
