@@ -1,6 +1,7 @@
 """The Labelwise flow through the generated Python client (openapi-python-client): create a
-project, ingest, fetch a batch as each of two annotators and answer it, read the agreement,
-train a model and read the job's typed result; then upload a file to import (multipart).
+project, ingest (JSON, and NDJSON by hand), fetch a batch as each of two annotators and
+answer it, read the agreement, train a model and read the job's typed result; then upload a
+file to import (multipart).
 
 tests/test_clients.py type-checks it with the generated package under `mypy --strict` and runs
 it against a live server; docs/clients.md shows how to build it. Prints a JSON summary.
@@ -32,6 +33,7 @@ from labelwise_client.models import (
     ColumnMapping,
     FileImportForm,
     ImportFileResult,
+    IngestReport,
     ItemIn,
     JobPublic,
     JobStatus,
@@ -79,9 +81,18 @@ def main(base_url: str, admin_key: str) -> None:
         )
     ]
     items = [ItemIn(text=text, external_id=f"py-{i}") for i, text in enumerate(texts)]
-    ingest = ok(create_items.sync(project.id, client=admin, body=items), "ingesting")
+    # Half as a JSON array, through the generated method...
+    ingest = ok(create_items.sync(project.id, client=admin, body=items[:6]), "ingesting")
+    # ...half streamed as NDJSON, which generators cannot express: a raw call on the client's
+    # own httpx client (it carries the key), its answer read with the generated model.
+    streamed = admin.get_httpx_client().post(
+        f"/v1/projects/{project.id}/items",
+        content=(json.dumps(item.to_dict()).encode() + b"\n" for item in items[6:]),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    streamed.raise_for_status()
     # Counts the server always sends are plain ints, never Unset.
-    created: int = ingest.created
+    created: int = ingest.created + IngestReport.from_dict(streamed.json()).created
 
     answered = 0
     for client in annotators:

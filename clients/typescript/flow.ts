@@ -1,7 +1,7 @@
 // The Labelwise flow through the generated TypeScript client (openapi-typescript types +
-// openapi-fetch): create a project, ingest, fetch a batch as each of two annotators and
-// answer it, read the agreement, train a model and read the job's typed result; then upload a
-// file to import (multipart).
+// openapi-fetch): create a project, ingest (JSON, and NDJSON by hand), fetch a batch as each
+// of two annotators and answer it, read the agreement, train a model and read the job's typed
+// result; then upload a file to import (multipart).
 // tests/test_clients.py type-checks it under `strict` and runs it against a live server;
 // docs/clients.md shows how to build it. Prints a JSON summary on stdout.
 //
@@ -63,15 +63,30 @@ const texts = Array.from({ length: 6 }, (_, i) => [
   `The app crashes with error ${i} when I save`,
   `Please add dark mode option ${i} to settings`,
 ]).flat();
+const items = texts.map((text, i) => ({ external_id: `ts-${i}`, text }));
+// Half as a JSON array...
 const ingest = ok(
   await admin.POST("/v1/projects/{project_id}/items", {
     params: { path },
-    body: texts.map((text, i) => ({ external_id: `ts-${i}`, text })),
+    body: items.slice(0, 6),
   }),
   "ingesting",
 );
+// ...half as NDJSON (one item per line), which the generated types cannot express: the same
+// call with its own serializer and content type; the answer is still typed.
+const streamed = ok(
+  await admin.POST("/v1/projects/{project_id}/items", {
+    params: { path },
+    body: items.slice(6),
+    // The body may be typed as either content type's: an array (JSON) or one item (a line).
+    bodySerializer: (body) =>
+      (Array.isArray(body) ? body : [body]).map((item) => `${JSON.stringify(item)}\n`).join(""),
+    headers: { "Content-Type": "application/x-ndjson" },
+  }),
+  "streaming",
+);
 // Counts the server always sends are required numbers: no undefined check.
-const created: number = ingest.created;
+const created: number = ingest.created + streamed.created;
 
 let answered = 0;
 for (const key of annotators) {
