@@ -53,4 +53,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/request_cost.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage clients/typescript/node_modules
