@@ -21,6 +21,7 @@ serve: $(STAMP)
 	$(BIN)/labelwise serve --host $(HOST) --port $(PORT)
 
 ## test: the whole suite on SQLite, and on PostgreSQL too when LABELWISE_TEST_POSTGRES_URL is set
+## (the redocly and TypeScript-client tests need node and npm: skipped without, failed on CI)
 test: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85
 
