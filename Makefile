@@ -21,6 +21,7 @@ serve: $(STAMP)
 	$(BIN)/labelwise serve --host $(HOST) --port $(PORT)
 
 ## test: the whole suite on SQLite, and on PostgreSQL too when LABELWISE_TEST_POSTGRES_URL is set
+## (the redocly and TypeScript-client tests need node and npm: skipped without, failed on CI)
 test: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85
 
@@ -54,4 +55,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhooks.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage clients/typescript/node_modules

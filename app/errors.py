@@ -281,8 +281,10 @@ class PayloadTooLarge(AppError):
 
 
 class UnsupportedMediaType(AppError):
-    """Ingest got neither `application/json` nor NDJSON; an import neither
-    `multipart/form-data` nor `application/json`."""
+    """Ingest got neither `application/json` nor NDJSON; a file upload
+    (`POST .../imports/upload`) not `multipart/form-data`; a SQL or click-log import
+    (`POST .../imports`) neither `application/json` nor, as file imports were once sent,
+    `multipart/form-data`."""
 
     status = 415
     slug = "unsupported-media-type"

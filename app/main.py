@@ -2,8 +2,10 @@
 
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -72,7 +74,12 @@ from app.settings import Settings, get_settings
 
 logger = logging.getLogger("labelwise")
 
-VERSION = "0.1.0"
+# The spec's version is the installed package's (pyproject.toml), so they cannot drift.
+VERSION = version("labelwise")
+# Relative: the server that serves the spec (so /docs calls the server it came from).
+# Generated clients take their base URL as an argument (docs/clients.md).
+SERVERS = [{"url": "/", "description": "The server that serves this document."}]
+LICENSE = {"name": "Apache-2.0", "identifier": "Apache-2.0"}
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -150,7 +157,11 @@ async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 
 def operation_id(route: APIRoute) -> str:
-    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+    """The route function's name in camelCase (`create_batch` -> `createBatch`): what
+    generated clients call the operation. Unique across the app (build_openapi checks), and
+    stable: renaming a route function renames a client method (tests/test_openapi.py pins
+    them)."""
+    return re.sub(r"_([a-z0-9])", lambda match: match.group(1).upper(), route.name)
 
 
 # Every router, included in this order (a path two routers could match goes to the first).
@@ -343,6 +354,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         description=app.description,
         routes=app.routes,
         webhooks=app.webhooks.routes,
+        servers=SERVERS,
+        license_info=LICENSE,
     )
     for operation in schema.get("webhooks", {}).values():
         operation["post"]["responses"] = {

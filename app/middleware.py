@@ -33,7 +33,7 @@ LATENCY = Histogram(
 # The contract makes NDJSON ingest an unbounded stream, processed in chunks.
 STREAMED_INGEST_PATH = re.compile(r"^/v1/projects/[^/]+/items/?$")
 # File imports are uploads of up to max_import_bytes, spooled to disk as they arrive.
-IMPORT_PATH = re.compile(r"^/v1/projects/[^/]+/imports/?$")
+IMPORT_PATH = re.compile(r"^/v1/projects/[^/]+/imports(/upload)?/?$")
 MULTIPART = "multipart/form-data"
 
 
@@ -73,7 +73,8 @@ class BodyLimitMiddleware:
 
     When a chunked body crosses the limit, the 413 is sent at once and the app is told
     the client went away, so it stops reading and its own answer is dropped. File imports
-    (multipart uploads to .../imports) have their own, larger limit.
+    (multipart uploads to .../imports/upload, or to .../imports as before) have their own,
+    larger limit.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_import_bytes: int) -> None:

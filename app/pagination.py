@@ -7,16 +7,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel
 from sqlmodel.sql.expression import SelectOfScalar
 
 from app.errors import ErrorDetail, ValidationFailed
-from app.models.base import MAX_DB_ID
+from app.models.base import MAX_DB_ID, ResponseModel
 
 T = TypeVar("T")
 
 
-class Page(BaseModel, Generic[T]):
+class Page(ResponseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
 

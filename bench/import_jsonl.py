@@ -110,7 +110,7 @@ def run_leg(database: Database, path: Path, labels: list[str], rows: int) -> dic
         started = time.perf_counter()
         with path.open("rb") as file:
             response = client.post(
-                f"/v1/projects/{project['id']}/imports",
+                f"/v1/projects/{project['id']}/imports/upload",
                 data={"kind": "file", "mapping": json.dumps(MAPPING), "annotator": "import:bench"},
                 files={"file": (path.name, file, "application/x-ndjson")},
             )

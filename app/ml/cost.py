@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Literal
 
+from typing_extensions import TypeAliasType
+
 # Where a paid answer went (the order answers are checked in, and reported in).
 CATEGORIES = ("abstains", "replaced", "useful", "disagreement", "unresolved")
 # The categories that produced no usable label.
 WASTE = ("abstains", "replaced", "disagreement")
 
-PriceBasis = Literal["paid_average", "price_list_mean"]
+PriceBasis = TypeAliasType("PriceBasis", Literal["paid_average", "price_list_mean"])
 SavingOutcome = Literal["nothing_to_compare", "none_reached", "not_beaten", "saved"]
 
 

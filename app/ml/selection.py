@@ -5,11 +5,15 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 from scipy import sparse
+from typing_extensions import TypeAliasType
 
 from app.ml.uncertainty import Uncertainty
 
-Strategy = Literal["random", "least_confidence", "margin", "entropy", "diverse_margin"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
+# A named alias: the spec has one `Strategy` schema wherever a strategy is asked for.
+Strategy = TypeAliasType(
+    "Strategy", Literal["random", "least_confidence", "margin", "entropy", "diverse_margin"]
+)
+STRATEGIES: tuple[str, ...] = get_args(Strategy.__value__)
 
 # Dense (n, d) arrays or scipy sparse matrices (CSR preferred); scipy ships no type stubs.
 Features = Any

@@ -7,6 +7,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from app.ml.selection import Strategy
+from app.models.base import ResponseModel
 
 DEFAULT_STRATEGIES: list[Strategy] = ["random", "margin", "diverse_margin"]
 
@@ -61,7 +62,7 @@ class SimulationRequest(BaseModel):
         return self
 
 
-class ExplorationAccuracy(BaseModel):
+class ExplorationAccuracy(ResponseModel):
     model_version: str
     n_train: int | None = pydantic.Field(
         description="Labels the version was trained on (unknown for external models)."
@@ -73,7 +74,7 @@ class ExplorationAccuracy(BaseModel):
     ci_high: float | None
 
 
-class StrategyUsage(BaseModel):
+class StrategyUsage(ResponseModel):
     strategy: str
     batches: int
     items: int
@@ -81,18 +82,18 @@ class StrategyUsage(BaseModel):
     skipped: int
 
 
-class SkippedItem(BaseModel):
+class SkippedItem(ResponseModel):
     item_id: int
     skips: int = pydantic.Field(description="Distinct annotators who skipped it.")
 
 
-class SimulationSummary(BaseModel):
+class SimulationSummary(ResponseModel):
     job_id: int
     finished_at: datetime | None
     result: dict[str, object]
 
 
-class ActiveLearningReport(BaseModel):
+class ActiveLearningReport(ResponseModel):
     exploration: list[ExplorationAccuracy] = pydantic.Field(
         description="Accuracy of each model version on the uniformly random share of batches "
         "that humans answered, by the labels it was trained on: the online learning curve."

@@ -7,6 +7,7 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, model_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.api_key import NAME_PATTERN
@@ -14,6 +15,7 @@ from app.models.base import (
     MAX_DB_ID,
     AnnotationSource,
     DbId,
+    ResponseModel,
     SafeStr,
     timestamp_column,
     utcnow,
@@ -87,7 +89,7 @@ class AnnotationIn(BaseModel):
         return self
 
 
-class AnnotationPublic(BaseModel):
+class AnnotationPublic(ResponseModel):
     id: int
     item_id: int
     annotator: str
@@ -105,17 +107,19 @@ class AnnotationPublic(BaseModel):
     replaced_at: datetime | None
 
 
-AnnotationEntryStatus = Literal["created", "replaced", "unchanged", "failed"]
+AnnotationEntryStatus = TypeAliasType(
+    "AnnotationEntryStatus", Literal["created", "replaced", "unchanged", "failed"]
+)
 
 
-class AnnotationEntryResult(BaseModel):
+class AnnotationEntryResult(ResponseModel):
     index: int
     id: int | None = None
     status: AnnotationEntryStatus
     problem: Problem | None = None
 
 
-class AnnotationReport(BaseModel):
+class AnnotationReport(ResponseModel):
     created: int = 0
     replaced: int = 0
     unchanged: int = 0

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from app.models.base import Role, SafeStr, timestamp_column, utcnow
+from app.models.base import ResponseModel, Role, SafeStr, timestamp_column, utcnow
 
 # ":" lets import annotators be named after their source, e.g. "import:crm-2024".
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,99}$"
@@ -53,7 +53,7 @@ class ApiKeyCreate(BaseModel):
     )
 
 
-class ApiKeyPublic(BaseModel):
+class ApiKeyPublic(ResponseModel):
     id: int
     name: str
     role: Role

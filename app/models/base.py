@@ -4,13 +4,14 @@ import math
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import sqlalchemy as sa
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel
+from typing_extensions import TypeAliasType
 
 # Named constraints let SQLite batch migrations find and drop them.
 SQLModel.metadata.naming_convention = {
@@ -67,6 +68,20 @@ def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+
+
+class ResponseModel(BaseModel):
+    """A body the API answers with, every field always sent (a field with a default too, as
+    null or its value). Its serialization schema, the one the spec shows for responses, so
+    lists every field as required: generated clients read them without checks for absent
+    keys, while a request body that reuses the model keeps its defaulted fields optional
+    (FastAPI then names the two `X-Input` and `X-Output`).
+
+    A model that leaves fields out when it serializes (a job's params and result, `Problem`,
+    a column mapping) must not derive from it: the spec would promise keys it omits.
+    tests/test_openapi.py checks both ways."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 def utcnow() -> datetime:
@@ -138,6 +153,9 @@ HUMAN_RESOLUTIONS = ("review", "consensus")
 # (clicks), which for click data are most of the training set. Never a model's own.
 USER_BEHAVIOR_RESOLUTION = "user_behavior"
 TRAINABLE_RESOLUTIONS = (*HUMAN_RESOLUTIONS, USER_BEHAVIOR_RESOLUTION)
+# What resolved an item's label: a review, the human consensus, a model's auto-accept, or an
+# implicit label from user behaviour.
+ResolvedBy = TypeAliasType("ResolvedBy", Literal["review", "consensus", "model", "user_behavior"])
 
 
 class Phase(StrEnum):

@@ -8,18 +8,26 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.ml.selection import Strategy
 from app.models.api_key import NAME_PATTERN
-from app.models.base import DbId, SafeStr, timestamp_column, utcnow
+from app.models.base import DbId, ResponseModel, SafeStr, timestamp_column, utcnow
 from app.models.item import ItemPublic
 
-Queue = Literal["label", "review"]
+BatchQueue = TypeAliasType("BatchQueue", Literal["label", "review"])
 # What a batch really used: a requested strategy, "cold_start" (diverse random draws, no model)
 # or "review" (the review queue, oldest first).
-UsedStrategy = Literal[
-    "random", "least_confidence", "margin", "entropy", "diverse_margin", "cold_start", "review"
-]
+UsedStrategy = TypeAliasType(
+    "UsedStrategy",
+    Literal[
+        "random", "least_confidence", "margin", "entropy", "diverse_margin", "cold_start", "review"
+    ],
+)
+# Where a batch item's lease stands: still live or expired, or how it ended (LeaseOutcome).
+LeaseState = TypeAliasType(
+    "LeaseState", Literal["live", "expired", "answered", "skipped", "released"]
+)
 
 
 class LeaseOutcome(StrEnum):
@@ -94,7 +102,7 @@ class BatchCreate(BaseModel):
         default=None,
         description="Defaults to margin with a model and to a diverse cold start without one.",
     )
-    queue: Queue = pydantic.Field(
+    queue: BatchQueue = pydantic.Field(
         default="label",
         description="label: items still needing answers; review: needs_review items, with the "
         "model's suggestion and the reason.",
@@ -134,7 +142,7 @@ class BatchSkip(BaseModel):
     item_ids: list[DbId] = pydantic.Field(min_length=1, max_length=500)
 
 
-class BatchItem(BaseModel):
+class BatchItem(ResponseModel):
     item: ItemPublic
     score: float | None = pydantic.Field(
         description="How worth labeling the item is under the strategy (higher first); "
@@ -150,10 +158,10 @@ class BatchItem(BaseModel):
     exploration: bool = pydantic.Field(
         description="Drawn uniformly at random from the pool (the measured exploration share)."
     )
-    lease: Literal["live", "expired", "answered", "skipped", "released"]
+    lease: LeaseState
 
 
-class BatchPublic(BaseModel):
+class BatchPublic(ResponseModel):
     id: int | None = pydantic.Field(
         description="null only in the answer to a request that found nothing to hand out "
         "(status 200, `items` empty): no batch was stored, so there is nothing to read, skip "
@@ -161,7 +169,7 @@ class BatchPublic(BaseModel):
     )
     project_id: int
     annotator: str
-    queue: Queue
+    queue: BatchQueue
     strategy: UsedStrategy
     requested_strategy: Strategy | None
     model_version: str | None

@@ -4,12 +4,13 @@ cost_per_label (the project stores no currency) and rounded to 6 decimals."""
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from app.ml.cost import PriceBasis
+from app.models.base import ResponseModel
 
 
-class TierSpend(BaseModel):
+class TierSpend(ResponseModel):
     tier: str | None = Field(
         description="The workforce tier of the annotators' keys; null for answers given in "
         "names whose key has no tier (or that have no key, e.g. historical imports as human)."
@@ -28,12 +29,12 @@ class TierSpend(BaseModel):
     )
 
 
-class AnswerSpend(BaseModel):
+class AnswerSpend(ResponseModel):
     answers: int = Field(description="Paid human answers in this category, priced or not.")
     spend: float = Field(description="What the priced ones among them cost.")
 
 
-class AnswerBreakdown(BaseModel):
+class AnswerBreakdown(ResponseModel):
     """Every paid human answer falls in exactly one category, checked in this order."""
 
     abstains: AnswerSpend = Field(
@@ -58,7 +59,7 @@ class AnswerBreakdown(BaseModel):
     )
 
 
-class AutoAcceptSavings(BaseModel):
+class AutoAcceptSavings(ResponseModel):
     items: int = Field(
         description="Items whose label is an auto-accepted model prediction (resolved_by "
         "model) and that no human is asked to answer (status labeled)."
@@ -73,7 +74,7 @@ class AutoAcceptSavings(BaseModel):
     )
 
 
-class ActiveLearningSavings(BaseModel):
+class ActiveLearningSavings(ResponseModel):
     job_id: int | None = Field(
         description="The latest succeeded simulate_active_learning job (POST "
         ".../active-learning/simulations); null when none has run."
@@ -110,7 +111,7 @@ class ActiveLearningSavings(BaseModel):
     )
 
 
-class CostReport(BaseModel):
+class CostReport(ResponseModel):
     project_id: int
     annotators_per_item: int = Field(description="The project's answers per item.")
     tiers: list[TierSpend] = Field(

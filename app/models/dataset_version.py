@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from app.models.base import SafeStr, timestamp_column, utcnow
+from app.models.base import ResponseModel, SafeStr, timestamp_column, utcnow
 
 Split = Literal["train", "test"]
 DEFAULT_TEST_SHARE = 0.2
@@ -106,7 +106,7 @@ class DatasetVersionCreate(BaseModel):
     )
 
 
-class DatasetVersionPublic(BaseModel):
+class DatasetVersionPublic(ResponseModel):
     id: int
     project_id: int
     version: int
@@ -154,21 +154,21 @@ class SplitFilter(StrEnum):
     test = "test"
 
 
-class Change(StrEnum):
+class DiffChange(StrEnum):
     added = "added"
     removed = "removed"
     relabeled = "relabeled"
     text_changed = "text_changed"
 
 
-class DiffEntry(BaseModel):
+class DiffEntry(ResponseModel):
     item_id: int
-    change: Change
+    change: DiffChange
     old_label: str | None = pydantic.Field(description="The label in `against` (null: added).")
     new_label: str | None = pydantic.Field(description="The label in this version (null: removed).")
 
 
-class DatasetDiff(BaseModel):
+class DatasetDiff(ResponseModel):
     version: int
     against: int
     added: int = pydantic.Field(description="Items in this version and not in `against`.")

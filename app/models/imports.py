@@ -18,13 +18,15 @@ from pydantic import (
     model_validator,
 )
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.api_key import NAME_PATTERN
-from app.models.base import ItemSource, SafeStr, timestamp_column, utcnow
+from app.models.base import ItemSource, ResponseModel, SafeStr, timestamp_column, utcnow
 from app.models.click_logs import ClickLogsImport
 
-FileFormat = Literal["jsonl", "csv", "parquet"]
+FileFormat = TypeAliasType("FileFormat", Literal["jsonl", "csv", "parquet"])
+RowErrorPart = TypeAliasType("RowErrorPart", Literal["row", "item", "label"])
 ColumnName = Annotated[SafeStr, pydantic.Field(min_length=1, max_length=255)]
 AnnotatorName = Annotated[
     str,
@@ -142,7 +144,9 @@ class FileImportFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["file"]
+    kind: Literal["file"] = pydantic.Field(
+        default="file", description="Optional: the upload path makes every import a file one."
+    )
     mapping: ColumnMapping
     format: FileFormat | None = pydantic.Field(
         default=None,
@@ -215,7 +219,7 @@ JsonImport = Annotated[SqlImport | ClickLogsImport, pydantic.Field(discriminator
 # --- the result -------------------------------------------------------------------------------
 
 
-class ItemCounts(BaseModel):
+class ItemCounts(ResponseModel):
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -223,19 +227,19 @@ class ItemCounts(BaseModel):
     failed: int = 0
 
 
-class LabelCounts(BaseModel):
+class LabelCounts(ResponseModel):
     created: int = 0
     replaced: int = 0
     unchanged: int = 0
     failed: int = 0
 
 
-class RowError(BaseModel):
+class RowError(ResponseModel):
     row: int = pydantic.Field(
         description="1-based: the line of a JSONL file, the record after a CSV header, the "
         "row of a Parquet file or of the query's result."
     )
-    part: Literal["row", "item", "label"] = pydantic.Field(
+    part: RowErrorPart = pydantic.Field(
         description="row: unreadable or unmapped, nothing stored; item: the item failed; "
         "label: the item was stored but its label was not."
     )

@@ -7,6 +7,7 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
 from app.models.annotation import AnnotationPublic
@@ -15,6 +16,8 @@ from app.models.base import (
     ItemSource,
     ItemStatus,
     JsonObject,
+    ResolvedBy,
+    ResponseModel,
     SafeStr,
     timestamp_column,
     utcnow,
@@ -95,10 +98,14 @@ class ItemIn(BaseModel):
         return text
 
 
-IngestStatus = Literal["created", "updated", "unchanged", "duplicate", "failed"]
+IngestStatus = TypeAliasType(
+    "IngestStatus", Literal["created", "updated", "unchanged", "duplicate", "failed"]
+)
+# Which of an ingest's entries its report lists.
+IngestResults = TypeAliasType("IngestResults", Literal["all", "errors"])
 
 
-class IngestEntryResult(BaseModel):
+class IngestEntryResult(ResponseModel):
     index: int = pydantic.Field(
         description="Position of the entry in the request (line number - 1)."
     )
@@ -109,7 +116,7 @@ class IngestEntryResult(BaseModel):
     problem: Problem | None = None
 
 
-class IngestReport(BaseModel):
+class IngestReport(ResponseModel):
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -133,7 +140,7 @@ class IngestReport(BaseModel):
         )
 
 
-class ItemPublic(BaseModel):
+class ItemPublic(ResponseModel):
     id: int
     project_id: int
     external_id: str | None
@@ -143,7 +150,7 @@ class ItemPublic(BaseModel):
     source: ItemSource
     status: ItemStatus
     resolved_label: str | None
-    resolved_by: Literal["review", "consensus", "model", "user_behavior"] | None = pydantic.Field(
+    resolved_by: ResolvedBy | None = pydantic.Field(
         default=None,
         description="A reviewer's decision, human consensus, a model's auto-accepted "
         "prelabel, or an implicit label from user behaviour such as clicks (that order of "

@@ -6,11 +6,10 @@ from typing import Any
 
 import pydantic
 import sqlalchemy as sa
-from pydantic import BaseModel
 from sqlmodel import Field, SQLModel
 
 from app.errors import Problem
-from app.models.base import timestamp_column, utcnow
+from app.models.base import ResponseModel, timestamp_column, utcnow
 from app.models.job_kinds import PARAMS_MODELS, RESULT_MODELS, JobParams, JobResult
 
 
@@ -71,7 +70,7 @@ class Job(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
 
 
-class JobPublic(BaseModel):
+class JobPublic(ResponseModel):
     id: int
     project_id: int | None
     kind: JobKind

@@ -15,6 +15,7 @@ The three import kinds' params carried a `kind` before (the import kind of
 `POST .../imports`: file, sql, click_logs); it stays, and tells them apart in the union.
 """
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -27,9 +28,10 @@ from pydantic import (
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+from typing_extensions import TypeAliasType
 
 from app.ml.selection import Strategy
-from app.models.base import ConsensusMethod, ItemSource
+from app.models.base import ConsensusMethod, ItemSource, ResponseModel
 from app.models.click_logs import ClickSession
 from app.models.imports import ColumnMapping, FileFormat, ImportResult, SqlImport
 
@@ -61,11 +63,18 @@ class KindTagged(BaseModel):
 # --- train_model -------------------------------------------------------------------------------
 
 
+class ActivateIfBetter(StrEnum):
+    """A training job's `activate` besides true and false (auto-retraining). An enum, not a
+    literal: generated clients parse a boolean-or-enum union, not a boolean-or-const one."""
+
+    if_better = "if_better"
+
+
 class TrainModelParams(KindTagged):
     kind: Literal["train_model"] = "train_model"
     algorithm: str
     params: dict[str, Any] = pydantic.Field(description="The algorithm's resolved params.")
-    activate: bool | Literal["if_better"] = pydantic.Field(
+    activate: bool | ActivateIfBetter = pydantic.Field(
         description='"if_better" (auto-retraining): activate when its cross-validated macro-F1 '
         "is at least the active version's."
     )
@@ -93,6 +102,8 @@ class TrainModelResult(KindTagged):
 
 # --- prelabel ----------------------------------------------------------------------------------
 
+PrelabelMode = TypeAliasType("PrelabelMode", Literal["target_precision", "threshold"])
+
 
 class PrelabelParams(KindTagged):
     kind: Literal["prelabel"] = "prelabel"
@@ -104,7 +115,7 @@ class PrelabelParams(KindTagged):
     audit_share: float
 
 
-class ExpectedPrecision(BaseModel):
+class ExpectedPrecision(ResponseModel):
     estimate: float | None
     ci_low: float | None
     ci_high: float | None
@@ -114,7 +125,7 @@ class ExpectedPrecision(BaseModel):
 class PrelabelResult(KindTagged):
     kind: Literal["prelabel"] = "prelabel"
     model_version: str
-    mode: Literal["target_precision", "threshold"]
+    mode: PrelabelMode
     target_precision: float | None
     thresholds: dict[str, float | None] = pydantic.Field(
         description="Per label; null: never auto-accepted."
@@ -326,7 +337,7 @@ class ClickLogsPayload(BaseModel):
     sessions: list[ClickSession]
 
 
-class SkippedPair(BaseModel):
+class SkippedPair(ResponseModel):
     query: str
     doc_id: str
     item_id: int | None = pydantic.Field(description="The item that already has this text.")

@@ -8,17 +8,20 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
-from app.models.base import timestamp_column, utcnow
+from app.models.base import ResponseModel, timestamp_column, utcnow
 from app.pagination import Page
 
-IssueType = Literal["label", "near_duplicate", "outlier"]
+IssueType = TypeAliasType("IssueType", Literal["label", "near_duplicate", "outlier"])
 ISSUE_TYPES: tuple[IssueType, ...] = ("label", "near_duplicate", "outlier")
 # How an item's suspected mislabel compares with the project's previous report: new,
 # persisting, or gone: fixed (its label changed), dismissed (a reviewer kept the label), or
 # cleared (the model no longer doubts it).
-Change = Literal["new", "persisting", "fixed", "dismissed", "cleared"]
-GONE: tuple[Change, ...] = ("fixed", "dismissed", "cleared")
+IssueChange = TypeAliasType(
+    "IssueChange", Literal["new", "persisting", "fixed", "dismissed", "cleared"]
+)
+GONE: tuple[IssueChange, ...] = ("fixed", "dismissed", "cleared")
 
 
 class LabelIssueReport(SQLModel, table=True):
@@ -119,7 +122,7 @@ class LabelIssueRequest(BaseModel):
     )
 
 
-class LabelIssue(BaseModel):
+class LabelIssue(ResponseModel):
     item_id: int
     rank: int = pydantic.Field(description="1 = the worst label in the report.")
     given_label: str
@@ -131,14 +134,14 @@ class LabelIssue(BaseModel):
     severity: float = pydantic.Field(description="1 - label_quality.")
     suggestion_confidence: float
     issue_types: list[IssueType]
-    change: Change | None = pydantic.Field(
+    change: IssueChange | None = pydantic.Field(
         description="The suspected mislabel against the previous report: new, persisting; or "
         "gone: fixed (its label changed), dismissed (a reviewer kept it), cleared (no longer "
         "doubted). Null for the first report and for other issue types."
     )
 
 
-class FlagReview(BaseModel):
+class FlagReview(ResponseModel):
     """What reviewers decided about this report's suspected mislabels."""
 
     flagged: int = pydantic.Field(description="Suspected mislabels sent to the review queue.")
@@ -174,7 +177,7 @@ class LabelIssueReportPublic(Page[LabelIssue]):
     seconds: float
 
 
-class LabelIssueReportSummary(BaseModel):
+class LabelIssueReportSummary(ResponseModel):
     id: int
     job_id: int | None
     created_at: datetime

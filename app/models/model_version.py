@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import deferred
 from sqlmodel import Field, SQLModel
 
-from app.models.base import MAX_DB_ID, timestamp_column, utcnow
+from app.models.base import MAX_DB_ID, ResponseModel, timestamp_column, utcnow
 from app.models.job import JobPublic
 
 _TRAIN_ITEM_IDS = sa.Column("train_item_ids", sa.JSON, nullable=False)
@@ -128,14 +128,14 @@ class ModelTrainRequest(BaseModel):
     )
 
 
-class LabelMetrics(BaseModel):
+class LabelMetrics(ResponseModel):
     precision: float
     recall: float
     f1: float
     support: int
 
 
-class ModelMetrics(BaseModel):
+class ModelMetrics(ResponseModel):
     accuracy: float
     macro_f1: float
     brier: float = pydantic.Field(description="Multi-class Brier score (lower is better).")
@@ -156,7 +156,7 @@ class ModelMetrics(BaseModel):
     )
 
 
-class ModelVersionPublic(BaseModel):
+class ModelVersionPublic(ResponseModel):
     version: int
     model_version: str = pydantic.Field(
         description="The name its predictions and auto-accepted annotations carry."
@@ -203,14 +203,14 @@ class ModelVersionPublic(BaseModel):
         )
 
 
-class AlgorithmPublic(BaseModel):
+class AlgorithmPublic(ResponseModel):
     name: str
     description: str
     input: str = pydantic.Field(description='"text" or "features" (data.features, numbers).')
     default_params: dict[str, Any]
 
 
-class Activation(BaseModel):
+class Activation(ResponseModel):
     """The newly active version and the job scoring the pool with it."""
 
     model: ModelVersionPublic

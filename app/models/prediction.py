@@ -8,11 +8,12 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, model_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
-from app.models.base import DbId, SafeStr, timestamp_column, utcnow
+from app.models.base import DbId, ResponseModel, SafeStr, timestamp_column, utcnow
 
-PredictionSource = Literal["registry", "external"]
+PredictionSource = TypeAliasType("PredictionSource", Literal["registry", "external"])
 
 
 class Prediction(SQLModel, table=True):
@@ -82,24 +83,26 @@ def probability_errors(probabilities: dict[str, Any], labels: list[str]) -> list
     return errors
 
 
-PredictionEntryStatus = Literal["created", "updated", "failed"]
+PredictionEntryStatus = TypeAliasType(
+    "PredictionEntryStatus", Literal["created", "updated", "failed"]
+)
 
 
-class PredictionEntryResult(BaseModel):
+class PredictionEntryResult(ResponseModel):
     index: int
     item_id: int | None = None
     status: PredictionEntryStatus
     problem: Problem | None = None
 
 
-class PredictionReport(BaseModel):
+class PredictionReport(ResponseModel):
     created: int = 0
     updated: int = 0
     failed: int = 0
     results: list[PredictionEntryResult] = pydantic.Field(default_factory=list)
 
 
-class PredictionPublic(BaseModel):
+class PredictionPublic(ResponseModel):
     model_version: str
     source: PredictionSource
     label: str

@@ -5,7 +5,7 @@ from typing import Self
 import pydantic
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from app.models.base import DbId, SafeStr
+from app.models.base import DbId, ResponseModel, SafeStr
 
 MAX_PRELABEL_ITEM_IDS = 10_000
 
@@ -54,7 +54,7 @@ class PrelabelRequest(BaseModel):
         return self
 
 
-class AuditVersion(BaseModel):
+class AuditVersion(ResponseModel):
     model_version: str
     audited: int = pydantic.Field(description="Auto-accepts sent to review as an audit sample.")
     reviewed: int = pydantic.Field(description="Of those, how many humans have answered.")
@@ -64,5 +64,5 @@ class AuditVersion(BaseModel):
     ci_high: float | None
 
 
-class AuditReport(BaseModel):
+class AuditReport(ResponseModel):
     model_versions: list[AuditVersion]

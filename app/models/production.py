@@ -8,16 +8,26 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, WithJsonSchema, model_validator
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
-from app.models.base import MAX_JSON_DEPTH, JsonObject, SafeStr, timestamp_column, utcnow
+from app.models.base import (
+    MAX_JSON_DEPTH,
+    JsonObject,
+    ResponseModel,
+    SafeStr,
+    timestamp_column,
+    utcnow,
+)
 from app.models.item import IngestStatus
 
-SampleReason = Literal["production_low_confidence", "production_random"]
+SampleReason = TypeAliasType(
+    "SampleReason", Literal["production_low_confidence", "production_random"]
+)
 LOW_CONFIDENCE: SampleReason = "production_low_confidence"
 RANDOM: SampleReason = "production_random"
-Bucket = Literal["day", "week"]
-HumanDecision = Literal["review", "consensus"]
+ReportBucket = TypeAliasType("ReportBucket", Literal["day", "week"])
+HumanDecision = TypeAliasType("HumanDecision", Literal["review", "consensus"])
 
 MAX_DAILY_SAMPLE = 100_000
 Confidence = Annotated[float, pydantic.Field(ge=0.0, le=1.0, allow_inf_nan=False)]
@@ -45,6 +55,10 @@ class ProductionSampling(BaseModel):
 
 
 DEFAULT_PRODUCTION_SAMPLING: dict[str, Any] = ProductionSampling().model_dump()
+
+
+class ProductionSamplingPublic(ProductionSampling, ResponseModel):
+    """The setting as a project answers it: every field is always there."""
 
 
 class ProductionSamplingUpdate(BaseModel):
@@ -143,10 +157,12 @@ class ProductionSampleRequest(BaseModel):
     )
 
 
-ProductionEntryStatus = Literal["stored", "unchanged", "failed"]
+ProductionEntryStatus = TypeAliasType(
+    "ProductionEntryStatus", Literal["stored", "unchanged", "failed"]
+)
 
 
-class ProductionEntryResult(BaseModel):
+class ProductionEntryResult(ResponseModel):
     index: int = pydantic.Field(description="Position of the entry in `predictions`.")
     status: ProductionEntryStatus = pydantic.Field(
         description="stored: a new production prediction; unchanged: the same prediction "
@@ -166,7 +182,7 @@ class ProductionEntryResult(BaseModel):
     problem: Problem | None = None
 
 
-class DailyQuota(BaseModel):
+class DailyQuota(ResponseModel):
     day: date = pydantic.Field(description="The UTC day of received_at the quota counts.")
     daily_low_confidence: int
     daily_random: int
@@ -175,7 +191,7 @@ class DailyQuota(BaseModel):
     sampled_random: int = pydantic.Field(description="Used today, this request included.")
 
 
-class ProductionIngestReport(BaseModel):
+class ProductionIngestReport(ResponseModel):
     stored: int = 0
     unchanged: int = 0
     failed: int = 0
@@ -189,7 +205,7 @@ class ProductionIngestReport(BaseModel):
     results: list[ProductionEntryResult] = pydantic.Field(default_factory=list)
 
 
-class DisagreementStats(BaseModel):
+class DisagreementStats(ResponseModel):
     n_sampled: int = pydantic.Field(description="Sampled predictions (sent to review).")
     n_decided: int = pydantic.Field(
         description="Of those, the ones whose item now has a human decision (a review or "
@@ -223,19 +239,21 @@ class ReasonDisagreement(DisagreementStats):
     sample_reason: SampleReason
 
 
-class Confusion(BaseModel):
+class Confusion(ResponseModel):
     production_label: str
     human_label: str
     n: int
 
 
-class ProductionReport(BaseModel):
-    bucket: Bucket
+class ProductionReport(ResponseModel):
+    bucket: ReportBucket
     model_version: str | None = pydantic.Field(description="The model_version filter, if any.")
     sample_reason: SampleReason | None = pydantic.Field(
         description="The sample_reason filter, if any."
     )
-    sampling: ProductionSampling = pydantic.Field(description="The project's current setting.")
+    sampling: ProductionSamplingPublic = pydantic.Field(
+        description="The project's current setting."
+    )
     overall: DisagreementStats = pydantic.Field(
         description="Every sampled prediction. Without a sample_reason filter it mixes both "
         "samples, so low-confidence predictions are over-represented and the rate overstates "
@@ -258,7 +276,7 @@ class ProductionReport(BaseModel):
     )
 
 
-class ProductionDisagreement(BaseModel):
+class ProductionDisagreement(ResponseModel):
     prediction_id: int
     item_id: int
     external_id: str | None

@@ -13,6 +13,7 @@ from app.models.base import (
     PILOT_MIN_ANNOTATORS,
     ConsensusMethod,
     Phase,
+    ResponseModel,
     SafeStr,
     reject_control_characters,
     reject_nul,
@@ -22,6 +23,7 @@ from app.models.base import (
 from app.models.production import (
     DEFAULT_PRODUCTION_SAMPLING,
     ProductionSampling,
+    ProductionSamplingPublic,
     ProductionSamplingUpdate,
 )
 
@@ -41,6 +43,10 @@ class Example(BaseModel):
     text: SafeStr = pydantic.Field(min_length=1)
     label: SafeStr
     note: SafeStr | None = None
+
+
+class ExamplePublic(Example, ResponseModel):
+    """An example as a project answers it: `note` is always there (null when none)."""
 
 
 class Project(SQLModel, table=True):
@@ -186,14 +192,14 @@ class ProjectUpdate(BaseModel):
         return self
 
 
-class ProjectPublic(BaseModel):
+class ProjectPublic(ResponseModel):
     id: int
     name: str
     description: str | None
     labels: list[str]
     allow_abstain: bool
     guidelines: str
-    examples: list[Example]
+    examples: list[ExamplePublic]
     annotators_per_item: int
     auto_accept_threshold: float
     agreement_threshold: float
@@ -202,7 +208,7 @@ class ProjectPublic(BaseModel):
     phase: Phase
     consensus_method: ConsensusMethod
     retrain_after_labels: int | None
-    production_sampling: ProductionSampling
+    production_sampling: ProductionSamplingPublic
     created_at: datetime
     updated_at: datetime
 
@@ -227,7 +233,7 @@ class PhaseChange(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
 
 
-class PhaseChangePublic(BaseModel):
+class PhaseChangePublic(ResponseModel):
     id: int
     from_phase: Phase
     to_phase: Phase

@@ -3,15 +3,28 @@
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel
+from typing_extensions import TypeAliasType
 
-from app.models.base import ConsensusMethod
+from app.models.base import ConsensusMethod, ResponseModel
 from app.pagination import Page
 
-Band = Literal["excellent", "good", "needs_work", "not_measurable"]
+AgreementBand = TypeAliasType(
+    "AgreementBand", Literal["excellent", "good", "needs_work", "not_measurable"]
+)
+WarningCode = TypeAliasType(
+    "WarningCode",
+    Literal[
+        "not_measurable",
+        "below_threshold",
+        "confused_labels",
+        "disputed_items",
+        "annotators_below_others",
+        "high_abstain_rate",
+    ],
+)
 
 
-class PairKappa(BaseModel):
+class PairKappa(ResponseModel):
     a: str
     b: str
     kappa: float | None = pydantic.Field(
@@ -20,7 +33,7 @@ class PairKappa(BaseModel):
     n: int = pydantic.Field(description="Items both annotators labeled.")
 
 
-class LabelAgreement(BaseModel):
+class LabelAgreement(ResponseModel):
     label: str
     agreement: float | None = pydantic.Field(
         description="Chance that a second annotator of an item also chose this label, given "
@@ -33,7 +46,7 @@ class LabelAgreement(BaseModel):
     )
 
 
-class AnnotatorAgreement(BaseModel):
+class AnnotatorAgreement(ResponseModel):
     annotator: str
     n_labels: int
     n_abstained: int
@@ -45,7 +58,7 @@ class AnnotatorAgreement(BaseModel):
     n_compared: int
 
 
-class ConfidenceInterval(BaseModel):
+class ConfidenceInterval(ResponseModel):
     statistic: Literal["krippendorff_alpha"] = "krippendorff_alpha"
     level: float
     low: float
@@ -55,28 +68,21 @@ class ConfidenceInterval(BaseModel):
     seed: int
 
 
-class Interpretation(BaseModel):
-    band: Band = pydantic.Field(
+class Interpretation(ResponseModel):
+    band: AgreementBand = pydantic.Field(
         description="Krippendorff's alpha above 0.8 excellent, 0.6-0.8 good, below 0.6 the "
         "task definition needs work."
     )
     summary: str
 
 
-class AgreementWarning(BaseModel):
-    code: Literal[
-        "not_measurable",
-        "below_threshold",
-        "confused_labels",
-        "disputed_items",
-        "annotators_below_others",
-        "high_abstain_rate",
-    ]
+class AgreementWarning(ResponseModel):
+    code: WarningCode
     message: str
     evidence: dict[str, Any] = pydantic.Field(default_factory=dict)
 
 
-class AgreementReport(BaseModel):
+class AgreementReport(ResponseModel):
     n_items: int = pydantic.Field(description="Items with at least one human label.")
     n_pairable_items: int = pydantic.Field(description="Items with two or more human labels.")
     n_annotators: int
@@ -94,7 +100,7 @@ class AgreementReport(BaseModel):
     warnings: list[AgreementWarning]
 
 
-class ConsensusItem(BaseModel):
+class ConsensusItem(ResponseModel):
     item_id: int
     label: str | None = pydantic.Field(
         description="The consensus label; null when undecided (a tie goes to review)."
@@ -112,7 +118,7 @@ class ConsensusItem(BaseModel):
     )
 
 
-class AnnotatorQuality(BaseModel):
+class AnnotatorQuality(ResponseModel):
     annotator: str
     quality: float | None = pydantic.Field(
         description="majority: agreement with the others' majority; dawid_skene: estimated "

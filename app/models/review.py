@@ -1,14 +1,13 @@
 """Reviews: an adjudicator's final word on an item, above consensus and auto-accepts."""
 
 from datetime import datetime
-from typing import Literal
 
 import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
 
-from app.models.base import DbId, SafeStr, timestamp_column, utcnow
+from app.models.base import DbId, ResolvedBy, ResponseModel, SafeStr, timestamp_column, utcnow
 
 
 class Review(SQLModel, table=True):
@@ -49,7 +48,7 @@ class ReviewCreate(BaseModel):
     note: SafeStr | None = pydantic.Field(default=None, max_length=10_000)
 
 
-class ReviewPublic(BaseModel):
+class ReviewPublic(ResponseModel):
     id: int
     item_id: int
     reviewer: str
@@ -58,7 +57,7 @@ class ReviewPublic(BaseModel):
     previous_label: str | None = pydantic.Field(
         description="The item's resolved label before this review."
     )
-    previous_resolved_by: Literal["review", "consensus", "model", "user_behavior"] | None
+    previous_resolved_by: ResolvedBy | None
     is_current: bool
     created_at: datetime
     replaced_at: datetime | None

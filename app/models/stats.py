@@ -1,15 +1,17 @@
 """The project statistics report."""
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from app.models.base import ResponseModel
 
 
-class LabelCount(BaseModel):
+class LabelCount(ResponseModel):
     label: str
     count: int
     share: float
 
 
-class AnnotatorCount(BaseModel):
+class AnnotatorCount(ResponseModel):
     annotator: str
     tier: str | None
     annotations: int = Field(description="Current annotations, abstentions included.")
@@ -17,20 +19,20 @@ class AnnotatorCount(BaseModel):
     replaced: int = Field(description="Earlier answers this annotator later changed.")
 
 
-class CostLine(BaseModel):
+class CostLine(ResponseModel):
     tier: str | None
     annotations: int
     unit_cost: float | None
     cost: float
 
 
-class SourceShare(BaseModel):
+class SourceShare(ResponseModel):
     source: str
     count: int
     share: float = Field(description="Of the project's resolved labels.")
 
 
-class LabelSources(BaseModel):
+class LabelSources(ResponseModel):
     """Where the resolved labels came from, to see selection bias at a glance."""
 
     n_resolved: int = Field(description="Items with a resolved label.")
@@ -44,7 +46,7 @@ class LabelSources(BaseModel):
     )
 
 
-class ProjectStats(BaseModel):
+class ProjectStats(ResponseModel):
     project_id: int
     n_items: int
     items_by_status: dict[str, int]

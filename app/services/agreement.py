@@ -8,10 +8,10 @@ from app.ml import agreement as stats
 from app.ml import agreement_causes as causes
 from app.models.project import Project
 from app.models.quality import (
+    AgreementBand,
     AgreementReport,
     AgreementWarning,
     AnnotatorAgreement,
-    Band,
     ConfidenceInterval,
     Interpretation,
     LabelAgreement,
@@ -31,7 +31,7 @@ BELOW_OTHERS_MARGIN, MIN_COMPARED = 0.15, 10
 HIGH_ABSTAIN_RATE = 0.2
 
 
-def band(alpha: float | None) -> Band:
+def band(alpha: float | None) -> AgreementBand:
     if alpha is None:
         return "not_measurable"
     if alpha > EXCELLENT:

@@ -41,12 +41,12 @@ from app.models.base import (
 from app.models.dataset_version import (
     DEFAULT_TEST_SHARE,
     Balance,
-    Change,
     DatasetDiff,
     DatasetRow,
     DatasetText,
     DatasetVersion,
     DatasetVersionCreate,
+    DiffChange,
     DiffEntry,
     ExportFormat,
     SplitFilter,
@@ -598,7 +598,7 @@ class _DiffConditions:
     old: Any
     same_item: Any
     both: Any
-    by_change: dict[Change, tuple[Any, ...]]
+    by_change: dict[DiffChange, tuple[Any, ...]]
 
     @classmethod
     def between(cls, new_id: int, old_id: int) -> "_DiffConditions":
@@ -612,11 +612,11 @@ class _DiffConditions:
 
         both = and_(new.dataset_version_id == new_id, old.dataset_version_id == old_id)
         same_item = new.item_id == old.item_id
-        by_change: dict[Change, tuple[Any, ...]] = {
-            Change.added: (new.dataset_version_id == new_id, missing_from(new, old, old_id)),
-            Change.removed: (old.dataset_version_id == old_id, missing_from(old, new, new_id)),
-            Change.relabeled: (both, same_item, new.label != old.label),
-            Change.text_changed: (
+        by_change: dict[DiffChange, tuple[Any, ...]] = {
+            DiffChange.added: (new.dataset_version_id == new_id, missing_from(new, old, old_id)),
+            DiffChange.removed: (old.dataset_version_id == old_id, missing_from(old, new, new_id)),
+            DiffChange.relabeled: (both, same_item, new.label != old.label),
+            DiffChange.text_changed: (
                 both,
                 same_item,
                 new.label == old.label,
@@ -626,37 +626,37 @@ class _DiffConditions:
         return cls(new, old, same_item, both, by_change)
 
 
-def _diff_counts(session: Session, on: _DiffConditions) -> tuple[dict[Change, int], int]:
+def _diff_counts(session: Session, on: _DiffConditions) -> tuple[dict[DiffChange, int], int]:
     """The number of items of each kind of change, and of unchanged items (five counts)."""
     new, old = on.new, on.old
     counts = {
-        Change.added: _count(
-            session, select(func.count()).select_from(new), on.by_change[Change.added]
+        DiffChange.added: _count(
+            session, select(func.count()).select_from(new), on.by_change[DiffChange.added]
         ),
-        Change.removed: _count(
-            session, select(func.count()).select_from(old), on.by_change[Change.removed]
+        DiffChange.removed: _count(
+            session, select(func.count()).select_from(old), on.by_change[DiffChange.removed]
         ),
     }
     joined = select(func.count()).select_from(new).join(old, on.same_item)
-    for kind in (Change.relabeled, Change.text_changed):
+    for kind in (DiffChange.relabeled, DiffChange.text_changed):
         counts[kind] = _count(session, joined, on.by_change[kind])
     common = _count(session, joined, (on.both,))
-    unchanged = common - counts[Change.relabeled] - counts[Change.text_changed]
+    unchanged = common - counts[DiffChange.relabeled] - counts[DiffChange.text_changed]
     return counts, unchanged
 
 
-def _changed_items(on: _DiffConditions, kind: Change, after_id: int | None) -> Any:
+def _changed_items(on: _DiffConditions, kind: DiffChange, after_id: int | None) -> Any:
     """The items changed in one way after `after_id`: (item_id, change, old_label,
     new_label)."""
     new, old = on.new, on.old
-    if kind == Change.added:
+    if kind == DiffChange.added:
         query = select(
             new.item_id.label("item_id"),
             literal(kind.value).label("change"),
             null().label("old_label"),
             new.label.label("new_label"),
         ).where(*on.by_change[kind])
-    elif kind == Change.removed:
+    elif kind == DiffChange.removed:
         query = select(
             old.item_id.label("item_id"),
             literal(kind.value).label("change"),
@@ -675,7 +675,7 @@ def _changed_items(on: _DiffConditions, kind: Change, after_id: int | None) -> A
             .where(*on.by_change[kind])
         )
     if after_id is not None:
-        key = old.item_id if kind == Change.removed else new.item_id
+        key = old.item_id if kind == DiffChange.removed else new.item_id
         query = query.where(key > after_id)
     return query
 
@@ -685,7 +685,7 @@ def diff(
     *,
     version: DatasetVersion,
     against: DatasetVersion,
-    change: Change | None,
+    change: DiffChange | None,
     page: PageRequest,
 ) -> DatasetDiff:
     """What changed from `against` to `version`: counts, and a page of the changed items in
@@ -693,7 +693,8 @@ def diff(
     on = _DiffConditions.between(version.id or 0, against.id or 0)
     counts, unchanged = _diff_counts(session, on)
     parts = [
-        _changed_items(on, kind, page.after_id) for kind in (Change if change is None else [change])
+        _changed_items(on, kind, page.after_id)
+        for kind in (DiffChange if change is None else [change])
     ]
     changed = union_all(*parts).subquery()
     rows = session.execute(
@@ -704,15 +705,15 @@ def diff(
     return DatasetDiff(
         version=version.version,
         against=against.version,
-        added=counts[Change.added],
-        removed=counts[Change.removed],
-        relabeled=counts[Change.relabeled],
-        text_changed=counts[Change.text_changed],
+        added=counts[DiffChange.added],
+        removed=counts[DiffChange.removed],
+        relabeled=counts[DiffChange.relabeled],
+        text_changed=counts[DiffChange.text_changed],
         unchanged=unchanged,
         items=[
             DiffEntry(
                 item_id=r.item_id,
-                change=Change(r.change),
+                change=DiffChange(r.change),
                 old_label=r.old_label,
                 new_label=r.new_label,
             )

@@ -25,8 +25,8 @@ from app.models.job_kinds import LabelIssuesParams
 from app.models.label_issue import (
     GONE,
     ISSUE_TYPES,
-    Change,
     FlagReview,
+    IssueChange,
     IssueType,
     LabelIssue,
     LabelIssueReport,
@@ -152,7 +152,7 @@ def get_report(
     issue_type: IssueType | None,
     label: str | None,
     min_severity: float | None,
-    change: Change | None,
+    change: IssueChange | None,
 ) -> LabelIssueReportPublic:
     """A report with one page of its issues, worst first (rank order), filtered."""
     report = session.get(LabelIssueReport, report_id)

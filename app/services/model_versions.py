@@ -26,7 +26,7 @@ from app.models.base import (
 from app.models.dataset_version import DatasetVersion
 from app.models.item import Item
 from app.models.job import Job, JobKind
-from app.models.job_kinds import ScorePoolParams, TrainModelParams
+from app.models.job_kinds import ActivateIfBetter, ScorePoolParams, TrainModelParams
 from app.models.model_version import (
     ModelArtifact,
     ModelTrainRequest,
@@ -283,7 +283,7 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
         params=TrainModelParams(
             algorithm=algorithm.name,
             params=latest.params if latest else dict(algorithm.defaults),
-            activate="if_better",
+            activate=ActivateIfBetter.if_better,
         ),
         created_by="auto-retrain",
     )

@@ -31,7 +31,6 @@ from app.models.item import IngestEntryResult, Item
 from app.models.production import (
     LOW_CONFIDENCE,
     RANDOM,
-    Bucket,
     Confusion,
     DailyQuota,
     DisagreementStats,
@@ -45,7 +44,9 @@ from app.models.production import (
     ProductionPredictionIn,
     ProductionReport,
     ProductionSampling,
+    ProductionSamplingPublic,
     ReasonDisagreement,
+    ReportBucket,
     SampleReason,
 )
 from app.models.project import Project
@@ -513,7 +514,7 @@ def production_report(
     session: Session,
     *,
     project: Project,
-    bucket: Bucket,
+    bucket: ReportBucket,
     model_version: str | None,
     sample_reason: SampleReason | None,
 ) -> ProductionReport:
@@ -531,7 +532,7 @@ def production_report(
         bucket=bucket,
         model_version=model_version,
         sample_reason=sample_reason,
-        sampling=ProductionSampling.model_validate(project.production_sampling),
+        sampling=ProductionSamplingPublic.model_validate(project.production_sampling),
         overall=DisagreementStats(
             **_stats(disagreement.disagreement_rate(outcomes.decided, outcomes.disagreed))
         ),

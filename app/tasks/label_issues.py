@@ -17,7 +17,7 @@ from app.ml import label_issues
 from app.models.base import utcnow
 from app.models.item import Item
 from app.models.job_kinds import LabelIssuesParams, LabelIssuesResult
-from app.models.label_issue import GONE, Change, LabelIssueReport, LabelIssueRow
+from app.models.label_issue import GONE, IssueChange, LabelIssueReport, LabelIssueRow
 from app.models.model_version import ModelVersion, registry_version_name
 from app.models.project import Project
 from app.models.review import Review
@@ -218,7 +218,7 @@ def _store_report(
     context: JobContext,
     report: LabelIssueReport,
     judged: label_issues.Judged,
-    changes: list[Change | None],
+    changes: list[IssueChange | None],
 ) -> int:
     """The report and its rows, in one transaction; returns the report's id."""
     with context.database.session(write=True) as session:
@@ -308,17 +308,17 @@ def _compare(
     previous: LabelIssueReport | None,
     previous_flags: dict[int, str],
     reviewed: np.ndarray,
-) -> tuple[list[Change | None], dict[str, Any] | None]:
+) -> tuple[list[IssueChange | None], dict[str, Any] | None]:
     """Each row's change against the previous report, and the counts. Suspected mislabels are
     what gets fixed (a reviewer corrects the label), so the comparison follows them;
     near-duplicates and outliers are properties of the data and are not compared."""
     if previous is None:
         return [None] * len(judged.item_ids), None
-    changes: list[Change | None] = []
+    changes: list[IssueChange | None] = []
     flagged = judged.flags["label"].tolist()
     for k, (item_id, issue) in enumerate(zip(judged.item_ids.tolist(), flagged, strict=True)):
         doubted = previous_flags.get(item_id)
-        change: Change | None = None
+        change: IssueChange | None = None
         if issue:
             change = "persisting" if doubted is not None else "new"
         elif doubted is not None:
@@ -339,7 +339,7 @@ def _compare(
 
 
 def _insert_rows(
-    session: Session, report_id: int, judged: label_issues.Judged, changes: list[Change | None]
+    session: Session, report_id: int, judged: label_issues.Judged, changes: list[IssueChange | None]
 ) -> None:
     """The issues, and the previous report's suspected mislabels that are gone: everything the
     report lists. The other judged items are in its snapshot only."""

@@ -76,6 +76,7 @@ ALLOWED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/projects/{project_id}/production-samples/report"): WRITERS,
     ("GET", "/v1/projects/{project_id}/production-samples/disagreements"): WRITERS,
     ("POST", "/v1/projects/{project_id}/imports"): WRITERS,
+    ("POST", "/v1/projects/{project_id}/imports/upload"): WRITERS,
     ("POST", "/v1/projects/{project_id}/dataset-versions"): WRITERS,
     ("GET", "/v1/projects/{project_id}/dataset-versions"): WRITERS,
     ("GET", "/v1/projects/{project_id}/dataset-versions/{version}"): WRITERS,

@@ -167,6 +167,10 @@ def url(project_id: int) -> str:
     return f"/v1/projects/{project_id}/imports"
 
 
+def upload_url(project_id: int) -> str:
+    return f"/v1/projects/{project_id}/imports/upload"
+
+
 def post_file(
     client: TestClient,
     project_id: int,
@@ -179,7 +183,7 @@ def post_file(
     data = {"kind": "file", **fields}
     data["mapping"] = mapping if isinstance(mapping, str) else json.dumps(mapping)
     return client.post(
-        url(project_id),
+        upload_url(project_id),
         data=data,
         files={"file": (file_name, content, "application/octet-stream")},
         headers=headers or {},
@@ -447,6 +451,30 @@ class TestFileImports:
         assert items["a"]["resolved_label"] == "bug"
         assert items["c"]["status"] == items["h"]["status"] == "unlabeled"
 
+    def test_an_upload_needs_no_kind(self, live: Live) -> None:
+        """The upload path makes every import a file one: `kind=file` is optional there."""
+        client = live.client
+        project = make_project(client, {}, labels=LABELS)
+        response = client.post(
+            upload_url(project["id"]),
+            data={"mapping": json.dumps({"text": "body", "label": "category"})},
+            files={"file": ("t.csv", CSV, "application/octet-stream")},
+        )
+        job = run(client, response, "import_file")
+        assert job["result"]["labels"]["created"] == 2
+
+    def test_a_file_uploaded_to_the_json_path_is_still_imported(self, live: Live) -> None:
+        """How file imports were sent before they had their own path: still served."""
+        client = live.client
+        project = make_project(client, {}, labels=LABELS)
+        response = client.post(
+            url(project["id"]),
+            data={"kind": "file", "mapping": json.dumps({"text": "body"})},
+            files={"file": ("t.csv", CSV, "application/octet-stream")},
+        )
+        job = run(client, response, "import_file")
+        assert job["result"]["items"]["created"] == 2
+
     def test_an_unreadable_file_fails_its_job_and_the_upload_is_dropped(self, live: Live) -> None:
         client = live.client
         project = make_project(client, {}, labels=LABELS)
@@ -711,7 +739,7 @@ class TestRefusals:
         admin, project_id = self.setup_project(client, session)
         parts = {"kind": "file", "mapping": '{"text": "body"}', "file": "inline text"}
         response = client.post(
-            url(project_id),
+            upload_url(project_id),
             files={name: (None, value) for name, value in parts.items()},  # text parts only
             headers=admin,
         )
@@ -754,6 +782,18 @@ class TestRefusals:
         headers = {**admin, **({"content-type": content_type} if content_type else {})}
         response = client.post(url(project_id), content=CSV, headers=headers)
         self.problem(response, 415, "unsupported-media-type")
+        response = client.post(upload_url(project_id), content=CSV, headers=headers)
+        self.problem(response, 415, "unsupported-media-type")
+        nothing_written(session, project_id)
+
+    def test_json_to_the_upload_path_is_a_415_naming_the_json_path(
+        self, client: TestClient, session: Session
+    ) -> None:
+        admin, project_id = self.setup_project(client, session)
+        response = client.post(
+            upload_url(project_id), json=sql_body("crm", "SELECT 1"), headers=admin
+        )
+        assert ".../imports" in self.problem(response, 415, "unsupported-media-type")["detail"]
         nothing_written(session, project_id)
 
     def test_annotator_keys_cannot_import(self, client: TestClient, session: Session) -> None:

@@ -44,7 +44,7 @@ def probe(database_url: str) -> dict[str, Any]:
         ).json()
         rows = [{"id": f"r{i}", "text": f"row {i}", "label": "relevant"} for i in range(50)]
         client.post(
-            f"/v1/projects/{project['id']}/imports",
+            f"/v1/projects/{project['id']}/imports/upload",
             data={
                 "kind": "file",
                 "mapping": json.dumps({"external_id": "id", "text": "text", "label": "label"}),

@@ -11,10 +11,10 @@ from app.errors import NothingToFreeze, SplitChanged, problem_responses
 from app.models.base import MAX_DB_ID
 from app.models.dataset_version import (
     Balance,
-    Change,
     DatasetDiff,
     DatasetVersionCreate,
     DatasetVersionPublic,
+    DiffChange,
     ExportFormat,
     SplitFilter,
     public,
@@ -129,7 +129,7 @@ def diff_dataset_versions(
     against: Annotated[
         int, Query(ge=1, le=MAX_DB_ID, description="The version to compare with (the old one).")
     ],
-    change: Annotated[Change | None, Query(description="Only this kind of change.")] = None,
+    change: Annotated[DiffChange | None, Query(description="Only this kind of change.")] = None,
 ) -> DatasetDiff:
     """What changed from `against` to this version: counts and a page of changed items."""
     new = dataset_versions.get_version(session, project=project, version=version)

@@ -1,5 +1,9 @@
-"""Imports: one path, two bodies. A multipart upload is a file import; a JSON body is an
-import of the kind it names (sql, click_logs). Either answers 202 with the job.
+"""Imports: a JSON body to `.../imports` is an import of the kind it names (sql, click_logs);
+a multipart upload to `.../imports/upload` is a file import. Either answers 202 with the job.
+
+Two operations, one body type each, so generated clients get one typed method per kind of
+body. A multipart upload to `.../imports` (how file imports were sent before the split) is
+still served as a file import; the spec lists only the JSON body there.
 
 Admin and service keys only: an import writes items and labels in another annotator's name.
 """
@@ -40,14 +44,22 @@ MULTIPART = "multipart/form-data"
 FORM_FIELDS = set(FileImportFields.model_fields) | {"file"}
 JSON_IMPORT: pydantic.TypeAdapter[JsonImport] = pydantic.TypeAdapter(JsonImport)
 
-IMPORT_BODY = {
+FILE_IMPORT_BODY = {
     "required": True,
+    "description": "A JSONL, CSV or Parquet file and its column mapping (`mapping` is a JSON "
+    "part).",
     "content": {
         MULTIPART: {
             "schema": {"$ref": "#/components/schemas/FileImportForm"},
             "encoding": {"mapping": {"contentType": JSON}},
-            "description": "kind=file: a JSONL, CSV or Parquet file and its column mapping.",
         },
+    },
+}
+
+JSON_IMPORT_BODY = {
+    "required": True,
+    "description": "A SQL query's rows (`kind: sql`) or search click logs (`kind: click_logs`).",
+    "content": {
         JSON: {
             "schema": {"$ref": "#/components/schemas/JsonImport"},
             "examples": {
@@ -151,8 +163,13 @@ def _json_request(body: bytes) -> JsonImport:
         ) from None
     if isinstance(value, dict) and value.get("kind") == "file":
         raise ValidationFailed(
-            "kind: a file import is sent as multipart/form-data (fields kind, mapping, file).",
-            errors=[ErrorDetail(loc=["body", "kind"], msg="file imports are multipart/form-data")],
+            "kind: a file import is uploaded as multipart/form-data to .../imports/upload "
+            "(fields mapping, file).",
+            errors=[
+                ErrorDetail(
+                    loc=["body", "kind"], msg="file imports are multipart/form-data uploads"
+                )
+            ],
         )
     try:
         return JSON_IMPORT.validate_python(value)
@@ -165,7 +182,7 @@ def _json_request(body: bytes) -> JsonImport:
 @router.post(
     "",
     status_code=202,
-    openapi_extra={"requestBody": IMPORT_BODY},
+    openapi_extra={"requestBody": JSON_IMPORT_BODY},
     responses={
         **ACCEPTED,
         **problem_responses(
@@ -182,29 +199,76 @@ async def create_import(
     request: Request,
     response: Response,
 ) -> JobPublic:
-    """Import a file (multipart: JSONL, CSV, Parquet), a SQL query's rows or search click logs
-    (JSON) (202: a job)."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    """Import a SQL query's rows or search click logs (202: a job). Files are uploaded to
+    `.../imports/upload` (a multipart upload sent here is still served as a file import)."""
+    media_type = _media_type(request)
     if media_type not in (MULTIPART, JSON):
         raise UnsupportedMediaType(
-            f"Send a file import as {MULTIPART}, or a SQL or click_logs import as {JSON}; "
-            f"not {media_type or 'a body without a content type'}."
+            f"Send a SQL or click_logs import as {JSON} (a file import as {MULTIPART} to "
+            f"{request.url.path.rstrip('/')}/upload); not {_named(media_type)}."
         )
     # The body may be slow to arrive: hold no transaction (on SQLite, no write lock) meanwhile.
     await run_in_threadpool(session.commit)
-    if media_type == JSON:
-        json_request = _json_request(await request.body())
-        job = await run_in_threadpool(
-            imports.start_json_import,
-            session,
-            runner,
-            project=project,
-            principal=principal,
-            request=json_request,
-            settings=settings,
+    if media_type == MULTIPART:
+        return await _file_import(request, response, principal, session, runner, settings, project)
+    json_request = _json_request(await request.body())
+    job = await run_in_threadpool(
+        imports.start_json_import,
+        session,
+        runner,
+        project=project,
+        principal=principal,
+        request=json_request,
+        settings=settings,
+    )
+    return accepted(response, job)
+
+
+@router.post(
+    "/upload",
+    status_code=202,
+    openapi_extra={"requestBody": FILE_IMPORT_BODY},
+    responses={**ACCEPTED, **problem_responses(UnsupportedMediaType, UnreadableFile)},
+)
+async def create_file_import(
+    principal: WriterDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    project: ProjectDep,
+    request: Request,
+    response: Response,
+) -> JobPublic:
+    """Import a file: JSONL, CSV or Parquet, JSONL and CSV optionally gzipped (202: a job)."""
+    media_type = _media_type(request)
+    if media_type != MULTIPART:
+        raise UnsupportedMediaType(
+            f"Upload a file import as {MULTIPART} (fields mapping, file; a SQL or click_logs "
+            f"import is {JSON} to .../imports); not {_named(media_type)}."
         )
-        return accepted(response, job)
-    # Files are spooled to a temporary file as they arrive (in memory up to 1 MiB).
+    await run_in_threadpool(session.commit)
+    return await _file_import(request, response, principal, session, runner, settings, project)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _named(media_type: str) -> str:
+    return media_type or "a body without a content type"
+
+
+async def _file_import(
+    request: Request,
+    response: Response,
+    principal: WriterDep,
+    session: SessionDep,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    project: ProjectDep,
+) -> JobPublic:
+    """Read the form and queue the file import. Files are spooled to a temporary file as they
+    arrive (in memory up to 1 MiB)."""
     async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
         fields, upload = _file_fields(form)
         job = await run_in_threadpool(

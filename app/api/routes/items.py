@@ -1,7 +1,7 @@
 """Items: bulk upsert (JSON array or streamed NDJSON), listing with filters, and detail."""
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ from app.deps import (
 )
 from app.errors import Conflict, UnsupportedMediaType, problem_responses, refuse_if_all_failed
 from app.models.base import ItemSource, ItemStatus
-from app.models.item import IngestReport, ItemDetail, ItemPublic
+from app.models.item import IngestReport, IngestResults, ItemDetail, ItemPublic
 from app.pagination import Page, make_page
 from app.services import items
 from app.sources.json_bodies import NDJSON_MEDIA_TYPES, ndjson_chunks, parse_json_array
@@ -35,6 +35,8 @@ NDJSON = "application/x-ndjson"
 
 INGEST_BODY = {
     "required": True,
+    "description": f"A JSON array of items, or {NDJSON}: one item per line, streamed, with no "
+    "size limit and committed every chunk (docs/clients.md shows the raw call).",
     "content": {
         JSON: {
             "schema": {"type": "array", "items": {"$ref": "#/components/schemas/ItemIn"}},
@@ -46,15 +48,12 @@ INGEST_BODY = {
                 }
             ],
         },
-        NDJSON: {
-            "schema": {"$ref": "#/components/schemas/ItemIn"},
-            "description": "One item per line, streamed; no size limit; committed every chunk.",
-        },
+        NDJSON: {"schema": {"$ref": "#/components/schemas/ItemIn"}},
     },
 }
 
 ResultsQuery = Annotated[
-    Literal["all", "errors"],
+    IngestResults,
     Query(
         description="`errors`: results only for failed and duplicate entries (for large streams)."
     ),

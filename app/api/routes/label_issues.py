@@ -15,7 +15,7 @@ from app.errors import ReportInProgress, problem_responses
 from app.models.base import MAX_DB_ID
 from app.models.job import JobPublic
 from app.models.label_issue import (
-    Change,
+    IssueChange,
     IssueType,
     LabelIssueReportPublic,
     LabelIssueReportSummary,
@@ -73,7 +73,7 @@ def get_label_issue_report(
         float | None, Query(ge=0.0, le=1.0, description="Only issues with 1 - label_quality ≥.")
     ] = None,
     change: Annotated[
-        Change | None,
+        IssueChange | None,
         Query(description="Against the previous report: new, persisting or fixed."),
     ] = None,
 ) -> LabelIssueReportPublic:

@@ -22,11 +22,11 @@ from app.services import model_versions
 
 router = ProblemRouter(
     prefix="/v1/projects/{project_id}/models",
-    tags=["models"],
+    tags=["model-versions"],
     responses=PROJECT_PROBLEMS,
 )
 algorithms_router = ProblemRouter(
-    prefix="/v1/algorithms", tags=["models"], responses=problem_responses(Unauthorized)
+    prefix="/v1/algorithms", tags=["model-versions"], responses=problem_responses(Unauthorized)
 )
 
 VersionPath = Annotated[int, Path(ge=1, le=MAX_DB_ID, description="The version number.")]
@@ -44,7 +44,7 @@ def list_algorithms(principal: AnyRoleDep) -> list[AlgorithmPublic]:
 
 
 @router.post("", status_code=202, responses={**ACCEPTED, **problem_responses(NotEnoughLabels)})
-def create_model(
+def create_model_version(
     principal: WriterDep,
     session: SessionDep,
     runner: RunnerDep,
@@ -63,7 +63,7 @@ def create_model(
 
 
 @router.get("")
-def list_models(
+def list_model_versions(
     principal: AnyRoleDep, session: SessionDep, project: ProjectDep, page: PageDep
 ) -> Page[ModelVersionPublic]:
     """List model versions, newest first."""
@@ -72,7 +72,7 @@ def list_models(
 
 
 @router.get("/{version}")
-def get_model(
+def get_model_version(
     principal: AnyRoleDep, session: SessionDep, project: ProjectDep, version: VersionPath
 ) -> ModelVersionPublic:
     """Get one version with its cross-validated metrics."""
@@ -82,7 +82,7 @@ def get_model(
 
 
 @router.post("/{version}/activate")
-def activate_model(
+def activate_model_version(
     principal: WriterDep,
     session: SessionDep,
     runner: RunnerDep,

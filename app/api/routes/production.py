@@ -8,11 +8,11 @@ from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import NameQuery, NowDep, PageDep, ProjectDep, SessionDep, SettingsDep, WriterDep
 from app.errors import Conflict, PayloadTooLarge, problem_responses
 from app.models.production import (
-    Bucket,
     ProductionDisagreement,
     ProductionIngestReport,
     ProductionReport,
     ProductionSampleRequest,
+    ReportBucket,
     SampleReason,
 )
 from app.pagination import Page
@@ -56,7 +56,7 @@ def get_production_report(
     principal: WriterDep,
     session: SessionDep,
     project: ProjectDep,
-    bucket: Annotated[Bucket, Query(description="Periods of predicted_at (UTC).")] = "day",
+    bucket: Annotated[ReportBucket, Query(description="Periods of predicted_at (UTC).")] = "day",
     model_version: ModelVersionQuery = None,
     sample_reason: Annotated[
         SampleReason | None,
