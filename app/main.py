@@ -161,7 +161,12 @@ def operation_id(route: APIRoute) -> str:
     generated clients call the operation. Unique across the app (build_openapi checks), and
     stable: renaming a route function renames a client method (tests/test_openapi.py pins
     them)."""
-    return re.sub(r"_([a-z0-9])", lambda match: match.group(1).upper(), route.name)
+    return operation_id_of(route.name)
+
+
+def operation_id_of(name: str) -> str:
+    """`create_batch` -> `createBatch`."""
+    return re.sub(r"_([a-z0-9])", lambda match: match.group(1).upper(), name)
 
 
 # Every router, included in this order (a path two routers could match goes to the first).
@@ -275,10 +280,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
     return lifespan
 
 
-def _webhook_receiver(event_type: EventType) -> Callable[..., None]:
-    payload = EVENT_PAYLOADS[event_type]
-
-    def receive(body: payload) -> None:  # type: ignore[valid-type]
+def _webhook_receiver() -> Callable[..., None]:
+    def receive() -> None:
         """Labelwise POSTs this body, signed per Standard Webhooks (webhook-id,
         webhook-timestamp, webhook-signature headers; docs/webhooks.md)."""
 
@@ -286,16 +289,29 @@ def _webhook_receiver(event_type: EventType) -> Callable[..., None]:
 
 
 def _declare_webhooks(app: FastAPI) -> None:
-    """The events an endpoint can subscribe to, in the spec's `webhooks` section."""
+    """The events an endpoint can subscribe to, in the spec's `webhooks` section. Each body
+    is the payload model as Labelwise sends it (serialization schema, added by
+    build_openapi), not as a route would read it."""
     for event_type in EventType:
+        body = EVENT_PAYLOADS[event_type].__name__
         app.webhooks.add_api_route(
             event_type.value,
-            _webhook_receiver(event_type),
+            _webhook_receiver(),
             methods=["POST"],
             name=event_type.value.replace(".", "_"),
-            operation_id=f"webhooks-{event_type.value.replace('.', '_')}",
+            operation_id=operation_id_of(f"on_{event_type.value.replace('.', '_')}"),
             summary=f"The {event_type.value} event",
             tags=["webhooks"],
+            openapi_extra={
+                # Labelwise calls the receiver, which checks the signature, not a key.
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
+                    },
+                },
+            },
         )
 
 
@@ -368,6 +384,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         extra = model.model_json_schema(ref_template=ref_template)
         components.update(extra.pop("$defs", {}))
         components[model.__name__] = extra
+    for payload in EVENT_PAYLOADS.values():
+        sent = payload.model_json_schema(ref_template=ref_template, mode="serialization")
+        components.update(sent.pop("$defs", {}))
+        components[payload.__name__] = sent
     json_import = TypeAdapter(JsonImport).json_schema(ref_template=ref_template)
     components.update(json_import.pop("$defs", {}))
     components["JsonImport"] = json_import

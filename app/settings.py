@@ -104,6 +104,7 @@ class Settings(BaseSettings):
                 "wildcard origin; list the allowed origins instead"
             )
         return self
+
     # Signed webhooks (docs/webhooks.md). Targets on loopback, link-local or private addresses
     # are refused unless allowed (tests and single-host setups). Deliveries are retried with
     # exponential backoff (base * 2^(attempt-1), capped), up to max attempts; an endpoint that

@@ -69,7 +69,7 @@ class ApiKeyCreated(ApiKeyPublic):
     key: str = pydantic.Field(description="The secret; shown once, stored only as a hash.")
 
 
-class Me(BaseModel):
+class Me(ResponseModel):
     """The calling key, as a front-end needs it to greet its user and show what they may do."""
 
     name: str = pydantic.Field(

@@ -14,9 +14,10 @@ import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.errors import Problem
-from app.models.base import DbId, Phase, SafeStr, timestamp_column, utcnow
+from app.models.base import DbId, Phase, ResponseModel, SafeStr, timestamp_column, utcnow
 from app.models.job import JobKind, JobStatus
 from app.models.job_kinds import JobResult
 
@@ -41,6 +42,9 @@ class DeliveryStatus(StrEnum):
 
 URL_MAX_LENGTH = 2000
 RESPONSE_PREFIX_CHARS = 200  # what is kept of a receiver's answer (never the whole body)
+
+
+WebhookStatus = TypeAliasType("WebhookStatus", Literal["active", "disabled"])
 
 
 class Webhook(SQLModel, table=True):
@@ -149,13 +153,13 @@ class WebhookCreate(BaseModel):
     description: SafeStr | None = pydantic.Field(default=None, max_length=1000)
 
 
-class WebhookPublic(BaseModel):
+class WebhookPublic(ResponseModel):
     id: int
     url: str
     events: list[EventType]
     project_id: int | None
     description: str | None
-    status: Literal["active", "disabled"]
+    status: WebhookStatus
     disabled_at: datetime | None
     disabled_reason: str | None = pydantic.Field(
         description="Why the endpoint was disabled; a delivery retry enables it again."
@@ -191,7 +195,7 @@ class WebhookCreated(WebhookPublic):
     )
 
 
-class WebhookDeliveryPublic(BaseModel):
+class WebhookDeliveryPublic(ResponseModel):
     id: int
     webhook_id: int
     message_id: str = pydantic.Field(
@@ -221,7 +225,7 @@ class WebhookDeliveryPublic(BaseModel):
 # --- event payloads (the body a receiver gets) -------------------------------------------------
 
 
-class JobEventData(BaseModel):
+class JobEventData(ResponseModel):
     """job.succeeded, job.failed, job.cancelled."""
 
     job_id: int
@@ -238,7 +242,7 @@ class JobEventData(BaseModel):
     finished_at: datetime | None
 
 
-class ModelActivatedData(BaseModel):
+class ModelActivatedData(ResponseModel):
     project_id: int
     version: int
     model_version: str = pydantic.Field(examples=["registry:3"])
@@ -253,7 +257,7 @@ class ModelActivatedData(BaseModel):
     )
 
 
-class DatasetVersionCreatedData(BaseModel):
+class DatasetVersionCreatedData(ResponseModel):
     project_id: int
     version: int
     name: str | None
@@ -265,7 +269,7 @@ class DatasetVersionCreatedData(BaseModel):
     created_at: datetime
 
 
-class LabelIssuesReadyData(BaseModel):
+class LabelIssuesReadyData(ResponseModel):
     project_id: int
     report_id: int
     job_id: int
@@ -274,7 +278,7 @@ class LabelIssuesReadyData(BaseModel):
     counts: dict[str, int]
 
 
-class ProjectPhaseChangedData(BaseModel):
+class ProjectPhaseChangedData(ResponseModel):
     project_id: int
     from_phase: Phase
     to_phase: Phase
@@ -286,7 +290,7 @@ class ProjectPhaseChangedData(BaseModel):
     changed_at: datetime
 
 
-class LabeledItem(BaseModel):
+class LabeledItem(ResponseModel):
     id: int
     label: str
     resolved_by: str | None = pydantic.Field(
@@ -294,7 +298,7 @@ class LabeledItem(BaseModel):
     )
 
 
-class ItemsLabeledData(BaseModel):
+class ItemsLabeledData(ResponseModel):
     """One event per request (or import chunk, or job step) that gave items a resolved label
     or changed it; never one per answer."""
 
@@ -306,7 +310,7 @@ class ItemsLabeledData(BaseModel):
 Data = TypeVar("Data", bound=BaseModel)
 
 
-class EventPayload(BaseModel, Generic[Data]):
+class EventPayload(ResponseModel, Generic[Data]):
     """The body of every delivery (Standard Webhooks: type, timestamp, data)."""
 
     type: EventType
