@@ -54,6 +54,7 @@ OPERATION_IDS = {
     ("DELETE", "/v1/projects/{project_id}/batches/{batch_id}"): "deleteBatch",
     ("GET", "/v1/projects/{project_id}/batches/{batch_id}"): "getBatch",
     ("POST", "/v1/projects/{project_id}/batches/{batch_id}/skip"): "skipBatchItems",
+    ("POST", "/v1/projects/{project_id}/batches/{batch_id}/renew"): "renewBatch",
     ("GET", "/v1/projects/{project_id}/consensus"): "getConsensus",
     ("GET", "/v1/projects/{project_id}/cost"): "getCost",
     ("GET", "/v1/projects/{project_id}/dataset-versions"): "listDatasetVersions",

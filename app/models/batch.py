@@ -142,6 +142,18 @@ class BatchSkip(BaseModel):
     item_ids: list[DbId] = pydantic.Field(min_length=1, max_length=500)
 
 
+class BatchRenew(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lease_seconds: int | None = pydantic.Field(
+        default=None,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="How long from now the live leases last; defaults to the server's "
+        "lease_seconds.",
+    )
+
+
 class BatchItem(ResponseModel):
     item: ItemPublic
     score: float | None = pydantic.Field(

@@ -55,6 +55,7 @@ ALLOWED: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/v1/projects/{project_id}/batches/{batch_id}"): ANY_ROLE,
     ("DELETE", "/v1/projects/{project_id}/batches/{batch_id}"): ANY_ROLE,
     ("POST", "/v1/projects/{project_id}/batches/{batch_id}/skip"): ANY_ROLE,
+    ("POST", "/v1/projects/{project_id}/batches/{batch_id}/renew"): ANY_ROLE,
     ("GET", "/v1/algorithms"): ANY_ROLE,  # BEYOND
     ("POST", "/v1/projects/{project_id}/models"): WRITERS,
     ("GET", "/v1/projects/{project_id}/models"): ANY_ROLE,  # BEYOND
@@ -107,6 +108,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/projects/{project_id}/reviews"): {"item_id": 0, "label": "no-such-label"},
     ("POST", "/v1/projects/{project_id}/batches"): {"size": 1},
     ("POST", "/v1/projects/{project_id}/batches/{batch_id}/skip"): {"item_ids": [0]},
+    ("POST", "/v1/projects/{project_id}/batches/{batch_id}/renew"): {},
     ("POST", "/v1/projects/{project_id}/models"): {},
     ("POST", "/v1/projects/{project_id}/predictions"): [
         {
@@ -340,6 +342,7 @@ class TestOwnName:
         team.refused(409, "GET", f"batches/{batch_id}", team.ann)
         team.refused(409, "DELETE", f"batches/{batch_id}", team.ann)
         team.refused(409, "POST", f"batches/{batch_id}/skip", team.ann, json={"item_ids": held})
+        team.refused(409, "POST", f"batches/{batch_id}/renew", team.ann, json={})
 
     def test_a_review_needs_a_review_lease_of_ones_own(self, team: Team) -> None:
         decision = {"item_id": team.item_ids[0], "label": "neutral"}

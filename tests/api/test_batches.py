@@ -254,6 +254,42 @@ class TestLeasesAndOverlap:
         report = annotate(client, a, project_id, [{"item_id": ids[0], "label": "neutral"}])
         assert report["created"] == 1
 
+    def test_renewing_keeps_the_live_leases_and_leaves_expired_ones_expired(
+        self, client: TestClient, session: Session
+    ) -> None:
+        _admin, project_id, ids = setup(client, session, n_items=4)
+        a, b = annotator(session, "ann-r"), annotator(session, "ann-s")
+        short = fetch(client, a, project_id, size=2, lease_seconds=1)
+        kept = fetch(client, a, project_id, size=2, lease_seconds=1)
+        annotate(client, a, project_id, [{"item_id": item_ids(kept)[0], "label": "neutral"}])
+        url = f"/v1/projects/{project_id}/batches/{kept['id']}/renew"
+        renewed = client.post(url, json={"lease_seconds": 600}, headers=a)
+        assert renewed.status_code == 200, renewed.text
+        body = renewed.json()
+        assert [entry["lease"] for entry in body["items"]] == ["answered", "live"]
+        assert body["lease_expires_at"] > kept["lease_expires_at"]
+        time.sleep(1.2)
+        # The renewed item stays with its annotator; the other batch's items return.
+        assert sorted(item_ids(fetch(client, b, project_id, size=4))) == sorted(item_ids(short))
+        late = client.post(
+            f"/v1/projects/{project_id}/batches/{short['id']}/renew", json={}, headers=a
+        ).json()
+        assert [entry["lease"] for entry in late["items"]] == ["expired", "expired"]
+        assert late["lease_expires_at"] == short["lease_expires_at"]
+        assert set(ids) == set(item_ids(short)) | set(item_ids(kept))
+
+    def test_renewing_validates_its_body(self, client: TestClient, session: Session) -> None:
+        _admin, project_id, _ids = setup(client, session, n_items=1)
+        a = annotator(session, "ann-t")
+        batch = fetch(client, a, project_id, size=1)
+        url = f"/v1/projects/{project_id}/batches/{batch['id']}/renew"
+        for bad in ({"lease_seconds": 0}, {"lease_seconds": 7 * 24 * 3600 + 1}, {"size": 3}):
+            refused = client.post(url, json=bad, headers=a)
+            assert refused.status_code == 422, refused.text
+        assert client.get(url.removesuffix("/renew"), headers=a).json() == batch  # unchanged
+        missing = client.post(f"/v1/projects/{project_id}/batches/999999/renew", json={}, headers=a)
+        assert missing.status_code == 404
+
     def test_deleting_a_batch_releases_its_unanswered_items(
         self, client: TestClient, session: Session
     ) -> None:

@@ -7,7 +7,7 @@ from fastapi import Body, Response
 from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
 from app.deps import AnyRoleDep, DatabaseDep, IdPath, ProjectDep, SessionDep, SettingsDep
 from app.errors import AlreadyAnswered, LeaseHeldByAnother, NoPredictions, problem_responses
-from app.models.batch import BatchCreate, BatchPublic, BatchSkip
+from app.models.batch import BatchCreate, BatchPublic, BatchRenew, BatchSkip
 from app.services import batches
 
 router = ProblemRouter(
@@ -84,6 +84,26 @@ def delete_batch(
     """Release the batch's unanswered items back to the pool."""
     batches.release_batch(session, project=project, principal=principal, batch_id=batch_id)
     return Response(status_code=204)
+
+
+@router.post("/{batch_id}/renew", responses=problem_responses(LeaseHeldByAnother))
+def renew_batch(
+    principal: AnyRoleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    project: ProjectDep,
+    batch_id: IdPath,
+    body: Annotated[BatchRenew, Body(examples=[{}, {"lease_seconds": 600}])],
+) -> BatchPublic:
+    """Keep the batch's items: extend its live leases to now + `lease_seconds`. Expired leases
+    stay expired (the item may be someone else's by now); the answer shows each lease's state."""
+    return batches.renew_batch(
+        session,
+        project=project,
+        principal=principal,
+        batch_id=batch_id,
+        lease_seconds=body.lease_seconds or settings.lease_seconds,
+    )
 
 
 @router.post("/{batch_id}/skip", responses=problem_responses(LeaseHeldByAnother, AlreadyAnswered))

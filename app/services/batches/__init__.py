@@ -10,7 +10,7 @@ A request is chosen, then claimed, then written as leases:
   stored predictions or a cold start, a uniform exploration share; or the review queue).
 - `claiming`: the first candidates still eligible, atomically (BEGIN IMMEDIATE on SQLite,
   FOR UPDATE SKIP LOCKED and a re-check on PostgreSQL).
-- `use_cases`: create, read, release and skip batches; close the leases of answered items.
+- `use_cases`: create, read, renew, release and skip batches; close the leases of answered items.
 - `responses`: a batch as its viewer sees it.
 
 Import rule: outside this package, the use cases are imported from the package
@@ -25,7 +25,15 @@ from app.services.batches.use_cases import (
     get_batch,
     release_answered,
     release_batch,
+    renew_batch,
     skip_items,
 )
 
-__all__ = ["create_batch", "get_batch", "release_answered", "release_batch", "skip_items"]
+__all__ = [
+    "create_batch",
+    "get_batch",
+    "release_answered",
+    "release_batch",
+    "renew_batch",
+    "skip_items",
+]

@@ -204,6 +204,34 @@ def release_batch(
     session.commit()
 
 
+def renew_batch(
+    session: Session,
+    *,
+    project: Project,
+    principal: Principal,
+    batch_id: int,
+    lease_seconds: int,
+) -> BatchPublic:
+    """Extend the batch's live leases to now + lease_seconds (a front-end keeping the items it
+    shows). An expired lease stays expired: its item may be someone else's by now, and the
+    answer says so; an answer on it is still kept (release_answered)."""
+    batch = _load_batch(session, project=project, batch_id=batch_id)
+    _check_owner(principal, batch)
+    now = utcnow()
+    expires_at = now + timedelta(seconds=lease_seconds)
+    leases = _leases(session, batch_id)
+    live = [lease for lease in leases if lease.released_at is None and lease.expires_at > now]
+    for lease in live:
+        lease.expires_at = expires_at
+        session.add(lease)
+    if live:
+        batch.lease_expires_at = expires_at
+        session.add(batch)
+    public = batch_public(session, batch, leases, now=now, viewer=principal)
+    session.commit()
+    return public
+
+
 def skip_items(
     session: Session,
     *,
