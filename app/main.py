@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Scope
 
 from app import __doc__ as app_doc
 from app.api.docs import add_offline_docs
+from app.api.web import add_web_app
 from app.api.routes import (
     active_learning,
     annotations,
@@ -236,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     add_offline_docs(app)
+    add_web_app(app)
     _declare_webhooks(app)
     _add_error_handlers(app)
     app.add_middleware(
