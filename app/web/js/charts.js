@@ -33,7 +33,7 @@ export function figure({ title, summary, config, table, id }) {
     { class: "chart", id, "data-chart": title },
     h("figcaption", {}, h("h3", {}, title), summary ? h("p", { class: "muted" }, summary) : null),
     config ? h("div", { class: "canvas-box" }, canvas) : null,
-    table
+    table && table.rows.length
       ? h(
           "details",
           { class: "table-fallback" },
@@ -91,6 +91,7 @@ export function bar(labels, datasets, options = {}) {
       labels,
       datasets: datasets.map((d, i) => ({
         backgroundColor: d.colors || COLORS[i % COLORS.length],
+        maxBarThickness: 64,
         ...d,
       })),
     },

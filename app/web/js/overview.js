@@ -471,6 +471,12 @@ async function jobsInFlight(projectId) {
   return [...running.items, ...queued.items];
 }
 
+function projectLine(project) {
+  const perItem =
+    project.phase === "pilot" ? Math.max(2, project.annotators_per_item) : project.annotators_per_item;
+  return `${project.phase} · labels ${project.labels.join(", ")} · ${perItem} annotators per item`;
+}
+
 // --- the page ----------------------------------------------------------------------------
 
 export async function renderOverview(main, { projectId, setTitle }) {
@@ -481,7 +487,7 @@ export async function renderOverview(main, { projectId, setTitle }) {
   replace(
     main,
     h("h1", {}, `Overview: ${project.name}`),
-    h("p", { class: "muted" }, `${project.phase} · labels ${project.labels.join(", ")} · ${project.annotators_per_item} annotators per item`),
+    h("p", { class: "muted" }, projectLine(project)),
     h("p", { class: "muted" }, "Loading the figures…"),
   );
 
@@ -518,7 +524,7 @@ export async function renderOverview(main, { projectId, setTitle }) {
     h(
       "p",
       { class: "muted" },
-      `${project.phase} · labels ${project.labels.join(", ")} · ${project.annotators_per_item} annotators per item · `,
+      `${projectLine(project)} · `,
       h("a", { href: `#/review/${projectId}` }, "open the review queue"),
     ),
     build("stats", (stats) => itemsSection(stats, figures)),

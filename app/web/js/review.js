@@ -31,7 +31,7 @@ function answersList(detail) {
       h(
         "li",
         {},
-        h("span", { class: "who" }, a.annotator),
+        h("span", { class: "annotator" }, a.annotator),
         " ",
         a.abstain
           ? h("span", { class: "badge abstained" }, "I don't know")
