@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Scope
 
 from app import __doc__ as app_doc
 from app.api.docs import add_offline_docs
-from app.api.web import add_web_app
 from app.api.routes import (
     active_learning,
     annotations,
@@ -45,6 +44,7 @@ from app.api.routes import (
     synthetic,
     webhooks,
 )
+from app.api.web import add_web_app
 from app.db import Database, refusal_reason
 from app.errors import (
     PROBLEM_MEDIA_TYPE,
