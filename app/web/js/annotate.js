@@ -180,6 +180,7 @@ export async function renderAnnotate(main, { projectId, me, setTitle }) {
 
   const queue = new LeaseQueue({
     projectId,
+    owner: me.name,
     queue: "label",
     send: async (chunk, options) => {
       const report = await post(`v1/projects/${projectId}/annotations`, chunk, options);

@@ -21,7 +21,7 @@ export function leaseSeconds() {
 }
 
 export class LeaseQueue {
-  constructor({ projectId, queue, send, onChange, onError, chunk = 500 }) {
+  constructor({ projectId, owner, queue, send, onChange, onError, chunk = 500 }) {
     this.chunk = chunk; // answers per request
     this.projectId = projectId;
     this.queue = queue; // "label" or "review"
@@ -33,7 +33,8 @@ export class LeaseQueue {
     this.current = null; // the item on screen (set by the page)
     this.batches = new Map(); // batchId -> local time its leases expire (ms)
     this.seen = new Set(); // item ids handed to this page already
-    this.outboxKey = `labelwise.outbox.${queue}.${projectId}`;
+    // One outbox per signed-in name: another key signing in to this tab never sends it.
+    this.outboxKey = `labelwise.outbox.${owner}.${queue}.${projectId}`;
     this.outbox = JSON.parse(sessionStorage.getItem(this.outboxKey) || "[]");
     this.fetching = null;
     this.exhausted = false;

@@ -43,7 +43,7 @@ function answersList(detail) {
   );
 }
 
-export async function renderReview(main, { projectId, itemId, setTitle }) {
+export async function renderReview(main, { projectId, itemId, me, setTitle }) {
   const project = await get(`v1/projects/${projectId}`);
   setTitle(`Review ${project.name}`);
   const keys = labelKeys(project.labels);
@@ -143,6 +143,7 @@ export async function renderReview(main, { projectId, itemId, setTitle }) {
     ? null
     : new LeaseQueue({
         projectId,
+        owner: me.name,
         queue: "review",
         chunk: 1,
         send: async ([decision], options) => {
