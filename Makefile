@@ -22,6 +22,7 @@ serve: $(STAMP)
 
 ## test: the whole suite on SQLite, and on PostgreSQL too when LABELWISE_TEST_POSTGRES_URL is set
 ## (the redocly and TypeScript-client tests need node and npm: skipped without, failed on CI)
+## (the browser tests, tests/e2e/test_browser.py and test_web_app.py, need Debian's chromium: skipped without)
 test: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85
 

@@ -304,6 +304,9 @@ class TestAnnotate:
         assert bob.errors == []
         renewals = [r for r in bob.requests if r.startswith("POST") and r.endswith("/renew")]
         assert renewals, "the page never renewed its leases"
+        # Two batches of ten would have done without the sleep; the expired one was refetched.
+        fetched = [r for r in bob.requests if r.startswith("POST") and r.endswith("/batches")]
+        assert len(fetched) >= 3
 
 
 @pytest.fixture(scope="module")

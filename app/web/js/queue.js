@@ -120,8 +120,14 @@ export class LeaseQueue {
       [...this.batches].filter(([, until]) => until <= now).map(([id]) => id),
     );
     if (!expired.size) return;
-    this.waiting = this.waiting.filter((held) => !expired.has(held.batchId));
+    this.drop((held) => expired.has(held.batchId));
     for (const id of expired) this.batches.delete(id);
+  }
+
+  // Forget waiting items whose lease is gone: a later batch may hand them out again.
+  drop(lost) {
+    for (const held of this.waiting.filter(lost)) this.seen.delete(held.entry.item.id);
+    this.waiting = this.waiting.filter((held) => !lost(held));
   }
 
   // Back from sleep or a hidden tab: drop what expired, renew the rest, send what waits.
@@ -142,15 +148,13 @@ export class LeaseQueue {
         const lost = new Set(
           batch.items.filter((e) => e.lease !== "live").map((e) => e.item.id),
         );
-        this.waiting = this.waiting.filter(
-          (w) => w.batchId !== batchId || !lost.has(w.entry.item.id),
-        );
+        this.drop((w) => w.batchId === batchId && lost.has(w.entry.item.id));
         if (batch.items.some((e) => e.lease === "live")) {
           this.batches.set(batchId, Date.now() + this.lease * 1000);
         }
       } catch (error) {
         if (error instanceof ApiError && !error.transient) {
-          this.waiting = this.waiting.filter((w) => w.batchId !== batchId);
+          this.drop((w) => w.batchId === batchId);
           this.batches.delete(batchId);
         }
       }

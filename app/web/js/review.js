@@ -293,7 +293,7 @@ export async function renderReview(main, { projectId, itemId, me, setTitle }) {
   const stopKeys = shortcuts((event) => {
     const key = event.key.toLowerCase();
     if (byKey.has(key) && !event.ctrlKey) decide(byKey.get(key));
-    else if (event.key === "Enter" && !(event.target instanceof HTMLButtonElement)) accept();
+    else if (event.key === "Enter" && !event.target.closest?.("a, button, summary")) accept();
     else if (key === "s" && !single) skip();
     else if (key === "n") note.focus();
     else return false;
