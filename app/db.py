@@ -3,6 +3,7 @@
 import os
 import sqlite3
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,6 +88,10 @@ class WriteLine:
     """
 
     def __init__(self) -> None:
+        self._reset()
+        _EVERY_LINE.add(self)
+
+    def _reset(self) -> None:
         self._mutex = threading.Lock()
         self._waiting: deque[threading.Lock] = deque()
         self._held = False
@@ -111,7 +116,7 @@ class WriteLine:
             turn = threading.Lock()
             turn.acquire()
             self._waiting.append(turn)
-        if turn.acquire(timeout=timeout):
+        if turn.acquire(timeout=min(timeout, threading.TIMEOUT_MAX)):
             return True
         with self._mutex:
             if turn in self._waiting:
@@ -130,6 +135,7 @@ class WriteLine:
 
 _LINES: dict[str, WriteLine] = {}
 _LINES_MUTEX = threading.Lock()
+_EVERY_LINE: "weakref.WeakSet[WriteLine]" = weakref.WeakSet()
 
 
 def write_line(database: str | None) -> WriteLine:
@@ -143,10 +149,12 @@ def write_line(database: str | None) -> WriteLine:
 
 
 def _forget_lines() -> None:
-    """A forked child starts with no writer in line (a parent's turn is not the child's)."""
+    """A forked child starts with every line empty: the parent's writers are not the child's
+    (the service starts its processes with spawn; this is for whoever forks)."""
     global _LINES_MUTEX
-    _LINES.clear()
     _LINES_MUTEX = threading.Lock()
+    for line in list(_EVERY_LINE):
+        line._reset()
 
 
 os.register_at_fork(after_in_child=_forget_lines)
