@@ -34,7 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Start the HTTP server (does not migrate).")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Server processes (PostgreSQL only; SQLite is served by one process, whose "
+        "writers take turns for the write lock).",
+    )
     worker = commands.add_parser(
         "worker",
         help="Run jobs from the PostgreSQL queue until SIGTERM/SIGINT "
@@ -92,6 +98,17 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.db import is_sqlite
+
+    if args.workers != 1 and is_sqlite(settings.resolved_database_url):
+        print(
+            f"labelwise: --workers {args.workers} needs PostgreSQL: SQLite is served by one "
+            "process, whose writers take turns for the database's one write lock (several "
+            "processes would meet in SQLite's busy handler instead). Start one process, or "
+            "set LABELWISE_DATABASE_URL to a postgresql+psycopg:// URL.",
+            file=sys.stderr,
+        )
+        return 2
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
-from app.db import Database
+from app.db import Database, read_apart
 from app.errors import Forbidden, Unauthorized
 from app.jobs.context import JobRunner
 from app.models.base import MAX_DB_ID, Role, utcnow
@@ -80,11 +80,14 @@ async def get_principal(
     digest = hash_key(credentials.credentials)
     principal = cache.get(digest)
     if principal is None:
-        principal = await run_in_threadpool(
-            authenticate, session, presented=credentials.credentials
-        )
+        principal = await run_in_threadpool(_authenticate, session, credentials.credentials)
         cache.put(digest, principal)
     return principal
+
+
+def _authenticate(session: Session, presented: str) -> Principal:
+    with read_apart(session):  # a write request's lock waits for its route (app.db)
+        return authenticate(session, presented=presented)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -111,7 +114,8 @@ ProjectIdPath = Annotated[int, Path(ge=1, le=MAX_DB_ID)]
 
 
 def load_project(session: SessionDep, project_id: ProjectIdPath) -> Project:
-    return project_loading.load_project(session, project_id=project_id)
+    with read_apart(session):  # a write request's lock waits for its route (app.db)
+        return project_loading.load_project(session, project_id=project_id)
 
 
 ProjectDep = Annotated[Project, Depends(load_project)]
