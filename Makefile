@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/request_cost.py
 	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/team.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage clients/typescript/node_modules
