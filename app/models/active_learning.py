@@ -38,7 +38,7 @@ class SimulationRequest(BaseModel):
         default=None,
         max_length=50,
         description="The model to replay with (see GET /v1/algorithms). Default: the active "
-        "version's algorithm and params, else tfidf_logreg.",
+        "version's algorithm and params, else hashed_tfidf_sgd.",
     )
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict,

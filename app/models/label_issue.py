@@ -100,7 +100,7 @@ class LabelIssueRequest(BaseModel):
         description="The model whose out-of-fold probabilities judge the labels (see GET "
         "/v1/algorithms). Default: the active version's algorithm and params (its stored "
         "out-of-fold probabilities are reused when it was trained on exactly the current "
-        "labels), else tfidf_logreg.",
+        "labels), else hashed_tfidf_sgd.",
     )
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="Overrides of the algorithm's params."

@@ -110,7 +110,9 @@ class ModelTrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     algorithm: str = pydantic.Field(
-        default="tfidf_logreg", description="A registered algorithm; see GET /v1/algorithms."
+        # app.registry.algorithms.DEFAULT_ALGORITHM (models do not import the registry).
+        default="hashed_tfidf_sgd",
+        description="A registered algorithm; see GET /v1/algorithms.",
     )
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="Overrides of the algorithm's default parameters."

@@ -36,7 +36,7 @@ from app.models.model_version import (
 from app.models.project import Project
 from app.models.webhook import EventType, ModelActivatedData
 from app.pagination import PageRequest, keyset
-from app.registry.algorithms import Algorithm, get_algorithm
+from app.registry.algorithms import DEFAULT_ALGORITHM, Algorithm, get_algorithm
 from app.registry.cache import ModelCache, shared_cache
 from app.registry.store import load_array, load_pipeline
 from app.registry.training import MIN_PER_LABEL
@@ -196,11 +196,11 @@ def _add_examples(result: TrainingSet, chosen: Sequence[Any]) -> None:
 
 def default_algorithm(session: Session, *, project: Project) -> tuple[str, dict[str, Any]]:
     """The active version's algorithm and params (the model the project really uses), else
-    tfidf_logreg with its defaults."""
+    the default algorithm (DEFAULT_ALGORITHM) with its defaults."""
     active = active_version(session, project=project)
     if active is not None:
         return active.algorithm, dict(active.params)
-    algorithm = get_algorithm("tfidf_logreg")
+    algorithm = get_algorithm(DEFAULT_ALGORITHM)
     return algorithm.name, dict(algorithm.defaults)
 
 
@@ -275,7 +275,7 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     due, latest = _retrain_basis(session, project)
     if not due:
         return None
-    algorithm = get_algorithm(latest.algorithm if latest else "tfidf_logreg")
+    algorithm = get_algorithm(latest.algorithm if latest else DEFAULT_ALGORITHM)
     return jobs.new_job(
         session,
         project_id=project.id,

@@ -1,12 +1,12 @@
 """Predictions: store them (from the registry's scoring or from other services' models) with
 their uncertainty, and read an item's latest ones."""
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from app.errors import ErrorDetail, NotFound, Problem, ValidationFailed, refuse_if_all_failed
@@ -67,20 +67,73 @@ def prediction_rows(
     ]
 
 
+COLUMNS = (
+    "project_id",
+    "item_id",
+    "model_version",
+    "source",
+    "label",
+    "confidence",
+    "margin",
+    "entropy",
+    "probabilities",
+    "created_at",
+)
+REPLACED = ("source", "label", "confidence", "margin", "entropy", "probabilities", "created_at")
+# PostgreSQL: rows are COPYed into this temporary table, then inserted from it in one
+# statement (bench/model_speed.py: executemany of 1M rows took most of the scoring job).
+INCOMING = "prediction_incoming"
+
+
 def upsert_predictions(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert or replace predictions by (item_id, model_version); flushes, never commits."""
+    """Insert or replace predictions by (item_id, model_version); flushes, never commits.
+
+    The rows go to the driver as tuples, JSON and timestamps bound the way the Prediction
+    columns bind them: COPY into a temporary table and one INSERT .. SELECT on PostgreSQL, one
+    executemany on SQLite. Of two rows for the same (item, version), the last one wins."""
     if not rows:
         return
+    session.flush()
+    connection = session.connection()
+    dialect = connection.dialect
     table: Table = Prediction.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table)
-    replace = ("source", "label", "confidence", "margin", "entropy", "probabilities", "created_at")
-    statement = statement.on_conflict_do_update(
-        index_elements=["item_id", "model_version"],
-        set_={name: statement.excluded[name] for name in replace},
-    )
-    session.execute(statement, rows)
+    # JSON as the engines write it (json.dumps; the engines set no serializer of their own).
+    binders = [
+        json.dumps if name == "probabilities" else table.c[name].type.bind_processor(dialect)
+        for name in COLUMNS
+    ]
+    unique = {(row["item_id"], row["model_version"]): row for row in rows}
+    values = [
+        tuple(
+            value if bind is None else bind(value)
+            for value, bind in zip((row[name] for name in COLUMNS), binders, strict=True)
+        )
+        for row in unique.values()
+    ]
+    columns = ", ".join(COLUMNS)
+    update = ", ".join(f"{name} = excluded.{name}" for name in REPLACED)
+    conflict = f"ON CONFLICT (item_id, model_version) DO UPDATE SET {update}"
+    if dialect.name != "postgresql":
+        marks = ", ".join("?" * len(COLUMNS))
+        connection.exec_driver_sql(
+            f"INSERT INTO prediction ({columns}) VALUES ({marks}) {conflict}", values
+        )
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {INCOMING} ON COMMIT DELETE ROWS "
+            f"AS SELECT {columns} FROM prediction WITH NO DATA"
+        )
+        cursor.execute(f"TRUNCATE {INCOMING}")
+        with cursor.copy(f"COPY {INCOMING} ({columns}) FROM STDIN") as copy:
+            for value in values:
+                copy.write_row(value)
+        cursor.execute(
+            f"INSERT INTO prediction ({columns}) SELECT {columns} FROM {INCOMING} {conflict}"
+        )
+        cursor.execute(f"TRUNCATE {INCOMING}")
 
 
 def submit_external_predictions(

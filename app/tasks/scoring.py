@@ -1,25 +1,45 @@
 """Score the unlabeled pool with the active version, chunk by chunk, storing each item's
-prediction and uncertainty so batch selection is an indexed query, not a rescoring."""
+prediction and uncertainty so batch selection is an indexed query, not a rescoring.
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+Featurizing text is most of the work and holds the GIL (scikit-learn's analyzers are Python),
+so a pool of more than a few chunks is featurized and predicted in SCORING_PROCESSES worker
+processes, while this process reads the next chunks and writes the finished ones
+(bench/model_speed.py). Each worker loads the version's stored artifact once.
+"""
 
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from app.errors import NotFound
 from app.jobs.context import JobContext
 from app.models.item import Item
 from app.models.job_kinds import ScorePoolParams, ScorePoolResult
-from app.models.model_version import ModelVersion, registry_version_name
-from app.registry.algorithms import Algorithm, get_algorithm
+from app.models.model_version import ModelArtifact, ModelVersion, registry_version_name
+from app.registry.algorithms import get_algorithm
+from app.registry.store import load_pipeline
 from app.registry.training import predict_probabilities
 from app.services import model_versions
 from app.services.predictions import prediction_rows, upsert_predictions
 from app.services.project_loading import load_project
 from app.services.scoring import unsettled_condition
 
-if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
+# Worker processes for a big pool: two cores' worth (more only queue for the same cores).
+SCORING_PROCESSES = min(2, os.cpu_count() or 1)
+# Below this many chunks, starting workers (spawned: they import scikit-learn, about a
+# second) costs more than it saves.
+PARALLEL_MIN_CHUNKS = 4
+
+Chunk = list[tuple[int, str, dict[str, Any]]]
 
 
 def pool_chunks(
@@ -72,34 +92,97 @@ def run_score_pool(context: JobContext) -> ScorePoolResult:
         total = count_pool(session, project_id=project.id or 0)
     if not version.active:
         return ScorePoolResult(version=version.version, scored=0, superseded=True)
-    pipeline = model_versions.load_version(context.database, version)
     algorithm = get_algorithm(version.algorithm)
     name = registry_version_name(version.version)
+    chunk_size = context.settings.scoring_chunk_size
+    processes = SCORING_PROCESSES if total >= PARALLEL_MIN_CHUNKS * chunk_size else 1
     scored = 0
     with context.database.session() as reader:
-        for chunk in pool_chunks(
-            reader,
-            project_id=version.project_id,
-            chunk_size=context.settings.scoring_chunk_size,
-            with_data=algorithm.input == "features",
-        ):
-            scored += _score_chunk(context, version, pipeline, algorithm, chunk, name)
+        chunks = (
+            model_versions.version_inputs(algorithm, chunk)
+            for chunk in pool_chunks(
+                reader,
+                project_id=version.project_id,
+                chunk_size=chunk_size,
+                with_data=algorithm.input == "features",
+            )
+        )
+        for ids, probabilities in _predicted(context, version, chunks, processes):
+            scored += _store_chunk(context, version, ids, probabilities, name)
             context.progress(min(scored / max(total, 1), 0.99))
     return ScorePoolResult(version=version.version, model_version=name, scored=scored)
 
 
-def _score_chunk(
+def _predicted(
     context: JobContext,
     version: ModelVersion,
-    pipeline: "Pipeline",
-    algorithm: Algorithm,
-    chunk: list[tuple[int, str, dict[str, Any]]],
+    chunks: Iterable[tuple[list[int], list[str] | np.ndarray]],
+    processes: int,
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(ids, probabilities) of each chunk with items to score, in chunk order: here, or in
+    `processes` worker processes with up to `processes` + 1 chunks in flight."""
+    n_labels = len(version.labels)
+    if processes <= 1:
+        pipeline = model_versions.load_version(context.database, version)
+        for ids, inputs in chunks:
+            if ids:
+                yield ids, predict_probabilities(pipeline, inputs, n_labels)
+        return
+    with context.database.session() as session:
+        artifact = session.get(ModelArtifact, (version.id, model_versions.PIPELINE_ARTIFACT))
+        if artifact is None:
+            raise NotFound(f"Model version {version.version} has no stored pipeline.")
+        content = artifact.content
+    pool = ProcessPoolExecutor(
+        max_workers=processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_start,
+        initargs=(content, os.getpid()),
+    )
+    pending: deque[tuple[list[int], Future[np.ndarray]]] = deque()
+    try:
+        for ids, inputs in chunks:
+            if not ids:
+                continue
+            pending.append((ids, pool.submit(_worker_predict, inputs, n_labels)))
+            if len(pending) > processes:
+                done_ids, done = pending.popleft()
+                yield done_ids, done.result()
+        while pending:
+            done_ids, done = pending.popleft()
+            yield done_ids, done.result()
+    finally:
+        # Cancelled or failed: the chunks in flight are dropped, nothing half-written.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# A worker process's pipeline, loaded once by _worker_start.
+_worker: dict[str, Any] = {}
+
+
+def _worker_start(content: bytes, parent_pid: int) -> None:
+    _worker["pipeline"] = load_pipeline(content)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker never outlives its job process."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker_predict(inputs: list[str] | np.ndarray, n_labels: int) -> np.ndarray:
+    return predict_probabilities(_worker["pipeline"], inputs, n_labels)
+
+
+def _store_chunk(
+    context: JobContext,
+    version: ModelVersion,
+    ids: list[int],
+    probabilities: np.ndarray,
     name: str,
 ) -> int:
-    ids, inputs = model_versions.version_inputs(algorithm, chunk)
-    if not ids:
-        return 0
-    probabilities = predict_probabilities(pipeline, inputs, len(version.labels))
     rows = prediction_rows(
         project_id=version.project_id,
         item_ids=ids,

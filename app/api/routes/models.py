@@ -52,7 +52,11 @@ def create_model_version(
     response: Response,
     body: Annotated[
         ModelTrainRequest,
-        Body(examples=[{"algorithm": "tfidf_logreg", "params": {"C": 10.0}, "activate": True}]),
+        Body(
+            examples=[
+                {"algorithm": "hashed_tfidf_sgd", "params": {"alpha": 1e-5}, "activate": True}
+            ]
+        ),
     ] = ModelTrainRequest(),
 ) -> JobPublic:
     """Train a new version on the resolved labels, implicit ones weighted half (202: a job)."""
