@@ -106,7 +106,7 @@ class TestSimulation:
         assert response.status_code == 202, response.text
         job = wait_for_job(live_client, response.json())
         assert job["status"] == "succeeded", job
-        assert job["params"]["algorithm"] == "tfidf_logreg"
+        assert job["params"]["algorithm"] == "hashed_tfidf_sgd"  # the default
         assert job["params"]["params"]["class_weight"] == "none"
         result = job["result"]
         assert set(result["curves"]) == {"random", "margin"}  # random is always the baseline

@@ -87,7 +87,7 @@ def test_flipped_labels_rank_first_go_to_review_and_reviews_measure_the_flags(
     )
     assert response.status_code == 200, response.text
 
-    job = _succeeded(live_client, project["id"])  # the default algorithm, tfidf_logreg
+    job = _succeeded(live_client, project["id"])  # the default algorithm, hashed_tfidf_sgd
     result = job["result"]
     assert result["probabilities_source"] == "cross_validation"
     report_id = result["report_id"]
@@ -95,7 +95,7 @@ def test_flipped_labels_rank_first_go_to_review_and_reviews_measure_the_flags(
     n_items = report["n_items"]
     assert n_items >= 0.99 * N_DEBIAN  # sections too rare to cross-validate are left out
     assert report["library_versions"]["cleanlab"] == "2.9.0"
-    assert report["params"]["algorithm"] == "tfidf_logreg" and report["params"]["n_folds"] == 5
+    assert report["params"]["algorithm"] == "hashed_tfidf_sgd" and report["params"]["n_folds"] == 5
     assert report["comparison"] is None
     # The label snapshot: every judged item has its given label in the report.
     assert len(report["snapshot_hash"]) == 64

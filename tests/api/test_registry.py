@@ -8,10 +8,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from app.registry.algorithms import DEFAULT_ALGORITHM, get_algorithm
 from tests.conftest import wait_for_job
 from tests.corpus import TOPICS, labeled_corpus
 
 LABELS = sorted(TOPICS)
+OLD = "tfidf_logreg"  # the default before hashed_tfidf_sgd
 
 
 def labeled_project(
@@ -69,7 +71,8 @@ class TestTraining:
         assert job["status"] == "succeeded", job
         assert job["result"]["version"] == 1
         version = live_client.get(f"/v1/projects/{project_id}/models/1").json()
-        assert version["algorithm"] == "tfidf_logreg"
+        assert version["algorithm"] == DEFAULT_ALGORITHM == "hashed_tfidf_sgd"
+        assert version["params"] == dict(get_algorithm(DEFAULT_ALGORITHM).defaults)
         assert version["n_train"] == len(labeled) == 60
         assert version["label_distribution"] == {label: 20 for label in LABELS}
         assert version["active"] is False
@@ -89,7 +92,7 @@ class TestTraining:
         page = live_client.get(f"/v1/projects/{project_id}/models").json()
         assert [(v["version"], v["algorithm"]) for v in page["items"]] == [
             (2, "hashing_sgd"),
-            (1, "tfidf_logreg"),
+            (1, DEFAULT_ALGORITHM),
         ]
         assert page["items"][0]["params"]["alpha"] == 1e-4
 
@@ -164,19 +167,23 @@ class TestTrainingRefusals:
         ("body", "loc"),
         [
             ({"algorithm": "nope"}, ["body", "algorithm"]),
-            ({"params": {"C": -1.0}}, ["body", "params", "C"]),
+            ({"algorithm": OLD, "params": {"C": -1.0}}, ["body", "params", "C"]),
             ({"params": {"bogus": 1}}, ["body", "params", "bogus"]),
+            ({"params": {"C": 1.0}}, ["body", "params", "C"]),  # not a param of the default
+            ({"params": {"alpha": -1.0}}, ["body", "params", "alpha"]),
+            ({"params": {"n_features_log2": 30}}, ["body", "params", "n_features_log2"]),
+            ({"params": {"class_weight": "auto"}}, ["body", "params", "class_weight"]),
             (
-                {"params": {"char_ngram_min": 6, "char_ngram_max": 4}},
+                {"algorithm": OLD, "params": {"char_ngram_min": 6, "char_ngram_max": 4}},
                 ["body", "params", "char_ngram_min"],
             ),
             (
                 {"algorithm": "hashing_sgd", "params": {"n_features_log2": 40}},
                 ["body", "params", "n_features_log2"],
             ),
-            ({"params": {"tol": 10**300}}, ["body", "params", "tol"]),
-            ({"params": {"tol": 1e300}}, ["body", "params", "tol"]),
-            ({"params": {"min_df": 5000}}, ["body", "params", "min_df"]),
+            ({"algorithm": OLD, "params": {"tol": 10**300}}, ["body", "params", "tol"]),
+            ({"algorithm": OLD, "params": {"tol": 1e300}}, ["body", "params", "tol"]),
+            ({"algorithm": OLD, "params": {"min_df": 5000}}, ["body", "params", "min_df"]),
         ],
     )
     def test_bad_algorithm_or_params_are_422(
@@ -228,7 +235,119 @@ class TestActivationAndScoring:
 
 def test_algorithms_are_listed(live_client: TestClient) -> None:
     names = {a["name"] for a in live_client.get("/v1/algorithms").json()}
-    assert {"tfidf_logreg", "hashing_sgd", "features_logreg"} <= names
+    assert {"hashed_tfidf_sgd", "tfidf_logreg", "hashing_sgd", "features_logreg"} <= names
+
+
+def test_the_old_default_still_trains_and_scores(live_client: TestClient) -> None:
+    project_id, _, pool = labeled_project(live_client, n_labeled=10, n_pool=5, seed=12)
+    job = train(live_client, project_id, algorithm="tfidf_logreg", activate=True)
+    assert job["status"] == "succeeded", job
+    scoring = wait_for_job(live_client, {"id": job["result"]["scoring_job_id"]})
+    assert scoring["result"]["scored"] == len(pool)
+    version = live_client.get(f"/v1/projects/{project_id}/models/1").json()
+    assert (version["algorithm"], version["params"]["C"]) == ("tfidf_logreg", 10.0)
+
+
+class TestParallelScoring:
+    """A pool of PARALLEL_MIN_CHUNKS chunks or more is predicted in worker processes."""
+
+    def scored_project(
+        self, client: TestClient, seed: int
+    ) -> tuple[int, list[int], dict[int, Any]]:
+        """An active version that scored its 420-item pool in this process (one 5,000-item
+        chunk), and what it stored: item id -> (label, confidence, margin, probabilities)."""
+        project_id, _, pool = labeled_project(client, n_labeled=10, n_pool=140, seed=seed)
+        job = train(client, project_id, activate=True)
+        scoring = wait_for_job(client, {"id": job["result"]["scoring_job_id"]})
+        assert scoring["result"]["scored"] == len(pool) == 420
+        return project_id, pool, self.stored(client, project_id)
+
+    @staticmethod
+    def stored(client: TestClient, project_id: int) -> dict[int, Any]:
+        settings = client.app.state.settings  # type: ignore[attr-defined]
+        engine = sa.create_engine(settings.resolved_database_url)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT item_id, label, confidence, margin, probabilities FROM prediction "
+                    "WHERE project_id = :p AND model_version = 'registry:1'"
+                ),
+                {"p": project_id},
+            ).all()
+        engine.dispose()
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+    @staticmethod
+    def run_scoring(client: TestClient, project_id: int, *, cancel: bool) -> None:
+        """run_score_pool itself, on a running score_pool job row, in chunks of 100."""
+        from app.db import Database
+        from app.jobs.context import JobContext, worker_name
+        from app.models.job import JobKind, JobStatus
+        from app.models.job_kinds import ScorePoolParams
+        from app.services.jobs import new_job
+        from app.tasks import scoring
+
+        settings = client.app.state.settings.model_copy(  # type: ignore[attr-defined]
+            update={"scoring_chunk_size": 100}
+        )
+        database = Database(settings)
+        with database.session(write=True) as session:
+            job = new_job(
+                session,
+                project_id=project_id,
+                kind=JobKind.score_pool,
+                params=ScorePoolParams(version=1),
+                created_by="t",
+            )
+            job.status, job.worker, job.cancel_requested = JobStatus.running, worker_name(), cancel
+            session.add(job)
+            session.commit()
+            assert job.id is not None
+            context = JobContext(
+                job_id=job.id,
+                project_id=project_id,
+                params=job.params,
+                database=database,
+                settings=settings,
+            )
+        assert scoring.SCORING_PROCESSES == 2  # the test machines have two cores or more
+        try:
+            result = scoring.run_score_pool(context)
+            assert result.scored == 420
+        finally:
+            database.engine.dispose()
+
+    def test_workers_store_exactly_what_scoring_here_stored(self, live_client: TestClient) -> None:
+        project_id, pool, inline = self.scored_project(live_client, seed=13)
+        self.run_scoring(live_client, project_id, cancel=False)
+        parallel = self.stored(live_client, project_id)
+        assert sorted(parallel) == sorted(pool)  # one prediction per item, no more
+        for item_id, (label, confidence, margin, probabilities) in inline.items():
+            again = parallel[item_id]
+            assert again[0] == label
+            assert again[1] == pytest.approx(confidence, abs=1e-6)
+            assert again[2] == pytest.approx(margin, abs=1e-6)
+            assert again[3] == probabilities
+
+    def test_a_cancelled_scoring_leaves_only_correct_scores(self, live_client: TestClient) -> None:
+        from app.jobs.context import JobCancelled
+
+        project_id, _, inline = self.scored_project(live_client, seed=14)
+        engine = sa.create_engine(live_client.app.state.settings.resolved_database_url)  # type: ignore[attr-defined]
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("DELETE FROM prediction WHERE project_id = :p"), {"p": project_id}
+            )
+        engine.dispose()
+        with pytest.raises(JobCancelled):
+            # Cancelled before it starts: it stops at its first progress point, after the
+            # first chunk is stored; the chunks in the workers are dropped.
+            self.run_scoring(live_client, project_id, cancel=True)
+        left = self.stored(live_client, project_id)
+        assert len(left) == 100
+        for item_id, values in left.items():
+            assert values[0] == inline[item_id][0]
+            assert values[3] == inline[item_id][3]
 
 
 class TestFeaturesAlgorithm:

@@ -26,7 +26,7 @@ def corpus() -> tuple[list[str], list[str]]:
     return [t for t, _ in pairs], [label for _, label in pairs]
 
 
-@pytest.mark.parametrize("name", ["tfidf_logreg", "hashing_sgd"])
+@pytest.mark.parametrize("name", ["hashed_tfidf_sgd", "tfidf_logreg", "hashing_sgd"])
 def test_a_pipeline_round_trips_and_predicts_identically(
     name: str, corpus: tuple[list[str], list[str]]
 ) -> None:
