@@ -485,7 +485,7 @@ class TestTrainingFailuresAreProblems:
         self, live_client: TestClient
     ) -> None:
         project_id, _, _ = labeled_project(live_client, n_labeled=5, n_pool=0, seed=93)
-        job = train(live_client, project_id, params={"min_df": 500})
+        job = train(live_client, project_id, algorithm=OLD, params={"min_df": 500})
         assert job["status"] == "failed"
         assert job["error"]["type"] == "/problems/training-refused"
         assert "min_df" in job["error"]["detail"] or "max_df" in job["error"]["detail"]
