@@ -85,35 +85,92 @@ REPLACED = ("source", "label", "confidence", "margin", "entropy", "probabilities
 INCOMING = "prediction_incoming"
 
 
+PredictionColumns = tuple[list[str], list[float], list[float], list[float], list[str]]
+
+
+def prediction_columns(probabilities: np.ndarray, labels: Sequence[str]) -> PredictionColumns:
+    """(label, confidence, margin, entropy, probabilities as JSON), one entry per row of an
+    (n, K) matrix whose columns follow labels: what a stored prediction holds besides its
+    keys, as prediction_rows computes it. Pure, so scoring's worker processes compute it."""
+    summary = summarize(probabilities)
+    rounded = np.round(probabilities.astype(np.float64), PROBABILITY_DECIMALS).tolist()
+    return (
+        [labels[top] for top in summary.top.tolist()],
+        summary.confidence.tolist(),
+        summary.margin.tolist(),
+        summary.entropy.tolist(),
+        [
+            json.dumps({label: p for label, p in zip(labels, row, strict=True) if p > 0})
+            for row in rounded
+        ],
+    )
+
+
+def store_predictions(
+    session: Session,
+    *,
+    project_id: int,
+    item_ids: Sequence[int],
+    columns: PredictionColumns,
+    model_version: str,
+    source: PredictionSource,
+) -> None:
+    """upsert_predictions for one model's predictions given as prediction_columns (no dict
+    per row: the scoring job's path for a million items)."""
+    bind_time = _binders(session)[-1]
+    now = utcnow() if bind_time is None else bind_time(utcnow())
+    label, confidence, margin, entropy, probabilities = columns
+    values = [
+        (project_id, item_id, model_version, source, *rest, now)
+        for item_id, *rest in zip(
+            item_ids, label, confidence, margin, entropy, probabilities, strict=True
+        )
+    ]
+    _write(session, values)
+
+
 def upsert_predictions(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert or replace predictions by (item_id, model_version); flushes, never commits.
-
-    The rows go to the driver as tuples, JSON and timestamps bound the way the Prediction
-    columns bind them: COPY into a temporary table and one INSERT .. SELECT on PostgreSQL, one
-    executemany on SQLite. Of two rows for the same (item, version), the last one wins."""
+    Of two rows for the same (item, version), the last one wins."""
     if not rows:
         return
-    session.flush()
-    connection = session.connection()
-    dialect = connection.dialect
+    binders = _binders(session)
+    unique = {(row["item_id"], row["model_version"]): row for row in rows}
+    _write(
+        session,
+        [
+            tuple(
+                value if bind is None else bind(value)
+                for value, bind in zip((row[name] for name in COLUMNS), binders, strict=True)
+            )
+            for row in unique.values()
+        ],
+    )
+
+
+def _binders(session: Session) -> list[Any]:
+    """Each column's bind processor (None: as it is); JSON as the engines write it (json.dumps:
+    the engines set no serializer of their own)."""
     table: Table = Prediction.__table__  # type: ignore[attr-defined]
-    # JSON as the engines write it (json.dumps; the engines set no serializer of their own).
-    binders = [
+    dialect = session.get_bind().dialect
+    return [
         json.dumps if name == "probabilities" else table.c[name].type.bind_processor(dialect)
         for name in COLUMNS
     ]
-    unique = {(row["item_id"], row["model_version"]): row for row in rows}
-    values = [
-        tuple(
-            value if bind is None else bind(value)
-            for value, bind in zip((row[name] for name in COLUMNS), binders, strict=True)
-        )
-        for row in unique.values()
-    ]
+
+
+def _write(session: Session, values: list[tuple[Any, ...]]) -> None:
+    """Insert or replace rows of bound COLUMNS values, unique by (item_id, model_version):
+    COPY into a temporary table and one INSERT .. SELECT on PostgreSQL, one executemany on
+    SQLite (flushes, never commits)."""
+    if not values:
+        return
+    session.flush()
+    connection = session.connection()
     columns = ", ".join(COLUMNS)
     update = ", ".join(f"{name} = excluded.{name}" for name in REPLACED)
     conflict = f"ON CONFLICT (item_id, model_version) DO UPDATE SET {update}"
-    if dialect.name != "postgresql":
+    if connection.dialect.name != "postgresql":
         marks = ", ".join("?" * len(COLUMNS))
         connection.exec_driver_sql(
             f"INSERT INTO prediction ({columns}) VALUES ({marks}) {conflict}", values

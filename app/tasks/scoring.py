@@ -29,7 +29,7 @@ from app.registry.algorithms import get_algorithm
 from app.registry.store import load_pipeline
 from app.registry.training import predict_probabilities
 from app.services import model_versions
-from app.services.predictions import prediction_rows, upsert_predictions
+from app.services.predictions import PredictionColumns, prediction_columns, store_predictions
 from app.services.project_loading import load_project
 from app.services.scoring import unsettled_condition
 
@@ -107,8 +107,8 @@ def run_score_pool(context: JobContext) -> ScorePoolResult:
                 with_data=algorithm.input == "features",
             )
         )
-        for ids, probabilities in _predicted(context, version, chunks, processes):
-            scored += _store_chunk(context, version, ids, probabilities, name)
+        for ids, columns in _predicted(context, version, chunks, processes):
+            scored += _store_chunk(context, version, ids, columns, name)
             context.progress(min(scored / max(total, 1), 0.99))
     return ScorePoolResult(version=version.version, model_version=name, scored=scored)
 
@@ -118,15 +118,15 @@ def _predicted(
     version: ModelVersion,
     chunks: Iterable[tuple[list[int], list[str] | np.ndarray]],
     processes: int,
-) -> Iterator[tuple[list[int], np.ndarray]]:
-    """(ids, probabilities) of each chunk with items to score, in chunk order: here, or in
-    `processes` worker processes with up to `processes` + 1 chunks in flight."""
-    n_labels = len(version.labels)
+) -> Iterator[tuple[list[int], PredictionColumns]]:
+    """(ids, prediction columns) of each chunk with items to score, in chunk order: here, or
+    in `processes` worker processes with up to `processes` + 1 chunks in flight."""
+    labels = list(version.labels)
     if processes <= 1:
         pipeline = model_versions.load_version(context.database, version)
         for ids, inputs in chunks:
             if ids:
-                yield ids, predict_probabilities(pipeline, inputs, n_labels)
+                yield ids, _columns(pipeline, inputs, labels)
         return
     with context.database.session() as session:
         artifact = session.get(ModelArtifact, (version.id, model_versions.PIPELINE_ARTIFACT))
@@ -139,12 +139,12 @@ def _predicted(
         initializer=_worker_start,
         initargs=(content, os.getpid()),
     )
-    pending: deque[tuple[list[int], Future[np.ndarray]]] = deque()
+    pending: deque[tuple[list[int], Future[PredictionColumns]]] = deque()
     try:
         for ids, inputs in chunks:
             if not ids:
                 continue
-            pending.append((ids, pool.submit(_worker_predict, inputs, n_labels)))
+            pending.append((ids, pool.submit(_worker_columns, inputs, labels)))
             if len(pending) > processes:
                 done_ids, done = pending.popleft()
                 yield done_ids, done.result()
@@ -172,28 +172,32 @@ def _exit_with_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _worker_predict(inputs: list[str] | np.ndarray, n_labels: int) -> np.ndarray:
-    return predict_probabilities(_worker["pipeline"], inputs, n_labels)
+def _worker_columns(inputs: list[str] | np.ndarray, labels: list[str]) -> PredictionColumns:
+    return _columns(_worker["pipeline"], inputs, labels)
+
+
+def _columns(pipeline: Any, inputs: list[str] | np.ndarray, labels: list[str]) -> PredictionColumns:
+    """Featurize, predict, and what each prediction stores (the costly part of a chunk)."""
+    return prediction_columns(predict_probabilities(pipeline, inputs, len(labels)), labels)
 
 
 def _store_chunk(
     context: JobContext,
     version: ModelVersion,
     ids: list[int],
-    probabilities: np.ndarray,
+    columns: PredictionColumns,
     name: str,
 ) -> int:
-    rows = prediction_rows(
-        project_id=version.project_id,
-        item_ids=ids,
-        probabilities=probabilities,
-        labels=version.labels,
-        model_version=name,
-        source="registry",
-    )
     # Each chunk commits on its own: a prediction is a cache of (item, version), so a
     # cancelled or failed run leaves only correct scores, and a retry overwrites them.
     with context.database.session(write=True) as writer:
-        upsert_predictions(writer, rows)
+        store_predictions(
+            writer,
+            project_id=version.project_id,
+            item_ids=ids,
+            columns=columns,
+            model_version=name,
+            source="registry",
+        )
         writer.commit()
     return len(ids)
