@@ -174,3 +174,70 @@ class TestExternalPredictionsDrivePrelabels:
         )
         assert response.status_code == 409
         assert response.json()["type"] == "/problems/no-predictions"
+
+
+def test_store_predictions_writes_what_upsert_predictions_writes(
+    client: TestClient, session: Session
+) -> None:
+    """The scoring job's tuple path (prediction_columns, store_predictions) and the dict path
+    (prediction_rows, upsert_predictions) store the same rows, and both replace on conflict."""
+    import numpy as np
+    from sqlmodel import col, select
+
+    from app.models.prediction import Prediction
+    from app.services.predictions import (
+        prediction_columns,
+        prediction_rows,
+        store_predictions,
+        upsert_predictions,
+    )
+
+    headers = auth(make_key(session, role=Role.service))
+    project = make_project(client, headers)
+    texts = [{"text": f"text {n}"} for n in range(6)]
+    ids = [r["id"] for r in ingest(client, headers, project["id"], texts)["results"]]
+    labels = ["negative", "neutral", "positive"]
+    probabilities = np.random.default_rng(0).dirichlet([0.5, 0.5, 0.5], size=6)
+    probabilities[0] = [0.0, 0.25, 0.75]  # a zero is left out of the stored map
+    common = {"project_id": project["id"], "source": "registry"}
+    upsert_predictions(
+        session,
+        prediction_rows(
+            item_ids=ids,
+            probabilities=probabilities,
+            labels=labels,
+            model_version="registry:98",
+            **common,
+        ),
+    )
+    columns = prediction_columns(probabilities, labels)
+    store_predictions(session, item_ids=ids, columns=columns, model_version="registry:99", **common)
+    session.commit()
+
+    def stored(version: str) -> list[tuple[Any, ...]]:
+        rows = session.exec(
+            select(Prediction)
+            .where(col(Prediction.model_version) == version)
+            .order_by(col(Prediction.item_id))
+        ).all()
+        return [
+            (p.item_id, p.label, p.confidence, p.margin, p.entropy, p.probabilities, p.source)
+            for p in rows
+        ]
+
+    assert stored("registry:98") == stored("registry:99")
+    assert len(stored("registry:99")) == 6
+    assert stored("registry:99")[0][5] == {"neutral": 0.25, "positive": 0.75}
+    # Again with other probabilities: the same rows are replaced, not added.
+    flipped = probabilities[:, ::-1].copy()
+    store_predictions(
+        session,
+        item_ids=ids,
+        columns=prediction_columns(flipped, labels),
+        model_version="registry:99",
+        **common,
+    )
+    session.commit()
+    again = stored("registry:99")
+    assert len(again) == 6
+    assert again[0][1] == "negative" and again[0][5] == {"negative": 0.75, "neutral": 0.25}
