@@ -110,10 +110,16 @@ POLL_S = 0.2
 TARGETS = {"train": 10.0, "issues": 20.0, "score": 60.0, "cycle": 15.0}
 
 
-def orders(rounds: int) -> Iterator[tuple[str, str]]:
-    """(old, new) in round 1, (new, old) in round 2, ..."""
+NEW_ONLY: list[bool] = [False]  # --new-only
+
+
+def orders(rounds: int) -> Iterator[tuple[str, ...]]:
+    """(old, new) in round 1, (new, old) in round 2, ...; (new,) with --new-only."""
     for k in range(rounds):
-        yield (OLD, NEW) if k % 2 == 0 else (NEW, OLD)
+        if NEW_ONLY[0]:
+            yield (NEW,)
+        else:
+            yield (OLD, NEW) if k % 2 == 0 else (NEW, OLD)
 
 
 # --- accuracy and training -------------------------------------------------------------------
@@ -345,7 +351,9 @@ def run_served(
     setup = Setup(backend)
     sizes = {OLD: args.old_pool, NEW: args.pool}
     old_first = backend == "sqlite"
-    algorithms = (OLD, NEW) if old_first else (NEW, OLD)
+    algorithms: tuple[str, ...] = (OLD, NEW) if old_first else (NEW, OLD)
+    if NEW_ONLY[0]:
+        algorithms = (NEW,)
     with (
         migrated_server(setup, database, ADMIN_KEY) as server,
         api_client(server, ADMIN_KEY, JOB_TIMEOUT_S) as client,
@@ -537,8 +545,14 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres-url",
         default=os.environ.get("LABELWISE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
     )
+    parser.add_argument(
+        "--new-only",
+        action="store_true",
+        help="measure only the new default (the old one's figures then come from another run)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    NEW_ONLY[0] = args.new_only
     args.old_pool = min(args.old_pool, args.pool)
     path = find_debian_data()
     if path is None:
