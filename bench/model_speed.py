@@ -456,6 +456,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         rows = [
             [name, ", ".join(f"{s:.1f}" for s in values), f"{statistics.median(values):.1f}"]
             for name, values in seconds.items()
+            if values
         ]
         new = statistics.median(seconds[NEW])
         lines += [
