@@ -462,7 +462,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
         lines += [
             title,
             *table(["algorithm", "rounds", "median"], rows),
-            f"old/new {statistics.median(seconds[OLD]) / new:.1f}x; target "
+            (f"old/new {statistics.median(seconds[OLD]) / new:.1f}x; " if seconds[OLD] else "")
+            + "target "
             + verdict(new, TARGETS[section]),
             "",
         ]
