@@ -172,6 +172,63 @@ class SimulateActiveLearningParams(KindTagged):
     at_labels: int
     algorithm: str
     params: dict[str, Any]
+    target_pool_accuracy: float | None = pydantic.Field(
+        default=None, description="The pool-completion replay's target; absent: not replayed."
+    )
+    completion_seeds: int | None = None
+    own_strategy: Strategy | None = pydantic.Field(
+        default=None, description="The own loop's batch strategy in the completion replay."
+    )
+    own_random_share: float | None = None
+
+
+class CompletionPoint(ResponseModel):
+    labels: int = pydantic.Field(description="Human answers spent.")
+    accepted: int = pydantic.Field(description="Items the rule would auto-accept now.")
+    accepted_accuracy: float | None = pydantic.Field(
+        description="Their realized accuracy; null: none accepted."
+    )
+    pool_accuracy: float = pydantic.Field(
+        description="The pool's realized accuracy if the model labeled every item humans have "
+        "not answered now."
+    )
+
+
+class CompletionArm(ResponseModel):
+    name: Literal["own_loop", "random_prelabels", "all_human"]
+    strategy: str | None = pydantic.Field(description="Batch strategy; null: all by hand.")
+    random_share: float
+    runs: int = pydantic.Field(description="Replays (seeds).")
+    completed: int = pydantic.Field(description="Replays that completed the pool.")
+    human_answers: float | None = pydantic.Field(
+        description="Mean human answers needed to complete the pool (null: none completed)."
+    )
+    human_share: float | None = pydantic.Field(description="The same, as a share of the pool.")
+    auto_accepted: float | None
+    auto_accept_accuracy: float | None = pydantic.Field(
+        description="Realized accuracy of the auto-accepts at completion (mean over replays)."
+    )
+    pool_accuracy: float | None = pydantic.Field(
+        description="Realized accuracy of the completed pool (mean over replays)."
+    )
+    worst_pool_accuracy: float | None
+    met_target: bool = pydantic.Field(
+        description="Every replay completed and every completed pool reached the target."
+    )
+    curve: list[CompletionPoint] = pydantic.Field(description="Per round, mean over replays.")
+
+
+class PoolCompletion(ResponseModel):
+    target_accuracy: float
+    pool_size: int
+    seeds: int
+    seed_size: int
+    batch_size: int
+    arms: list[CompletionArm] = pydantic.Field(
+        description="own_loop (the strategy + auto-accept), random_prelabels (random batches "
+        "+ the same auto-accept), all_human."
+    )
+    summary: str
 
 
 class SimulateActiveLearningResult(KindTagged):
@@ -193,6 +250,11 @@ class SimulateActiveLearningResult(KindTagged):
     labels_needed: dict[str, int | None]
     label_share: dict[str, float | None]
     summary: str
+    completion: PoolCompletion | None = pydantic.Field(
+        default=None,
+        description="Human answers to complete the pool at the target accuracy; absent when "
+        "not asked.",
+    )
 
 
 # --- apply_consensus ---------------------------------------------------------------------------
