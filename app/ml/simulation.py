@@ -4,6 +4,7 @@ The replay answers "would a strategy have saved annotation effort on this data?"
 project commits annotators to it; gains vary by data set and seed, so they must be measured.
 """
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -459,22 +460,29 @@ def complete_pool(
             )
         if max_labels is not None and chosen.shape[0] >= max_labels:
             return CompletionRun(n, None, 0, None, None, points)
-        open_ = np.ones(rest.shape[0], dtype=bool)
-        open_[accepted] = False
-        candidates = np.flatnonzero(open_)
-        size = min(batch_size, candidates.shape[0])
+        size = min(batch_size, rest.shape[0] - accepted.shape[0])
         if max_labels is not None:
             size = min(size, max_labels - int(chosen.shape[0]))
-        picks, explorers = choose_batch(
+        # The random share is drawn from every item humans have not answered, auto-acceptable
+        # ones included: an unbiased sample of what is left, so it calibrates (and audits) the
+        # auto-accepts; the strategy picks among the items the rule would not accept.
+        n_random = min(size, math.ceil(random_share * size - 1e-9))
+        explorers = rng.choice(rest.shape[0], size=n_random, replace=False)
+        open_ = np.ones(rest.shape[0], dtype=bool)
+        open_[accepted] = False
+        open_[explorers] = False
+        candidates = np.flatnonzero(open_)
+        picks, _ = choose_batch(
             priority(summarize(probabilities[candidates]), strategy),
-            size,
+            min(size - n_random, candidates.shape[0]),
             strategy=strategy,
             rng=rng,
-            random_share=random_share,
+            random_share=0.0,
             features=features[rest[candidates]],
         )
         labeled[rest[candidates[picks]]] = True
-        drawn[rest[candidates[picks[explorers]]]] = True
+        labeled[rest[explorers]] = True
+        drawn[rest[explorers]] = True
 
 
 @dataclass(frozen=True)

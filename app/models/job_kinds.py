@@ -102,7 +102,9 @@ class TrainModelResult(KindTagged):
 
 # --- prelabel ----------------------------------------------------------------------------------
 
-PrelabelMode = TypeAliasType("PrelabelMode", Literal["target_precision", "threshold"])
+PrelabelMode = TypeAliasType(
+    "PrelabelMode", Literal["target_precision", "threshold", "target_pool_accuracy"]
+)
 
 
 class PrelabelParams(KindTagged):
@@ -113,6 +115,7 @@ class PrelabelParams(KindTagged):
     item_ids: list[int] | None
     limit: int | None
     audit_share: float
+    target_pool_accuracy: float | None = None
 
 
 class ExpectedPrecision(ResponseModel):
@@ -120,6 +123,28 @@ class ExpectedPrecision(ResponseModel):
     ci_low: float | None
     ci_high: float | None
     n_calibration: int
+
+
+class PoolBudget(ResponseModel):
+    """The error budget of a target_pool_accuracy run (app/ml/completion.py)."""
+
+    target_pool_accuracy: float
+    pool_size: int = pydantic.Field(description="Items of the project.")
+    human_answered: int = pydantic.Field(description="Items with a human answer: correct.")
+    error_budget: float = pydantic.Field(description="(1 - target) * pool_size.")
+    committed_errors: float = pydantic.Field(
+        description="Expected errors of earlier auto-accepts this run did not re-decide."
+    )
+    expected_errors: float = pydantic.Field(
+        description="Expected errors of this run's auto-accepts (calibrated)."
+    )
+    expected_pool_accuracy: float | None = pydantic.Field(
+        description="If every item were now settled: 1 - expected errors / pool_size, null "
+        "while items remain neither answered nor auto-accepted."
+    )
+    unsettled: int = pydantic.Field(
+        description="Items neither answered by a human nor auto-accepted after this run."
+    )
 
 
 class PrelabelResult(KindTagged):
@@ -138,6 +163,9 @@ class PrelabelResult(KindTagged):
     audited: int
     skipped: int = pydantic.Field(description="Candidates without a prediction, or left alone.")
     expected_precision: ExpectedPrecision
+    pool_budget: PoolBudget | None = pydantic.Field(
+        default=None, description="Mode target_pool_accuracy only: how the budget was spent."
+    )
 
 
 # --- score_pool --------------------------------------------------------------------------------
