@@ -272,7 +272,7 @@ class TestPrelabelTargetPoolAccuracy:
         )
 
     def test_a_budget_too_small_for_any_item_accepts_none(self, live_client: TestClient) -> None:
-        project_id, labeled, pool = active_project(live_client, seed=151)
+        project_id, _, pool = active_project(live_client, seed=151)
         result = prelabel(live_client, project_id, target_pool_accuracy=0.999, audit_share=0)[
             "result"
         ]
