@@ -222,8 +222,13 @@ class CompletionPoint(ResponseModel):
     )
 
 
+CompletionArmName = TypeAliasType(
+    "CompletionArmName", Literal["own_loop", "random_prelabels", "all_human"]
+)
+
+
 class CompletionArm(ResponseModel):
-    name: Literal["own_loop", "random_prelabels", "all_human"]
+    name: CompletionArmName
     strategy: str | None = pydantic.Field(description="Batch strategy; null: all by hand.")
     random_share: float
     runs: int = pydantic.Field(description="Replays (seeds).")
