@@ -47,6 +47,7 @@ import numpy as np
 from common import REPO, debian_data, machine
 
 from app.ml.simulation import (
+    CompletionPoint,
     CompletionRun,
     CompletionSummary,
     complete_pool,
@@ -126,7 +127,7 @@ def _acc(value: float | None) -> str:
 def svg(summaries: dict[str, CompletionSummary], pool_size: int, path: Path) -> None:
     """A hand-written SVG (no plotting library in the environment): accuracy against the
     share of the pool answered by humans, per arm."""
-    width, height, left, right, top, bottom = 760, 440, 60, 190, 20, 50
+    width, height, left, right, top, bottom = 940, 440, 60, 300, 20, 50
     x0, x1, y0, y1 = 0.0, 1.0, 0.55, 1.0
 
     def px(share: float) -> float:
@@ -193,8 +194,8 @@ def svg(summaries: dict[str, CompletionSummary], pool_size: int, path: Path) -> 
                 f'r="5" fill="{color}"/>'
             )
         for dy, text, dash in (
-            (0, f"{arm}: pool if the model labels the rest", ""),
-            (16, f"{arm}: auto-accepts (the rule)", ' stroke-dasharray="3 3"'),
+            (0, f"{arm}: pool, model labels the rest", ""),
+            (16, f"{arm}: the rule's auto-accepts", ' stroke-dasharray="3 3"'),
         ):
             y = legend_y + dy
             out.append(
@@ -212,11 +213,54 @@ def svg(summaries: dict[str, CompletionSummary], pool_size: int, path: Path) -> 
     path.write_text("\n".join(out) + "\n")
 
 
+def replot(output: Path) -> int:
+    """Redraw the picture from a saved run's printed output (its table and curves)."""
+    lines = output.read_text().splitlines()
+    pool_size = int(next(line for line in lines if line.startswith("pool ")).split()[1])
+    summaries: dict[str, CompletionSummary] = {}
+    for arm in ARMS:
+        row = next(line for line in lines if line.startswith(f"| {arm} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        start = lines.index(next(line for line in lines if line.startswith(f"{arm} curve")))
+        curve = []
+        for line in lines[start + 1 :]:
+            if not line.startswith("  "):
+                break
+            labels, _, accepted, accuracy, pool = line.split()
+            curve.append(
+                CompletionPoint(
+                    labels=int(labels),
+                    accepted=int(accepted),
+                    accepted_accuracy=None if accuracy == "-" else float(accuracy),
+                    pool_accuracy=float(pool),
+                )
+            )
+        summaries[arm] = CompletionSummary(
+            runs=len(SEEDS),
+            completed=len(SEEDS),
+            human_answers=float(cells[1]),
+            human_share=float(cells[2].rstrip("%")) / 100,
+            auto_accepted=None,
+            auto_accept_accuracy=None if cells[3] == "-" else float(cells[3]),
+            pool_accuracy=float(cells[4].split()[0]),
+            worst_pool_accuracy=float(cells[4].split()[1].strip("()")),
+            curve=curve,
+        )
+    svg(summaries, pool_size, PICTURE)
+    print(f"wrote {PICTURE.relative_to(REPO)}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=debian_data())
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--replot", type=Path, help="only redraw the picture from this saved output of a run"
+    )
     args = parser.parse_args()
+    if args.replot is not None:
+        return replot(args.replot)
     if not args.data.exists():
         print(f"no data at {args.data}: set LABELWISE_DEBIAN_DATA", file=sys.stderr)
         return 1
