@@ -29,7 +29,7 @@ see docs/active-learning.md, and this run uses seeds 1 and 2):
   against labels spent. The target is met when every own-loop run completes at >= 0.95 pool
   accuracy and the mean human share is <= 40%; the bench says MISSED otherwise.
 
-Run: `python bench/completion.py` (about 30 minutes on 2 busy cores); writes
+Run: `python bench/completion.py` (about 35 minutes on 2 busy cores); writes
 docs/completion-curves.svg. Figures go to docs/benchmarks.md by hand.
 """
 
