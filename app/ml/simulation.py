@@ -4,12 +4,22 @@ The replay answers "would a strategy have saved annotation effort on this data?"
 project commits annotators to it; gains vary by data set and seed, so they must be measured.
 """
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from app.ml.completion import (
+    DEFAULT_SHRINK,
+    DEFAULT_Z,
+    accept_within_budget,
+    calibration_from_probabilities,
+    error_budget,
+    out_of_fold_probabilities,
+)
 from app.ml.selection import STRATEGIES, Features, choose_batch, priority
 from app.ml.uncertainty import summarize
 
@@ -318,3 +328,214 @@ def savings(
         needed = labels_to_reach(curve, target)
         result[strategy] = None if needed is None else needed / at_labels
     return result
+
+
+# --- pool completion -----------------------------------------------------------------------------
+
+# Uniformly drawn labeled items needed before the calibration map is fitted on them alone.
+MIN_RANDOM_CALIBRATION = 100
+
+
+@dataclass(frozen=True)
+class CompletionPoint:
+    """The state of a completion replay after one round's fit, against labels spent.
+
+    accepted: items the rule would auto-accept now (provisional until the pool is complete);
+    accepted_accuracy: their realized accuracy (None when there are none); pool_accuracy: the
+    pool's realized accuracy if the model labeled every item humans have not answered now
+    (what prelabeling everything at this point would give).
+    """
+
+    labels: int
+    accepted: int
+    accepted_accuracy: float | None
+    pool_accuracy: float
+
+
+@dataclass(frozen=True)
+class CompletionRun:
+    """One replay of completing a pool: humans answer batches until the rule can auto-accept
+    every item left. human_answers is None when max_labels came first (not completed)."""
+
+    pool_size: int
+    human_answers: int | None
+    auto_accepted: int
+    auto_accept_accuracy: float | None
+    pool_accuracy: float | None
+    points: list[CompletionPoint]
+
+    @property
+    def human_share(self) -> float | None:
+        return None if self.human_answers is None else self.human_answers / self.pool_size
+
+
+def complete_pool(
+    features: Features,
+    labels: np.ndarray,
+    *,
+    strategy: str,
+    target: float,
+    seed_size: int,
+    batch_size: int,
+    make_classifier: Callable[[], Any],
+    seed: int = 0,
+    random_share: float = 0.0,
+    calibration_folds: int = 3,
+    z: float = DEFAULT_Z,
+    shrink: float = DEFAULT_SHRINK,
+    max_labels: int | None = None,
+    calibrate_on_random: bool = True,
+) -> CompletionRun:
+    """Replay completing the whole labeled pool at the target accuracy (humans are the labels).
+
+    Round after round: fit make_classifier() on the human-answered items, score the others,
+    fit the calibration map on out-of-fold probabilities of the answered items
+    (calibration_folds-fold), and let app/ml/completion.py decide which items it may
+    auto-accept within the pool's error budget. When that covers every item left, the pool is
+    complete; otherwise humans answer the next batch: the strategy's picks (with random_share
+    uniformly drawn) among the items the rule would not accept. Auto-accepts are provisional
+    until the end: every round re-decides them with the newest model.
+
+    With calibrate_on_random the map is fitted on the uniformly drawn items only (the seed set
+    and the random share: an unbiased sample of the pool) once there are MIN_RANDOM_CALIBRATION
+    of them; the strategy's picks are the hard items, on which the model is right less often
+    than on pool items of the same confidence, so a map fitted on them is far too pessimistic.
+    """
+    y = _checked_labels(features, labels, [strategy])
+    n_classes, codes = _checked_codes(
+        y, seed_size=seed_size, batch_size=batch_size, budget=max(seed_size, y.shape[0])
+    )
+    n = codes.shape[0]
+    if max_labels is not None and max_labels < seed_size:
+        raise ValueError(f"max_labels {max_labels} is below seed_size {seed_size}")
+    rng = np.random.default_rng(seed)
+    labeled = np.zeros(n, dtype=bool)
+    labeled[_stratified_order(codes, rng, one_each=True)[:seed_size]] = True
+    drawn = labeled.copy()  # uniformly drawn (the seed set is stratified: near enough)
+    budget = error_budget(pool_size=n, target=target)
+    points: list[CompletionPoint] = []
+    while True:
+        chosen = np.flatnonzero(labeled)
+        rest = np.flatnonzero(~labeled)
+        if rest.shape[0] == 0:
+            points.append(CompletionPoint(int(n), 0, None, 1.0))
+            return CompletionRun(n, n, 0, None, 1.0, points)
+        classifier = make_classifier()
+        classifier.fit(features[chosen], codes[chosen])
+        probabilities = _class_probabilities(classifier, features[rest], n_classes)
+        oof = out_of_fold_probabilities(
+            features[chosen],
+            codes[chosen],
+            n_classes,
+            make_classifier=make_classifier,
+            folds=calibration_folds,
+            seed=int(rng.integers(2**31)),
+        )
+        fit_on = np.ones(chosen.shape[0], dtype=bool)
+        if calibrate_on_random and int(drawn.sum()) >= MIN_RANDOM_CALIBRATION:
+            fit_on = drawn[chosen]
+        calibration = calibration_from_probabilities(
+            oof[fit_on], codes[chosen][fit_on], shrink=shrink
+        )
+        predicted = probabilities.argmax(axis=1)
+        right = predicted == codes[rest]
+        accepted = accept_within_budget(calibration(probabilities.max(axis=1)), budget, z=z)
+        accepted_right = int(right[accepted].sum())
+        points.append(
+            CompletionPoint(
+                labels=int(chosen.shape[0]),
+                accepted=int(accepted.shape[0]),
+                accepted_accuracy=accepted_right / accepted.shape[0] if accepted.shape[0] else None,
+                pool_accuracy=(chosen.shape[0] + int(right.sum())) / n,
+            )
+        )
+        if accepted.shape[0] == rest.shape[0]:
+            return CompletionRun(
+                pool_size=n,
+                human_answers=int(chosen.shape[0]),
+                auto_accepted=int(accepted.shape[0]),
+                auto_accept_accuracy=accepted_right / accepted.shape[0],
+                pool_accuracy=(chosen.shape[0] + accepted_right) / n,
+                points=points,
+            )
+        if max_labels is not None and chosen.shape[0] >= max_labels:
+            return CompletionRun(n, None, 0, None, None, points)
+        size = min(batch_size, rest.shape[0] - accepted.shape[0])
+        if max_labels is not None:
+            size = min(size, max_labels - int(chosen.shape[0]))
+        # The random share is drawn from every item humans have not answered, auto-acceptable
+        # ones included: an unbiased sample of what is left, so it calibrates (and audits) the
+        # auto-accepts; the strategy picks among the items the rule would not accept.
+        n_random = min(size, math.ceil(random_share * size - 1e-9))
+        explorers = rng.choice(rest.shape[0], size=n_random, replace=False)
+        open_ = np.ones(rest.shape[0], dtype=bool)
+        open_[accepted] = False
+        open_[explorers] = False
+        candidates = np.flatnonzero(open_)
+        picks, _ = choose_batch(
+            priority(summarize(probabilities[candidates]), strategy),
+            min(size - n_random, candidates.shape[0]),
+            strategy=strategy,
+            rng=rng,
+            random_share=0.0,
+            features=features[rest[candidates]],
+        )
+        labeled[rest[candidates[picks]]] = True
+        labeled[rest[explorers]] = True
+        drawn[rest[explorers]] = True
+
+
+@dataclass(frozen=True)
+class CompletionSummary:
+    """Completion runs of one arm (same settings, several seeds) in one place: means over the
+    runs that completed, the worst pool accuracy, and the curve averaged per label count (over
+    the runs that reached it; accepted_accuracy over the runs that accepted something)."""
+
+    runs: int
+    completed: int
+    human_answers: float | None
+    human_share: float | None
+    auto_accepted: float | None
+    auto_accept_accuracy: float | None
+    pool_accuracy: float | None
+    worst_pool_accuracy: float | None
+    curve: list[CompletionPoint]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def summarize_completion(runs: Sequence[CompletionRun]) -> CompletionSummary:
+    if not runs:
+        raise ValueError("no completion runs to summarize")
+    done = [r for r in runs if r.human_answers is not None]
+    by_labels: dict[int, list[CompletionPoint]] = {}
+    for run in runs:
+        for point in run.points:
+            by_labels.setdefault(point.labels, []).append(point)
+    curve = []
+    for n_labels, points in sorted(by_labels.items()):
+        accepted = [p.accepted_accuracy for p in points if p.accepted_accuracy is not None]
+        curve.append(
+            CompletionPoint(
+                labels=n_labels,
+                accepted=round(float(np.mean([p.accepted for p in points]))),
+                accepted_accuracy=_mean(accepted),
+                pool_accuracy=float(np.mean([p.pool_accuracy for p in points])),
+            )
+        )
+    pool = [r.pool_accuracy for r in done if r.pool_accuracy is not None]
+    return CompletionSummary(
+        runs=len(runs),
+        completed=len(done),
+        human_answers=_mean([float(r.human_answers or 0) for r in done]),
+        human_share=_mean([r.human_share or 0.0 for r in done]),
+        auto_accepted=_mean([float(r.auto_accepted) for r in done]),
+        auto_accept_accuracy=_mean(
+            [r.auto_accept_accuracy for r in done if r.auto_accept_accuracy is not None]
+        ),
+        pool_accuracy=_mean(pool),
+        worst_pool_accuracy=min(pool) if pool else None,
+        curve=curve,
+    )

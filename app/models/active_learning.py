@@ -50,6 +50,18 @@ class SimulationRequest(BaseModel):
         description="The savings compare each strategy with random's accuracy at this many "
         "labels. Default: the budget.",
     )
+    target_pool_accuracy: float | None = pydantic.Field(
+        default=0.95,
+        gt=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="Also replay completing the labeled pool at this accuracy (every item "
+        "answered by a human or auto-accepted): human answers needed by the own loop (margin + "
+        "auto-accept), by random batches + the same auto-accept, and all by hand. null: skip.",
+    )
+    completion_seeds: int = pydantic.Field(
+        default=1, ge=1, le=5, description="Pool-completion replays per arm (seeds)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

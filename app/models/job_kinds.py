@@ -102,7 +102,9 @@ class TrainModelResult(KindTagged):
 
 # --- prelabel ----------------------------------------------------------------------------------
 
-PrelabelMode = TypeAliasType("PrelabelMode", Literal["target_precision", "threshold"])
+PrelabelMode = TypeAliasType(
+    "PrelabelMode", Literal["target_precision", "threshold", "target_pool_accuracy"]
+)
 
 
 class PrelabelParams(KindTagged):
@@ -113,6 +115,7 @@ class PrelabelParams(KindTagged):
     item_ids: list[int] | None
     limit: int | None
     audit_share: float
+    target_pool_accuracy: float | None = None
 
 
 class ExpectedPrecision(ResponseModel):
@@ -120,6 +123,28 @@ class ExpectedPrecision(ResponseModel):
     ci_low: float | None
     ci_high: float | None
     n_calibration: int
+
+
+class PoolBudget(ResponseModel):
+    """The error budget of a target_pool_accuracy run (app/ml/completion.py)."""
+
+    target_pool_accuracy: float
+    pool_size: int = pydantic.Field(description="Items of the project.")
+    human_answered: int = pydantic.Field(description="Items with a human answer: correct.")
+    error_budget: float = pydantic.Field(description="(1 - target) * pool_size.")
+    committed_errors: float = pydantic.Field(
+        description="Expected errors of earlier auto-accepts this run did not re-decide."
+    )
+    expected_errors: float = pydantic.Field(
+        description="Expected errors of this run's auto-accepts (calibrated)."
+    )
+    expected_pool_accuracy: float | None = pydantic.Field(
+        description="If every item were now settled: 1 - expected errors / pool_size, null "
+        "while items remain neither answered nor auto-accepted."
+    )
+    unsettled: int = pydantic.Field(
+        description="Items neither answered by a human nor auto-accepted after this run."
+    )
 
 
 class PrelabelResult(KindTagged):
@@ -138,6 +163,9 @@ class PrelabelResult(KindTagged):
     audited: int
     skipped: int = pydantic.Field(description="Candidates without a prediction, or left alone.")
     expected_precision: ExpectedPrecision
+    pool_budget: PoolBudget | None = pydantic.Field(
+        default=None, description="Mode target_pool_accuracy only: how the budget was spent."
+    )
 
 
 # --- score_pool --------------------------------------------------------------------------------
@@ -172,6 +200,68 @@ class SimulateActiveLearningParams(KindTagged):
     at_labels: int
     algorithm: str
     params: dict[str, Any]
+    target_pool_accuracy: float | None = pydantic.Field(
+        default=None, description="The pool-completion replay's target; absent: not replayed."
+    )
+    completion_seeds: int | None = None
+    own_strategy: Strategy | None = pydantic.Field(
+        default=None, description="The own loop's batch strategy in the completion replay."
+    )
+    own_random_share: float | None = None
+
+
+class CompletionPoint(ResponseModel):
+    labels: int = pydantic.Field(description="Human answers spent.")
+    accepted: int = pydantic.Field(description="Items the rule would auto-accept now.")
+    accepted_accuracy: float | None = pydantic.Field(
+        description="Their realized accuracy; null: none accepted."
+    )
+    pool_accuracy: float = pydantic.Field(
+        description="The pool's realized accuracy if the model labeled every item humans have "
+        "not answered now."
+    )
+
+
+CompletionArmName = TypeAliasType(
+    "CompletionArmName", Literal["own_loop", "random_prelabels", "all_human"]
+)
+
+
+class CompletionArm(ResponseModel):
+    name: CompletionArmName
+    strategy: str | None = pydantic.Field(description="Batch strategy; null: all by hand.")
+    random_share: float
+    runs: int = pydantic.Field(description="Replays (seeds).")
+    completed: int = pydantic.Field(description="Replays that completed the pool.")
+    human_answers: float | None = pydantic.Field(
+        description="Mean human answers needed to complete the pool (null: none completed)."
+    )
+    human_share: float | None = pydantic.Field(description="The same, as a share of the pool.")
+    auto_accepted: float | None
+    auto_accept_accuracy: float | None = pydantic.Field(
+        description="Realized accuracy of the auto-accepts at completion (mean over replays)."
+    )
+    pool_accuracy: float | None = pydantic.Field(
+        description="Realized accuracy of the completed pool (mean over replays)."
+    )
+    worst_pool_accuracy: float | None
+    met_target: bool = pydantic.Field(
+        description="Every replay completed and every completed pool reached the target."
+    )
+    curve: list[CompletionPoint] = pydantic.Field(description="Per round, mean over replays.")
+
+
+class PoolCompletion(ResponseModel):
+    target_accuracy: float
+    pool_size: int
+    seeds: int
+    seed_size: int
+    batch_size: int
+    arms: list[CompletionArm] = pydantic.Field(
+        description="own_loop (the strategy + auto-accept), random_prelabels (random batches "
+        "+ the same auto-accept), all_human."
+    )
+    summary: str
 
 
 class SimulateActiveLearningResult(KindTagged):
@@ -193,6 +283,11 @@ class SimulateActiveLearningResult(KindTagged):
     labels_needed: dict[str, int | None]
     label_share: dict[str, float | None]
     summary: str
+    completion: PoolCompletion | None = pydantic.Field(
+        default=None,
+        description="Human answers to complete the pool at the target accuracy; absent when "
+        "not asked.",
+    )
 
 
 # --- apply_consensus ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ class PrelabelRequest(BaseModel):
         le=1.0,
         allow_inf_nan=False,
         description="Auto-accept at or above this confidence. Default: the project's "
-        "auto_accept_threshold (unless target_precision is given).",
+        "auto_accept_threshold (unless target_precision or target_pool_accuracy is given).",
     )
     target_precision: float | None = pydantic.Field(
         default=None,
@@ -28,6 +28,16 @@ class PrelabelRequest(BaseModel):
         allow_inf_nan=False,
         description="Instead of one threshold: per label, the lowest threshold whose precision "
         "on human labels (cross-validated) reaches this target.",
+    )
+    target_pool_accuracy: float | None = pydantic.Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="Instead of thresholds: auto-accept as many items as the whole pool's error "
+        "budget allows, so that the pool ends at or above this accuracy (human answers count "
+        "as correct, earlier auto-accepts with their expected errors; see "
+        "docs/active-learning.md).",
     )
     item_ids: list[DbId] | None = pydantic.Field(
         default=None, max_length=MAX_PRELABEL_ITEM_IDS, description="Only these items."
@@ -49,8 +59,9 @@ class PrelabelRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_mode(self) -> Self:
-        if self.threshold is not None and self.target_precision is not None:
-            raise ValueError("give threshold or target_precision, not both")
+        given = [self.threshold, self.target_precision, self.target_pool_accuracy]
+        if sum(value is not None for value in given) > 1:
+            raise ValueError("give one of threshold, target_precision and target_pool_accuracy")
         return self
 
 

@@ -27,8 +27,11 @@ from app.models.project import Project
 from app.registry.algorithms import get_algorithm
 from app.services import jobs, model_versions
 from app.services.api_keys import Principal
+from app.settings import Settings
 
 BASELINE = "random"
+# The batches' strategy once a model is there (app/services/batches): the own loop's.
+OWN_STRATEGY = "margin"
 
 
 def report(session: Session, *, project: Project) -> ActiveLearningReport:
@@ -190,6 +193,19 @@ def _replay_plan(n_items: int, request: SimulationRequest) -> dict[str, Any]:
     }
 
 
+def _completion_plan(request: SimulationRequest, settings: Settings) -> dict[str, Any]:
+    """The pool-completion replay's params: the own loop is the batches' default (margin with
+    the configured random share)."""
+    if request.target_pool_accuracy is None:
+        return {}
+    return {
+        "target_pool_accuracy": request.target_pool_accuracy,
+        "completion_seeds": request.completion_seeds,
+        "own_strategy": OWN_STRATEGY,
+        "own_random_share": settings.batch_random_share,
+    }
+
+
 def start_simulation(
     session: Session,
     runner: JobRunner,
@@ -197,6 +213,7 @@ def start_simulation(
     project: Project,
     principal: Principal,
     request: SimulationRequest,
+    settings: Settings,
 ) -> Job:
     """Validate against the labels there are now (a 409 today, not a failed job later)."""
     name, params = model_versions.default_algorithm(session, project=project)
@@ -212,6 +229,8 @@ def start_simulation(
         runner,
         project_id=project.id,
         kind=JobKind.simulate_active_learning,
-        params=SimulateActiveLearningParams(**plan, algorithm=name, params=params),
+        params=SimulateActiveLearningParams(
+            **plan, **_completion_plan(request, settings), algorithm=name, params=params
+        ),
         created_by=principal.name,
     )

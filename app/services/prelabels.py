@@ -37,7 +37,8 @@ def start_prelabel(
 ) -> Job:
     source = resolve_source(session, project=project, requested=request.model_version)
     threshold = request.threshold
-    if threshold is None and request.target_precision is None:
+    pool_mode = request.target_pool_accuracy is not None
+    if threshold is None and request.target_precision is None and not pool_mode:
         threshold = project.auto_accept_threshold
     audit_share = request.audit_share
     params = PrelabelParams(
@@ -47,6 +48,7 @@ def start_prelabel(
         item_ids=request.item_ids,
         limit=request.limit,
         audit_share=settings.prelabel_audit_share if audit_share is None else audit_share,
+        **({"target_pool_accuracy": request.target_pool_accuracy} if pool_mode else {}),
     )
     return jobs.submit_job(
         session,

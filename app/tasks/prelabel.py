@@ -9,10 +9,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from app.errors import NotEnoughLabels
 from app.jobs.context import JobContext
+from app.ml.completion import (
+    accept_within_budget,
+    calibration_from_probabilities,
+    error_budget,
+    expected_errors,
+)
 from app.ml.thresholds import (
     expected_precision,
     fixed_thresholds,
@@ -21,7 +27,13 @@ from app.ml.thresholds import (
 from app.models.annotation import Annotation
 from app.models.base import HUMAN_RESOLUTIONS, VOTE_SOURCES, AnnotationSource, Phase
 from app.models.item import Item
-from app.models.job_kinds import ExpectedPrecision, PrelabelParams, PrelabelResult
+from app.models.job_kinds import (
+    ExpectedPrecision,
+    PoolBudget,
+    PrelabelMode,
+    PrelabelParams,
+    PrelabelResult,
+)
 from app.models.prediction import Prediction
 from app.models.project import Project
 from app.registry.algorithms import Algorithm, get_algorithm
@@ -104,6 +116,12 @@ def run_prelabel(context: JobContext) -> PrelabelResult:
     context.progress(0.05)
 
     chunks, skipped = _read_phase(context, asked, project, source, allowed, cutoffs)
+    pool_budget = None
+    if asked.target_pool_accuracy is not None:
+        with context.database.session() as session:
+            thresholds, pool_budget = _spend_pool_budget(
+                session, project, chunks, calibration, allowed, asked.target_pool_accuracy, pilot
+            )
     accepted_ids = np.concatenate([c.ids[c.accept] for c in chunks] or [np.zeros(0, np.int64)])
     rng = np.random.default_rng(context.job_id)
     n_audit = int(np.ceil(asked.audit_share * len(accepted_ids)))
@@ -116,9 +134,21 @@ def run_prelabel(context: JobContext) -> PrelabelResult:
         calibration[0], calibration[1], thresholds, [per_label[k] for k in range(len(cutoffs))]
     )
     considered = sum(len(c.ids) for c in chunks) + skipped
+    if pool_budget is not None:
+        pool_budget.unsettled -= counts["auto_accepted"]
+        if pool_budget.unsettled == 0:
+            errors = pool_budget.committed_errors + pool_budget.expected_errors
+            pool_budget.expected_pool_accuracy = round(1 - errors / pool_budget.pool_size, 4)
+    mode: PrelabelMode = (
+        "target_pool_accuracy"
+        if asked.target_pool_accuracy is not None
+        else "target_precision"
+        if asked.target_precision is not None
+        else "threshold"
+    )
     return PrelabelResult(
         model_version=source.name,
-        mode="target_precision" if asked.target_precision is not None else "threshold",
+        mode=mode,
         target_precision=asked.target_precision,
         thresholds=dict(zip(source.labels, thresholds, strict=True)),
         considered=considered,
@@ -134,6 +164,62 @@ def run_prelabel(context: JobContext) -> PrelabelResult:
             ci_high=estimate.high,
             n_calibration=estimate.n_calibration,
         ),
+        **({} if pool_budget is None else {"pool_budget": pool_budget}),
+    )
+
+
+def _spend_pool_budget(
+    session: Session,
+    project: Project,
+    chunks: list[ChunkDecisions],
+    calibration: tuple[np.ndarray, np.ndarray],
+    allowed: np.ndarray,
+    target: float,
+    pilot: bool,
+) -> tuple[list[float | None], PoolBudget]:
+    """Mode target_pool_accuracy: decide every candidate's auto-accept at once, the most
+    probably correct first, within the pool's error budget (app/ml/completion.py). Human
+    answers count as correct; the model's current auto-accepts this run does not re-decide
+    (outside item_ids or limit) count with their expected errors. Sets the chunks' accept
+    masks; returns the confidence cut as every allowed label's threshold, and the budget."""
+    probabilities, y = calibration
+    calibrated = calibration_from_probabilities(np.where(allowed, probabilities, 0.0), y)
+    confidence = np.concatenate([c.confidence for c in chunks] or [np.zeros(0)])
+    ids = np.concatenate([c.ids for c in chunks] or [np.zeros(0, np.int64)])
+    p_correct = calibrated(confidence)
+    pool_size = session.exec(
+        select(func.count()).select_from(Item).where(col(Item.project_id) == project.id)
+    ).one()
+    human = pool_size - count_pool(session, project_id=project.id or 0)
+    earlier = session.exec(
+        select(Annotation.item_id, Annotation.confidence).where(
+            col(Annotation.project_id) == project.id,
+            col(Annotation.is_current),
+            col(Annotation.source) == AnnotationSource.model,
+        )
+    ).all()
+    candidates = set(ids.tolist())
+    kept = [confidence or 0.0 for item_id, confidence in earlier if item_id not in candidates]
+    committed = expected_errors(calibrated(np.asarray(kept, dtype=np.float64)))
+    budget = error_budget(pool_size=pool_size, target=target, committed_errors=committed)
+    accepted = np.zeros(ids.shape[0], dtype=bool)
+    if not pilot:
+        accepted[accept_within_budget(p_correct, budget)] = True
+    start = 0
+    for chunk in chunks:
+        chunk.accept = accepted[start : start + len(chunk.ids)]
+        start += len(chunk.ids)
+    cut = round(float(confidence[accepted].min()), 6) if accepted.any() else None
+    thresholds = [cut if allowed[k] else None for k in range(allowed.shape[0])]
+    return thresholds, PoolBudget(
+        target_pool_accuracy=target,
+        pool_size=pool_size,
+        human_answered=human,
+        error_budget=round((1 - target) * pool_size, 4),
+        committed_errors=round(committed, 4),
+        expected_errors=round(expected_errors(p_correct[accepted]), 4),
+        expected_pool_accuracy=None,
+        unsettled=pool_size - human - len(kept),
     )
 
 
@@ -247,6 +333,15 @@ def _thresholds(
 ) -> tuple[list[float | None], tuple[np.ndarray, np.ndarray]]:
     calibration = calibration_set(session, project=project, source=source)
     target = asked.target_precision
+    if asked.target_pool_accuracy is not None:
+        if len(calibration[1]) < MIN_CALIBRATION:
+            raise NotEnoughLabels(
+                f"target_pool_accuracy needs at least {MIN_CALIBRATION} human-labeled items "
+                f"with predictions from {source.name} to calibrate on; there are "
+                f"{len(calibration[1])}."
+            )
+        # Decided for the whole pool at once after the read phase: nothing before.
+        return [None] * len(source.labels), calibration
     if target is None:
         assert asked.threshold is not None  # start_prelabel fills it in when no target is given
         return fixed_thresholds(asked.threshold, len(source.labels)), calibration

@@ -121,6 +121,28 @@ class TestSimulation:
         )
         assert result["labels_needed"]["random"] <= 80
         assert result["summary"]
+        # The pool-completion replay, asked by default at 0.95 over the 120 labeled items.
+        assert job["params"]["target_pool_accuracy"] == 0.95
+        assert (job["params"]["own_strategy"], job["params"]["own_random_share"]) == ("margin", 0.1)
+        completion = result["completion"]
+        assert (completion["pool_size"], completion["seeds"]) == (120, 1)
+        arms = {arm["name"]: arm for arm in completion["arms"]}
+        assert set(arms) == {"own_loop", "random_prelabels", "all_human"}
+        assert arms["all_human"]["human_share"] == 1.0
+        for name in ("own_loop", "random_prelabels"):
+            arm = arms[name]
+            assert arm["completed"] == arm["runs"] == 1
+            assert 9 <= arm["human_answers"] <= 120
+            assert arm["human_share"] == pytest.approx(arm["human_answers"] / 120, abs=1e-4)
+            assert arm["human_answers"] + arm["auto_accepted"] == 120
+            # Honest: met_target is what the realized accuracy says.
+            assert arm["met_target"] == (arm["worst_pool_accuracy"] >= 0.95)
+            labels = [point["labels"] for point in arm["curve"]]
+            assert (
+                labels == sorted(labels) and labels[0] == 9 and labels[-1] == arm["human_answers"]
+            )
+            assert all(0 <= point["pool_accuracy"] <= 1 for point in arm["curve"])
+        assert "human answers" in completion["summary"]
         report = live_client.get(f"/v1/projects/{project_id}/active-learning").json()
         assert report["simulation"]["job_id"] == job["id"]
         assert report["simulation"]["result"]["curves"] == result["curves"]
@@ -135,6 +157,10 @@ class TestSimulation:
         assert repeated.status_code == 422
         unknown = live_client.post(url, json={"algorithm": "oracle"})
         assert unknown.status_code == 422
+        no_target = live_client.post(url, json={"target_pool_accuracy": 1.0})
+        assert no_target.status_code == 422
+        many_seeds = live_client.post(url, json={"completion_seeds": 6})
+        assert many_seeds.status_code == 422
         bad = live_client.post(url, json={"params": {"class_weight": "sometimes"}})
         assert bad.status_code == 422
         assert bad.json()["errors"][0]["loc"] == ["body", "params", "class_weight"]

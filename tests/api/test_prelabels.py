@@ -227,3 +227,72 @@ class TestConcurrencyAndChangedLabels:
         items = live_client.get(f"/v1/projects/{project_id}/items?limit=1000").json()["items"]
         assert all(i["suggested_label"] != "tech" for i in items)
         assert all(i["resolved_label"] in (None, "cooking", "sports") for i in items)
+
+
+class TestPrelabelTargetPoolAccuracy:
+    def test_spends_the_pools_error_budget_on_the_most_probable_items(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, labeled, pool = active_project(live_client, seed=150)
+        result = prelabel(live_client, project_id, target_pool_accuracy=0.9, audit_share=0)[
+            "result"
+        ]
+        assert result["mode"] == "target_pool_accuracy"
+        budget = result["pool_budget"]
+        n = len(labeled) + len(pool)
+        assert budget["pool_size"] == n and budget["human_answered"] == len(labeled)
+        assert budget["error_budget"] == pytest.approx(0.1 * n)
+        assert budget["committed_errors"] == 0  # every earlier auto-accept is re-decided
+        # Three separable topics: the whole pool fits the budget, each item at a price.
+        assert result["auto_accepted"] == len(pool) and result["needs_review"] == 0
+        assert 0 < budget["expected_errors"] <= budget["error_budget"]
+        assert budget["unsettled"] == 0
+        assert budget["expected_pool_accuracy"] == pytest.approx(
+            1 - budget["expected_errors"] / n, abs=1e-4
+        )
+        cut = min(set(result["thresholds"].values()))
+        model_rows = live_client.get(
+            f"/v1/projects/{project_id}/annotations?source=model&limit=1000"
+        ).json()["items"]
+        assert len(model_rows) == len(pool)
+        assert all(a["confidence"] >= cut and a["threshold"] == cut for a in model_rows)
+
+        # Re-deciding a few items only: the others' auto-accepts are committed errors.
+        again = prelabel(
+            live_client,
+            project_id,
+            target_pool_accuracy=0.9,
+            audit_share=0,
+            item_ids=pool[:5],
+        )["result"]["pool_budget"]
+        assert again["committed_errors"] > 0
+        assert again["unsettled"] == 0
+        assert again["committed_errors"] + again["expected_errors"] == pytest.approx(
+            budget["expected_errors"], abs=1e-3
+        )
+
+    def test_a_budget_too_small_for_any_item_accepts_none(self, live_client: TestClient) -> None:
+        project_id, _, pool = active_project(live_client, seed=151)
+        result = prelabel(live_client, project_id, target_pool_accuracy=0.999, audit_share=0)[
+            "result"
+        ]
+        # 90 items: 0.09 wrong labels allowed; no prediction is certain enough to spend it on.
+        assert result["auto_accepted"] == 0 and result["needs_review"] == len(pool)
+        assert set(result["thresholds"].values()) == {None}
+        assert result["pool_budget"]["unsettled"] == len(pool)
+        assert result["pool_budget"]["expected_pool_accuracy"] is None
+
+    def test_one_mode_at_a_time_and_enough_calibration(self, live_client: TestClient) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=5, n_pool=2, seed=152)
+        url = f"/v1/projects/{project_id}/prelabels"
+        both = live_client.post(url, json={"threshold": 0.9, "target_pool_accuracy": 0.95})
+        assert both.status_code == 422
+        out_of_range = live_client.post(url, json={"target_pool_accuracy": 1.0})
+        assert out_of_range.status_code == 422
+        job = train(live_client, project_id, activate=True)
+        wait_for_job(live_client, {"id": job["result"]["scoring_job_id"]})
+        response = live_client.post(url, json={"target_pool_accuracy": 0.95})
+        assert response.status_code == 202, response.text
+        failed = wait_for_job(live_client, response.json())
+        assert failed["status"] == "failed"
+        assert "target_pool_accuracy needs at least 20" in str(failed["error"])

@@ -6,7 +6,7 @@ from fastapi import Body, Response
 
 from app.api.routes.jobs import ACCEPTED, accepted
 from app.api.routing import PROJECT_PROBLEMS, ProblemRouter
-from app.deps import AnyRoleDep, ProjectDep, RunnerDep, SessionDep, WriterDep
+from app.deps import AnyRoleDep, ProjectDep, RunnerDep, SessionDep, SettingsDep, WriterDep
 from app.errors import NotEnoughLabels, problem_responses
 from app.models.active_learning import ActiveLearningReport, SimulationRequest
 from app.models.job import JobPublic
@@ -36,13 +36,15 @@ def create_simulation(
     runner: RunnerDep,
     project: ProjectDep,
     response: Response,
+    settings: SettingsDep,
     body: Annotated[
         SimulationRequest,
         Body(examples=[{"strategies": ["margin"], "folds": 3, "batch_size": 100}]),
     ] = SimulationRequest(),
 ) -> JobPublic:
-    """Replay the project's labels k-fold: learning curves and label savings (202: a job)."""
+    """Replay the project's labels k-fold: learning curves and label savings; and the human
+    answers needed to complete the labeled pool at target_pool_accuracy (202: a job)."""
     job = active_learning.start_simulation(
-        session, runner, project=project, principal=principal, request=body
+        session, runner, project=project, principal=principal, request=body, settings=settings
     )
     return accepted(response, job)
