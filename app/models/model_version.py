@@ -143,8 +143,8 @@ class ModelMetrics(ResponseModel):
     n_folds: int
     excluded_labels: dict[str, int] = pydantic.Field(
         default_factory=dict,
-        description="Labels left out: (training on an older dataset version) labels the "
-        "project no longer has. A label with fewer examples than folds still trains.",
+        description="Labels left out: fewer examples than folds, or (training on an older "
+        "dataset version) labels the project no longer has.",
     )
     synthetic_dropped: int = pydantic.Field(
         default=0, description="Synthetic items left out by the project's synthetic_max_ratio."

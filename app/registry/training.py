@@ -24,9 +24,7 @@ if TYPE_CHECKING:
 
 N_FOLDS = 5
 FOLD_SEED = 0  # StratifiedKFold's shuffle: the same labels always get the same folds
-# Training needs two labels with this many examples (every fold can hold one of each out).
-# A rarer label still trains: a fold without it simply gives it probability 0 out of fold.
-MIN_PER_LABEL = N_FOLDS
+MIN_PER_LABEL = N_FOLDS  # every fold must be able to hold out one example of each label
 
 
 @dataclass
@@ -129,11 +127,7 @@ def _cross_validate(
 
     oof = np.zeros((len(y), n_labels), dtype=np.float64)
     folds = StratifiedKFold(n_splits=N_FOLDS, shuffle=True, random_state=FOLD_SEED)
-    with warnings.catch_warnings():
-        # A label rarer than N_FOLDS only misses from some folds (see MIN_PER_LABEL).
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        splits = list(folds.split(np.zeros(len(y)), y))
-    for fold, (train_rows, test_rows) in enumerate(splits):
+    for fold, (train_rows, test_rows) in enumerate(folds.split(np.zeros(len(y)), y)):
         weights = None if sample_weight is None else sample_weight[train_rows]
         fitted = _fit(clone(classifier), matrix[train_rows], y[train_rows], weights)
         oof[test_rows] = _full_columns(fitted, matrix[test_rows], n_labels)

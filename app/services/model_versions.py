@@ -62,7 +62,7 @@ class TrainingSet:
     labels: list[str] = field(default_factory=list)
     inputs: list[Any] = field(default_factory=list)
     label_counts: dict[str, int] = field(default_factory=dict)  # before any exclusion
-    excluded_labels: dict[str, int] = field(default_factory=dict)  # labels the project dropped
+    excluded_labels: dict[str, int] = field(default_factory=dict)  # too few examples
     weights: list[float] = field(default_factory=list)  # USER_BEHAVIOR_WEIGHT or 1.0
     n_user_behavior: int = 0  # examples resolved by user behaviour
     synthetic_dropped: int = 0
@@ -109,9 +109,7 @@ def build_training_set(
 ) -> TrainingSet:
     """Items resolved by humans or by user behaviour (never by a model), the latter weighted
     USER_BEHAVIOR_WEIGHT; synthetic items capped at the project's synthetic_max_ratio of the
-    human-resolved ones; labels the project no longer has left out. A label with fewer
-    examples than folds still trains (bench/learn_faster.py: leaving rare labels out kept the
-    model from ever predicting them, so selection never asked about them). From the items as they
+    human-resolved ones; labels too rare to cross-validate left out. From the items as they
     are now, or from a dataset version's frozen rows (their texts as frozen; a features
     algorithm reads the items' current data.features).
 
@@ -129,7 +127,8 @@ def build_training_set(
     chosen = _cap_synthetic(rows, project.synthetic_max_ratio, result)
     counts = Counter(r[1] for r in chosen)
     result.label_counts = dict(sorted(counts.items()))
-    result.excluded_labels = dict(sorted(retired.items()))
+    result.excluded_labels = {k: v for k, v in result.label_counts.items() if v < MIN_PER_LABEL}
+    result.excluded_labels.update(sorted(retired.items()))
     _add_examples(result, chosen)
     return result
 

@@ -104,37 +104,6 @@ class TestTraining:
         second = train(live_client, project_id)
         assert second["result"]["n_train"] == len(labeled)
 
-    def test_a_label_rarer_than_the_folds_still_trains_and_is_predicted(
-        self, live_client: TestClient
-    ) -> None:
-        # bench/learn_faster.py: leaving labels with < 5 examples out of training kept the
-        # model from ever predicting them, so batches never asked about them.
-        rare = "zz-rare"
-        project_id, labeled, pool = labeled_project(
-            live_client, n_labeled=10, n_pool=6, seed=11, labels=[*LABELS, rare]
-        )
-        texts = {
-            item_id: live_client.get(f"/v1/projects/{project_id}/items/{item_id}").json()["text"]
-            for item_id in pool[:2]
-        }
-        entries = [{"item_id": item_id, "label": rare} for item_id in texts]
-        response = live_client.post(f"/v1/projects/{project_id}/annotations", json=entries)
-        assert response.status_code == 200 and response.json()["created"] == 2, response.text
-        job = train(live_client, project_id, activate=True)
-        assert job["status"] == "succeeded", job
-        version = live_client.get(f"/v1/projects/{project_id}/models/1").json()
-        assert version["n_train"] == len(labeled) + 2
-        assert version["label_distribution"][rare] == 2
-        assert rare in version["labels"]
-        assert version["metrics"]["excluded_labels"] == {}
-        assert version["metrics"]["per_label"][rare]["support"] == 2
-        scoring = wait_for_job(live_client, {"id": job["result"]["scoring_job_id"]})
-        assert scoring["status"] == "succeeded", scoring
-        detail = live_client.get(f"/v1/projects/{project_id}/items/{pool[2]}").json()
-        [prediction] = detail["predictions"]
-        assert set(prediction["probabilities"]) == {*LABELS, rare}
-        assert prediction["probabilities"][rare] > 0
-
     def test_synthetic_items_are_capped(self, live_client: TestClient) -> None:
         project_id, labeled, _ = labeled_project(
             live_client, n_labeled=10, n_pool=0, seed=3, synthetic_max_ratio=0.1
