@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/batches.py
 	$(BIN)/python bench/active_learning.py
 	$(BIN)/python bench/completion.py
+	$(BIN)/python bench/learn_faster.py
 	$(BIN)/python bench/agreement.py
 	$(BIN)/python bench/label_issues.py
 	$(BIN)/python bench/import_jsonl.py
