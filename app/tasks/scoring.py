@@ -69,7 +69,11 @@ def run_score_pool(context: JobContext) -> ScorePoolResult:
     with context.database.session() as session:
         project = load_project(session, project_id=context.project_id)
         version = model_versions.get_version(session, project=project, version=asked.version)
-        total = count_pool(session, project_id=project.id or 0)
+        total = (
+            len(asked.item_ids)
+            if asked.item_ids
+            else count_pool(session, project_id=project.id or 0)
+        )
     if not version.active:
         return ScorePoolResult(version=version.version, scored=0, superseded=True)
     pipeline = model_versions.load_version(context.database, version)
@@ -82,6 +86,7 @@ def run_score_pool(context: JobContext) -> ScorePoolResult:
             project_id=version.project_id,
             chunk_size=context.settings.scoring_chunk_size,
             with_data=algorithm.input == "features",
+            item_ids=asked.item_ids,
         ):
             scored += _score_chunk(context, version, pipeline, algorithm, chunk, name)
             context.progress(min(scored / max(total, 1), 0.99))
