@@ -104,6 +104,7 @@ OMITS_KEYS = {
     "ImportFileResult",
     "ImportSqlParams",
     "ImportSqlResult",
+    "ScorePoolParams",
     "ScorePoolResult",
     "TrainModelParams",
     "Problem",
