@@ -212,9 +212,10 @@ def test_a_worse_version_is_not_activated(live_client: TestClient) -> None:
     assert better["result"]["activated"] is True
 
 
-def test_an_answer_does_no_loop_work(live_client: TestClient) -> None:
-    """The loop's checks run on the watcher thread only: an answer's statements never read
-    jobs, model versions or predictions, however the project's loop is set."""
+def test_an_answer_and_an_ingest_do_no_loop_work(live_client: TestClient) -> None:
+    """The loop's checks run on the watcher thread only: the statements of an answer, and of
+    an ingest (its new items are scored by a job the watcher queues), never read jobs,
+    model versions or predictions, however the project's loop is set."""
     project_id, _, pool = labeled_project(
         live_client, n_labeled=10, n_pool=10, seed=234, hands_off=LOOP
     )
@@ -231,10 +232,15 @@ def test_an_answer_does_no_loop_work(live_client: TestClient) -> None:
             f"/v1/projects/{project_id}/annotations",
             json=[{"item_id": pool[0], "label": LABELS[0]}],
         )
+        ingested = live_client.post(
+            f"/v1/projects/{project_id}/items",
+            json=[{"text": "an item ingested while a model is active", "external_id": "x"}],
+        )
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", record)
     assert response.status_code == 200, response.text
-    assert statements  # the answer was written
+    assert ingested.status_code == 200 and ingested.json()["created"] == 1
+    assert statements  # the answer and the item were written
     loop_work = [
         s
         for s in statements
