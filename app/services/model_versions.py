@@ -336,9 +336,27 @@ def _retrain_basis(session: Session, project: Project) -> tuple[bool, ModelVersi
     labeled = select(Item.id).where(
         col(Item.project_id) == project.id, col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS)
     )
+    since = None
     if latest is not None:
         # Versions trained before lineage have no dataset version: their own time stands in.
-        labeled = labeled.where(col(Item.labeled_at) > (data_read_at or latest.created_at))
+        since = data_read_at or latest.created_at
+    # An automatic training that failed (too few labels per label, say) waits for the next
+    # `every` labels instead of being queued again at every check.
+    failed_at = session.exec(
+        select(Job.created_at)
+        .where(
+            col(Job.project_id) == project.id,
+            col(Job.kind) == JobKind.train_model,
+            col(Job.status) == "failed",
+            col(Job.created_by).in_((HANDS_OFF, "auto-retrain")),
+        )
+        .order_by(col(Job.id).desc())
+        .limit(1)
+    ).first()
+    if failed_at is not None and (since is None or failed_at > since):
+        since = failed_at
+    if since is not None:
+        labeled = labeled.where(col(Item.labeled_at) > since)
     new_labels = session.exec(
         select(func.count()).select_from(labeled.limit(every).subquery())
     ).one()

@@ -162,6 +162,29 @@ class TestRounds:
         settle(live_client, project_id)
         assert len(project_jobs(live_client, project_id, "score_pool")) == 2
 
+    def test_a_failed_round_waits_for_the_next_labels(self, live_client: TestClient) -> None:
+        project_id, _, pool = labeled_project(
+            live_client,
+            n_labeled=0,
+            n_pool=10,
+            seed=235,
+            hands_off={"labels_per_round": 5, "target_precision": 0.9},
+        )
+        url = f"/v1/projects/{project_id}/annotations"
+        one_label = [{"item_id": i, "label": LABELS[0]} for i in pool[:5]]
+        assert live_client.post(url, json=one_label).is_success
+        settle(live_client, project_id)
+        [failed] = project_jobs(live_client, project_id, "train_model")
+        assert failed["status"] == "failed"  # one label only: nothing to learn yet
+        assert failed["error"]["type"] == "/problems/not-enough-labels"
+        settle(live_client, project_id)
+        assert len(project_jobs(live_client, project_id, "train_model")) == 1
+        other = [{"item_id": i, "label": LABELS[1]} for i in pool[5:10]]
+        assert live_client.post(url, json=other).is_success
+        settle(live_client, project_id)
+        trainings = project_jobs(live_client, project_id, "train_model")
+        assert [job["status"] for job in trainings] == ["failed", "succeeded"]
+
     def test_turning_it_off_stops_the_loop(self, live_client: TestClient) -> None:
         project_id, _, pool = labeled_project(
             live_client, n_labeled=10, n_pool=20, seed=232, hands_off=LOOP
