@@ -68,6 +68,10 @@ class ModelVersion(SQLModel, table=True):
     dataset_version: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     activated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    # The pool scoring its latest activation queued: batches ask whether it is still running.
+    scoring_job_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("job.id"))
+    )
 
 
 class ModelArtifact(SQLModel, table=True):
@@ -206,6 +210,9 @@ class ModelVersionPublic(ResponseModel):
     )
     created_at: datetime
     activated_at: datetime | None
+    scoring_job_id: int | None = pydantic.Field(
+        description="The pool-scoring job its latest activation queued (null: never active)."
+    )
 
     @classmethod
     def of(cls, version: ModelVersion) -> "ModelVersionPublic":
@@ -227,6 +234,7 @@ class ModelVersionPublic(ResponseModel):
                     "dataset_version",
                     "created_at",
                     "activated_at",
+                    "scoring_job_id",
                 }
             ),
         )

@@ -392,20 +392,11 @@ def active_version(session: Session, *, project: Project) -> ModelVersion | None
 def activation_scoring_status(
     session: Session, *, project: Project, version: ModelVersion
 ) -> str | None:
-    """The status of the pool scoring the version's activation queued: the project's first
-    score_pool job since it was activated (None: there is none)."""
-    if version.activated_at is None:
+    """The status of the pool scoring the version's latest activation queued (None: there is
+    none): one primary-key read, cheap enough for every batch request."""
+    if version.scoring_job_id is None:
         return None
-    return session.exec(
-        select(Job.status)
-        .where(
-            col(Job.project_id) == project.id,
-            col(Job.kind) == JobKind.score_pool,
-            col(Job.created_at) >= version.activated_at,
-        )
-        .order_by(col(Job.id))
-        .limit(1)
-    ).first()
+    return session.exec(select(Job.status).where(col(Job.id) == version.scoring_job_id)).first()
 
 
 def activate_version(
@@ -440,6 +431,8 @@ def make_active(
         params=ScorePoolParams(version=version.version),
         created_by=created_by,
     )
+    version.scoring_job_id = scoring.id
+    session.add(version)
     events.emit(
         session,
         EventType.model_activated,

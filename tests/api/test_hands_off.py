@@ -323,14 +323,17 @@ class TestBatchesDuringScoring:
         report = ingest(client, headers, project["id"], items)
         return headers, project["id"], [entry["id"] for entry in report["results"]]
 
-    def _scoring_job(self, session: Session, project_id: int, version: int) -> Any:
+    def _scoring_job(self, session: Session, version: ModelVersion) -> Any:
+        """The pool scoring of the version's activation, as make_active queues it."""
         job = jobs.new_job(
             session,
-            project_id=project_id,
+            project_id=version.project_id,
             kind=JobKind.score_pool,
-            params=ScorePoolParams(version=version),
+            params=ScorePoolParams(version=version.version),
             created_by="registry",
         )
+        version.scoring_job_id = job.id
+        session.add(version)
         session.flush()
         return job
 
@@ -347,9 +350,9 @@ class TestBatchesDuringScoring:
         headers, project_id, ids = self._pool(client, session)
         _version(session, project_id, 1, active=False, minutes_ago=10)
         _scores(session, project_id, 1, ids)
-        _version(session, project_id, 2, active=True, minutes_ago=1)
+        active = _version(session, project_id, 2, active=True, minutes_ago=1)
         _scores(session, project_id, 2, ids[:5])  # scoring has reached 5 items so far
-        job = self._scoring_job(session, project_id, 2)
+        job = self._scoring_job(session, active)
         for status in (JobStatus.queued, JobStatus.running):
             job.status = status
             session.add(job)
@@ -373,8 +376,8 @@ class TestBatchesDuringScoring:
         self, client: TestClient, session: Session
     ) -> None:
         headers, project_id, ids = self._pool(client, session)
-        _version(session, project_id, 1, active=True, minutes_ago=1)
-        self._scoring_job(session, project_id, 1).status = JobStatus.running
+        active = _version(session, project_id, 1, active=True, minutes_ago=1)
+        self._scoring_job(session, active).status = JobStatus.running
         session.flush()
         cold = self._batch(client, headers, project_id)
         assert (cold["strategy"], cold["ranked_by"]) == ("cold_start", None)
