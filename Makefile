@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/team.py
 	$(BIN)/python bench/model_speed.py
+	$(BIN)/python bench/handsoff.py --svg docs/handsoff-curves.svg
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage clients/typescript/node_modules

@@ -106,6 +106,7 @@ OMITS_KEYS = {
     "ImportSqlResult",
     "PrelabelParams",
     "PrelabelResult",
+    "ScorePoolParams",
     "ScorePoolResult",
     "SimulateActiveLearningParams",
     "SimulateActiveLearningResult",

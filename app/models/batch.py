@@ -24,6 +24,11 @@ UsedStrategy = TypeAliasType(
         "random", "least_confidence", "margin", "entropy", "diverse_margin", "cold_start", "review"
     ],
 )
+# Whose stored scores ranked a label batch's picks (null: none did: a cold start, random, or
+# the review queue). See BatchPublic.ranked_by.
+BatchRanking = TypeAliasType(
+    "BatchRanking", Literal["active_model", "previous_model", "partial_scores", "requested_model"]
+)
 # Where a batch item's lease stands: still live or expired, or how it ended (LeaseOutcome).
 LeaseState = TypeAliasType(
     "LeaseState", Literal["live", "expired", "answered", "skipped", "released"]
@@ -49,6 +54,7 @@ class Batch(SQLModel, table=True):
     requested_strategy: str | None = Field(default=None, sa_column=sa.Column(sa.String(30)))
     strategy: str = Field(sa_column=sa.Column(sa.String(30), nullable=False))
     model_version: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    ranked_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(30)))
     size: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     lease_expires_at: datetime = Field(sa_column=timestamp_column())
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
@@ -184,7 +190,18 @@ class BatchPublic(ResponseModel):
     queue: BatchQueue
     strategy: UsedStrategy
     requested_strategy: Strategy | None
-    model_version: str | None
+    model_version: str | None = pydantic.Field(
+        description="The model whose stored scores ranked the picks (see ranked_by)."
+    )
+    ranked_by: BatchRanking | None = pydantic.Field(
+        description="Whose stored scores ranked the picks. active_model: the active version's, "
+        "its pool scoring complete. previous_model: the active version's pool scoring was "
+        "still running, so the previously active version's scores ranked them "
+        "(model_version names it). partial_scores: scoring was still running and no earlier "
+        "version had scores: the active version's scores so far ranked them, topped up with "
+        "items marked `exploration`. requested_model: the request named the model. null: no "
+        "model ranked the batch (cold_start, random, review)."
+    )
     lease_expires_at: datetime | None = pydantic.Field(
         description="When the items' leases expire; null when nothing was handed out."
     )

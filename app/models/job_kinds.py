@@ -75,8 +75,10 @@ class TrainModelParams(KindTagged):
     algorithm: str
     params: dict[str, Any] = pydantic.Field(description="The algorithm's resolved params.")
     activate: bool | ActivateIfBetter = pydantic.Field(
-        description='"if_better" (auto-retraining): activate when its cross-validated macro-F1 '
-        "is at least the active version's."
+        description='"if_better" (auto-retraining, the hands-off loop): activate when it does '
+        "at least as well as the active version on the same held-out items (the labels the "
+        "active version never saw), else by cross-validated macro-F1; the version's metrics "
+        "record the comparison under `activation`."
     )
     dataset_version: int | None = pydantic.Field(
         default=None,
@@ -174,6 +176,11 @@ class PrelabelResult(KindTagged):
 class ScorePoolParams(KindTagged):
     kind: Literal["score_pool"] = "score_pool"
     version: int
+    item_ids: list[int] | None = pydantic.Field(
+        default=None,
+        description="Score only these unsettled items (the hands-off loop scoring items "
+        "ingested since the pool was scored); absent: the whole unsettled pool.",
+    )
 
 
 class ScorePoolResult(KindTagged):

@@ -1,16 +1,18 @@
 """Model versions of the in-process registry, and their serialized artifacts."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import deferred
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeAliasType
 
 from app.models.base import MAX_DB_ID, ResponseModel, timestamp_column, utcnow
 from app.models.job import JobPublic
+from app.models.job_kinds import ActivateIfBetter
 
 _TRAIN_ITEM_IDS = sa.Column("train_item_ids", sa.JSON, nullable=False)
 _TRAIN_LABELS = sa.Column("train_labels", sa.JSON, nullable=False)
@@ -66,6 +68,10 @@ class ModelVersion(SQLModel, table=True):
     dataset_version: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     activated_at: datetime | None = Field(default=None, sa_column=timestamp_column(nullable=True))
+    # The pool scoring its latest activation queued: batches ask whether it is still running.
+    scoring_job_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("job.id"))
+    )
 
 
 class ModelArtifact(SQLModel, table=True):
@@ -117,8 +123,11 @@ class ModelTrainRequest(BaseModel):
     params: dict[str, Any] = pydantic.Field(
         default_factory=dict, description="Overrides of the algorithm's default parameters."
     )
-    activate: bool = pydantic.Field(
-        default=False, description="Activate the new version as soon as it is registered."
+    activate: bool | ActivateIfBetter = pydantic.Field(
+        default=False,
+        description='Activate the new version as soon as it is registered; "if_better": only '
+        "when it does at least as well as the active version on the same held-out items (its "
+        "metrics.activation says how it compared).",
     )
     dataset_version: int | None = pydantic.Field(
         default=None,
@@ -135,6 +144,25 @@ class LabelMetrics(ResponseModel):
     recall: float
     f1: float
     support: int
+
+
+ActivationBasis = TypeAliasType("ActivationBasis", Literal["held_out", "cross_validation"])
+
+
+class ActivationCheck(ResponseModel):
+    """How an `activate: "if_better"` training compared the new version with the active one."""
+
+    basis: ActivationBasis = pydantic.Field(
+        description="held_out: both versions scored on the same items, labeled since the "
+        "active version's training data (the new version by its out-of-fold predictions, "
+        "the active one as it predicts them); cross_validation: too few such items, each "
+        "version's own cross-validated macro-F1."
+    )
+    active_version: int
+    n_items: int = pydantic.Field(description="Held-out items compared (0 for cross_validation).")
+    new_score: float = pydantic.Field(description="Accuracy (held_out) or macro-F1.")
+    active_score: float
+    activated: bool = pydantic.Field(description="new_score >= active_score.")
 
 
 class ModelMetrics(ResponseModel):
@@ -155,6 +183,11 @@ class ModelMetrics(ResponseModel):
         default=0,
         description="Training examples resolved by an implicit label from user behaviour "
         "(weighted 0.5 against 1.0 for human labels).",
+    )
+    activation: ActivationCheck | None = pydantic.Field(
+        default=None,
+        description='How a training with activate "if_better" compared this version with the '
+        "version active then (null: no comparison was made).",
     )
 
 
@@ -179,6 +212,9 @@ class ModelVersionPublic(ResponseModel):
     )
     created_at: datetime
     activated_at: datetime | None
+    scoring_job_id: int | None = pydantic.Field(
+        description="The pool-scoring job its latest activation queued (null: never active)."
+    )
 
     @classmethod
     def of(cls, version: ModelVersion) -> "ModelVersionPublic":
@@ -200,6 +236,7 @@ class ModelVersionPublic(ResponseModel):
                     "dataset_version",
                     "created_at",
                     "activated_at",
+                    "scoring_job_id",
                 }
             ),
         )

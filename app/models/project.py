@@ -49,6 +49,35 @@ class ExamplePublic(Example, ResponseModel):
     """An example as a project answers it: `note` is always there (null when none)."""
 
 
+class HandsOff(BaseModel):
+    """The hands-off loop (docs/active-learning.md, "The hands-off loop"): after every
+    `labels_per_round` new human labels the service retrains, activates the new version only
+    when it does at least as well on the same held-out items, rescores the pool and
+    auto-accepts at `target_precision`. Annotators just keep asking for batches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels_per_round: int = pydantic.Field(
+        default=200,
+        ge=1,
+        le=10_000_000,
+        description="New human labels (first or changed ones) that start the next round.",
+    )
+    target_precision: float = pydantic.Field(
+        default=0.95,
+        ge=0.5,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Each round auto-accepts the predictions whose label's threshold is "
+        "calibrated, on the version's out-of-fold probabilities, to at least this precision "
+        "(95% Wilson lower bound).",
+    )
+
+
+class HandsOffPublic(HandsOff, ResponseModel):
+    """The hands-off loop's settings as a project answers them."""
+
+
 class Project(SQLModel, table=True):
     __tablename__ = "project"
 
@@ -71,6 +100,11 @@ class Project(SQLModel, table=True):
     )
     # Train a new version after this many new human labels (None: only on request).
     retrain_after_labels: int | None = Field(default=None, sa_column=sa.Column(sa.Integer))
+    # The hands-off loop's settings (HandsOff), None: off. SQL NULL when off, so the watcher
+    # finds the projects that use it with IS NOT NULL.
+    hands_off: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON(none_as_null=True), nullable=True)
+    )
     # The daily review sample of production predictions (models/production.py).
     production_sampling: dict[str, Any] = Field(
         default_factory=lambda: dict(DEFAULT_PRODUCTION_SAMPLING),
@@ -80,6 +114,11 @@ class Project(SQLModel, table=True):
     )
     created_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=timestamp_column())
+
+    @property
+    def hands_off_settings(self) -> HandsOff | None:
+        """The hands-off loop's settings, or None when it is off."""
+        return None if self.hands_off is None else HandsOff.model_validate(self.hands_off)
 
     @property
     def required_annotators(self) -> int:
@@ -137,6 +176,13 @@ class ProjectCreate(BaseModel):
         "(a first or a changed one) since the newest version's training data; it is "
         "activated if its cross-validated macro-F1 is at least the active version's.",
     )
+    hands_off: HandsOff | None = pydantic.Field(
+        default=None,
+        description="Turn the hands-off loop on (null: off). It retrains every "
+        "labels_per_round new human labels, activates only a version at least as good on the "
+        "same held-out items, rescores the pool and auto-accepts at target_precision; "
+        "needs the production phase to auto-accept.",
+    )
     production_sampling: ProductionSampling = pydantic.Field(
         default_factory=ProductionSampling,
         description="How many production predictions (POST .../production-samples) go to "
@@ -149,7 +195,7 @@ class ProjectCreate(BaseModel):
         return self
 
 
-NULLABLE_UPDATE_FIELDS = {"description", "reason", "retrain_after_labels"}
+NULLABLE_UPDATE_FIELDS = {"description", "reason", "retrain_after_labels", "hands_off"}
 
 
 class ProjectUpdate(BaseModel):
@@ -171,6 +217,11 @@ class ProjectUpdate(BaseModel):
     phase: Phase | None = None
     consensus_method: ConsensusMethod | None = None
     retrain_after_labels: int | None = pydantic.Field(default=None, ge=1, le=10_000_000)
+    hands_off: HandsOff | None = pydantic.Field(
+        default=None,
+        description="The whole object (fields left out take their defaults); null turns the "
+        "loop off.",
+    )
     production_sampling: ProductionSamplingUpdate | None = pydantic.Field(
         default=None, description="Only the fields sent change."
     )
@@ -208,6 +259,7 @@ class ProjectPublic(ResponseModel):
     phase: Phase
     consensus_method: ConsensusMethod
     retrain_after_labels: int | None
+    hands_off: HandsOffPublic | None
     production_sampling: ProductionSamplingPublic
     created_at: datetime
     updated_at: datetime

@@ -28,6 +28,7 @@ from app.models.item import Item
 from app.models.job import Job, JobKind
 from app.models.job_kinds import ActivateIfBetter, ScorePoolParams, TrainModelParams
 from app.models.model_version import (
+    ActivationCheck,
     ModelArtifact,
     ModelTrainRequest,
     ModelVersion,
@@ -252,11 +253,16 @@ def start_training(
     )
 
 
+# Who queues the hands-off loop's jobs (their created_by): services/hands_off.py.
+HANDS_OFF = "hands-off"
+
+
 def retraining_project_ids(session: Session) -> list[int]:
-    """The projects that retrain automatically (`retrain_after_labels` set)."""
+    """The projects that retrain automatically (`retrain_after_labels` or the hands-off loop
+    set)."""
     rows = session.exec(
         select(Project.id)
-        .where(col(Project.retrain_after_labels).is_not(None))
+        .where(col(Project.retrain_after_labels).is_not(None) | col(Project.hands_off).is_not(None))
         .order_by(col(Project.id))
     )
     return [project_id for project_id in rows if project_id is not None]
@@ -275,6 +281,9 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
     due, latest = _retrain_basis(session, project)
     if not due:
         return None
+    hands_off = project.hands_off_settings is not None
+    if hands_off:  # the loop improves the model in use: the active version's algorithm
+        latest = active_version(session, project=project) or latest
     algorithm = get_algorithm(latest.algorithm if latest else DEFAULT_ALGORITHM)
     return jobs.new_job(
         session,
@@ -285,7 +294,7 @@ def auto_retrain_job(session: Session, *, project: Project) -> Job | None:
             params=latest.params if latest else dict(algorithm.defaults),
             activate=ActivateIfBetter.if_better,
         ),
-        created_by="auto-retrain",
+        created_by=HANDS_OFF if hands_off else "auto-retrain",
     )
 
 
@@ -294,8 +303,11 @@ def _retrain_basis(session: Session, project: Project) -> tuple[bool, ModelVersi
 
     It counts the items labeled after that version's training data (`Item.labeled_at`, set
     when an item gets a trainable label new to it), stopping at `retrain_after_labels`: the
-    cost grows with the labels since the last training, never with the labeled items."""
-    every = project.retrain_after_labels
+    cost grows with the labels since the last training, never with the labeled items. The
+    hands-off loop's `labels_per_round` takes the place of `retrain_after_labels` while it is
+    on."""
+    loop = project.hands_off_settings
+    every = loop.labels_per_round if loop is not None else project.retrain_after_labels
     if every is None:
         return False, None
     pending = session.exec(
@@ -324,9 +336,27 @@ def _retrain_basis(session: Session, project: Project) -> tuple[bool, ModelVersi
     labeled = select(Item.id).where(
         col(Item.project_id) == project.id, col(Item.resolved_by).in_(TRAINABLE_RESOLUTIONS)
     )
+    since = None
     if latest is not None:
         # Versions trained before lineage have no dataset version: their own time stands in.
-        labeled = labeled.where(col(Item.labeled_at) > (data_read_at or latest.created_at))
+        since = data_read_at or latest.created_at
+    # An automatic training that failed (too few labels per label, say) waits for the next
+    # `every` labels instead of being queued again at every check.
+    failed_at = session.exec(
+        select(Job.created_at)
+        .where(
+            col(Job.project_id) == project.id,
+            col(Job.kind) == JobKind.train_model,
+            col(Job.status) == "failed",
+            col(Job.created_by).in_((HANDS_OFF, "auto-retrain")),
+        )
+        .order_by(col(Job.id).desc())
+        .limit(1)
+    ).first()
+    if failed_at is not None and (since is None or failed_at > since):
+        since = failed_at
+    if since is not None:
+        labeled = labeled.where(col(Item.labeled_at) > since)
     new_labels = session.exec(
         select(func.count()).select_from(labeled.limit(every).subquery())
     ).one()
@@ -357,6 +387,16 @@ def active_version(session: Session, *, project: Project) -> ModelVersion | None
             col(ModelVersion.project_id) == project.id, col(ModelVersion.active)
         )
     ).first()
+
+
+def activation_scoring_status(
+    session: Session, *, project: Project, version: ModelVersion
+) -> str | None:
+    """The status of the pool scoring the version's latest activation queued (None: there is
+    none): one primary-key read, cheap enough for every batch request."""
+    if version.scoring_job_id is None:
+        return None
+    return session.exec(select(Job.status).where(col(Job.id) == version.scoring_job_id)).first()
 
 
 def activate_version(
@@ -391,6 +431,8 @@ def make_active(
         params=ScorePoolParams(version=version.version),
         created_by=created_by,
     )
+    version.scoring_job_id = scoring.id
+    session.add(version)
     events.emit(
         session,
         EventType.model_activated,
@@ -457,3 +499,60 @@ def version_inputs(
             ids.append(item_id)
             vectors.append(vector)
     return ids, np.asarray(vectors, dtype=np.float64)
+
+
+# Fewer labels than this that the active version never saw: compare cross-validated macro-F1.
+MIN_HELD_OUT_COMPARISON = 20
+
+
+def compare_with_active(
+    database: Database,
+    *,
+    active: ModelVersion,
+    algorithm: Algorithm,
+    training_set: TrainingSet,
+    new_labels: list[str],
+    oof_probabilities: np.ndarray,
+    macro_f1: float,
+) -> ActivationCheck:
+    """Whether a new version does at least as well as the active one, on the same held-out
+    evidence: the items of the new training set the active version never trained on, which
+    the active version predicts now and the new one predicted out of fold. Accuracy on those
+    items; with fewer than MIN_HELD_OUT_COMPARISON of them (or a version reading other
+    inputs), each version's own cross-validated macro-F1, which is measured on different
+    items and only a fallback."""
+    seen = set(active.train_item_ids)
+    held_out = [i for i, item_id in enumerate(training_set.item_ids) if item_id not in seen]
+    same_inputs = get_algorithm(active.algorithm).input == algorithm.input
+    number = active.version
+    if len(held_out) < MIN_HELD_OUT_COMPARISON or not same_inputs:
+        active_f1 = float(active.metrics["macro_f1"])
+        return ActivationCheck(
+            basis="cross_validation",
+            active_version=number,
+            n_items=0,
+            new_score=round(macro_f1, 6),
+            active_score=round(active_f1, 6),
+            activated=macro_f1 >= active_f1,
+        )
+    # Imported on first use: docs/design.md, "Import weight".
+    from app.registry.training import predict_probabilities
+
+    truth = np.asarray([training_set.labels[i] for i in held_out])
+    new_guess = np.asarray(new_labels)[oof_probabilities[held_out].argmax(axis=1)]
+    inputs = training_set.model_inputs(algorithm)
+    subset = inputs[held_out] if isinstance(inputs, np.ndarray) else [inputs[i] for i in held_out]
+    active_probabilities = predict_probabilities(
+        load_version(database, active), subset, len(active.labels)
+    )
+    active_guess = np.asarray(active.labels)[active_probabilities.argmax(axis=1)]
+    new_score = float(np.mean(new_guess == truth))
+    active_score = float(np.mean(active_guess == truth))
+    return ActivationCheck(
+        basis="held_out",
+        active_version=number,
+        n_items=len(held_out),
+        new_score=round(new_score, 6),
+        active_score=round(active_score, 6),
+        activated=new_score >= active_score,
+    )

@@ -8,6 +8,10 @@ an answer costs the same whether its project retrains automatically or not
 (bench/request_cost.py), and the job follows the label that crossed the line within one
 period.
 
+Projects with the hands-off loop on (`hands_off`) retrain every `labels_per_round` labels
+the same way; the same pass then queues the loop's next step after training
+(`queue_hands_off_steps`): the round's auto-accept, or the scoring of newly ingested items.
+
 Several processes may watch the same database: a project found due is checked again under
 its row lock before the job is added, so one job is queued (and none while one is pending).
 """
@@ -17,7 +21,7 @@ import threading
 from collections.abc import Callable
 
 from app.db import Database
-from app.services import model_versions
+from app.services import hands_off, model_versions
 from app.services.project_loading import load_project
 
 logger = logging.getLogger("labelwise.jobs")
@@ -40,6 +44,32 @@ def queue_due_retrains(database: Database, enqueue: Callable[[int], None]) -> li
         with database.session(write=True) as session:
             project = load_project(session, project_id=project_id, lock=True)
             job = model_versions.auto_retrain_job(session, project=project)
+            session.commit()
+        if job is not None and job.id is not None:
+            enqueue(job.id)
+            queued.append(job.id)
+    return queued + queue_hands_off_steps(database, enqueue)
+
+
+def queue_hands_off_steps(database: Database, enqueue: Callable[[int], None]) -> list[int]:
+    """One pass of the hands-off loop after training (services/hands_off.py): per project,
+    the round's auto-accept or the scoring of new items, if due; the ids queued."""
+    with database.session() as session:
+        due = [
+            project_id
+            for project_id in hands_off.hands_off_project_ids(session)
+            if hands_off.due_step(session, project=load_project(session, project_id=project_id))
+        ]
+    queued = []
+    for project_id in due:
+        with database.session(write=True) as session:
+            project = load_project(session, project_id=project_id, lock=True)
+            step = hands_off.due_step(session, project=project)  # again, under the lock
+            job = None
+            if step is not None:
+                job = hands_off.queue_step(
+                    session, project=project, step=step, settings=database.settings
+                )
             session.commit()
         if job is not None and job.id is not None:
             enqueue(job.id)

@@ -89,7 +89,11 @@ def run_score_pool(context: JobContext) -> ScorePoolResult:
     with context.database.session() as session:
         project = load_project(session, project_id=context.project_id)
         version = model_versions.get_version(session, project=project, version=asked.version)
-        total = count_pool(session, project_id=project.id or 0)
+        total = (
+            len(asked.item_ids)
+            if asked.item_ids
+            else count_pool(session, project_id=project.id or 0)
+        )
     if not version.active:
         return ScorePoolResult(version=version.version, scored=0, superseded=True)
     algorithm = get_algorithm(version.algorithm)
@@ -105,6 +109,7 @@ def run_score_pool(context: JobContext) -> ScorePoolResult:
                 project_id=version.project_id,
                 chunk_size=chunk_size,
                 with_data=algorithm.input == "features",
+                item_ids=asked.item_ids,
             )
         )
         for ids, columns in _predicted(context, version, chunks, processes):

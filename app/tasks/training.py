@@ -11,7 +11,12 @@ from app.errors import TrainingRefused
 from app.jobs.context import JobContext
 from app.models.dataset_version import DatasetVersion, DatasetVersionCreate
 from app.models.job_kinds import TrainModelParams, TrainModelResult
-from app.models.model_version import ModelArtifact, ModelVersion, registry_version_name
+from app.models.model_version import (
+    ActivationCheck,
+    ModelArtifact,
+    ModelVersion,
+    registry_version_name,
+)
 from app.models.project import Project
 from app.registry.algorithms import Algorithm, get_algorithm
 from app.registry.store import dump_array, dump_pipeline
@@ -26,6 +31,7 @@ from app.services.model_versions import (
     active_version,
     build_training_set,
     check_trainable,
+    compare_with_active,
     make_active,
 )
 from app.services.project_loading import load_project
@@ -63,6 +69,9 @@ def _train_and_register(
     kept); the pool scoring an activation queues runs once this job has succeeded."""
     frozen = dataset.version
     trained = _fit(context, algorithm, params, training_set)
+    check = None
+    if asked.activate == "if_better":
+        check = _compare_with_active(context, algorithm, training_set, trained)
     pipeline_bytes = dump_pipeline(trained.pipeline)
     oof_bytes = dump_array(trained.oof_probabilities)
     context.progress(0.95)
@@ -84,7 +93,7 @@ def _train_and_register(
         if created:
             emit_dataset_version_created(session, version=dataset)
         scoring_job = None
-        if _should_activate(session, project, asked.activate, version):
+        if _should_activate(session, project, asked.activate, version, check):
             scoring_job = make_active(
                 session, project=project, version=version, created_by="registry"
             )
@@ -209,14 +218,54 @@ def _drop_untrained_version(context: JobContext, frozen: DatasetVersion) -> None
         session.commit()
 
 
+def _compare_with_active(
+    context: JobContext, algorithm: Algorithm, training_set: TrainingSet, trained: TrainedModel
+) -> ActivationCheck | None:
+    """The new version against the version active now, on the same held-out items
+    (model_versions.compare_with_active); None when none is active."""
+    with context.database.session() as session:
+        project = load_project(session, project_id=context.project_id)
+        current = active_version(session, project=project)
+        if current is None:
+            return None
+        return compare_with_active(
+            context.database,
+            active=current,
+            algorithm=algorithm,
+            training_set=training_set,
+            new_labels=trained.labels,
+            oof_probabilities=trained.oof_probabilities,
+            macro_f1=float(trained.metrics["macro_f1"]),
+        )
+
+
 def _should_activate(
-    session: Session, project: Project, activate: bool | str, version: ModelVersion
+    session: Session,
+    project: Project,
+    activate: bool | str,
+    version: ModelVersion,
+    check: ActivationCheck | None,
 ) -> bool:
-    """True, False, or "if_better": when the new version's cross-validated macro-F1 is at
-    least the active one's (auto-retraining never swaps in a worse model)."""
+    """True, False, or "if_better": when the new version does at least as well as the active
+    one on the same held-out items (auto-retraining and the hands-off loop never swap in a
+    worse model). The comparison is recorded in the version's metrics (`activation`); if
+    another version was activated while this one trained, it is compared by cross-validated
+    macro-F1."""
     if activate != "if_better":
         return bool(activate)
     current = active_version(session, project=project)
     if current is None:
         return True
-    return float(version.metrics["macro_f1"]) >= float(current.metrics["macro_f1"])
+    if check is None or check.active_version != current.version:
+        new_f1, active_f1 = float(version.metrics["macro_f1"]), float(current.metrics["macro_f1"])
+        check = ActivationCheck(
+            basis="cross_validation",
+            active_version=current.version,
+            n_items=0,
+            new_score=round(new_f1, 6),
+            active_score=round(active_f1, 6),
+            activated=new_f1 >= active_f1,
+        )
+    version.metrics = {**version.metrics, "activation": check.model_dump(mode="json")}
+    session.add(version)
+    return check.activated

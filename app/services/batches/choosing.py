@@ -25,7 +25,8 @@ from app.ml.selection import choose_batch, cold_start
 from app.models.base import ItemStatus
 from app.models.batch import BatchCreate
 from app.models.item import Item
-from app.models.model_version import ModelVersion
+from app.models.job import JobStatus
+from app.models.model_version import ModelVersion, registry_version_name
 from app.models.prediction import Prediction
 from app.models.project import Project
 from app.registry.algorithms import get_algorithm
@@ -86,6 +87,7 @@ class Plan:
     ordered: list[Candidate]  # in preference order, more than needed when there is a fallback
     # More candidates, none of the given ids, when concurrent claims took the ones planned.
     more: Callable[[set[int], int], list[Candidate]] | None = None
+    ranked_by: str | None = None  # BatchRanking: whose scores ranked the picks
 
 
 IN_PROGRESS = (
@@ -326,7 +328,7 @@ def plan_label_batch(
 ) -> Plan:
     """Started items first, then the picks with the explorers at random places among them,
     then the runners-up of the picks as a fallback for rows lost to concurrent claims."""
-    source = _model_source(session, pool.project, request.model_version)
+    source, ranked_by = _model_source(session, pool.project, request.model_version)
     strategy = _strategy(request.strategy, source)
     ranker = RANKERS.get(strategy)
     started = _in_progress(session, pool, CANDIDATE_FACTOR * request.size)
@@ -370,29 +372,70 @@ def plan_label_batch(
         source.name if source is not None else None,
         first + _interleave(picks, explorers, rng) + fallback,
         _planner_of_more(session, pool, source=source, strategy=strategy, ranker=ranker, rng=rng),
+        ranked_by if ranker is not None and source is not None and strategy != "random" else None,
     )
 
 
-def _model_source(session: Session, project: Project, requested: str | None) -> ModelSource | None:
-    """The model whose stored predictions rank the pool, or None when there is none yet."""
+def _model_source(
+    session: Session, project: Project, requested: str | None
+) -> tuple[ModelSource | None, str | None]:
+    """The model whose stored predictions rank the pool (None when there is none yet), and
+    what that is (BatchRanking). While the active version's pool scoring runs, the items it
+    has not reached yet have no score of it: the previously active version's complete scores
+    rank the batch instead, else the active version's scores so far, never silently random."""
     try:
         source = resolve_source(session, project=project, requested=requested)
     except Conflict:
         if requested is None:  # no active model: a cold start, not an error
-            return None
+            return None, None
         raise
-    if requested is None:
-        stored = session.exec(
-            select(Prediction.id)
-            .where(
-                col(Prediction.project_id) == project.id,
-                col(Prediction.model_version) == source.name,
-            )
-            .limit(1)
-        ).first()
-        if stored is None:  # activated, pool not scored yet: behave as a cold start
-            return None
-    return source
+    if requested is not None:
+        return source, "requested_model"
+    assert source.version is not None  # the active version
+    scored = _has_scores(session, project, source.name)
+    status = model_versions.activation_scoring_status(
+        session, project=project, version=source.version
+    )
+    if status not in (JobStatus.queued, JobStatus.running):
+        # Scoring done (or failed): the active version's stored scores, if it left any.
+        return (source, "active_model") if scored else (None, None)
+    previous = _previous_scored_version(session, project, source.version)
+    if previous is not None:
+        return previous, "previous_model"
+    # No earlier scores: the active version's so far, else a cold start (the strategy says so).
+    return (source, "partial_scores") if scored else (None, None)
+
+
+def _has_scores(session: Session, project: Project, name: str) -> bool:
+    stored = session.exec(
+        select(Prediction.id)
+        .where(col(Prediction.project_id) == project.id, col(Prediction.model_version) == name)
+        .limit(1)
+    ).first()
+    return stored is not None
+
+
+def _previous_scored_version(
+    session: Session, project: Project, active: ModelVersion
+) -> ModelSource | None:
+    """The version active before `active` (the latest activated other one), if it has
+    stored scores."""
+    previous = session.exec(
+        select(ModelVersion)
+        .where(
+            col(ModelVersion.project_id) == project.id,
+            col(ModelVersion.id) != active.id,
+            col(ModelVersion.activated_at).is_not(None),
+        )
+        .order_by(col(ModelVersion.activated_at).desc())
+        .limit(1)
+    ).first()
+    if previous is None:
+        return None
+    name = registry_version_name(previous.version)
+    if not _has_scores(session, project, name):
+        return None
+    return ModelSource(name, previous.labels, previous)
 
 
 def _strategy(requested: str | None, source: ModelSource | None) -> str:
