@@ -118,6 +118,9 @@ class PrelabelParams(KindTagged):
     limit: int | None
     audit_share: float
     target_pool_accuracy: float | None = None
+    # False: a prediction not accepted stays a suggestion and the item stays in the label
+    # queue (the hands-off loop), instead of going to the review queue as low_confidence.
+    unsure_to_review: bool = True
 
 
 class ExpectedPrecision(ResponseModel):

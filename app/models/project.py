@@ -53,7 +53,9 @@ class HandsOff(BaseModel):
     """The hands-off loop (docs/active-learning.md, "The hands-off loop"): after every
     `labels_per_round` new human labels the service retrains, activates the new version only
     when it does at least as well on the same held-out items, rescores the pool and
-    auto-accepts at `target_precision`. Annotators just keep asking for batches."""
+    auto-accepts the most probably correct predictions while the whole pool (human answers
+    and auto-accepts) stays at least `target_accuracy` correct. Annotators just keep asking
+    for batches."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -63,14 +65,16 @@ class HandsOff(BaseModel):
         le=10_000_000,
         description="New human labels (first or changed ones) that start the next round.",
     )
-    target_precision: float = pydantic.Field(
+    target_accuracy: float = pydantic.Field(
         default=0.95,
         ge=0.5,
         le=1.0,
         allow_inf_nan=False,
-        description="Each round auto-accepts the predictions whose label's threshold is "
-        "calibrated, on the version's out-of-fold probabilities, to at least this precision "
-        "(95% Wilson lower bound).",
+        description="The share of the pool's labels that must be right once every item is "
+        "answered or auto-accepted. Human answers count as right; each round auto-accepts "
+        "the predictions most probably right (calibrated on the version's out-of-fold "
+        "predictions) while their expected errors, with a safety margin, fit the pool's "
+        "error budget, (1 - target_accuracy) x pool size.",
     )
 
 
@@ -180,7 +184,7 @@ class ProjectCreate(BaseModel):
         default=None,
         description="Turn the hands-off loop on (null: off). It retrains every "
         "labels_per_round new human labels, activates only a version at least as good on the "
-        "same held-out items, rescores the pool and auto-accepts at target_precision; "
+        "same held-out items, rescores the pool and auto-accepts within target_accuracy; "
         "needs the production phase to auto-accept.",
     )
     production_sampling: ProductionSampling = pydantic.Field(

@@ -6,19 +6,15 @@ by the watcher thread (services/retrain_watch.py), never on a request's path.
 A round, for a project with `hands_off` set: `labels_per_round` new human labels -> a
 training job (created_by "hands-off", activate "if_better": only a version at least as good
 on the same held-out items) -> its activation queues the pool scoring -> once that has
-succeeded, one prelabel job at the project's target precision (`queue_auto_accept`). Every
+succeeded, one prelabel job at the project's target accuracy (`queue_auto_accept`). Every
 step is a job, so the jobs list shows the loop, and each decision is re-checked from the
 stored state under the project's lock, so several API processes queue each step once.
 """
 
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
-from app.ml.thresholds import thresholds_for_precision
 from app.models.base import ItemStatus, Phase
 from app.models.item import Item
 from app.models.job import Job, JobKind, JobStatus
@@ -28,13 +24,11 @@ from app.models.prediction import Prediction
 from app.models.project import Project
 from app.services import jobs, model_versions
 from app.services.model_versions import HANDS_OFF
-from app.services.scoring import unsettled_condition
 from app.settings import Settings
 
 # The prelabel job calibrates on at least this many out-of-fold predictions (tasks/prelabel.py).
 MIN_CALIBRATION = 20
-# At most this many items per prelabel job's candidate list, and per new-items scoring job.
-MAX_CANDIDATES = 20_000
+# At most this many items per new-items scoring job.
 NEW_ITEMS_CHUNK = 2_000
 # New items are looked for among the project's newest unlabeled items, so a pass costs the
 # same on a pool of a million (older unscored items wait for the next round's full scoring).
@@ -85,7 +79,7 @@ def queue_step(session: Session, *, project: Project, step: Step, settings: Sett
             session,
             project=project,
             version=step.version,
-            target_precision=loop.target_precision,
+            target_accuracy=loop.target_accuracy,
             settings=settings,
         )
     return jobs.new_job(
@@ -102,22 +96,24 @@ def queue_auto_accept(
     *,
     project: Project,
     version: ModelVersion,
-    target_precision: float,
+    target_accuracy: float,
     settings: Settings,
 ) -> Job:
-    """The round's prelabel job: auto-accept the version's predictions at the project's target
-    precision. The one place the loop says how it auto-accepts (the mode can change here).
+    """The round's prelabel job, in mode target_pool_accuracy: auto-accept the version's
+    most probably correct predictions while the whole pool (human answers counted correct)
+    stays within its error budget at the project's target accuracy (app/ml/completion.py).
+    The one place the loop says how it auto-accepts.
 
-    Its candidates are the unsettled items whose stored prediction clears its label's
-    threshold, calibrated here exactly as the job will (the same out-of-fold probabilities
-    and function): the prelabel job sends every candidate it does not accept to the review
-    queue, and the loop keeps the unsure items in the label queue, where batches rank them."""
-    name = registry_version_name(version.version)
+    Every unsettled item is a candidate, and earlier auto-accepts are decided again with the
+    new version (one the budget no longer covers is withdrawn). An item not accepted keeps
+    the prediction as a suggestion and stays in the label queue, where batches rank it."""
     params = PrelabelParams(
-        model_version=name,
+        model_version=registry_version_name(version.version),
         threshold=None,
-        target_precision=target_precision,
-        item_ids=_confident_items(session, project, version, target_precision),
+        target_precision=None,
+        target_pool_accuracy=target_accuracy,
+        unsure_to_review=False,
+        item_ids=None,
         limit=None,
         audit_share=settings.prelabel_audit_share,
     )
@@ -178,34 +174,3 @@ def _auto_accept_due(session: Session, project: Project, active: ModelVersion) -
         .limit(1)
     ).first()
     return done is None
-
-
-def _confident_items(
-    session: Session, project: Project, version: ModelVersion, target_precision: float
-) -> list[int]:
-    """The unsettled items whose stored prediction of the version clears its label's
-    threshold for the target (at most MAX_CANDIDATES, by id)."""
-    oof = model_versions.load_oof_probabilities(session, version)
-    index = {label: k for k, label in enumerate(version.labels)}
-    y = np.array([index[label] for label in version.train_labels], dtype=np.int64)
-    thresholds = thresholds_for_precision(oof.astype(np.float64), y, target_precision)
-    clears: list[Any] = [
-        and_(col(Prediction.label) == label, col(Prediction.confidence) >= float(threshold))
-        for label, threshold in zip(version.labels, thresholds, strict=True)
-        if threshold is not None and label in project.labels
-    ]
-    if not clears:
-        return []
-    rows = session.exec(
-        select(Prediction.item_id)
-        .join(Item, col(Item.id) == col(Prediction.item_id))
-        .where(
-            col(Prediction.project_id) == project.id,
-            col(Prediction.model_version) == registry_version_name(version.version),
-            or_(*clears),
-            unsettled_condition(),
-        )
-        .order_by(col(Prediction.item_id))
-        .limit(MAX_CANDIDATES)
-    )
-    return [int(item_id) for item_id in rows]

@@ -128,7 +128,12 @@ def run_prelabel(context: JobContext) -> PrelabelResult:
     audited = set(rng.choice(accepted_ids, n_audit, replace=False).tolist()) if n_audit else set()
     context.progress(0.7)  # past this point the job finishes what it started
 
-    counts, per_label = _write_phase(context, project, source, chunks, audited, thresholds, pilot)
+    # Unsure predictions wait for review, except in a pilot (a suggestion only) and in the
+    # hands-off loop, whose unsure items stay in the label queue for batches to rank.
+    suggest_only = pilot or not asked.unsure_to_review
+    counts, per_label = _write_phase(
+        context, project, source, chunks, audited, thresholds, suggest_only
+    )
 
     estimate = expected_precision(
         calibration[0], calibration[1], thresholds, [per_label[k] for k in range(len(cutoffs))]
@@ -308,7 +313,7 @@ def _write_phase(
     chunks: list[ChunkDecisions],
     audited: set[int],
     thresholds: list[float | None],
-    pilot: bool,
+    suggest_only: bool,
 ) -> tuple[Counter[str], Counter[int]]:
     """Apply the decisions chunk by chunk, one short transaction each (no longer
     cancellable); returns the counts by outcome and the auto-accepts per label index."""
@@ -317,11 +322,12 @@ def _write_phase(
     for index, chunk in enumerate(chunks):
         with context.database.session(write=True) as session:
             applied = _write_chunk(
-                session, project, source, chunk, audited, thresholds, pilot=pilot
+                session, project, source, chunk, audited, thresholds, suggest_only=suggest_only
             )
             session.commit()
         for top, accept, audit in applied:
-            counts["auto_accepted" if accept else "suggested" if pilot else "needs_review"] += 1
+            outcome = "auto_accepted" if accept else "suggested" if suggest_only else "needs_review"
+            counts[outcome] += 1
             counts["audited"] += audit
             per_label[top] += accept
         context.progress(0.7 + 0.3 * (index + 1) / len(chunks), cancellable=False)
@@ -384,7 +390,7 @@ def _write_chunk(
     audited: set[int],
     thresholds: list[float | None],
     *,
-    pilot: bool,
+    suggest_only: bool,
 ) -> list[tuple[int, bool, bool]]:
     """Apply one chunk's decisions; return (label index, accepted, audited) per applied item.
     The items' review state is set here; the auto-accepts, and the withdrawal of earlier ones
@@ -421,7 +427,7 @@ def _write_chunk(
             )
         else:
             unsure.append((item.id, MODEL_ANNOTATOR))
-        _suggest(item, label, confidence, accept=accept, audit=audit, pilot=pilot)
+        _suggest(item, label, confidence, accept=accept, audit=audit, suggest_only=suggest_only)
         session.add(item)
         applied.append((top, accept, audit))
     session.flush()  # the review state the writer derives the items' status from
@@ -439,11 +445,12 @@ def _write_chunk(
 
 
 def _suggest(
-    item: Item, label: str, confidence: float, *, accept: bool, audit: bool, pilot: bool
+    item: Item, label: str, confidence: float, *, accept: bool, audit: bool, suggest_only: bool
 ) -> None:
     """The model's suggestion on the item, and why it waits for a human, if it does: an
-    audited auto-accept, or an unsure prediction (in a pilot only a suggestion)."""
-    below = None if pilot else "low_confidence"
+    audited auto-accept, or an unsure prediction (only a suggestion in a pilot and in the
+    hands-off loop, whose unsure items stay in the label queue)."""
+    below = None if suggest_only else "low_confidence"
     item.review_reason = ("audit" if audit else None) if accept else below
     item.suggested_label, item.suggestion_confidence = label, confidence
 

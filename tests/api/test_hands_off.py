@@ -23,7 +23,7 @@ from tests.api.test_registry import LABELS, labeled_project, train
 from tests.corpus import labeled_corpus
 from tests.factories import auth, ingest, make_key, make_project
 
-LOOP = {"labels_per_round": 30, "target_precision": 0.9}
+LOOP = {"labels_per_round": 30, "target_accuracy": 0.9}
 
 
 def after_two_checks(client: TestClient) -> None:
@@ -70,7 +70,7 @@ class TestSetting:
         url = f"/v1/projects/{project['id']}"
         on = client.patch(url, json={"hands_off": {}}, headers=headers)
         assert on.status_code == 200, on.text
-        assert on.json()["hands_off"] == {"labels_per_round": 200, "target_precision": 0.95}
+        assert on.json()["hands_off"] == {"labels_per_round": 200, "target_accuracy": 0.95}
         changed = client.patch(url, json={"hands_off": LOOP}, headers=headers).json()
         assert changed["hands_off"] == LOOP
         assert client.get(url, headers=headers).json()["hands_off"] == LOOP
@@ -85,8 +85,8 @@ class TestSetting:
         url = f"/v1/projects/{project['id']}"
         for bad in (
             {"labels_per_round": 0},
-            {"target_precision": 1.5},
-            {"target_precision": 0.2},
+            {"target_accuracy": 1.5},
+            {"target_accuracy": 0.2},
             {"labels_per_round": "many"},
             {"every": 10},
         ):
@@ -113,7 +113,8 @@ class TestRounds:
         assert scoring["status"] == "succeeded" and scoring["result"]["scored"] == len(pool)
         [prelabel] = project_jobs(live_client, project_id, "prelabel")
         assert prelabel["created_by"] == "hands-off" and prelabel["status"] == "succeeded"
-        assert prelabel["params"]["target_precision"] == LOOP["target_precision"]
+        assert prelabel["params"]["target_pool_accuracy"] == LOOP["target_accuracy"]
+        assert prelabel["result"]["mode"] == "target_pool_accuracy"
         assert prelabel["result"]["auto_accepted"] > 0
         items = live_client.get(f"/v1/projects/{project_id}/items?limit=1000").json()["items"]
         by_model = [i for i in items if i["resolved_by"] == "model"]
@@ -168,7 +169,7 @@ class TestRounds:
             n_labeled=0,
             n_pool=10,
             seed=235,
-            hands_off={"labels_per_round": 5, "target_precision": 0.9},
+            hands_off={"labels_per_round": 5, "target_accuracy": 0.9},
         )
         url = f"/v1/projects/{project_id}/annotations"
         one_label = [{"item_id": i, "label": LABELS[0]} for i in pool[:5]]
