@@ -33,7 +33,8 @@ from tests.factories import auth
 class TestLineageEdges:
     def test_a_failed_training_leaves_no_dataset_version(self, live_client: TestClient) -> None:
         project_id, _, _ = labeled_project(live_client, n=10)
-        body = {"params": {"min_df": 1000}}  # scikit-learn refuses it on this data
+        # scikit-learn refuses this min_df on this data
+        body = {"algorithm": "tfidf_logreg", "params": {"min_df": 1000}}
         response = live_client.post(f"/v1/projects/{project_id}/models", json=body)
         assert response.status_code == 202, response.text
         job = wait_for_job(live_client, response.json())
