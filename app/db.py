@@ -6,7 +6,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,10 +243,9 @@ class QueuedSQLiteConnection(sqlite3.Connection):
         would hand the connection, mid-transaction, to the next session ("cannot start a
         transaction within a transaction"). Roll it back here; nothing of it was stored."""
         if self.in_transaction:
-            try:
+            # If even that fails, the connection is unusable and its next use fails it.
+            with suppress(sqlite3.Error):
                 super().rollback()
-            except sqlite3.Error:
-                pass  # the connection is unusable: the pool's next ping or use fails it
 
     def rollback(self) -> None:
         try:
