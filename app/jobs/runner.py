@@ -17,6 +17,7 @@ from typing import Any
 from app.db import Database
 from app.jobs.context import JobRunner
 from app.jobs.execute import (
+    JobNotClaimed,
     StaleJobSweeper,
     fail_interrupted_jobs,
     fail_job_if_running,
@@ -28,6 +29,10 @@ from app.logs import configure_logging
 from app.settings import Settings
 
 logger = logging.getLogger("labelwise.jobs")
+
+# The least wait before enqueueing again a job that could not be claimed (the database stayed
+# away for LABELWISE_JOB_FAULT_RETRY_SECONDS); the wait is the larger of this and that setting.
+MIN_REQUEUE_SECONDS = 1.0
 
 
 class InProcessRunner:
@@ -47,6 +52,7 @@ class InProcessRunner:
         self._pending: set[Future[list[int]]] = set()
         self._dispatch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelwise-jobs")
         self._stopping = False
+        self._timers: set[threading.Timer] = set()
         self._sweeper = StaleJobSweeper(
             database, stale_after=timedelta(seconds=settings.job_stale_seconds)
         )
@@ -93,18 +99,46 @@ class InProcessRunner:
         error = done.exception()
         if isinstance(error, BrokenProcessPool):
             # The child died (killed, out of memory) while running this job.
-            fail_job_if_running(
-                self.database,
-                job_id,
-                "The process running the job died before it finished; nothing it was "
-                f"computing was saved. Retry it with POST /v1/jobs/{job_id}/retry.",
-            )
             self._replace(pool)
-        elif error is not None:  # run_job records failures itself: this is the database gone
+            try:
+                fail_job_if_running(
+                    self.database,
+                    job_id,
+                    "The process running the job died before it finished; nothing it was "
+                    f"computing was saved. Retry it with POST /v1/jobs/{job_id}/retry.",
+                    retry_seconds=self.settings.job_fault_retry_seconds,
+                )
+            except Exception:  # the database stayed away: the stale-job sweep fails it
+                logger.exception("job %s: failing it after its process died failed", job_id)
+        elif isinstance(error, JobNotClaimed):
+            # The database stayed away while the child claimed it: still queued, try later.
+            self._enqueue_later(job_id)
+        elif error is not None:  # run_job records failures itself
             logger.error("job %s could not be run", job_id, exc_info=error)
         else:
             for follow_up in done.result():
                 self.enqueue(follow_up)
+
+    def _enqueue_later(self, job_id: int) -> None:
+        """Enqueue a queued job again after a while (its claim met a database that stayed
+        away); a timer, so the dispatch thread is not held. The claim is conditional, so a
+        job that some other process ran meanwhile is left alone."""
+        delay = max(MIN_REQUEUE_SECONDS, self.settings.job_fault_retry_seconds)
+        logger.warning("job %s stays queued; enqueueing it again in %.0f s", job_id, delay)
+
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            self.enqueue(job_id)
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        timer.name = f"job-{job_id}-requeue"
+        with self._lock:
+            if self._stopping:
+                return  # the next start runs it
+            self._timers.add(timer)
+        timer.start()
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -115,6 +149,10 @@ class InProcessRunner:
     def stop(self) -> None:
         self._stopping = True
         self._sweeper.stop()
+        with self._lock:
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
