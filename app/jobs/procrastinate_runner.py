@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from app.db import CONNECT_TIMEOUT_SECONDS, Database
+from app.db_faults import classify
 from app.jobs.context import worker_name
 from app.jobs.execute import (
     StaleJobSweeper,
@@ -352,6 +353,7 @@ def undeferred_job_ids(database: Database, *, older_than: timedelta) -> list[int
 async def _redefer_forever(app: procrastinate.App, database: Database, every: float) -> None:
     """Defer again, every `every` seconds, the queued jobs nothing will run (see
     undeferred_job_ids); a database fault is logged and the next pass tries again."""
+    failing = False
     while True:
         await asyncio.sleep(every)
         try:
@@ -360,10 +362,30 @@ async def _redefer_forever(app: procrastinate.App, database: Database, every: fl
             )
             for job_id in job_ids:
                 await defer_async(app, job_id)
-            if job_ids:
-                logger.warning("deferred again queued jobs nothing would run: %s", job_ids)
-        except Exception:
-            logger.warning("re-deferring queued jobs failed; trying again later", exc_info=True)
+        except Exception as error:
+            if not failing:  # once per streak: the database may be away for a while
+                logger.warning(
+                    "re-deferring queued jobs failed (%s); trying again every %.0f s",
+                    _fault_name(error),
+                    every,
+                    exc_info=classify(error) is None,
+                )
+            failing = True
+            continue
+        if failing:
+            logger.info("re-deferring queued jobs works again")
+        failing = False
+        if job_ids:
+            logger.warning("deferred again queued jobs nothing would run: %s", job_ids)
+
+
+def _fault_name(error: BaseException) -> str:
+    fault = classify(error)
+    if fault is not None:
+        return f"database fault {fault.value}"
+    if isinstance(error, ConnectorException) and error.__cause__ is not None:
+        return f"queue connection: {type(error.__cause__).__name__}"
+    return type(error).__name__
 
 
 async def _work(
