@@ -161,7 +161,8 @@ def test_a_defer_that_meets_an_outage_answers_202_and_the_job_still_runs(
     with TestClient(app, raise_server_exceptions=False) as client:
         client.headers["Authorization"] = f"Bearer {stack.key}"
         client.event_hooks["response"] = [check_response]  # never a 500
-        project_id = trainable_project(client, "outage-at-defer")
+        with stack.client() as api:
+            project_id = trainable_project(api, "outage-at-defer")
         engine = app.state.database.engine
         outage = OutageAtCommit(stack.database_url)
         event.listen(engine, "before_cursor_execute", outage.before_execute)
