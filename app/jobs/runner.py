@@ -9,12 +9,16 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.db import Database
+from app.db_faults import classify
 from app.jobs.context import JobRunner
 from app.jobs.execute import (
     JobNotClaimed,
@@ -58,11 +62,35 @@ class InProcessRunner:
         )
 
     def start(self) -> None:
+        """Fail the jobs a previous run left running, enqueue the queued ones, start the
+        sweep. A database that is away now (a fault, not a missing schema) does not stop
+        the start: the recovery is tried again later, until it succeeds."""
+        try:
+            self._recover()
+        except SQLAlchemyError as error:
+            fault = classify(error)
+            if fault is None:
+                raise
+            logger.warning(
+                "job runner start-up: database fault %s; recovering queued and interrupted "
+                "jobs later",
+                fault.value,
+            )
+            self._later("start-up-recovery", self._recover_or_retry)
+        self._sweeper.start()
+
+    def _recover(self) -> None:
         stale = timedelta(seconds=self.settings.job_stale_seconds)
         fail_interrupted_jobs(self.database, stale_after=stale)
         for job_id in queued_job_ids(self.database):  # accepted before a restart: run them now
             self.enqueue(job_id)
-        self._sweeper.start()
+
+    def _recover_or_retry(self) -> None:
+        try:
+            self._recover()
+        except Exception:
+            logger.warning("job runner start-up recovery failed again; retrying later")
+            self._later("start-up-recovery", self._recover_or_retry)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -121,22 +149,32 @@ class InProcessRunner:
 
     def _enqueue_later(self, job_id: int) -> None:
         """Enqueue a queued job again after a while (its claim met a database that stayed
-        away); a timer, so the dispatch thread is not held. The claim is conditional, so a
-        job that some other process ran meanwhile is left alone."""
-        delay = max(MIN_REQUEUE_SECONDS, self.settings.job_fault_retry_seconds)
-        logger.warning("job %s stays queued; enqueueing it again in %.0f s", job_id, delay)
+        away). The claim is conditional, so a job that some other process ran meanwhile is
+        left alone."""
+        logger.warning(
+            "job %s stays queued; enqueueing it again in %.0f s", job_id, self._later_seconds()
+        )
+        self._later(f"job-{job_id}-requeue", lambda: self.enqueue(job_id))
+
+    def _later_seconds(self) -> float:
+        return max(MIN_REQUEUE_SECONDS, self.settings.job_fault_retry_seconds)
+
+    def _later(self, name: str, action: Callable[[], None]) -> None:
+        """Run `action` after LABELWISE_JOB_FAULT_RETRY_SECONDS on a timer of its own (the
+        dispatch thread is not held); never once the runner is stopping (the next start
+        does it)."""
 
         def fire() -> None:
             with self._lock:
                 self._timers.discard(timer)
-            self.enqueue(job_id)
+            action()
 
-        timer = threading.Timer(delay, fire)
+        timer = threading.Timer(self._later_seconds(), fire)
         timer.daemon = True
-        timer.name = f"job-{job_id}-requeue"
+        timer.name = name
         with self._lock:
             if self._stopping:
-                return  # the next start runs it
+                return
             self._timers.add(timer)
         timer.start()
 

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -278,3 +278,22 @@ def test_the_in_process_runner_enqueues_an_unclaimed_job_again(
             for thread in threading.enumerate()
             if thread.name in {"retrain-watch", "job-sweeper", "webhook-sender"}
         )
+
+
+def test_a_runner_started_while_the_database_is_away_runs_the_queued_jobs_later(
+    live_client: TestClient, live_settings: Settings, backend: str
+) -> None:
+    settings = live_settings.model_copy(
+        update={"job_fault_retry_seconds": 1.0, "sqlite_busy_timeout_ms": 100}
+    )
+    project_id, _, _ = labeled_project(live_client, n_labeled=10, n_pool=0, seed=86)
+    database = Database(settings)
+    job_id = queue_training(database, project_id)  # accepted before the restart
+    database.engine.dispose()
+    with ExitStack() as outage:
+        outage.enter_context(database_away(settings, backend))
+        with started_app(settings) as client:
+            time.sleep(1.5)  # its start-up recovery failed, and is tried again every second
+            outage.close()  # the database is back; the app was not restarted
+            finished = wait_for_job(client, {"id": job_id}, timeout=60)
+    assert finished["status"] == "succeeded", finished
