@@ -14,15 +14,13 @@ is left to the stale-job sweep (the heartbeat has stopped: the job fails job-int
 
 import logging
 import os
-import random
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,6 +30,7 @@ from app.db import Database
 from app.db_faults import DatabaseFault, classify, error_for
 from app.errors import AppError, InternalError, JobInterrupted, Problem
 from app.jobs.context import JobCancelled, JobContext, JobLost, worker_name
+from app.jobs.retries import with_fault_retries
 from app.models.base import utcnow
 from app.models.job import Job, JobStatus
 from app.models.job_kinds import JobResult
@@ -43,14 +42,6 @@ logger = logging.getLogger("labelwise.jobs")
 # A job function returns its kind's result model (app/models/job_kinds.py), stored as JSON.
 JobFunction = Callable[[JobContext], JobResult]
 HEARTBEAT_SECONDS = 5.0
-
-# The faults a runner waits out in its own bookkeeping: all but a full disk, which an operator
-# must fix (a job left queued then runs at its next enqueue; a running one is swept).
-WAITED_OUT = frozenset(DatabaseFault) - {DatabaseFault.disk_full}
-FIRST_WAIT_SECONDS = 0.1
-MAX_WAIT_SECONDS = 5.0
-
-Result = TypeVar("Result")
 
 
 class JobNotClaimed(Exception):
@@ -174,38 +165,6 @@ def fault_problem(fault: DatabaseFault, job_id: int) -> Problem:
         f"with POST /v1/jobs/{job_id}/retry once the database is back.",
         context=error.context,
     )
-
-
-def retry_wait(attempt: int, rng: random.Random | None = None) -> float:
-    """The wait after failed attempt number `attempt`: 0.1 s doubling up to 5 s, +-50%."""
-    base = min(FIRST_WAIT_SECONDS * 2.0 ** (attempt - 1), MAX_WAIT_SECONDS)
-    jitter: float = (rng or random).uniform(0.5, 1.5)
-    return base * jitter
-
-
-def with_fault_retries(what: str, operation: Callable[[], Result], *, seconds: float) -> Result:
-    """Run `operation` (one short transaction that is safe to run again), again after a
-    database fault that may pass, with jittered backoff, for up to `seconds`; then raise the
-    fault. A bug, or a full disk, is raised at once."""
-    deadline = time.monotonic() + seconds
-    attempt = 1
-    while True:
-        try:
-            return operation()
-        except SQLAlchemyError as error:
-            fault = classify(error)
-            wait = retry_wait(attempt)
-            if fault not in WAITED_OUT or time.monotonic() + wait > deadline:
-                raise
-            logger.warning(
-                "%s: database fault %s (attempt %d); retrying in %.2f s",
-                what,
-                fault.value if fault else None,
-                attempt,
-                wait,
-            )
-        time.sleep(wait)
-        attempt += 1
 
 
 # Jobs this process is claiming or running: a periodic sweep leaves them alone, and fails

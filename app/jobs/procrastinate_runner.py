@@ -47,10 +47,10 @@ from app.jobs.execute import (
     StaleJobSweeper,
     fail_interrupted_jobs,
     queued_job_ids,
-    retry_wait,
     run_job,
 )
 from app.jobs.kinds import JOB_FUNCTIONS
+from app.jobs.retries import retry_wait
 from app.logs import configure_logging
 from app.models.base import utcnow
 from app.models.job import Job, JobStatus

@@ -111,9 +111,10 @@ def test_a_job_that_meets_a_fault_fails_with_its_problem_and_its_retry_succeeds(
         ("started_at=", "the claim's statement"),
         ("COMMIT", "the claim's commit"),
         ("finished_at=", "the end's statement"),
+        ("SET progress=", "a progress report (the job's own heartbeat)"),
     ],
 )
-def test_a_claim_or_an_end_that_meets_a_fault_once_is_retried(
+def test_a_claim_an_end_or_a_progress_report_that_meets_a_fault_once_is_retried(
     live_client: TestClient, fast_settings: Settings, backend: str, pattern: str, what: str
 ) -> None:
     project_id, _, _ = labeled_project(live_client, n_labeled=10, n_pool=0, seed=81)
