@@ -264,6 +264,7 @@ def _start_heartbeat(database: Database, job_id: int) -> Callable[[], None]:
     stop = threading.Event()
 
     def beat() -> None:
+        failing = False
         while not stop.wait(HEARTBEAT_SECONDS):
             try:
                 with database.session(write=True) as session:
@@ -273,8 +274,21 @@ def _start_heartbeat(database: Database, job_id: int) -> Callable[[], None]:
                         .values(heartbeat_at=utcnow())
                     )
                     session.commit()
-            except Exception:  # a missed beat is harmless; the next one retries
-                logger.warning("job %s: heartbeat failed", job_id, exc_info=True)
+            except Exception as error:  # a missed beat is harmless; the next one retries
+                fault = classify(error)
+                if not failing:  # once per streak: the database may be away for a while
+                    logger.warning(
+                        "job %s: heartbeat failed (%s); trying every %.0f s",
+                        job_id,
+                        f"database fault {fault.value}" if fault else type(error).__name__,
+                        HEARTBEAT_SECONDS,
+                        exc_info=fault is None,
+                    )
+                failing = True
+                continue
+            if failing:
+                logger.info("job %s: heartbeat works again", job_id)
+            failing = False
 
     thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
     thread.start()

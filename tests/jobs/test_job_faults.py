@@ -9,6 +9,7 @@ error), a held SQLite write lock, or a PostgreSQL database that refuses connecti
 while (`ALLOW_CONNECTIONS false` and its backends terminated: a real outage of one database).
 """
 
+import logging
 import sqlite3
 import threading
 import time
@@ -72,6 +73,28 @@ def run(database: Database, settings: Settings, job_id: int) -> list[int]:
     follow_ups: list[int] = []
     run_job(database, settings, job_id, functions=JOB_FUNCTIONS, enqueue=follow_ups.append)
     return follow_ups
+
+
+class Recorded(logging.Handler):
+    """The messages of one logger while the block runs (whatever its propagation)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.logger = logging.getLogger(name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def text(self) -> str:
+        return "\n".join(self.messages)
+
+    def __enter__(self) -> "Recorded":
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.logger.removeHandler(self)
 
 
 @pytest.fixture
@@ -260,11 +283,14 @@ def test_the_in_process_runner_enqueues_an_unclaimed_job_again(
         job_id = queue_training(database, project_id)
         database.engine.dispose()
         runner = client.app.state.runner  # type: ignore[attr-defined]
-        with database_away(settings, backend):
+        with Recorded("labelwise.jobs") as logged, database_away(settings, backend):
             runner.enqueue(job_id)
             # The child's claim gives up after 1 s; the runner enqueues it again 1 s later,
             # and again, while the database stays away.
-            time.sleep(4)
+            deadline = time.monotonic() + 30
+            while f"job {job_id} stays queued" not in logged.text():
+                assert time.monotonic() < deadline, logged.text()
+                time.sleep(0.1)
         finished = wait_for_job(client, {"id": job_id}, timeout=60)
         assert finished["status"] == "succeeded", finished
         # The API's own threads lived through it: the retrain watcher still checks.

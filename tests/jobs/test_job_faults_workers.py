@@ -8,7 +8,6 @@ refuses connections, `ALLOW_CONNECTIONS false`, and its backends are terminated)
   re-defer queued jobs that have no queue entry (app/jobs/procrastinate_runner.py).
 """
 
-import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -27,7 +26,7 @@ from app.models.job import JobKind, JobStatus
 from app.settings import Settings
 from tests.conftest import check_response
 from tests.databases import POSTGRES_URL, fresh_database
-from tests.jobs.test_job_faults import postgres_outage
+from tests.jobs.test_job_faults import Recorded, postgres_outage
 from tests.jobs.test_procrastinate import (
     HOST,
     Stack,
@@ -125,28 +124,6 @@ def test_a_queued_job_without_a_queue_entry_is_deferred_again(stack: Stack) -> N
         assert procrastinate_jobs(stack.engine, orphan) == []
         job = stack.wait_finished(client, orphan)
     assert job["status"] == "succeeded", job
-
-
-class Recorded(logging.Handler):
-    """The messages of one logger while the block runs (whatever its propagation)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(logging.DEBUG)
-        self.logger = logging.getLogger(name)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-    def text(self) -> str:
-        return "\n".join(self.messages)
-
-    def __enter__(self) -> "Recorded":
-        self.logger.addHandler(self)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.logger.removeHandler(self)
 
 
 class OutageAtCommit:
