@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from app.db import Database
 from app.jobs.context import worker_name
-from app.jobs.execute import JobNotClaimed, fail_interrupted_jobs, run_job
+from app.jobs.execute import JobNotClaimed, fail_interrupted_jobs, fail_job_if_running, run_job
 from app.jobs.kinds import JOB_FUNCTIONS
 from app.models.job import Job, JobStatus
 from app.settings import Settings
@@ -226,6 +226,26 @@ def test_an_end_that_cannot_be_recorded_is_left_to_the_sweep(
     failed = live_client.get(f"/v1/jobs/{job_id}").json()
     assert (failed["status"], failed["retryable"]) == ("failed", True)
     assert failed["error"]["type"] == "/problems/job-interrupted"
+
+
+def test_failing_a_job_whose_process_died_waits_a_fault_out(
+    live_client: TestClient, fast_settings: Settings, backend: str
+) -> None:
+    project_id, _, _ = labeled_project(live_client, n_labeled=10, n_pool=0, seed=87)
+    with job_database(fast_settings, backend) as (database, injector):
+        job_id = queue_training(database, project_id)
+        with database.session(write=True) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.status, job.worker = JobStatus.running, "elsewhere:1"
+            session.add(job)
+            session.commit()
+        injector.fail("finished_at=", times=2)
+        fail_job_if_running(database, job_id, "its process died", retry_seconds=5)
+        assert injector.fired == 2
+        job = stored(database, job_id)
+    assert job.status == JobStatus.failed
+    assert job.error is not None and job.error["type"] == "/problems/job-interrupted"
 
 
 # --- the in-process runner: a job whose claim never happened runs later ----------------------
