@@ -128,6 +128,31 @@ def test_a_job_that_meets_a_fault_fails_with_its_problem_and_its_retry_succeeds(
     assert retry["result"]["version"] == 1
 
 
+def test_a_job_that_meets_a_full_disk_fails_database_full(
+    live_client: TestClient, fast_settings: Settings, backend: str
+) -> None:
+    """SQLite's own error for a full disk, raised by the driver for the job's write (a full
+    PostgreSQL disk cannot be made in a test); the end is then recorded once space is back."""
+    if backend != "sqlite":
+        pytest.skip("a full disk is simulated with SQLite's driver error only")
+    project_id, _, _ = labeled_project(live_client, n_labeled=10, n_pool=0, seed=88)
+    with job_database(fast_settings, backend) as (database, _):
+        job_id = queue_training(database, project_id)
+
+        def disk_full(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("INSERT INTO model_version"):
+                raise sqlite3.OperationalError("database or disk is full")
+
+        event.listen(database.engine, "before_cursor_execute", disk_full)
+        run(database, fast_settings, job_id)
+    failed = live_client.get(f"/v1/jobs/{job_id}").json()
+    assert (failed["status"], failed["retryable"]) == ("failed", True), failed
+    assert failed["error"]["type"] == "/problems/database-full"
+    assert failed["error"]["status"] == 507
+    assert failed["error"]["context"] == {"fault": "disk_full"}
+    assert failed["error"]["detail"].startswith("The database has no space left to write, so")
+
+
 @pytest.mark.parametrize(
     ("pattern", "what"),
     [
