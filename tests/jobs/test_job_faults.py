@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from tests.api.test_jobs import queued_training
 from tests.api.test_registry import labeled_project
 from tests.conftest import started_app, wait_for_job
 from tests.databases import POSTGRES_URL
+from tests.factories import annotate, ingest, make_project
 
 FAULT_TYPES = {"/problems/database-unavailable", "/problems/database-busy"}
 
@@ -369,3 +371,59 @@ def test_a_runner_started_while_the_database_is_away_runs_the_queued_jobs_later(
             outage.close()  # the database is back; the app was not restarted
             finished = wait_for_job(client, {"id": job_id}, timeout=60)
     assert finished["status"] == "succeeded", finished
+
+
+# --- the API process's background threads ---------------------------------------------------
+
+
+def test_the_webhook_sender_lives_through_faults_and_delivers_after_them(
+    live_settings: Settings, backend: str
+) -> None:
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = live_settings.model_copy(
+        update={"webhooks_allow_private": True, "webhooks_poll_seconds": 0.05}
+    )
+    try:
+        with started_app(settings) as client:
+            project = make_project(client, {})
+            item = ingest(client, {}, project["id"], [{"text": "deliver me"}])["results"][0]
+            hook = client.post(
+                "/v1/webhooks",
+                json={
+                    "url": f"http://127.0.0.1:{server.server_address[1]}/ok",
+                    "events": ["items.labeled"],
+                    "project_id": project["id"],
+                },
+            )
+            assert hook.status_code == 201, hook.text
+            engine = client.app.state.database.engine  # type: ignore[attr-defined]
+            injector = Injector(engine, backend)
+            event.listen(engine, "before_cursor_execute", injector.before_execute)
+            try:
+                # The sender's claim (its first read) fails five times in a row.
+                injector.fail("FROM webhook_delivery JOIN webhook", times=5)
+                annotate(client, {}, project["id"], [{"item_id": item["id"], "label": "positive"}])
+                deadline = time.monotonic() + 30
+                while not received:
+                    assert time.monotonic() < deadline, f"nothing delivered ({injector.fired})"
+                    time.sleep(0.05)
+            finally:
+                event.remove(engine, "before_cursor_execute", injector.before_execute)
+            assert injector.fired == 5
+            assert [t for t in threading.enumerate() if t.name == "webhook-sender"]
+    finally:
+        server.shutdown()
+        server.server_close()
