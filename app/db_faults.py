@@ -11,7 +11,7 @@ fault behind an exception (or None: a bug, or a refusal of the request's own dat
   Retry-After;
 - disk_full: 507 database-full.
 
-`retryable_in_place` says which faults a request or a job may retry at once, before anything
+`RETRYABLE_IN_PLACE` says which faults a request or a job may retry at once, before anything
 committed: the retry gets a new connection or a new snapshot. A lock timeout is not among them:
 the request has already waited the whole timeout.
 """
@@ -152,30 +152,41 @@ def fault_error(error: BaseException) -> AppError | None:
     return error_for(fault)
 
 
+_CAUSES: dict[DatabaseFault, str] = {
+    DatabaseFault.connection_lost: "The connection to the database was lost",
+    DatabaseFault.cannot_connect: "The database cannot be reached",
+    DatabaseFault.shutting_down: "The database is shutting down or restarting",
+    DatabaseFault.read_only: "The database is read-only (a standby, or a read-only file)",
+    DatabaseFault.io_error: "The database's disk failed to read or write",
+    DatabaseFault.lock_timeout: "Another writer held the database's lock past the timeout",
+    DatabaseFault.pool_exhausted: "Every database connection stayed busy past the timeout",
+    DatabaseFault.serialization_failure: "A concurrent transaction changed the same rows",
+    DatabaseFault.deadlock: "A concurrent transaction deadlocked with this one",
+    DatabaseFault.disk_full: "The database has no space left to write",
+}
+
+
+def cause(fault: DatabaseFault) -> str:
+    """The fault in a few words, without what it meant for a request (a job says its own)."""
+    return _CAUSES[fault]
+
+
+def error_type(fault: DatabaseFault) -> type[AppError]:
+    if fault == DatabaseFault.disk_full:
+        return DatabaseFull
+    return DatabaseBusy if fault in BUSY else DatabaseUnavailable
+
+
 def error_for(fault: DatabaseFault, *, outcome_unknown: bool = False) -> AppError:
+    """The problem a request gets for `fault`; `outcome_unknown` when its commit had begun."""
     context = {"fault": fault.value}
     if fault == DatabaseFault.disk_full:
         return DatabaseFull(
-            "The database has no space left to write; nothing of this request was stored. "
-            "Reads still work. Writes resume once an operator frees space.",
+            f"{cause(fault)}; nothing of this request was stored. Reads still work. Writes "
+            "resume once an operator frees space.",
             context=context,
         )
-    if fault in BUSY:
-        detail = {
-            DatabaseFault.lock_timeout: "Another writer held the database's lock past the timeout",
-            DatabaseFault.pool_exhausted: "Every database connection stayed busy past the timeout",
-            DatabaseFault.serialization_failure: "A concurrent transaction changed the same rows",
-            DatabaseFault.deadlock: "A concurrent transaction deadlocked with this one",
-        }[fault]
-        return DatabaseBusy(f"{detail}; {_rolled_back(outcome_unknown)}", context=context)
-    detail = {
-        DatabaseFault.connection_lost: "The connection to the database was lost",
-        DatabaseFault.cannot_connect: "The database cannot be reached",
-        DatabaseFault.shutting_down: "The database is shutting down or restarting",
-        DatabaseFault.read_only: "The database is read-only (a standby, or a read-only file)",
-        DatabaseFault.io_error: "The database's disk failed to read or write",
-    }[fault]
-    return DatabaseUnavailable(f"{detail}; {_rolled_back(outcome_unknown)}", context=context)
+    return error_type(fault)(f"{cause(fault)}; {_rolled_back(outcome_unknown)}", context=context)
 
 
 def _rolled_back(outcome_unknown: bool) -> str:

@@ -46,7 +46,7 @@ from app.api.routes import (
 )
 from app.api.web import add_web_app
 from app.db import Database, refusal_reason
-from app.db_faults import fault_error
+from app.db_faults import classify, fault_error
 from app.errors import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_TYPES,
@@ -285,7 +285,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         try:
             runner.start()
         except SQLAlchemyError as error:
-            logger.warning("job runner not started: schema not migrated (%s)", type(error).__name__)
+            logger.warning("job runner not started: %s", _why_not_started(error))
         watcher = RetrainWatcher(database, runner.enqueue, every=settings.retrain_check_seconds)
         app.state.retrain_watcher = watcher
         watcher.start()
@@ -356,14 +356,19 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def _why_not_started(error: SQLAlchemyError) -> str:
+    """A start-up step that met the database: unreachable (a fault), else not migrated."""
+    if (fault := classify(error)) is not None:
+        return f"the database is unavailable ({fault.value}); requests answer 503 until it is back"
+    return f"the schema is not migrated ({type(error).__name__}); run `labelwise migrate`"
+
+
 def _bootstrap(database: Database, settings: Settings) -> None:
     try:
         with database.session(write=True) as session:
             secret = ensure_bootstrap_admin(session, configured_key=settings.bootstrap_admin_key)
     except SQLAlchemyError as error:
-        logger.warning(
-            "no bootstrap admin key: the schema is not migrated (%s)", type(error).__name__
-        )
+        logger.warning("no bootstrap admin key: %s", _why_not_started(error))
         return
     if secret:
         # The one time a key is logged: the contract prints the first admin key once.

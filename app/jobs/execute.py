@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from app.db import Database
-from app.db_faults import DatabaseFault, classify, error_for
+from app.db_faults import DatabaseFault, cause, classify, error_type
 from app.errors import AppError, InternalError, JobInterrupted, Problem
 from app.jobs.context import JobCancelled, JobContext, JobLost, worker_name
 from app.jobs.retries import with_fault_retries
@@ -157,13 +157,11 @@ def _run(
 def fault_problem(fault: DatabaseFault, job_id: int) -> Problem:
     """The problem of a job stopped by a database fault: the fault's type and status
     (database-unavailable, database-busy, database-full), a detail for a job."""
-    error = error_for(fault)
-    cause = error.detail.partition("; ")[0]
-    return type(error).problem(
-        f"{cause}, so the job stopped before it finished; its result was not recorded (chunks "
-        "it had committed stay, see docs/jobs.md). Nothing is wrong with the job: retry it "
-        f"with POST /v1/jobs/{job_id}/retry once the database is back.",
-        context=error.context,
+    return error_type(fault).problem(
+        f"{cause(fault)}, so the job stopped before it finished; its result was not recorded "
+        "(chunks it had committed stay, see docs/jobs.md). Nothing is wrong with the job: "
+        f"retry it with POST /v1/jobs/{job_id}/retry once the database is back.",
+        context={"fault": fault.value},
     )
 
 
