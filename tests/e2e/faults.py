@@ -69,6 +69,7 @@ class Call:
     fault: str | None = None  # the problem's context.fault
     retry_after: str | None = None
     error: str | None = None  # the transport error: "RemoteProtocolError: ..."
+    who: str = ""  # the client (an annotator's name, "reader-0", "readyz")
 
     @property
     def ok(self) -> bool:
@@ -85,11 +86,11 @@ class Call:
 
 
 def outcome_of(
-    kind: str, started: float, response: httpx.Response | None, error: str | None
+    kind: str, started: float, response: httpx.Response | None, error: str | None, who: str = ""
 ) -> Call:
     ended = time.monotonic()
     if response is None:
-        return Call(kind, started, ended, None, error=error)
+        return Call(kind, started, ended, None, error=error, who=who)
     problem = fault = None
     if response.status_code >= 400:
         try:
@@ -109,6 +110,7 @@ def outcome_of(
         problem,
         fault,
         response.headers.get("retry-after"),
+        who=who,
     )
 
 
@@ -129,7 +131,7 @@ class Recorder:
             response = client.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             error = f"{type(exc).__name__}: {exc}"
-        call = outcome_of(kind, started, response, error)
+        call = outcome_of(kind, started, response, error, threading.current_thread().name)
         with self._lock:
             self.calls.append(call)
         return call, response
@@ -189,14 +191,15 @@ class Annotators:
         return self.recorder.calls
 
     def __enter__(self) -> "Annotators":
-        targets: list[Callable[[], None]] = [
-            (lambda name=name, key=key: self._annotate(name, key))  # type: ignore[misc]
-            for name, key in self.keys.items()
+        targets: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
+            (name, self._annotate, (name, key)) for name, key in self.keys.items()
         ]
-        targets += [(lambda n=n: self._read(n)) for n in range(self.readers)]  # type: ignore[misc]
-        targets.append(self._poll_readyz)
-        for target in targets:
-            thread = threading.Thread(target=self._guarded, args=(target,), daemon=True)
+        targets += [(f"reader-{n}", self._read, (n,)) for n in range(self.readers)]
+        targets.append(("readyz", self._poll_readyz, ()))
+        for name, target, args in targets:
+            thread = threading.Thread(
+                target=self._guarded, args=(target, *args), name=name, daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         return self
@@ -212,9 +215,9 @@ class Annotators:
         if alive:
             self.failures.append(f"{alive} load threads still running after stop")
 
-    def _guarded(self, target: Callable[[], None]) -> None:
+    def _guarded(self, target: Callable[..., None], *args: Any) -> None:
         try:
-            target()
+            target(*args)
         except Exception as exc:  # reported: the test fails on it
             self.failures.append(f"{type(exc).__name__}: {exc}")
 
@@ -438,8 +441,10 @@ def start_training(client: httpx.Client, name: str, per_label: int) -> int:
     return job_id
 
 
-def finish_job(client: httpx.Client, outcome: JobOutcome, timeout: float = 120.0) -> None:
-    """Wait for the job to end; if it failed, retry it and wait for the retry."""
+def finish_job(client: httpx.Client, outcome: JobOutcome, timeout: float = 30.0) -> None:
+    """Wait for the job to end, `timeout` seconds at most (a training of a few thousand items
+    takes a few; a job still running after that is stuck); if it failed, retry it and wait
+    for the retry."""
     outcome.final = wait_job(client, outcome.job_id, ("succeeded", "failed", "cancelled"), timeout)
     if outcome.final.get("status") != "failed":
         return
@@ -592,6 +597,8 @@ def hold_sqlite_lock(path: Path, seconds: float) -> Iterator[subprocess.Popen[st
         if holder.poll() is None:
             holder.kill()
             holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 class Tmpfs:
@@ -726,7 +733,11 @@ class Run:
                 continue
             if not isinstance(entry, dict) or entry.get("level") not in ("error", "critical"):
                 continue
-            exc = [text for text in str(entry.get("exc", "")).splitlines() if text.strip()]
+            exc = [
+                text
+                for text in str(entry.get("exc", "")).splitlines()
+                if text.strip() and not text.startswith("(Background")
+            ]
             last = exc[-1][:200] if exc else ""
             found[f"{entry.get('logger')}: {entry.get('msg')}: {last}"] += 1
         return [f"{n}x {text}" for text, n in found.most_common()]

@@ -52,6 +52,7 @@ def test_postgres_sessions_terminated_under_load(tmp_path: Path) -> None:
         run = faults.terminations(url, tmp_path, times=4, every=2.0, settle=1.5)
     report = run.report()
     assert_no_bug(run)
+    assert run.statuses(507) == [], report
     # The faults happened: each termination ended the service's sessions.
     assert all(" 0 sessions" not in note for note in run.notes if "termination" in note), report
     assert run.recovered_at is not None
@@ -68,6 +69,7 @@ def test_postgres_restart_under_load(tmp_path: Path) -> None:
     run = faults.restart(tmp_path, binaries, outage=3.0, settle=2.5)
     report = run.report()
     assert_no_bug(run)
+    assert run.statuses(507) == [], report
     assert run.outage is not None and run.recovered_at is not None
     down, up = run.outage
     # While the server is down: the API says the database is unavailable, and so does /readyz.
@@ -87,6 +89,7 @@ def test_sqlite_write_lock_held_by_another_process(tmp_path: Path) -> None:
     run = faults.sqlite_lock(tmp_path, busy_timeout_ms=300, hold=3.0, settle=1.5)
     report = run.report()
     assert_no_bug(run)
+    assert run.statuses(507) == [], report
     [(began, released)] = run.faults
     # Writes that ended while the lock was held could not have written: 503 database-busy.
     blocked = run.during(began, released, WRITES)
