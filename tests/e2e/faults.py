@@ -25,6 +25,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,8 @@ ALLOWED_503 = ("/problems/database-unavailable", "/problems/database-busy")
 UNAVAILABLE = "/problems/database-unavailable"
 BUSY = "/problems/database-busy"
 FULL = "/problems/database-full"
+# The line of a traceback that names the exception: "psycopg.errors.AdminShutdown: ...".
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Shutdown|Exit|Interrupt)\b")
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -459,9 +462,11 @@ def finish_job(client: httpx.Client, outcome: JobOutcome, timeout: float = 30.0)
 # --- the faults ----------------------------------------------------------------------------------
 
 
-def admin_url() -> str:
-    """The maintenance URL of the configured PostgreSQL server (LABELWISE_TEST_POSTGRES_URL)."""
-    return make_url(POSTGRES_URL).set(drivername="postgresql+psycopg").render_as_string(False)
+def maintenance_url(postgres_url: str = "") -> str:
+    """A psycopg URL of the PostgreSQL server (LABELWISE_TEST_POSTGRES_URL by default), for
+    sessions that end or create other databases' sessions and databases."""
+    url = make_url(postgres_url or POSTGRES_URL).set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
 
 
 def terminate_backends(server_url: str, database_url: str) -> int:
@@ -733,12 +738,9 @@ class Run:
                 continue
             if not isinstance(entry, dict) or entry.get("level") not in ("error", "critical"):
                 continue
-            exc = [
-                text
-                for text in str(entry.get("exc", "")).splitlines()
-                if text.strip() and not text.startswith("(Background")
-            ]
-            last = exc[-1][:200] if exc else ""
+            exc = [text for text in str(entry.get("exc", "")).splitlines() if text.strip()]
+            raised = [text for text in exc if EXCEPTION_LINE.match(text)]
+            last = (raised or exc or [""])[-1][:200]
             found[f"{entry.get('logger')}: {entry.get('msg')}: {last}"] += 1
         return [f"{n}x {text}" for text, n in found.most_common()]
 
@@ -784,7 +786,8 @@ def prepare(
         }
         project = admin.post("/v1/projects", json=body).json()
         texts = [{"text": f"ticket {i} about faults {uuid.uuid4().hex[:8]}"} for i in range(items)]
-        admin.post(f"/v1/projects/{project['id']}/items", json=texts)
+        for start in range(0, items, 5_000):
+            admin.post(f"/v1/projects/{project['id']}/items", json=texts[start : start + 5_000])
         keys = {}
         for n in range(annotators):
             name = f"faults-{n}-{uuid.uuid4().hex[:4]}"
@@ -840,25 +843,28 @@ def _finish(run: Run, server: LiveServer, load: Annotators, project_id: int) -> 
 
 def terminations(
     database_url: str,
+    server_url: str,
     workdir: Path,
     *,
     annotators: int = 6,
+    items: int = 3_000,
     times: int = 4,
     every: float = 2.5,
     settle: float = 2.0,
     job_per_label: int = 600,
 ) -> Run:
     """PostgreSQL: every session of the service's database terminated `times` times, `every`
-    seconds apart, while `annotators` label and a model trains."""
+    seconds apart (from a session on `server_url`, the server's maintenance database), while
+    `annotators` label and a model trains."""
     run = Run("terminations")
     with served(database_url, workdir) as server:
-        project_id, keys = prepare(server, annotators, items=3_000)
+        project_id, keys = prepare(server, annotators, items)
         with Annotators(server.base_url, keys, project_id) as load:
             load.wait_for_answers(20)
             run.job = _start_job(server, job_per_label, run)
             for n in range(times):
                 began = time.monotonic()
-                ended = terminate_backends(admin_url(), database_url)
+                ended = terminate_backends(server_url, database_url)
                 run.faults.append((began, time.monotonic()))
                 run.notes.append(f"termination {n + 1}: {ended} sessions ended")
                 time.sleep(every)
@@ -874,6 +880,7 @@ def restart(
     binaries: Path,
     *,
     annotators: int = 6,
+    items: int = 3_000,
     outage: float = 3.0,
     before: float = 1.0,
     settle: float = 3.0,
@@ -888,7 +895,7 @@ def restart(
         database_url = create_database(cluster.url, "labelwise_faults")
         upgrade(database_url)
         with served(database_url, workdir) as server:
-            project_id, keys = prepare(server, annotators, items=3_000)
+            project_id, keys = prepare(server, annotators, items)
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
                 run.job = _start_job(server, job_per_label, run)
@@ -919,6 +926,7 @@ def sqlite_lock(
     workdir: Path,
     *,
     annotators: int = 6,
+    items: int = 3_000,
     busy_timeout_ms: int = 300,
     hold: float = 3.0,
     settle: float = 2.0,
@@ -931,7 +939,7 @@ def sqlite_lock(
         upgrade(database_url)
         settings = {"LABELWISE_SQLITE_BUSY_TIMEOUT_MS": str(busy_timeout_ms)}
         with served(database_url, workdir, settings) as server:
-            project_id, keys = prepare(server, annotators, items=3_000)
+            project_id, keys = prepare(server, annotators, items)
             path = Path(make_url(database_url).database or "")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
@@ -957,6 +965,7 @@ def full_disk(
     tmpfs: Tmpfs,
     *,
     annotators: int = 6,
+    items: int = 3_000,
     full_for: float = 2.0,
     wait_for_refusal: float = 15.0,
     settle: float = 2.0,
@@ -968,7 +977,7 @@ def full_disk(
     with fresh_database("sqlite", tmpfs.path) as database_url:
         upgrade(database_url)
         with served(database_url, workdir) as server:
-            project_id, keys = prepare(server, annotators, items=3_000)
+            project_id, keys = prepare(server, annotators, items)
             path = Path(make_url(database_url).database or "")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)

@@ -49,7 +49,8 @@ def test_postgres_sessions_terminated_under_load(tmp_path: Path) -> None:
     need_postgres()
     with fresh_database("postgresql", tmp_path) as url:
         upgrade(url)
-        run = faults.terminations(url, tmp_path, times=4, every=2.0, settle=1.5)
+        server = faults.maintenance_url()
+        run = faults.terminations(url, server, tmp_path, times=4, every=2.0, settle=1.5)
     report = run.report()
     assert_no_bug(run)
     assert run.statuses(507) == [], report
