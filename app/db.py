@@ -6,7 +6,9 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,42 @@ from sqlmodel import Session, SQLModel
 from app.settings import Settings
 
 WRITE_OPTION = "labelwise_write"
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def refusal_reason(error: DataError) -> str:
     """The driver's one-line reason for refusing a value, without the SQL or parameters."""
     return str(error.orig).splitlines()[0] if error.orig else "a value is out of range"
+
+
+@dataclass
+class CommitWatch:
+    """Whether a write transaction began to commit while this watch was current: from then on
+    a failure leaves the outcome unknown, so the work must not be silently run again."""
+
+    started: bool = False
+
+
+_COMMIT_WATCH: ContextVar[CommitWatch | None] = ContextVar("labelwise_commit_watch", default=None)
+
+
+@contextmanager
+def watch_commits() -> Iterator[CommitWatch]:
+    """Watch the write commits of this context (a request's thread-pool calls inherit it)."""
+    watch = CommitWatch()
+    token = _COMMIT_WATCH.set(watch)
+    try:
+        yield watch
+    finally:
+        _COMMIT_WATCH.reset(token)
+
+
+def _note_commit(connection: Any) -> None:
+    """Engine `commit` event, fired before the DBAPI commit: mark the current watch, for write
+    transactions only (a SQLite write request's dependencies commit a read of their own)."""
+    watch = _COMMIT_WATCH.get()
+    if watch is not None and connection.get_execution_options().get(WRITE_OPTION, False):
+        watch.started = True
 
 
 def is_sqlite(url: str) -> bool:
@@ -51,14 +84,19 @@ def build_engine(settings: Settings) -> Engine:
         # No server-side prepared statements: after five runs psycopg prepares a query and
         # PostgreSQL may switch to a generic plan, which for `project_id = $1 AND
         # content_hash IN (...900 values...)` became a 1-2 s scan instead of index probes.
-        return create_engine(
+        # pool_pre_ping: a connection a restart or pg_terminate_backend closed is replaced at
+        # checkout; connect_timeout: an unreachable server fails a request in seconds, not
+        # minutes (app.db_faults turns both into 503s).
+        engine = create_engine(
             url,
             pool_pre_ping=True,
             pool_size=10,
             max_overflow=20,
-            connect_args={"prepare_threshold": None},
+            connect_args={"prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
             hide_parameters=True,  # errors must not log annotations, texts or key hashes
         )
+        event.listen(engine, "commit", _note_commit)
+        return engine
 
     database = make_url(url).database
     if database and database != ":memory:":
@@ -69,6 +107,7 @@ def build_engine(settings: Settings) -> Engine:
         pool_size=10,
         hide_parameters=True,
     )
+    event.listen(engine, "commit", _note_commit)
     _configure_sqlite(
         engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms, line=write_line(database)
     )
@@ -188,9 +227,25 @@ class QueuedSQLiteConnection(sqlite3.Connection):
 
     def commit(self) -> None:
         try:
-            super().commit()
+            self.commit_in_driver()
+        except BaseException:
+            self._roll_back_failed_commit()
+            raise
         finally:
             self._ended()
+
+    def commit_in_driver(self) -> None:
+        super().commit()
+
+    def _roll_back_failed_commit(self) -> None:
+        """A COMMIT that failed (disk full, I/O error) may leave its transaction open: SQLite
+        rolls some failures back itself, not all. SQLAlchemy then counts it as ended and
+        would hand the connection, mid-transaction, to the next session ("cannot start a
+        transaction within a transaction"). Roll it back here; nothing of it was stored."""
+        if self.in_transaction:
+            # If even that fails, the connection is unusable and its next use fails it.
+            with suppress(sqlite3.Error):
+                super().rollback()
 
     def rollback(self) -> None:
         try:

@@ -57,6 +57,8 @@ class AppError(Exception):
     # type cannot be declared on an operation.
     job_only: ClassVar[bool] = False
     entry_only: ClassVar[bool] = False
+    # Seconds a client should wait before retrying: sent as the `Retry-After` header.
+    retry_after: ClassVar[int | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Register the new problem type; refuse one that would share a slug, or lack one or
@@ -393,6 +395,36 @@ class LLMUnavailable(NotReady):
 
     slug = "llm-unavailable"
     job_only = True
+
+
+class DatabaseUnavailable(NotReady):
+    """The database cannot be reached: the connection was lost (a failover, a restart, a
+    connection pooler or an idle timeout closed it), the server is shutting down or starting,
+    or it is read-only. Nothing of the request was stored, unless the detail says the outcome
+    of its commit is unknown. Sent with `Retry-After`; `context.fault` names the fault. A job
+    that meets it fails with it and can be retried."""
+
+    slug = "database-unavailable"
+    retry_after = 2
+
+
+class DatabaseBusy(NotReady):
+    """The database was too busy to finish the request in time: another writer held its lock
+    past the busy timeout (SQLite), a concurrent transaction conflicted or deadlocked with this
+    one (PostgreSQL) after an automatic retry, or every pooled connection stayed taken. Nothing
+    was stored. Sent with `Retry-After`; `context.fault` names the fault."""
+
+    slug = "database-busy"
+    retry_after = 1
+
+
+class DatabaseFull(AppError):
+    """The database's disk (or quota) is full: writes are refused and nothing of the request
+    was stored; reads keep working. Writing resumes, without a restart, once an operator frees
+    space. 507, not 503: retrying will not help until someone acts."""
+
+    status = 507
+    slug = "database-full"
 
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -46,11 +46,15 @@ from app.api.routes import (
 )
 from app.api.web import add_web_app
 from app.db import Database, refusal_reason
+from app.db_faults import fault_error
 from app.errors import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_TYPES,
     AppError,
     BadRequest,
+    DatabaseBusy,
+    DatabaseFull,
+    DatabaseUnavailable,
     ErrorDetail,
     InternalError,
     PayloadTooLarge,
@@ -94,8 +98,12 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 
 async def handle_app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem_response(exc.to_problem(), headers)
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    return problem_response(exc.to_problem(), headers or None)
 
 
 async def handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -146,6 +154,16 @@ async def handle_data_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DataError)
     detail = f"The database cannot store a value in this request: {refusal_reason(exc)}."
     return problem_response(ValidationFailed.problem(detail))
+
+
+async def handle_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database fault met outside a route's retries (app.api.routing handles its own): its
+    503 or 507; anything else the database raised is a bug."""
+    error = fault_error(exc)
+    if error is None:
+        return await handle_unexpected(request, exc)
+    logger.warning("database fault: %s", error.detail, exc_info=exc)
+    return await handle_app_error(request, error)
 
 
 async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -323,6 +341,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(DataError, handle_data_error)
+    app.add_exception_handler(SQLAlchemyError, handle_database_error)
     app.add_exception_handler(Exception, handle_unexpected)
 
 
@@ -348,13 +367,22 @@ def _bootstrap(database: Database, settings: Settings) -> None:
         logger.warning("bootstrap admin key (shown once, store it now): %s", secret)
 
 
-def with_common_problems(operation: dict[str, Any]) -> dict[str, dict[str, Any]]:
+# Operations that never touch the database.
+WITHOUT_DATABASE = frozenset({"getHealth", "getMetrics"})
+
+
+def with_common_problems(operation: dict[str, Any], method: str) -> dict[str, dict[str, Any]]:
     """The operation's responses plus the problems any operation of its shape can answer: a
-    bug (500); for a body, one that cannot be decoded (400: bytes that are not UTF-8) or is
-    over the size limit (413, BodyLimitMiddleware), refused before a route sees it; and, in
+    bug (500); a database fault (503 unavailable or busy, and for a write 507 full:
+    app.db_faults); for a body, one that cannot be decoded (400: bytes that are not UTF-8) or
+    is over the size limit (413, BodyLimitMiddleware), refused before a route sees it; and, in
     place of FastAPI's own 422 for the parameters it validates, the problem+json one."""
     responses = dict(operation["responses"])
     common: list[type[AppError]] = [InternalError]
+    if operation.get("operationId") not in WITHOUT_DATABASE:
+        common += [DatabaseUnavailable, DatabaseBusy]
+        if method.upper() not in {"GET", "HEAD", "OPTIONS"}:
+            common.append(DatabaseFull)
     if "requestBody" in operation:
         common += [BadRequest, PayloadTooLarge]
     if "422" in responses and not declared_problems(responses["422"]):
@@ -396,7 +424,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     declared: set[type[AppError]] = set()
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
-            operation["responses"] = with_common_problems(operation)
+            operation["responses"] = with_common_problems(operation, method)
             for response in operation["responses"].values():
                 declared.update(declared_problems(response))
             undeclared = [

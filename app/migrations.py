@@ -8,7 +8,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import command
 from app.errors import NotReady
@@ -46,13 +45,12 @@ class RevisionStatus:
 
 
 def schema_revision_status(engine: Engine) -> RevisionStatus:
-    """The database's revision; raises NotReady if unreachable or not at head."""
+    """The database's revision; raises NotReady if it is not at head. A database that cannot
+    be reached raises its driver's error: the route answers it as a database fault (503
+    database-unavailable, app/db_faults.py)."""
     head = head_revision()
-    try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    except SQLAlchemyError as error:
-        raise NotReady(f"The database is unreachable: {type(error).__name__}.") from None
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
     if current != head:
         raise NotReady(f"The schema is at {current}, not at {head}; run `labelwise migrate`.")
     return RevisionStatus(dialect=engine.dialect.name, current=current, head=head)

@@ -26,7 +26,8 @@ RULES: dict[str, tuple[str, frozenset[str]]] = {
     "cli": ("*", NONE),
     "deps": ("*", NONE),
     "middleware": ("*", NONE),
-    "api": ("errors", NONE),
+    # The router retries a request's transaction after a database fault (api/routing.py).
+    "api": ("errors db db_faults", NONE),
     # Routes call services; reading a request body (JSON, NDJSON) is HTTP work.
     "api.routes": (
         "services models deps errors pagination api.routing sources.json_bodies",
@@ -41,8 +42,9 @@ RULES: dict[str, tuple[str, frozenset[str]]] = {
     "models": ("ml errors pagination", WEB),
     # The job runners: app/jobs/kinds.py names the job functions as strings, never imports them.
     # A job's end is an event, written with it (services/events, which imports only models).
-    "jobs": ("db models errors settings logs services.events", WEB),
+    "jobs": ("db db_faults models errors settings logs services.events", WEB),
     "db": ("settings", WEB),
+    "db_faults": ("errors", WEB),
     "pagination": ("errors models", WEB),
     "migrations": ("errors", WEB),
     "errors": ("", WEB),

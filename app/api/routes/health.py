@@ -35,7 +35,8 @@ def get_health() -> Health:
 
 @router.get("/readyz", responses=problem_responses(NotReady), openapi_extra=NO_AUTH)
 def get_readiness(request: Request) -> Readiness:
-    """The database answers and its schema is at the latest migration."""
+    """The database answers and its schema is at the latest migration. 503 `not-ready` while
+    it is not migrated; 503 `database-unavailable` while it cannot be reached."""
     status = schema_revision_status(request.app.state.database.engine)
     return Readiness(
         status="ready", database=status.dialect, revision=status.current, head=status.head
