@@ -84,7 +84,7 @@ class Call:
         if self.status is None:
             return f"transport {(self.error or '').split(':')[0]}"
         if self.problem:
-            return f"{self.status} {self.problem}"
+            return f"{self.status} {self.problem}" + (f" ({self.fault})" if self.fault else "")
         return str(self.status)
 
 
@@ -821,7 +821,7 @@ def _start_job(server: LiveServer, per_label: int, run: Run) -> JobOutcome:
         job_id = start_training(admin, "faults-job", per_label)
     outcome = JobOutcome(job_id)
     with _job_client(server) as client:
-        job = wait_job(client, job_id, ("running", "succeeded", "failed", "cancelled"), 60)
+        job = wait_job(client, job_id, ("running", "succeeded", "failed", "cancelled"), 20)
     outcome.status_at_fault = job.get("status", "unknown")
     if outcome.status_at_fault != "running":
         run.notes.append(
