@@ -263,6 +263,15 @@ class TrainingRefused(Conflict):
     job_only = True
 
 
+class IdempotencyKeyInUse(Conflict):
+    """A POST with an `Idempotency-Key` this caller already used, whose response is not
+    recorded: the first request is still running (retry shortly to get its response), or it
+    was applied but its response was lost (the detail says which; read the resource's state
+    instead). Nothing was done twice."""
+
+    slug = "idempotency-key-in-use"
+
+
 class UploadGone(AppError):
     """A file import's uploaded file is no longer stored: a retry of an import that already
     ran to its end, or that waited over a day. Upload the file again. See
@@ -299,6 +308,13 @@ class ValidationFailed(AppError):
 
     status = 422
     slug = "validation-error"
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    """An `Idempotency-Key` this caller already sent with a different request (method, path,
+    query or body) in the last 24 hours. Nothing was done; use a new key for a new request."""
+
+    slug = "idempotency-key-reused"
 
 
 class UnreadableFile(ValidationFailed):

@@ -56,6 +56,8 @@ from app.errors import (
     DatabaseFull,
     DatabaseUnavailable,
     ErrorDetail,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
     InternalError,
     PayloadTooLarge,
     Problem,
@@ -68,6 +70,7 @@ from app.errors import (
 from app.jobs.runner import build_runner
 from app.logs import configure_logging
 from app.middleware import BodyLimitMiddleware, ProblemCORSMiddleware, RequestLogMiddleware
+from app.models.idempotency import IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LENGTH
 from app.models.imports import FileImportForm, JsonImport
 from app.models.item import ItemIn
 from app.models.production import ProductionPredictionIn
@@ -391,6 +394,34 @@ def with_common_problems(operation: dict[str, Any], method: str) -> dict[str, di
     return {str(status): response for status, response in with_problems(responses, *common).items()}
 
 
+def declare_idempotency_key(operation: dict[str, Any]) -> None:
+    """Every POST takes an optional `Idempotency-Key` (app/api/idempotency.py), and can answer
+    its two problems."""
+    operation.setdefault("parameters", []).append(
+        {
+            "name": IDEMPOTENCY_KEY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Makes retrying this POST safe: a request sent again with the same "
+            "key (by the same API key, within 24 hours) gets the first response again "
+            "(`Idempotent-Replayed: true`) instead of doing the work twice. E.g. a UUID. "
+            "See docs/hardening.md.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+                "pattern": "^[\\x21-\\x7e]+$",
+            },
+        }
+    )
+    operation["responses"] = {
+        str(status): response
+        for status, response in with_problems(
+            operation["responses"], IdempotencyKeyInUse, IdempotencyKeyReused
+        ).items()
+    }
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -424,6 +455,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     declared: set[type[AppError]] = set()
     for path, methods in schema["paths"].items():
         for method, operation in methods.items():
+            if method == "post" and path.startswith("/v1/"):
+                declare_idempotency_key(operation)
             operation["responses"] = with_common_problems(operation, method)
             for response in operation["responses"].values():
                 declared.update(declared_problems(response))

@@ -26,8 +26,9 @@ RULES: dict[str, tuple[str, frozenset[str]]] = {
     "cli": ("*", NONE),
     "deps": ("*", NONE),
     "middleware": ("*", NONE),
-    # The router retries a request's transaction after a database fault (api/routing.py).
-    "api": ("errors db db_faults", NONE),
+    # The router retries a request's transaction after a database fault (api/routing.py) and
+    # answers a POST's retry with an Idempotency-Key from its record (api/idempotency.py).
+    "api": ("errors db db_faults models services.idempotency services.api_keys", NONE),
     # Routes call services; reading a request body (JSON, NDJSON) is HTTP work.
     "api.routes": (
         "services models deps errors pagination api.routing sources.json_bodies",

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 
+from app.api.idempotency import idempotency_key, run_idempotently
 from app.db import watch_commits
 from app.db_faults import RETRYABLE_IN_PLACE, classify, error_for
 from app.errors import (
@@ -51,6 +52,9 @@ class DatabaseRetryRoute(APIRoute):
     read again. A fault that is not retried, or still there after the last attempt, answers
     its problem (`app.db_faults`): 503 database-unavailable or database-busy, 507
     database-full; never a 500.
+
+    A POST with an `Idempotency-Key` runs inside `run_idempotently` (app/api/idempotency.py):
+    its retries, by this route or by the client, never do its work twice.
 
     Each attempt's dependencies close in a stack of their own: a failed attempt's session is
     rolled back and its connection returned before the next attempt starts (on SQLite it may
@@ -97,7 +101,13 @@ class DatabaseRetryRoute(APIRoute):
                 outer.push_async_callback(stack.aclose)
                 return response
 
-        return run_with_retries
+        async def run(request: Request) -> Response:
+            key = idempotency_key(request) if request.method == "POST" else None
+            if key is None:
+                return await run_with_retries(request)
+            return await run_idempotently(request, key, lambda: run_with_retries(request))
+
+        return run
 
 
 async def _close_failed_attempt(stack: AsyncExitStack, error: BaseException) -> None:

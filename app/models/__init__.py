@@ -7,6 +7,7 @@ from app.models.annotation import Annotation
 from app.models.api_key import ApiKey
 from app.models.batch import Batch, Lease
 from app.models.dataset_version import DatasetRow, DatasetText, DatasetVersion
+from app.models.idempotency import IdempotentRequest
 from app.models.imports import ImportUpload, ImportUploadChunk
 from app.models.item import Item
 from app.models.job import Job
@@ -25,6 +26,7 @@ __all__ = [
     "DatasetRow",
     "DatasetText",
     "DatasetVersion",
+    "IdempotentRequest",
     "ImportUpload",
     "ImportUploadChunk",
     "Item",
