@@ -54,7 +54,7 @@ from common import (  # noqa: E402
 
 from app.migrations import upgrade  # noqa: E402
 from tests.e2e import faults  # noqa: E402
-from tests.e2e.faults import WRITES, Run, first_ok_after  # noqa: E402
+from tests.e2e.faults import WRITES, Call, Run, first_ok_after  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SCENARIOS = ("terminations", "restart", "sqlite-lock", "full-disk")
@@ -109,6 +109,58 @@ def scenario_lines(run: Run) -> list[str]:
         lines += [f"  {error}" for error in errors[:8]]
     lines.append("")
     return lines
+
+
+def count(calls: list[Call], status: int, problem: str | None = None) -> str:
+    """How many of the calls had `status` (and the problem type `problem`, if given)."""
+    return str(
+        sum(1 for c in calls if c.status == status and (problem is None or c.problem == problem))
+    )
+
+
+def summary_lines(runs: list[Run]) -> list[str]:
+    """One row per scenario, the columns of docs/hardening.md's table."""
+    rows = []
+    for run in runs:
+        requests = [c for c in run.calls if c.kind != "readyz"]
+
+        ok = sum(1 for c in requests if c.ok)
+        last = run.faults[-1][1] if run.faults else None
+        write = None if last is None else first_ok_after(run.calls, last, WRITES)
+        ready = None if last is None else first_ok_after(run.calls, last, ("readyz",))
+        check = run.check
+        rows.append(
+            [
+                run.name,
+                f"{len(requests):,}",
+                f"{ok:,}",
+                count(requests, 503, faults.UNAVAILABLE),
+                count(requests, 503, faults.BUSY),
+                count(requests, 507),
+                count(requests, 500),
+                str(len(run.transport_errors())),
+                seconds(write),
+                seconds(ready),
+                "-" if check is None else f"{check.acknowledged:,} / {check.stored:,}",
+                "-" if run.job is None else run.job.brief,
+            ]
+        )
+    header = [
+        "scenario",
+        "requests",
+        "2xx",
+        "503 unavail.",
+        "503 busy",
+        "507",
+        "500",
+        "dropped",
+        "write rec.",
+        "readyz rec.",
+        "ack / stored",
+        "job",
+    ]
+    title = "## summary (requests without /readyz; recovery after the last fault)"
+    return [title, "", *table(header, rows)]
 
 
 def broken(run: Run) -> bool:
@@ -209,6 +261,8 @@ def main() -> int:
     ]
     for run in runs:
         lines += scenario_lines(run)
+    if runs:
+        lines += summary_lines(runs)
     lines += [f"skipped {reason}" for reason in skipped]
     print("\n".join(lines))
     if args.out:

@@ -385,6 +385,17 @@ class JobOutcome:
             text += f"; retried as job {self.retry.get('id')}: {self.retry.get('status')}"
         return text
 
+    @property
+    def brief(self) -> str:
+        """ "succeeded", "failed (database-unavailable), retry succeeded", "running"."""
+        status = str(self.final.get("status"))
+        error = self.final.get("error") or {}
+        if error:
+            status += f" ({str(error.get('type', '')).removeprefix('/problems/')})"
+        if self.retry is not None:
+            status += f", retry {self.retry.get('status')}"
+        return status
+
     def problems(self) -> list[str]:
         """What breaks the contract: never stuck running, failed only with a retryable
         problem whose retry succeeds."""
