@@ -24,6 +24,7 @@ import contextlib
 import errno
 import json
 import os
+import pwd
 import random
 import re
 import shutil
@@ -500,7 +501,13 @@ def terminate_backends(server_url: str, database_url: str) -> int:
 
 
 def postgres_binaries() -> Path | None:
-    """Debian's PostgreSQL bin directory with initdb and pg_ctl (the newest), or None."""
+    """Debian's PostgreSQL bin directory with initdb and pg_ctl (the newest), or None; None
+    too when we are root and there is no postgres user to run them as."""
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return None
     for directory in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (directory / "initdb").is_file() and (directory / "pg_ctl").is_file():
             return directory
