@@ -132,6 +132,7 @@ def summary_lines(runs: list[Run]) -> list[str]:
         rows.append(
             [
                 run.name,
+                "-" if run.job is None else run.job.brief,
                 f"{len(requests):,}",
                 f"{ok:,}",
                 count(requests, 503, faults.UNAVAILABLE),
@@ -142,11 +143,11 @@ def summary_lines(runs: list[Run]) -> list[str]:
                 seconds(write),
                 seconds(ready),
                 "-" if check is None else f"{check.acknowledged:,} / {check.stored:,}",
-                "-" if run.job is None else run.job.brief,
             ]
         )
     header = [
         "scenario",
+        "job",
         "requests",
         "2xx",
         "503 unavail.",
@@ -157,10 +158,9 @@ def summary_lines(runs: list[Run]) -> list[str]:
         "write rec.",
         "readyz rec.",
         "ack / stored",
-        "job",
     ]
     title = "## summary (requests without /readyz; recovery after the last fault)"
-    return [title, "", *table(header, rows)]
+    return [title, "", *table(header, rows, text_columns=2)]
 
 
 def broken(run: Run) -> bool:
