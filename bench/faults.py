@@ -102,6 +102,8 @@ def scenario_lines(run: Run) -> list[str]:
     if run.job is not None:
         lines.append(run.job.summary)
     lines += run.notes
+    if run.phases:
+        lines.append("phases: " + ", ".join(f"{p} {t:.1f} s" for p, t in run.phases))
     lines += [f"harness: {failure}" for failure in run.harness_failures]
     errors = run.tracebacks()
     if errors:

@@ -706,6 +706,14 @@ class Run:
     log: str = ""
     notes: list[str] = field(default_factory=list)
     harness_failures: list[str] = field(default_factory=list)
+    phases: list[tuple[str, float]] = field(default_factory=list)  # (phase, seconds)
+    _since: float = field(default_factory=time.monotonic)
+
+    def mark(self, phase: str) -> None:
+        """`phase` took the time since the last mark (or the start)."""
+        now = time.monotonic()
+        self.phases.append((phase, now - self._since))
+        self._since = now
 
     def transport_errors(self) -> list[Call]:
         return [c for c in self.calls if c.status is None]
@@ -773,6 +781,8 @@ class Run:
                 f"problems: {self.check.problems}"
             )
         parts += self.notes
+        if self.phases:
+            parts.append("phases: " + ", ".join(f"{p} {t:.1f} s" for p, t in self.phases))
         parts += [f"harness: {failure}" for failure in self.harness_failures]
         bad = self.contract_violations()
         for call in bad[:8]:
@@ -849,11 +859,13 @@ def _start_job(server: LiveServer, per_label: int, run: Run) -> JobOutcome:
 
 
 def _finish(run: Run, server: LiveServer, load: Annotators, project_id: int) -> None:
+    run.mark("load and fault")
     run.calls = list(load.calls)
     run.harness_failures = list(load.failures)
     if run.job is not None:
         with _job_client(server) as client:
             finish_job(client, run.job)
+        run.mark("job to its end")
     run.check = check_database(server.database_url, project_id, load.acknowledged)
     if server.process.poll() is not None:
         run.notes.append(f"the server exited with {server.process.returncode}")
@@ -877,9 +889,11 @@ def terminations(
     run = Run("terminations")
     with served(database_url, workdir) as server:
         project_id, keys = prepare(server, annotators, items)
+        run.mark("server and project")
         with Annotators(server.base_url, keys, project_id) as load:
             load.wait_for_answers(20)
             run.job = _start_job(server, job_per_label, run)
+            run.mark("job running")
             for n in range(times):
                 began = time.monotonic()
                 ended = terminate_backends(server_url, database_url)
@@ -914,9 +928,11 @@ def restart(
         upgrade(database_url)
         with served(database_url, workdir) as server:
             project_id, keys = prepare(server, annotators, items)
+            run.mark("server and project")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
                 run.job = _start_job(server, job_per_label, run)
+                run.mark("job running")
                 time.sleep(before)
                 began = time.monotonic()
                 cluster.stop("fast")
@@ -958,10 +974,12 @@ def sqlite_lock(
         settings = {"LABELWISE_SQLITE_BUSY_TIMEOUT_MS": str(busy_timeout_ms)}
         with served(database_url, workdir, settings) as server:
             project_id, keys = prepare(server, annotators, items)
+            run.mark("server and project")
             path = Path(make_url(database_url).database or "")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
                 run.job = _start_job(server, job_per_label, run)
+                run.mark("job running")
                 with hold_sqlite_lock(path, hold):
                     began = time.monotonic()
                 run.recovered_at = time.monotonic()
@@ -996,10 +1014,12 @@ def full_disk(
         upgrade(database_url)
         with served(database_url, workdir) as server:
             project_id, keys = prepare(server, annotators, items)
+            run.mark("server and project")
             path = Path(make_url(database_url).database or "")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
                 run.job = _start_job(server, job_per_label, run)
+                run.mark("job running")
                 began = time.monotonic()
                 run.filled_bytes = tmpfs.fill()
                 deadline = time.monotonic() + wait_for_refusal
