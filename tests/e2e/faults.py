@@ -445,15 +445,13 @@ def wait_job(
     return last
 
 
-def start_training(client: httpx.Client, name: str, per_label: int) -> int:
-    """A production project of `per_label` labeled items per topic and a model training on it."""
+def training_project(client: httpx.Client, per_label: int) -> int:
+    """A production project of `per_label` labeled items per topic, to train a model on."""
     from tests.e2e.conftest import topics_project
 
-    project, _, _ = topics_project(client, name=name, per_label=per_label, seed=11)
-    response = client.post(f"/v1/projects/{project['id']}/models", json={})
-    assert response.status_code == 202, response.text
-    job_id: int = response.json()["id"]
-    return job_id
+    project, _, _ = topics_project(client, name="faults-job", per_label=per_label, seed=11)
+    project_id: int = project["id"]
+    return project_id
 
 
 def finish_job(client: httpx.Client, outcome: JobOutcome, timeout: float = 30.0) -> None:
@@ -801,10 +799,11 @@ class Service:
 
 
 def prepare(
-    server: LiveServer, annotators: int, items: int, overlap: int = 2
-) -> tuple[int, dict[str, str]]:
-    """A production project of `items` unlabeled items shared by `overlap` annotators, and
-    `annotators` annotator keys made through the API."""
+    server: LiveServer, annotators: int, items: int, job_per_label: int, overlap: int = 2
+) -> tuple[int, dict[str, str], int]:
+    """A production project of `items` unlabeled items shared by `overlap` annotators,
+    `annotators` annotator keys made through the API, and a project to train a model on
+    (`training_project`): their ids and the keys."""
     with server.client() as admin:
         body = {
             "name": f"faults-{uuid.uuid4().hex[:6]}",
@@ -821,7 +820,8 @@ def prepare(
             name = f"faults-{n}-{uuid.uuid4().hex[:4]}"
             response = admin.post("/v1/api-keys", json={"name": name, "role": "annotator"})
             keys[name] = response.json()["key"]
-    return project["id"], keys
+        training = training_project(admin, job_per_label)
+    return project["id"], keys, training
 
 
 @contextlib.contextmanager
@@ -843,13 +843,15 @@ def _job_client(server: LiveServer) -> httpx.Client:
     )
 
 
-def _start_job(server: LiveServer, per_label: int, run: Run) -> JobOutcome:
-    """Start a training job and wait until it runs (the fault comes next)."""
+def _start_job(server: LiveServer, training: int, run: Run) -> JobOutcome:
+    """Start training a model on project `training` and wait until the job runs (the fault
+    comes next)."""
     with server.client() as admin:
-        job_id = start_training(admin, "faults-job", per_label)
-    outcome = JobOutcome(job_id)
+        response = admin.post(f"/v1/projects/{training}/models", json={})
+        assert response.status_code == 202, response.text
+    outcome = JobOutcome(response.json()["id"])
     with _job_client(server) as client:
-        job = wait_job(client, job_id, ("running", "succeeded", "failed", "cancelled"), 20)
+        job = wait_job(client, outcome.job_id, ("running", "succeeded", "failed", "cancelled"), 20)
     outcome.status_at_fault = job.get("status", "unknown")
     if outcome.status_at_fault != "running":
         run.notes.append(
@@ -888,11 +890,11 @@ def terminations(
     `annotators` label and a model trains."""
     run = Run("terminations")
     with served(database_url, workdir) as server:
-        project_id, keys = prepare(server, annotators, items)
+        project_id, keys, training = prepare(server, annotators, items, job_per_label)
         run.mark("server and project")
         with Annotators(server.base_url, keys, project_id) as load:
             load.wait_for_answers(20)
-            run.job = _start_job(server, job_per_label, run)
+            run.job = _start_job(server, training, run)
             run.mark("job running")
             for n in range(times):
                 began = time.monotonic()
@@ -927,11 +929,11 @@ def restart(
         database_url = create_database(cluster.url, "labelwise_faults")
         upgrade(database_url)
         with served(database_url, workdir) as server:
-            project_id, keys = prepare(server, annotators, items)
+            project_id, keys, training = prepare(server, annotators, items, job_per_label)
             run.mark("server and project")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
-                run.job = _start_job(server, job_per_label, run)
+                run.job = _start_job(server, training, run)
                 run.mark("job running")
                 time.sleep(before)
                 began = time.monotonic()
@@ -973,12 +975,12 @@ def sqlite_lock(
         upgrade(database_url)
         settings = {"LABELWISE_SQLITE_BUSY_TIMEOUT_MS": str(busy_timeout_ms)}
         with served(database_url, workdir, settings) as server:
-            project_id, keys = prepare(server, annotators, items)
+            project_id, keys, training = prepare(server, annotators, items, job_per_label)
             run.mark("server and project")
             path = Path(make_url(database_url).database or "")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
-                run.job = _start_job(server, job_per_label, run)
+                run.job = _start_job(server, training, run)
                 run.mark("job running")
                 with hold_sqlite_lock(path, hold):
                     began = time.monotonic()
@@ -1013,12 +1015,12 @@ def full_disk(
     with fresh_database("sqlite", tmpfs.path) as database_url:
         upgrade(database_url)
         with served(database_url, workdir) as server:
-            project_id, keys = prepare(server, annotators, items)
+            project_id, keys, training = prepare(server, annotators, items, job_per_label)
             run.mark("server and project")
             path = Path(make_url(database_url).database or "")
             with Annotators(server.base_url, keys, project_id) as load:
                 load.wait_for_answers(20)
-                run.job = _start_job(server, job_per_label, run)
+                run.job = _start_job(server, training, run)
                 run.mark("job running")
                 began = time.monotonic()
                 run.filled_bytes = tmpfs.fill()
