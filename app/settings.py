@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     job_runner: Literal["inprocess", "procrastinate"] = "inprocess"
     job_processes: int = Field(default=1, ge=1, le=16)
     job_stale_seconds: int = Field(default=60, ge=10)
+    # How long a runner retries claiming, finishing or failing a job while the database is
+    # away (a lost connection, a restart, a held lock) before it leaves the job to the
+    # stale-job sweep (running) or to the next re-enqueue (queued): docs/jobs.md.
+    job_fault_retry_seconds: float = Field(default=30.0, ge=0, le=600)
     # How often each API process asks whether a project with retrain_after_labels is due.
     retrain_check_seconds: float = Field(default=5.0, gt=0, le=3600)
     # The model registry: loaded versions kept in memory, pool scoring chunk size.

@@ -10,6 +10,7 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from app.db import Database
+from app.jobs.retries import with_fault_retries
 from app.models.base import utcnow
 from app.models.job import PAYLOAD_PARAM, Job, JobStatus
 from app.settings import Settings
@@ -64,15 +65,24 @@ class JobContext:
 
     def progress(self, fraction: float, *, cancellable: bool = True) -> None:
         """Record progress (0..1) and a heartbeat; raise JobCancelled if cancel was requested
-        (unless the job is past the point where it can stop cleanly)."""
-        with self.database.session(write=True) as session:
-            session.exec(
-                update(Job)
-                .where(col(Job.id) == self.job_id, col(Job.status) == JobStatus.running)
-                .values(progress=round(min(max(fraction, 0.0), 1.0), 4), heartbeat_at=utcnow())
-            )
-            job = session.get(Job, self.job_id)
-            session.commit()
+        (unless the job is past the point where it can stop cleanly). A database fault is
+        waited out for LABELWISE_JOB_FAULT_RETRY_SECONDS, then raised (the job fails with it).
+        """
+
+        def record() -> Job | None:
+            with self.database.session(write=True) as session:
+                session.exec(
+                    update(Job)
+                    .where(col(Job.id) == self.job_id, col(Job.status) == JobStatus.running)
+                    .values(progress=round(min(max(fraction, 0.0), 1.0), 4), heartbeat_at=utcnow())
+                )
+                job = session.get(Job, self.job_id)
+                session.commit()
+                return job
+
+        job = with_fault_retries(
+            f"job {self.job_id}: progress", record, seconds=self.settings.job_fault_retry_seconds
+        )
         if job is None or job.status != JobStatus.running:
             raise JobLost()
         if cancellable and job.cancel_requested:

@@ -3,23 +3,34 @@
 The claim is a conditional UPDATE (queued -> running), so a job runs at most once even if two
 runners see it. Whatever happens inside, the job ends succeeded, failed (with a problem) or
 cancelled; a function that fails wrote nothing, because results are committed in one place.
+
+Database faults (app/db_faults.py) are not bugs here either. A job function that meets one
+fails with its problem (database-unavailable, database-busy, database-full), retryable. The
+runner's own short transactions (the claim, the end, failing a job whose process died) are
+retried with jittered backoff for `LABELWISE_JOB_FAULT_RETRY_SECONDS`; past that, a claim
+raises `JobNotClaimed` (the job stays queued: the runner enqueues it again later) and an end
+is left to the stale-job sweep (the heartbeat has stopped: the job fails job-interrupted).
 """
 
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from app.db import Database
+from app.db_faults import DatabaseFault, classify, error_for
 from app.errors import AppError, InternalError, JobInterrupted, Problem
 from app.jobs.context import JobCancelled, JobContext, JobLost, worker_name
+from app.jobs.retries import with_fault_retries
 from app.models.base import utcnow
 from app.models.job import Job, JobStatus
 from app.models.job_kinds import JobResult
@@ -33,6 +44,19 @@ JobFunction = Callable[[JobContext], JobResult]
 HEARTBEAT_SECONDS = 5.0
 
 
+class JobNotClaimed(Exception):
+    """The database stayed away while a runner tried to claim a job: it is still queued, and
+    the runner must enqueue it again later. Pickles (it crosses from a job process)."""
+
+    def __init__(self, job_id: int, reason: str) -> None:
+        super().__init__(job_id, reason)
+        self.job_id = job_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} was not claimed: {self.reason}"
+
+
 def run_job(
     database: Database,
     settings: Settings,
@@ -41,55 +65,156 @@ def run_job(
     functions: Mapping[str, JobFunction],
     enqueue: Callable[[int], None],
 ) -> None:
-    job = _claim(database, job_id)
-    if job is None:
-        return  # cancelled while queued, or already taken by another runner
-    context = JobContext(
-        job_id=job_id,
-        project_id=job.project_id,
-        params=job.params,
-        database=database,
-        settings=settings,
-    )
-    stop_heartbeat = _start_heartbeat(database, job_id)
+    """Claim and run one job; record how it ended. Raises JobNotClaimed if the database
+    stayed away past the retries while claiming; nothing else escapes about the job."""
+    retry_seconds = settings.job_fault_retry_seconds
+    with _running_here(job_id):
+        try:
+            job = _claim(database, job_id, retry_seconds=retry_seconds)
+        except SQLAlchemyError as error:
+            fault = classify(error)
+            if fault is None:
+                raise
+            logger.warning("job %s could not be claimed (database fault %s)", job_id, fault.value)
+            raise JobNotClaimed(job_id, f"database fault {fault.value}") from None
+        if job is None:
+            return  # cancelled while queued, or already taken by another runner
+        context = JobContext(
+            job_id=job_id,
+            project_id=job.project_id,
+            params=job.params,
+            database=database,
+            settings=settings,
+        )
+        status, result, problem = _run(job, context, functions)
+        if status is None:
+            return  # no longer this process's job
+        try:
+            _finish(
+                database,
+                job_id,
+                status,
+                result=result,
+                error=problem,
+                retry_seconds=retry_seconds,
+            )
+        except SQLAlchemyError as error:
+            if classify(error) is None:
+                raise
+            # Its heartbeat has stopped: the stale-job sweep fails it (job-interrupted,
+            # retryable) once the database is back.
+            logger.error(
+                "job %s ended %s, but the database stayed away while recording it; the "
+                "stale-job sweep will fail it",
+                job_id,
+                status.value,
+                exc_info=error,
+            )
+    for follow_up in context.follow_ups:
+        try:
+            enqueue(follow_up)
+        except Exception:  # it is committed and queued: the runner enqueues it again later
+            logger.warning("job %s: enqueueing follow-up job %s failed", job_id, follow_up)
+
+
+def _run(
+    job: Job, context: JobContext, functions: Mapping[str, JobFunction]
+) -> tuple[JobStatus | None, dict[str, Any] | None, Problem | None]:
+    """Run the job's function under a heartbeat: how it ended (None: it was failed by
+    another process meanwhile), its result, its problem."""
+    job_id = context.job_id
+    stop_heartbeat = _start_heartbeat(context.database, job_id)
     try:
         result = functions[job.kind](context)
     except JobCancelled:
-        _finish(database, job_id, JobStatus.cancelled)
-        return
+        return JobStatus.cancelled, None, None
     except JobLost:
         logger.warning("job %s was failed by another process while running; stopped", job_id)
-        return
+        return None, None, None
     except AppError as error:
-        _finish(database, job_id, JobStatus.failed, error=error.to_problem())
-        return
-    except Exception:
+        return JobStatus.failed, None, error.to_problem()
+    except Exception as error:
+        fault = classify(error)
+        if fault is not None:
+            logger.warning(
+                "job %s (%s) stopped on a database fault (%s)",
+                job_id,
+                job.kind,
+                fault.value,
+                exc_info=error,
+            )
+            return JobStatus.failed, None, fault_problem(fault, job_id)
         logger.exception("job %s (%s) failed", job_id, job.kind)
         problem = InternalError.problem(
             "The job failed unexpectedly; it has been logged. This is a bug."
         )
-        _finish(database, job_id, JobStatus.failed, error=problem)
-        return
+        return JobStatus.failed, None, problem
     finally:
         stop_heartbeat()
-    _finish(database, job_id, JobStatus.succeeded, result=result.model_dump(mode="json"))
-    for follow_up in context.follow_ups:
-        enqueue(follow_up)
+    return JobStatus.succeeded, result.model_dump(mode="json"), None
 
 
-def _claim(database: Database, job_id: int) -> Job | None:
+def fault_problem(fault: DatabaseFault, job_id: int) -> Problem:
+    """The problem of a job stopped by a database fault: the fault's type and status
+    (database-unavailable, database-busy, database-full), a detail for a job."""
+    error = error_for(fault)
+    cause = error.detail.partition("; ")[0]
+    return type(error).problem(
+        f"{cause}, so the job stopped before it finished; its result was not recorded (chunks "
+        "it had committed stay, see docs/jobs.md). Nothing is wrong with the job: retry it "
+        f"with POST /v1/jobs/{job_id}/retry once the database is back.",
+        context=error.context,
+    )
+
+
+# Jobs this process is claiming or running: a periodic sweep leaves them alone, and fails
+# the process's other `running` jobs (ones whose end it could not record).
+_here: set[int] = set()
+_here_lock = threading.Lock()
+
+
+@contextmanager
+def _running_here(job_id: int) -> Iterator[None]:
+    with _here_lock:
+        _here.add(job_id)
+    try:
+        yield
+    finally:
+        with _here_lock:
+            _here.discard(job_id)
+
+
+def _is_running_here(job_id: int | None) -> bool:
+    with _here_lock:
+        return job_id in _here
+
+
+def _claim(database: Database, job_id: int, *, retry_seconds: float = 0.0) -> Job | None:
     now = utcnow()
-    with database.session(write=True) as session:
-        claimed = session.exec(
-            update(Job)
-            .where(col(Job.id) == job_id, col(Job.status) == JobStatus.queued)
-            .values(
-                status=JobStatus.running, started_at=now, heartbeat_at=now, worker=worker_name()
-            )
-        ).rowcount
-        job = session.get(Job, job_id) if claimed else None
-        session.commit()
-        return job
+    me = worker_name()
+
+    def claim() -> Job | None:
+        with database.session(write=True) as session:
+            claimed = session.exec(
+                update(Job)
+                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.queued)
+                .values(status=JobStatus.running, started_at=now, heartbeat_at=now, worker=me)
+            ).rowcount
+            job = session.get(Job, job_id)
+            session.commit()
+        if claimed:
+            return job
+        # An earlier attempt's commit may have stored this very claim before its connection
+        # failed: the job is then ours, with this attempt's start time.
+        if job is not None and (job.status, job.worker, job.started_at) == (
+            JobStatus.running,
+            me,
+            now,
+        ):
+            return job
+        return None
+
+    return with_fault_retries(f"job {job_id}: claim", claim, seconds=retry_seconds)
 
 
 def _finish(
@@ -99,26 +224,32 @@ def _finish(
     *,
     result: dict[str, Any] | None = None,
     error: Problem | None = None,
+    retry_seconds: float = 0.0,
 ) -> None:
     """Record how a job ended, unless it is no longer running here (a sweep failed it), and
-    its event (job.succeeded, job.failed, job.cancelled) in the same transaction."""
+    its event (job.succeeded, job.failed, job.cancelled) in the same transaction. Safe to run
+    again: a second run finds the job no longer running and changes nothing."""
     values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
     if status == JobStatus.succeeded:
         values |= {"progress": 1.0, "result": result}
     if error is not None:
         values["error"] = error.model_dump(mode="json", exclude_none=True)
-    with database.session(write=True) as session:
-        finished = session.exec(
-            update(Job)
-            .where(
-                col(Job.id) == job_id,
-                col(Job.status) == JobStatus.running,
-                col(Job.worker) == worker_name(),
-            )
-            .values(**values)
-        ).rowcount
-        _emit_finished(session, job_id if finished else None)
-        session.commit()
+
+    def finish() -> None:
+        with database.session(write=True) as session:
+            finished = session.exec(
+                update(Job)
+                .where(
+                    col(Job.id) == job_id,
+                    col(Job.status) == JobStatus.running,
+                    col(Job.worker) == worker_name(),
+                )
+                .values(**values)
+            ).rowcount
+            _emit_finished(session, job_id if finished else None)
+            session.commit()
+
+    with_fault_retries(f"job {job_id}: recording its end", finish, seconds=retry_seconds)
 
 
 def _emit_finished(session: Session, job_id: int | None) -> None:
@@ -133,6 +264,7 @@ def _start_heartbeat(database: Database, job_id: int) -> Callable[[], None]:
     stop = threading.Event()
 
     def beat() -> None:
+        failing = False
         while not stop.wait(HEARTBEAT_SECONDS):
             try:
                 with database.session(write=True) as session:
@@ -142,8 +274,21 @@ def _start_heartbeat(database: Database, job_id: int) -> Callable[[], None]:
                         .values(heartbeat_at=utcnow())
                     )
                     session.commit()
-            except Exception:  # a missed beat is harmless; the next one retries
-                logger.warning("job %s: heartbeat failed", job_id, exc_info=True)
+            except Exception as error:  # a missed beat is harmless; the next one retries
+                fault = classify(error)
+                if not failing:  # once per streak: the database may be away for a while
+                    logger.warning(
+                        "job %s: heartbeat failed (%s); trying every %.0f s",
+                        job_id,
+                        f"database fault {fault.value}" if fault else type(error).__name__,
+                        HEARTBEAT_SECONDS,
+                        exc_info=fault is None,
+                    )
+                failing = True
+                continue
+            if failing:
+                logger.info("job %s: heartbeat works again", job_id)
+            failing = False
 
     thread = threading.Thread(target=beat, name=f"job-{job_id}-heartbeat", daemon=True)
     thread.start()
@@ -163,13 +308,14 @@ def fail_interrupted_jobs(
     A job is interrupted when its worker is a dead process on this host, or when its
     heartbeat is older than stale_after (its worker was on another host, or hung). At
     start-up a job "owned" by this very pid is also dead (a restarted container reuses
-    pids); later sweeps leave this process's own jobs alone.
+    pids); later sweeps leave alone the jobs this process is running, and fail its others
+    (a job whose end it could not record while the database was away).
     """
     now = utcnow()
     interrupted: list[int] = []
     with database.session(write=True) as session:
         for job in session.exec(select(Job).where(col(Job.status) == JobStatus.running)):
-            if not at_startup and job.worker == worker_name():
+            if not at_startup and job.worker == worker_name() and _is_running_here(job.id):
                 continue
             beat = job.heartbeat_at or job.started_at or job.created_at
             if _owner_is_dead(job.worker) or now - beat > stale_after:
@@ -218,21 +364,29 @@ def _is_zombie(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def fail_job_if_running(database: Database, job_id: int, detail: str) -> None:
-    """Fail a job whose process is known to be gone (retryable)."""
+def fail_job_if_running(
+    database: Database, job_id: int, detail: str, *, retry_seconds: float = 0.0
+) -> None:
+    """Fail a job whose process is known to be gone (retryable); database faults are
+    retried for `retry_seconds`, then raised (the stale-job sweep fails the job later)."""
     problem = JobInterrupted.problem(detail)
-    with database.session(write=True) as session:
-        failed = session.exec(
-            update(Job)
-            .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
-            .values(
-                status=JobStatus.failed,
-                finished_at=utcnow(),
-                error=problem.model_dump(mode="json", exclude_none=True),
-            )
-        ).rowcount
-        _emit_finished(session, job_id if failed else None)
-        session.commit()
+    finished_at = utcnow()
+
+    def fail() -> None:
+        with database.session(write=True) as session:
+            failed = session.exec(
+                update(Job)
+                .where(col(Job.id) == job_id, col(Job.status) == JobStatus.running)
+                .values(
+                    status=JobStatus.failed,
+                    finished_at=finished_at,
+                    error=problem.model_dump(mode="json", exclude_none=True),
+                )
+            ).rowcount
+            _emit_finished(session, job_id if failed else None)
+            session.commit()
+
+    with_fault_retries(f"job {job_id}: failing it", fail, seconds=retry_seconds)
 
 
 class StaleJobSweeper:

@@ -9,14 +9,19 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.db import Database
+from app.db_faults import classify
 from app.jobs.context import JobRunner
 from app.jobs.execute import (
+    JobNotClaimed,
     StaleJobSweeper,
     fail_interrupted_jobs,
     fail_job_if_running,
@@ -28,6 +33,10 @@ from app.logs import configure_logging
 from app.settings import Settings
 
 logger = logging.getLogger("labelwise.jobs")
+
+# The least wait before enqueueing again a job that could not be claimed (the database stayed
+# away for LABELWISE_JOB_FAULT_RETRY_SECONDS); the wait is the larger of this and that setting.
+MIN_REQUEUE_SECONDS = 1.0
 
 
 class InProcessRunner:
@@ -47,16 +56,41 @@ class InProcessRunner:
         self._pending: set[Future[list[int]]] = set()
         self._dispatch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelwise-jobs")
         self._stopping = False
+        self._timers: set[threading.Timer] = set()
         self._sweeper = StaleJobSweeper(
             database, stale_after=timedelta(seconds=settings.job_stale_seconds)
         )
 
     def start(self) -> None:
+        """Fail the jobs a previous run left running, enqueue the queued ones, start the
+        sweep. A database that is away now (a fault, not a missing schema) does not stop
+        the start: the recovery is tried again later, until it succeeds."""
+        try:
+            self._recover()
+        except SQLAlchemyError as error:
+            fault = classify(error)
+            if fault is None:
+                raise
+            logger.warning(
+                "job runner start-up: database fault %s; recovering queued and interrupted "
+                "jobs later",
+                fault.value,
+            )
+            self._later("start-up-recovery", self._recover_or_retry)
+        self._sweeper.start()
+
+    def _recover(self) -> None:
         stale = timedelta(seconds=self.settings.job_stale_seconds)
         fail_interrupted_jobs(self.database, stale_after=stale)
         for job_id in queued_job_ids(self.database):  # accepted before a restart: run them now
             self.enqueue(job_id)
-        self._sweeper.start()
+
+    def _recover_or_retry(self) -> None:
+        try:
+            self._recover()
+        except Exception:
+            logger.warning("job runner start-up recovery failed again; retrying later")
+            self._later("start-up-recovery", self._recover_or_retry)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -93,18 +127,56 @@ class InProcessRunner:
         error = done.exception()
         if isinstance(error, BrokenProcessPool):
             # The child died (killed, out of memory) while running this job.
-            fail_job_if_running(
-                self.database,
-                job_id,
-                "The process running the job died before it finished; nothing it was "
-                f"computing was saved. Retry it with POST /v1/jobs/{job_id}/retry.",
-            )
             self._replace(pool)
-        elif error is not None:  # run_job records failures itself: this is the database gone
+            try:
+                fail_job_if_running(
+                    self.database,
+                    job_id,
+                    "The process running the job died before it finished; nothing it was "
+                    f"computing was saved. Retry it with POST /v1/jobs/{job_id}/retry.",
+                    retry_seconds=self.settings.job_fault_retry_seconds,
+                )
+            except Exception:  # the database stayed away: the stale-job sweep fails it
+                logger.exception("job %s: failing it after its process died failed", job_id)
+        elif isinstance(error, JobNotClaimed):
+            # The database stayed away while the child claimed it: still queued, try later.
+            self._enqueue_later(job_id)
+        elif error is not None:  # run_job records failures itself
             logger.error("job %s could not be run", job_id, exc_info=error)
         else:
             for follow_up in done.result():
                 self.enqueue(follow_up)
+
+    def _enqueue_later(self, job_id: int) -> None:
+        """Enqueue a queued job again after a while (its claim met a database that stayed
+        away). The claim is conditional, so a job that some other process ran meanwhile is
+        left alone."""
+        logger.warning(
+            "job %s stays queued; enqueueing it again in %.0f s", job_id, self._later_seconds()
+        )
+        self._later(f"job-{job_id}-requeue", lambda: self.enqueue(job_id))
+
+    def _later_seconds(self) -> float:
+        return max(MIN_REQUEUE_SECONDS, self.settings.job_fault_retry_seconds)
+
+    def _later(self, name: str, action: Callable[[], None]) -> None:
+        """Run `action` after LABELWISE_JOB_FAULT_RETRY_SECONDS on a timer of its own (the
+        dispatch thread is not held); never once the runner is stopping (the next start
+        does it)."""
+
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+            action()
+
+        timer = threading.Timer(self._later_seconds(), fire)
+        timer.daemon = True
+        timer.name = name
+        with self._lock:
+            if self._stopping:
+                return
+            self._timers.add(timer)
+        timer.start()
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -115,6 +187,10 @@ class InProcessRunner:
     def stop(self) -> None:
         self._stopping = True
         self._sweeper.stop()
+        with self._lock:
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -1,4 +1,5 @@
-"""Jobs lost with another host are failed by the periodic sweep; this process's are kept."""
+"""Jobs lost with another host are failed by the periodic sweep; the ones this process runs
+are kept, its others (an end it could not record) are failed."""
 
 import os
 from datetime import timedelta
@@ -7,7 +8,7 @@ from sqlmodel import Session
 
 from app.db import Database
 from app.jobs.context import worker_name
-from app.jobs.execute import fail_interrupted_jobs
+from app.jobs.execute import _running_here, fail_interrupted_jobs
 from app.models.base import utcnow
 from app.models.job import Job, JobKind, JobStatus
 from app.models.job_kinds import ScorePoolParams
@@ -36,11 +37,16 @@ def test_periodic_sweep_fails_only_stale_jobs_of_other_processes(live_settings: 
         lost = running_job(session, worker="gone-host:123", beat_age=timedelta(minutes=5))
         alive = running_job(session, worker="other-host:456", beat_age=timedelta(seconds=1))
         mine = running_job(session, worker=worker_name(), beat_age=timedelta(minutes=5))
-    failed = fail_interrupted_jobs(database, stale_after=timedelta(seconds=60), at_startup=False)
-    assert lost in failed and alive not in failed and mine not in failed
+        # This process's, but it runs it no longer (its end could not be recorded).
+        left = running_job(session, worker=worker_name(), beat_age=timedelta(seconds=1))
+    with _running_here(mine):
+        failed = fail_interrupted_jobs(
+            database, stale_after=timedelta(seconds=60), at_startup=False
+        )
+    assert sorted(failed) == sorted([lost, left])
     with database.session() as session:
-        statuses = {i: session.get(Job, i).status for i in (lost, alive, mine)}  # type: ignore[union-attr]
-    assert statuses == {lost: "failed", alive: "running", mine: "running"}
+        statuses = {i: session.get(Job, i).status for i in (lost, alive, mine, left)}  # type: ignore[union-attr]
+    assert statuses == {lost: "failed", alive: "running", mine: "running", left: "failed"}
     database.engine.dispose()
 
 
