@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_jsonl.py
 	$(BIN)/python bench/export.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/faults.py
 	$(BIN)/python bench/request_cost.py
 	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/team.py
