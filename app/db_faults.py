@@ -106,19 +106,24 @@ def classify(error: BaseException) -> DatabaseFault | None:
     refuses: those are the request's own)."""
     if isinstance(error, PoolTimeout):
         return DatabaseFault.pool_exhausted
-    if not isinstance(error, DBAPIError):
-        return None
-    original = error.orig
-    if isinstance(original, sqlite3.Error):
-        return _sqlite_fault(original)
-    state = getattr(original, "sqlstate", None)
+    if isinstance(error, DBAPIError):
+        fault = _driver_fault(error.orig)
+        if fault is None and error.connection_invalidated:
+            return DatabaseFault.connection_lost
+        return fault
+    # The driver's own error, raised where code uses the driver directly (COPY, procrastinate).
+    return _driver_fault(error)
+
+
+def _driver_fault(error: BaseException | None) -> DatabaseFault | None:
+    if isinstance(error, sqlite3.Error):
+        return _sqlite_fault(error)
+    state = getattr(error, "sqlstate", None)
     if isinstance(state, str) and state in _POSTGRES_STATES:
         return _POSTGRES_STATES[state]
     if isinstance(state, str) and state.startswith("08"):  # connection_exception class
         return DatabaseFault.connection_lost
-    if error.connection_invalidated:
-        return DatabaseFault.connection_lost
-    if _is_postgres_connection_error(original):
+    if _is_postgres_connection_error(error):
         return DatabaseFault.connection_lost
     return None
 

@@ -169,7 +169,10 @@ async def handle_database_error(request: Request, exc: Exception) -> JSONRespons
     return await handle_app_error(request, error)
 
 
-async def handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if (error := fault_error(exc)) is not None:  # the driver's own error, unwrapped
+        logger.warning("database fault: %s", error.detail, exc_info=exc)
+        return await handle_app_error(request, error)
     logger.exception("unhandled error", exc_info=exc)
     if isinstance(exc, SQLAlchemyError):
         detail = "The database failed to complete the request; it was rolled back."

@@ -12,15 +12,14 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from app.db_faults import DatabaseFault, classify
 
 logger = logging.getLogger("labelwise.jobs")
 
-# The faults a runner waits out in its own bookkeeping: all but a full disk, which an operator
-# must fix (a job left queued then runs at its next enqueue; a running one is swept).
-WAITED_OUT = frozenset(DatabaseFault) - {DatabaseFault.disk_full}
+# The faults a runner waits out in its own bookkeeping: all of them, a full disk too (an
+# operator may free space within the wait; a job's end is a few bytes). Past the wait a job
+# left queued runs at its next enqueue, and a running one is swept.
+WAITED_OUT = frozenset(DatabaseFault)
 FIRST_WAIT_SECONDS = 0.1
 MAX_WAIT_SECONDS = 5.0
 
@@ -37,13 +36,13 @@ def retry_wait(attempt: int, rng: random.Random | None = None) -> float:
 def with_fault_retries(what: str, operation: Callable[[], Result], *, seconds: float) -> Result:
     """Run `operation` (one short transaction that is safe to run again), again after a
     database fault that may pass, with jittered backoff, for up to `seconds`; then raise the
-    fault. A bug, or a full disk, is raised at once."""
+    fault. A bug is raised at once."""
     deadline = time.monotonic() + seconds
     attempt = 1
     while True:
         try:
             return operation()
-        except SQLAlchemyError as error:
+        except Exception as error:  # a fault may be the driver's own error, unwrapped
             fault = classify(error)
             wait = retry_wait(attempt)
             if fault not in WAITED_OUT or time.monotonic() + wait > deadline:

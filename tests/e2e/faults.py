@@ -590,36 +590,48 @@ def create_database(server_url: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def hold_sqlite_lock(path: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
+def hold_sqlite_lock(path: Path, seconds: float) -> Iterator["LockHolder"]:
     """Another process (python's sqlite3) takes the database's write lock with BEGIN
-    IMMEDIATE and holds it `seconds`; the block starts once it holds it."""
+    IMMEDIATE and holds it `seconds`; the block starts once it holds it, and on leaving it
+    the holder's `released_at` is when it gave the lock back (not when its process ended: a
+    writer may commit in between)."""
     script = (
         "import sqlite3, sys, time\n"
         "c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n"
         "c.execute('BEGIN IMMEDIATE')\n"
         "print('locked', flush=True)\n"
         "time.sleep(float(sys.argv[2]))\n"
+        "print('releasing', flush=True)\n"
         "c.execute('ROLLBACK')\n"
     )
-    holder = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-c", script, str(path), str(seconds)],
         stdout=subprocess.PIPE,
         text=True,
     )
+    holder = LockHolder(process)
     try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline()
+        assert process.stdout is not None
+        line = process.stdout.readline()
         if line.strip() != "locked":
             raise RuntimeError(f"the lock holder did not take the lock: {line!r}")
         yield holder
+        line = process.stdout.readline()  # just before its ROLLBACK
+        holder.released_at = time.monotonic()
     finally:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            holder.wait(timeout=seconds + 30)
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
-        if holder.stdout is not None:
-            holder.stdout.close()
+            process.wait(timeout=seconds + 30)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@dataclass
+class LockHolder:
+    process: subprocess.Popen[str]
+    released_at: float | None = None
 
 
 class Tmpfs:
@@ -982,9 +994,10 @@ def sqlite_lock(
                 load.wait_for_answers(20)
                 run.job = _start_job(server, training, run)
                 run.mark("job running")
-                with hold_sqlite_lock(path, hold):
+                with hold_sqlite_lock(path, hold) as holder:
                     began = time.monotonic()
-                run.recovered_at = time.monotonic()
+                assert holder.released_at is not None
+                run.recovered_at = holder.released_at
                 run.faults.append((began, run.recovered_at))
                 time.sleep(settle)
             _finish(run, server, load, project_id)
