@@ -23,8 +23,11 @@ serve: $(STAMP)
 ## test: the whole suite on SQLite, and on PostgreSQL too when LABELWISE_TEST_POSTGRES_URL is set
 ## (the redocly and TypeScript-client tests need node and npm: skipped without, failed on CI)
 ## (the browser tests, tests/e2e/test_browser.py and test_web_app.py, need Debian's chromium: skipped without)
+## (two pytest workers, one test file each at a time: the suite waits on servers and jobs as
+## much as it computes; `make test PYTEST_WORKERS=0` runs it in one process)
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=85
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 --cov --cov-report=term --cov-fail-under=85
 
 ## lint: ruff (lint + format check) and mypy --strict on app/, tests/ and bench/
 lint: $(STAMP)
