@@ -50,9 +50,9 @@ from tests.e2e.conftest import ADMIN_KEY, LiveServer, free_port, start_server, s
 
 LABELS = ["bug", "feature", "question"]
 WRITES = ("batch", "annotations")
-ALLOWED_503 = ("/problems/database-unavailable", "/problems/database-busy")
 UNAVAILABLE = "/problems/database-unavailable"
 BUSY = "/problems/database-busy"
+ALLOWED_503 = (UNAVAILABLE, BUSY)
 FULL = "/problems/database-full"
 # The line of a traceback that names the exception: "psycopg.errors.AdminShutdown: ...".
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Shutdown|Exit|Interrupt)\b")
@@ -799,15 +799,6 @@ class Run:
             parts.append(f"  violation: {call}")
         parts += [f"  server log: {tb}" for tb in self.tracebacks()[:12]]
         return "\n".join(parts)
-
-
-@dataclass
-class Service:
-    """A live server on a migrated database, with a project, annotator keys and a job."""
-
-    server: LiveServer
-    project_id: int
-    keys: dict[str, str]
 
 
 def prepare(
