@@ -159,9 +159,10 @@ def pause_after(call: Call, rng: random.Random, cap: float) -> float:
 class Annotators:
     """`keys` (name -> secret) label project `project_id` until stopped, each on its own
     thread: POST a batch of `batch_size`, answer every item; an answer refused (or lost in
-    transport) is sent again, up to `attempts` times, after the Retry-After (at most
-    `max_pause` s, so recovery is seen at once). `readers` threads GET the project's stats
-    and items with the admin key, and one thread polls /readyz every 0.1 s."""
+    transport) is sent again, up to `attempts` times, on the same kept-alive connection
+    (`pause_after`: at once after an error without Retry-After, else after the Retry-After
+    capped at `max_pause` s, so recovery is seen when it happens). `readers` threads GET the
+    project's stats and items with the admin key, and one thread polls /readyz every 0.1 s."""
 
     def __init__(
         self,
