@@ -124,6 +124,9 @@ def _driver_fault(error: BaseException | None) -> DatabaseFault | None:
     if isinstance(state, str) and state.startswith("08"):  # connection_exception class
         return DatabaseFault.connection_lost
     if _is_postgres_connection_error(error):
+        message = str(error).lower()
+        if "connection refused" in message or "connection failed" in message:
+            return DatabaseFault.cannot_connect  # connecting, not a connection that was open
         return DatabaseFault.connection_lost
     return None
 

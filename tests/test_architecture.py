@@ -36,7 +36,10 @@ RULES: dict[str, tuple[str, frozenset[str]]] = {
     ),
     # Job code: what runs in a job process, beside the request-time service it calls.
     "tasks": ("services models ml registry sources jobs.context db errors settings", WEB),
-    "services": ("ml registry sources models db errors settings pagination jobs.context", WEB),
+    "services": (
+        "ml registry sources models db db_faults errors settings pagination jobs.context",
+        WEB,
+    ),
     "registry": ("ml errors", WEB),
     "sources": ("models errors settings", WEB),
     "ml": ("", WEB | SQL),

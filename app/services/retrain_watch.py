@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 from app.db import Database
+from app.db_faults import classify
 from app.services import hands_off, model_versions
 from app.services.project_loading import load_project
 
@@ -101,6 +102,9 @@ class RetrainWatcher:
         while not self._stop.wait(self.every):
             try:
                 queue_due_retrains(self.database, self.enqueue)
-            except Exception:  # the database may be briefly unreachable; try next time
-                logger.warning("retrain check failed", exc_info=True)
+            except Exception as error:  # the database may be briefly unreachable; try next time
+                if (fault := classify(error)) is not None:
+                    logger.warning("retrain check skipped: database fault %s", fault.value)
+                else:
+                    logger.warning("retrain check failed", exc_info=True)
             self.passes += 1

@@ -27,6 +27,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
 from app.db import Database
+from app.db_faults import classify
 from app.models.base import utcnow
 from app.models.webhook import (
     RESPONSE_PREFIX_CHARS,
@@ -331,10 +332,18 @@ class WebhookSender:
                 prefix_chars=RESPONSE_PREFIX_CHARS,
             )
             record(self.database, self.settings, claimed, outcome, rng=self._rng)
-        except Exception:  # never lose the thread; the lease makes the delivery due again
-            logger.exception(
-                "webhook delivery %s: recording its attempt failed", claimed.delivery_id
-            )
+        except Exception as error:  # never lose the thread; the lease makes it due again
+            if (fault := classify(error)) is not None:
+                logger.warning(
+                    "webhook delivery %s: its attempt is not recorded (database fault %s); "
+                    "it will be sent again",
+                    claimed.delivery_id,
+                    fault.value,
+                )
+            else:
+                logger.exception(
+                    "webhook delivery %s: recording its attempt failed", claimed.delivery_id
+                )
         finally:
             with self._lock:
                 self._in_flight[claimed.webhook_id] -= 1

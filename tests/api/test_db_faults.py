@@ -63,6 +63,13 @@ class TestClassify:
                 psycopg.OperationalError("server closed the connection"),
                 DatabaseFault.connection_lost,
             ),
+            (
+                psycopg.OperationalError(
+                    'connection failed: connection to server at "127.0.0.1", port 5999 failed: '
+                    "Connection refused"
+                ),
+                DatabaseFault.cannot_connect,
+            ),
         ],
     )
     def test_driver_errors(self, error: Exception, fault: DatabaseFault) -> None:
