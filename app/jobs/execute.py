@@ -68,7 +68,7 @@ def run_job(
     """Claim and run one job; record how it ended. Raises JobNotClaimed if the database
     stayed away past the retries while claiming; nothing else escapes about the job."""
     retry_seconds = settings.job_fault_retry_seconds
-    with _running_here(job_id):
+    with running_here(job_id):
         try:
             job = _claim(database, job_id, retry_seconds=retry_seconds)
         except SQLAlchemyError as error:
@@ -172,7 +172,9 @@ _here_lock = threading.Lock()
 
 
 @contextmanager
-def _running_here(job_id: int) -> Iterator[None]:
+def running_here(job_id: int) -> Iterator[None]:
+    """Mark a job as run by this process for the block (run_job does; so must anything else
+    that runs a job function in this process, or the sweep fails the job under it)."""
     with _here_lock:
         _here.add(job_id)
     try:

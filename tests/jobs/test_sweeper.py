@@ -8,7 +8,7 @@ from sqlmodel import Session
 
 from app.db import Database
 from app.jobs.context import worker_name
-from app.jobs.execute import _running_here, fail_interrupted_jobs
+from app.jobs.execute import fail_interrupted_jobs, running_here
 from app.models.base import utcnow
 from app.models.job import Job, JobKind, JobStatus
 from app.models.job_kinds import ScorePoolParams
@@ -39,7 +39,7 @@ def test_periodic_sweep_fails_only_stale_jobs_of_other_processes(live_settings: 
         mine = running_job(session, worker=worker_name(), beat_age=timedelta(minutes=5))
         # This process's, but it runs it no longer (its end could not be recorded).
         left = running_job(session, worker=worker_name(), beat_age=timedelta(seconds=1))
-    with _running_here(mine):
+    with running_here(mine):
         failed = fail_interrupted_jobs(
             database, stale_after=timedelta(seconds=60), at_startup=False
         )
