@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlmodel import Session
 
 from app.models.job import Job
 from tests.conftest import check_response
@@ -105,8 +106,6 @@ def test_a_job_asked_of_one_api_runs_in_the_worker_and_shows_on_the_other(
         scoring = wait_for(lambda: finished(job["result"]["scoring_job_id"]), "the scoring job")
         assert scoring["status"] == "succeeded", scoring
         assert api_2.get(f"/v1/projects/{project_id}/models/1").json()["active"] is True
-    with topology["engine"].connect() as connection:
-        ran_by = connection.execute(
-            sa.select(Job.worker).where(Job.id.in_([job_id, scoring["id"]]))  # type: ignore[attr-defined]
-        ).scalars()
-        assert set(ran_by) == {f"{HOST}:{worker.pid}"}
+    with Session(topology["engine"]) as session:
+        ran_by = {session.get_one(Job, i).worker for i in (job_id, scoring["id"])}
+    assert ran_by == {f"{HOST}:{worker.pid}"}
