@@ -2,21 +2,29 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# One virtualenv, two install levels, a stamp each: the runtime (what `make serve` needs) and
+# the dev extras on top (tests, lint, type checks, benchmarks). `make test` after `make serve`
+# only adds the dev extras; `make serve` after `make test` installs nothing.
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export LABELWISE_DATA_DIR ?= ./data
 
 .PHONY: serve test lint format openapi bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $(RUNTIME_STAMP)
+
+$(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
 ## serve: migrate the database (SQLite in ./data unless LABELWISE_DATABASE_URL is set) and start the API
-serve: $(STAMP)
+serve: $(RUNTIME_STAMP)
 	$(BIN)/labelwise migrate
 	$(BIN)/labelwise serve --host $(HOST) --port $(PORT)
 
@@ -26,26 +34,26 @@ serve: $(STAMP)
 ## (two pytest workers, one test file each at a time: the suite waits on servers and jobs as
 ## much as it computes; `make test PYTEST_WORKERS=0` runs it in one process)
 PYTEST_WORKERS ?= 2
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 --cov --cov-report=term --cov-fail-under=85
 
 ## lint: ruff (lint + format check) and mypy --strict on app/, tests/ and bench/
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 ## openapi: write openapi/openapi.json (sorted keys, 2-space indent) and docs/errors.md (from app/errors.py)
-openapi: $(STAMP)
+openapi: $(DEV_STAMP)
 	$(BIN)/labelwise openapi --output openapi/openapi.json
 	$(BIN)/labelwise errors-doc --output docs/errors.md
 
 ## bench: the benchmarks in bench/; figures go to docs/benchmarks.md by hand
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/registry.py
 	$(BIN)/python bench/batches.py

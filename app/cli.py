@@ -95,6 +95,42 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be bound (as the server would bind it), or None."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error.strerror or str(error)
+    return None
+
+
+def _never_migrated(settings: Settings) -> bool:
+    """Whether the database has no schema revision at all; raises the driver's error when it
+    cannot be reached (main() says so in one line)."""
+    from sqlalchemy.engine import make_url
+
+    from app.db import build_engine, is_sqlite
+    from app.migrations import current_revision
+
+    url = settings.resolved_database_url
+    if is_sqlite(url):
+        database = make_url(url).database
+        if not database or database == ":memory:":
+            return False
+        if not Path(database).exists():
+            return True  # checked before build_engine, which would create the file
+    engine = build_engine(settings)
+    try:
+        return current_revision(engine) is None
+    finally:
+        engine.dispose()
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -106,6 +142,21 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             "process, whose writers take turns for the database's one write lock (several "
             "processes would meet in SQLite's busy handler instead). Start one process, or "
             "set LABELWISE_DATABASE_URL to a postgresql+psycopg:// URL.",
+            file=sys.stderr,
+        )
+        return 2
+    taken = _port_in_use(args.host, args.port)
+    if taken is not None:
+        print(
+            f"labelwise: cannot listen on {args.host}:{args.port}: {taken}; stop what uses it "
+            "or choose another --port.",
+            file=sys.stderr,
+        )
+        return 2
+    if _never_migrated(settings):
+        print(
+            f"labelwise: the database {_database_label(settings.resolved_database_url)} has "
+            "never been migrated; run `labelwise migrate` first.",
             file=sys.stderr,
         )
         return 2
@@ -185,16 +236,46 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 }
 
 
+def _database_label(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run its command; the exit status (0, 1 on a refused
-    request, 2 on a misconfiguration)."""
+    request, 2 on a misconfiguration). A database that cannot be reached, migrations that
+    cannot be found and a directory that cannot be created end the command with one line on
+    stderr, not a traceback."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.migrations import MigrationsMissing
+
     args = _parser().parse_args(argv)
     try:
         settings = get_settings()
     except ValidationError as error:
         print(f"labelwise: invalid LABELWISE_* settings: {error}", file=sys.stderr)
         return 2
-    return COMMANDS[args.command](settings, args)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except MigrationsMissing as error:
+        print(f"labelwise: {error}", file=sys.stderr)
+    except OperationalError as error:
+        print(
+            f"labelwise: cannot use the database {_database_label(settings.resolved_database_url)}"
+            f": {_first_line(error.orig or error)}",
+            file=sys.stderr,
+        )
+    except OSError as error:
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"labelwise: {where}{error.strerror or error}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

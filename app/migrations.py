@@ -15,7 +15,17 @@ from app.errors import NotReady
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class MigrationsMissing(Exception):
+    """alembic.ini or alembic/ is not beside app/ (an install that left them out)."""
+
+
 def alembic_config(database_url: str) -> Config:
+    for needed in (ROOT / "alembic.ini", ROOT / "alembic" / "env.py"):
+        if not needed.is_file():
+            raise MigrationsMissing(
+                f"cannot find {needed}: the migrations ship beside app/ in a source checkout; "
+                "install it with `pip install -e .` (as the Makefile and the Dockerfile do)"
+            )
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "alembic"))
     config.attributes["database_url"] = database_url
@@ -37,6 +47,12 @@ def head_revision() -> str:
     return head
 
 
+def current_revision(engine: Engine) -> str | None:
+    """The database's schema revision; None for a database that was never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
 @dataclass(frozen=True)
 class RevisionStatus:
     dialect: str
@@ -49,8 +65,7 @@ def schema_revision_status(engine: Engine) -> RevisionStatus:
     be reached raises its driver's error: the route answers it as a database fault (503
     database-unavailable, app/db_faults.py)."""
     head = head_revision()
-    with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
+    current = current_revision(engine)
     if current != head:
         raise NotReady(f"The schema is at {current}, not at {head}; run `labelwise migrate`.")
     return RevisionStatus(dialect=engine.dialect.name, current=current, head=head)
