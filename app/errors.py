@@ -211,8 +211,10 @@ class NoPredictions(Conflict):
 class NotEnoughLabels(Conflict):
     """Training, an active-learning replay or prelabels with `target_precision` need more
     resolved labels (human, or implicit from user behaviour) than the project has; `detail`
-    gives the counts. A label-issue report job fails with this problem (in the job's
-    `error`)."""
+    gives the counts and, when answered items wait for more answers (a pilot's second answer),
+    how many and what to do. For training and reports `context` holds `label_counts`,
+    `min_per_label`, `items_waiting_for_answers`, `answers_required` and `phase`. A
+    label-issue report job fails with this problem (in the job's `error`)."""
 
     slug = "not-enough-labels"
 
@@ -251,7 +253,9 @@ class SplitChanged(Conflict):
 
 
 class NothingToFreeze(Conflict):
-    """Freezing a dataset version while the project has no resolved labels yet."""
+    """Freezing a dataset version while the project has no resolved labels yet; `context`
+    holds `items_waiting_for_answers`, `answers_required` and `phase` (answered items that
+    wait for more answers, as in a pilot's second answer)."""
 
     slug = "nothing-to-freeze"
 

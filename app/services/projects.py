@@ -52,7 +52,10 @@ def update_project(
             errors=[ErrorDetail(loc=["body", "examples"], msg=f"unknown labels {unknown}")],
         )
     if unknown:
-        raise Conflict(f"Examples still use {unknown}; send new examples with the new labels.")
+        raise Conflict(
+            f"The new labels leave out {unknown}, which the project's examples still use; send "
+            "examples with the new labels in the same request (or an empty list of examples)."
+        )
     if changes.get("consensus_method", project.consensus_method) != project.consensus_method:
         consensus.check_method(
             session, project=project, method=ConsensusMethod(changes["consensus_method"])
