@@ -104,7 +104,11 @@ def _phase_change(
     leaving_pilot = project.phase == Phase.pilot and new_phase == Phase.production
     below = alpha is None or alpha < threshold
     if leaving_pilot and below and not force:
-        measured = "cannot be measured yet" if alpha is None else f"is {alpha:g}"
+        measured = (
+            "cannot be measured yet"
+            if alpha is None
+            else f"is {agreement.said(alpha, beside=threshold)}"
+        )
         raise AgreementBelowThreshold(
             f"Agreement {measured} (Krippendorff's alpha over {pairable} items with two or more "
             f"labels), below the agreement threshold {threshold:g}: the pilot is not done. "
