@@ -337,6 +337,18 @@ class SqlQueryFailed(ValidationFailed):
     job_only = True
 
 
+class SqlQueryTimeout(AppError):
+    """A SQL import's query ran longer than `LABELWISE_SQL_SOURCE_TIMEOUT_SECONDS` in one
+    statement (on PostgreSQL, each fetch of a chunk of rows is one) and was stopped; `detail`
+    and `context.timeout_seconds` give the limit. Chunks imported before it stay (running the
+    import again is idempotent). Make the query cheaper (an index, a narrower `WHERE`,
+    `max_rows`), or raise the limit."""
+
+    status = 504
+    slug = "sql-query-timeout"
+    job_only = True
+
+
 class LabelsMissing(ValidationFailed):
     """A click-log import (`POST .../imports`, `kind: "click_logs"`) into a project without
     the labels `relevant` and `not_relevant`; `detail` names the missing ones. Nothing is
