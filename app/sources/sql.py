@@ -223,6 +223,8 @@ def read_only_engine(source: SqlSource, deadline: Deadline | None = None) -> Eng
 def _timed_out(error: SQLAlchemyError, deadline: Deadline) -> bool:
     """Whether the statement was stopped by the time limit: SQLite's progress handler
     interrupted it, or PostgreSQL's statement_timeout cancelled it."""
+    if deadline.seconds is None:
+        return False
     orig = getattr(error, "orig", None)
     return deadline.hit or getattr(orig, "sqlstate", None) == _PG_QUERY_CANCELED
 
