@@ -211,8 +211,10 @@ class NoPredictions(Conflict):
 class NotEnoughLabels(Conflict):
     """Training, an active-learning replay or prelabels with `target_precision` need more
     resolved labels (human, or implicit from user behaviour) than the project has; `detail`
-    gives the counts. A label-issue report job fails with this problem (in the job's
-    `error`)."""
+    gives the counts and, when answered items wait for more answers (a pilot's second answer),
+    how many and what to do. For training and reports `context` holds `label_counts`,
+    `min_per_label`, `items_waiting_for_answers`, `answers_required` and `phase`. A
+    label-issue report job fails with this problem (in the job's `error`)."""
 
     slug = "not-enough-labels"
 
@@ -251,7 +253,9 @@ class SplitChanged(Conflict):
 
 
 class NothingToFreeze(Conflict):
-    """Freezing a dataset version while the project has no resolved labels yet."""
+    """Freezing a dataset version while the project has no resolved labels yet; `context`
+    holds `items_waiting_for_answers`, `answers_required` and `phase` (answered items that
+    wait for more answers, as in a pilot's second answer)."""
 
     slug = "nothing-to-freeze"
 
@@ -330,6 +334,18 @@ class SqlQueryFailed(ValidationFailed):
     read-only), a syntax error, a missing table. The source is unchanged."""
 
     slug = "sql-query-failed"
+    job_only = True
+
+
+class SqlQueryTimeout(AppError):
+    """A SQL import's query ran longer than `LABELWISE_SQL_SOURCE_TIMEOUT_SECONDS` in one
+    statement (on PostgreSQL, each fetch of a chunk of rows is one) and was stopped; `detail`
+    and `context.timeout_seconds` give the limit. Chunks imported before it stay (running the
+    import again is idempotent). Make the query cheaper (an index, a narrower `WHERE`,
+    `max_rows`), or raise the limit."""
+
+    status = 504
+    slug = "sql-query-timeout"
     job_only = True
 
 

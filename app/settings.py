@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # they are never echoed in responses, job params, errors or logs (hence repr=False).
     max_import_bytes: int = Field(default=2 * 1024**3, ge=1)
     sql_sources: dict[str, str] = Field(default_factory=dict, repr=False)
+    # The longest one statement of a SQL import may run on its source (PostgreSQL:
+    # statement_timeout, so each fetch of a chunk of rows; SQLite: the query until its next
+    # chunk of rows): past it the import job fails with /problems/sql-query-timeout.
+    sql_source_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
     # Browser front-ends on other origins (README, "Integrate"): comma-separated origins such as
     # https://label.example.com, or "*" for any origin (never with credentials). Empty: same-

@@ -10,12 +10,19 @@ runner's own short transactions (the claim, the end, failing a job whose process
 retried with jittered backoff for `LABELWISE_JOB_FAULT_RETRY_SECONDS`; past that, a claim
 raises `JobNotClaimed` (the job stays queued: the runner enqueues it again later) and an end
 is left to the stale-job sweep (the heartbeat has stopped: the job fails job-interrupted).
+
+Each job logs its life on the `labelwise.jobs` logger, one JSON line per step, with the same
+fields every time (`job_id`, `kind`, `project_id`): `job started`; then `job succeeded` (with
+`duration_ms` and `result`, the result's top-level numbers, flags and short strings),
+`job failed` (with `duration_ms` and `problem`, the problem's type), or
+`job cancelled` (with `duration_ms`).
 """
 
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
@@ -86,9 +93,13 @@ def run_job(
             database=database,
             settings=settings,
         )
+        fields = {"job_id": job_id, "kind": job.kind, "project_id": job.project_id}
+        logger.info("job started", extra={"fields": fields})
+        started = time.perf_counter()
         status, result, problem = _run(job, context, functions)
         if status is None:
             return  # no longer this process's job
+        _log_end(fields, status, time.perf_counter() - started, result, problem)
         try:
             _finish(
                 database,
@@ -115,6 +126,45 @@ def run_job(
             enqueue(follow_up)
         except Exception:  # it is committed and queued: the runner enqueues it again later
             logger.warning("job %s: enqueueing follow-up job %s failed", job_id, follow_up)
+
+
+# A string result field longer than this (a summary sentence) is left out of the log line.
+_LOGGED_STRING_CHARS = 80
+
+
+def _log_end(
+    fields: dict[str, Any],
+    status: JobStatus,
+    elapsed: float,
+    result: dict[str, Any] | None,
+    problem: Problem | None,
+) -> None:
+    """The one line of a job's end: how it ended, how long it ran, and a short result (its
+    top-level numbers, flags and short strings) or its problem's type."""
+    line = {**fields, "duration_ms": round(elapsed * 1000, 2)}
+    if status == JobStatus.succeeded:
+        line["result"] = short_result(result or {})
+        logger.info("job succeeded", extra={"fields": line})
+    elif status == JobStatus.failed and problem is not None:
+        line["problem"] = problem.type
+        logger.warning("job failed", extra={"fields": line})
+    else:
+        logger.info(f"job {status.value}", extra={"fields": line})
+
+
+def short_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result's top-level scalars (numbers, flags, null, short strings), without its kind:
+    what a log line can carry; lists, mappings and long text stay in the job's row."""
+    return {
+        key: value
+        for key, value in result.items()
+        if key != "kind"
+        and (
+            value is None
+            or isinstance(value, bool | int | float)
+            or (isinstance(value, str) and len(value) <= _LOGGED_STRING_CHARS)
+        )
+    }
 
 
 def _run(

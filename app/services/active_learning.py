@@ -222,7 +222,7 @@ def start_simulation(
     algorithm = get_algorithm(name)
     params = algorithm.resolve_params({**params, **request.params})
     training_set = model_versions.build_training_set(session, project=project, algorithm=algorithm)
-    model_versions.check_trainable(training_set)
+    model_versions.check_trainable(session, project=project, training_set=training_set)
     plan = _replay_plan(len(training_set.item_ids), request)
     return jobs.submit_job(
         session,

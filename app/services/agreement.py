@@ -53,10 +53,9 @@ def _measurable(counts: np.ndarray) -> bool:
 
 
 def _alpha(counts: np.ndarray) -> float | None:
-    """Alpha at the precision it is reported with (4 decimals): the report, its warnings and
-    the pilot gate compare that same number with the threshold, so what is shown is what
-    was decided."""
-    return _round(stats.krippendorff_alpha_nominal(counts)) if _measurable(counts) else None
+    """Alpha at full precision, as reported: the report, its warnings and the pilot gate
+    compare that same number with the threshold, so what is shown is what was decided."""
+    return _finite(stats.krippendorff_alpha_nominal(counts)) if _measurable(counts) else None
 
 
 def report(session: Session, *, project: Project) -> AgreementReport:
@@ -80,15 +79,15 @@ def report(session: Session, *, project: Project) -> AgreementReport:
         n_pairable_items=int(np.sum(per_item >= 2)),
         n_annotators=len(loaded.annotators),
         n_labels=int(per_item.sum()),
-        krippendorff_alpha=_round(alpha),
-        fleiss_kappa=_round(stats.fleiss_kappa(counts)),
-        percent_agreement=_round(stats.percent_agreement(counts)),
+        krippendorff_alpha=_finite(alpha),
+        fleiss_kappa=_finite(stats.fleiss_kappa(counts)),
+        percent_agreement=_finite(stats.percent_agreement(counts)),
         confidence_interval=None
         if interval is None
         else ConfidenceInterval(
             level=CONFIDENCE_LEVEL,
-            low=round(interval[0], 4),
-            high=round(interval[1], 4),
+            low=float(interval[0]),
+            high=float(interval[1]),
             n_boot=BOOTSTRAP_REPLICATES,
             seed=BOOTSTRAP_SEED,
         ),
@@ -96,14 +95,14 @@ def report(session: Session, *, project: Project) -> AgreementReport:
             PairKappa(
                 a=loaded.annotators[pair.a],
                 b=loaded.annotators[pair.b],
-                kappa=_round(pair.kappa),
+                kappa=_finite(pair.kappa),
                 n=pair.n,
             )
             for pair in stats.pairwise_cohen_kappa(loaded.votes)
         ],
         per_label=_per_label(loaded, counts),
         per_annotator=per_annotator,
-        abstain_rate=_round(len(loaded.abstain_item) / loaded.n_answers)
+        abstain_rate=_finite(len(loaded.abstain_item) / loaded.n_answers)
         if loaded.n_answers
         else None,
         agreement_threshold=project.agreement_threshold,
@@ -114,8 +113,20 @@ def report(session: Session, *, project: Project) -> AgreementReport:
     return result
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None or np.isnan(value) else round(float(value), 4)
+def _finite(value: float | None) -> float | None:
+    """A figure as computed (full precision: clients compare and aggregate them; the web app
+    rounds for display); None where it is undefined (NaN)."""
+    return None if value is None or np.isnan(value) else float(value)
+
+
+def said(value: float, *, beside: float | None = None) -> str:
+    """A figure for a sentence: 4 significant digits, or more where 4 would make it look
+    equal to `beside` (the threshold it is compared with) while it is not."""
+    for digits in (4, 6, 17):
+        text = f"{value:.{digits}g}"
+        if beside is None or value == beside or float(text) != beside:
+            return text
+    return repr(value)
 
 
 def _per_annotator(loaded: ProjectVotes, counts: np.ndarray) -> list[AnnotatorAgreement]:
@@ -128,8 +139,8 @@ def _per_annotator(loaded: ProjectVotes, counts: np.ndarray) -> list[AnnotatorAg
             annotator=name,
             n_labels=int(labeled[code]),
             n_abstained=int(abstained[code]),
-            abstain_rate=round(abstained[code] / max(1, labeled[code] + abstained[code]), 4),
-            agreement_with_others=_round(rates[code]),
+            abstain_rate=float(abstained[code] / max(1, labeled[code] + abstained[code])),
+            agreement_with_others=_finite(rates[code]),
             n_compared=int(compared[code]),
         )
         for code, name in enumerate(loaded.annotators)
@@ -156,9 +167,9 @@ def _per_label(loaded: ProjectVotes, counts: np.ndarray) -> list[LabelAgreement]
     return [
         LabelAgreement(
             label=label,
-            agreement=_round(agreement[code]),
+            agreement=_finite(agreement[code]),
             n=int(chosen[code]),
-            abstain_rate=round(abstains[code] / (answers[code] + abstains[code]), 4)
+            abstain_rate=float(abstains[code] / (answers[code] + abstains[code]))
             if answers[code] + abstains[code]
             else None,
         )
@@ -187,9 +198,10 @@ def _interpret(
     threshold = f" The project's threshold is {project.agreement_threshold:g}; " + (
         "it is met." if alpha >= project.agreement_threshold else "it is not met."
     )
+    shown = said(alpha, beside=project.agreement_threshold)
     return Interpretation(
         band=reading,
-        summary=f"Krippendorff's alpha is {alpha:g}{span} over {pairable} items labeled by "
+        summary=f"Krippendorff's alpha is {shown}{span} over {pairable} items labeled by "
         f"at least two people: {verdict}{threshold}",
     )
 
@@ -212,7 +224,8 @@ def _warnings(
         warnings.append(
             AgreementWarning(
                 code="below_threshold",
-                message=f"Alpha {alpha:g} is below the project's agreement threshold "
+                message=f"Alpha {said(alpha, beside=project.agreement_threshold)} is below the "
+                f"project's agreement threshold "
                 f"{project.agreement_threshold:g}. The likely causes follow, with evidence.",
                 evidence={"krippendorff_alpha": alpha, "threshold": project.agreement_threshold},
             )
@@ -263,8 +276,8 @@ def _confused_labels_warning(loaded: ProjectVotes, counts: np.ndarray) -> Agreem
             "pairs": [
                 {
                     "labels": [loaded.labels[pair.first], loaded.labels[pair.second]],
-                    "disagreements": round(pair.disagreements, 2),
-                    "share_of_disagreement": round(pair.share, 4),
+                    "disagreements": float(pair.disagreements),
+                    "share_of_disagreement": float(pair.share),
                 }
                 for pair in pairs
             ]
@@ -285,7 +298,7 @@ def _disputed_items_warning(loaded: ProjectVotes, counts: np.ndarray) -> Agreeme
             "items": [
                 {
                     "item_id": int(loaded.item_ids[code]),
-                    "disagreement": round(disagreement, 4),
+                    "disagreement": float(disagreement),
                     "votes": {
                         loaded.labels[label]: int(counts[code, label])
                         for label in np.flatnonzero(counts[code])
@@ -298,7 +311,7 @@ def _disputed_items_warning(loaded: ProjectVotes, counts: np.ndarray) -> Agreeme
 
 
 def _annotators_below_others_warning(report: AgreementReport) -> AgreementWarning | None:
-    """Judged on the report's own (rounded) figures, so the evidence shows what was compared."""
+    """Judged on the report's own figures, so the evidence shows what was compared."""
     annotators = report.per_annotator
     found = causes.annotators_below_others(
         np.array(
@@ -321,7 +334,7 @@ def _annotators_below_others_warning(report: AgreementReport) -> AgreementWarnin
         f"far less than the median annotator ({found.median:.0%}): they may need "
         "training on the guidelines.",
         evidence={
-            "median_agreement_with_others": round(found.median, 4),
+            "median_agreement_with_others": float(found.median),
             "annotators": [
                 {
                     "annotator": a.annotator,

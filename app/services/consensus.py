@@ -192,7 +192,7 @@ def consensus_page(computed: Computed, page: PageRequest, *, required: int) -> C
         ConsensusItem(
             item_id=int(loaded.item_ids[code]),
             label=_label(computed, code, required),
-            quality=rounded_or_none(result.quality[code]),
+            quality=finite_or_none(result.quality[code]),
             votes={
                 loaded.labels[label]: int(computed.counts[code, label])
                 for label in np.flatnonzero(computed.counts[code])
@@ -214,7 +214,7 @@ def consensus_page(computed: Computed, page: PageRequest, *, required: int) -> C
             (
                 AnnotatorQuality(
                     annotator=name,
-                    quality=rounded_or_none(result.annotator_quality[code]),
+                    quality=finite_or_none(result.annotator_quality[code]),
                     n=int(result.annotator_n[code]),
                 )
                 for code, name in enumerate(loaded.annotators)
@@ -239,8 +239,13 @@ def _label(computed: Computed, code: int, required: int) -> str | None:
 
 
 def rounded_or_none(value: float) -> float | None:
-    """A quality as answered (6 decimals); None where it is NaN (undefined)."""
+    """A quality as stored on an item (6 decimals); None where it is NaN (undefined)."""
     return None if np.isnan(value) else round(float(value), 6)
+
+
+def finite_or_none(value: float) -> float | None:
+    """A quality as answered (full precision); None where it is NaN (undefined)."""
+    return None if np.isnan(value) else float(value)
 
 
 def check_method(session: Session, *, project: Project, method: ConsensusMethod) -> None:

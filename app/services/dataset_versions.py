@@ -56,7 +56,7 @@ from app.models.model_version import ModelVersion
 from app.models.project import Project
 from app.models.webhook import DatasetVersionCreatedData, EventType
 from app.pagination import PageRequest, encode_cursor, keyset
-from app.services import events
+from app.services import events, item_status
 from app.services.project_loading import load_project
 from app.sources.exports import export_chunks
 
@@ -304,8 +304,10 @@ def create_version(
     version = snapshot(session, project=locked, data=data, created_by=created_by)
     if version.n_items == 0:
         session.rollback()
+        waiting, facts = item_status.waiting_for_answers(session, project=locked)
         raise NothingToFreeze(
-            "The project has no resolved labels yet: there is nothing to freeze.",
+            f"The project has no resolved labels yet: there is nothing to freeze.{waiting}",
+            context=facts,
         )
     emit_created(session, version=version)
     session.commit()

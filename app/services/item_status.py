@@ -20,16 +20,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select
+from sqlalchemy import func as sa_func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from app.db import id_in, sync_loaded, update_rows
 from app.models.annotation import Annotation
 from app.models.base import (
+    PILOT_MIN_ANNOTATORS,
     TRAINABLE_RESOLUTIONS,
     VOTE_SOURCES,
     AnnotationSource,
     ItemStatus,
+    Phase,
     utcnow,
 )
 from app.models.item import Item
@@ -337,3 +340,48 @@ def refresh_project(session: Session, *, project: Project) -> None:
         select(Review.item_id).where(col(Review.project_id) == project.id, col(Review.is_current))
     )
     refresh_items(session, project=project, item_ids={*annotated, *reviewed})
+
+
+def waiting_for_answers(session: Session, *, project: Project) -> tuple[str, dict[str, Any]]:
+    """Why a project has fewer resolved labels than answered items, for a 409 that names no
+    label: a sentence (empty when no item waits for more human answers) and its figures.
+
+    An item with some human answers but fewer than the project requires stays in_progress,
+    without a label; in the pilot phase every item requires at least PILOT_MIN_ANNOTATORS."""
+    waiting = session.exec(
+        select(sa_func.count())
+        .select_from(Item)
+        .where(col(Item.project_id) == project.id, col(Item.status) == ItemStatus.in_progress)
+    ).one()
+    required = project.required_annotators
+    facts: dict[str, Any] = {
+        "items_waiting_for_answers": waiting,
+        "answers_required": required,
+        "phase": project.phase,
+    }
+    if not waiting:
+        return "", facts
+    items = "1 item has" if waiting == 1 else f"{waiting} items have"
+    sentence = (
+        f" {items} human answers but fewer than the {required} each item needs, so no label yet"
+    )
+    if project.phase == Phase.pilot and project.annotators_per_item < required:
+        sentence += (
+            f" (in the pilot phase every item needs {PILOT_MIN_ANNOTATORS} answers, so "
+            "agreement can be measured). Answer them (POST /v1/projects/"
+            f"{project.id}/batches gives an annotator the items to answer), or move the project "
+            f'to production (PATCH /v1/projects/{project.id} with "phase": "production"; while '
+            'agreement is below its threshold, add "force": true and a "reason"), where '
+            + (
+                "one answer settles an item."
+                if project.annotators_per_item == 1
+                else f"{project.annotators_per_item} answers settle an item."
+            )
+        )
+    else:
+        sentence += (
+            f" (annotators_per_item is {project.annotators_per_item}). Answer them (POST "
+            f"/v1/projects/{project.id}/batches gives an annotator the items to answer), or "
+            "lower annotators_per_item."
+        )
+    return sentence, facts

@@ -107,7 +107,10 @@ def cancel_job(session: Session, *, job_id: int) -> Job:
     if job is None:
         raise NotFound(f"No job with id {job_id}.")
     if job.status in FINISHED:
-        raise Conflict(f"Job {job_id} has already finished ({job.status}); nothing to cancel.")
+        raise Conflict(
+            f"Job {job_id} has already finished ({job.status}); there is nothing to cancel. "
+            f"Its outcome is at GET /v1/jobs/{job_id}."
+        )
     cancelled_now = job.status == JobStatus.queued
     if cancelled_now:
         job.status, job.finished_at = JobStatus.cancelled, utcnow()
@@ -124,8 +127,15 @@ def retry_job(session: Session, runner: JobRunner, *, job_id: int, created_by: s
     as stored: its payload too)."""
     old = get_job(session, job_id=job_id)
     if old.status not in (JobStatus.failed, JobStatus.cancelled):
+        if old.status in (JobStatus.queued, JobStatus.running):
+            todo = (
+                f"wait for it to end (GET /v1/jobs/{job_id}), or cancel it first "
+                f"(POST /v1/jobs/{job_id}/cancel)"
+            )
+        else:
+            todo = "to run the same work again, start a new job the way this one was started"
         raise Conflict(
-            f"Job {job_id} is {old.status}; only a failed or cancelled job can be retried."
+            f"Job {job_id} is {old.status}; only a failed or cancelled job can be retried: {todo}."
         )
     job = _add_job(
         session,

@@ -253,7 +253,7 @@ def flag_review(session: Session, *, report: LabelIssueReport) -> FlagReview:
         flagged=flagged,
         reviewed=reviewed,
         confirmed=confirmed,
-        precision=round(confirmed / reviewed, 4) if reviewed else None,
-        ci_low=None if low is None else round(low, 4),
-        ci_high=None if high is None else round(high, 4),
+        precision=confirmed / reviewed if reviewed else None,
+        ci_low=None if low is None else float(low),
+        ci_high=None if high is None else float(high),
     )

@@ -55,7 +55,8 @@ def resolve_source(session: Session, *, project: Project, requested: str | None)
     ).first()
     if stored is None:
         raise NoPredictions(
-            f"No predictions are stored for model_version {requested!r}; post them to "
-            ".../predictions first."
+            f"No predictions are stored for model_version {requested!r} in this project; post "
+            f"them to POST /v1/projects/{project.id}/predictions first, or name another "
+            "model_version (leave it out for the active model)."
         )
     return ModelSource(requested, sorted(project.labels), None)

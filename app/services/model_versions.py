@@ -41,7 +41,7 @@ from app.registry.algorithms import DEFAULT_ALGORITHM, Algorithm, get_algorithm
 from app.registry.cache import ModelCache, shared_cache
 from app.registry.store import load_array, load_pipeline
 from app.registry.training import MIN_PER_LABEL
-from app.services import events, jobs
+from app.services import events, item_status, jobs
 from app.services.api_keys import Principal
 from app.services.dataset_versions import frozen_training_rows
 from app.services.dataset_versions import get_version as get_dataset_version
@@ -205,7 +205,10 @@ def default_algorithm(session: Session, *, project: Project) -> tuple[str, dict[
     return algorithm.name, dict(algorithm.defaults)
 
 
-def check_trainable(training_set: TrainingSet) -> None:
+def check_trainable(session: Session, *, project: Project, training_set: TrainingSet) -> None:
+    """A 409 unless at least two labels have MIN_PER_LABEL examples each; it gives the counts,
+    and says when items wait for more human answers (the pilot phase's second answer) and
+    what to do about them; `context` holds the figures."""
     usable = {k: v for k, v in training_set.label_counts.items() if v >= MIN_PER_LABEL}
     if len(usable) >= 2:
         return
@@ -213,10 +216,17 @@ def check_trainable(training_set: TrainingSet) -> None:
     extra = ""
     if training_set.without_features:
         extra = f" {training_set.without_features} labeled items have no usable data.features."
+    waiting, facts = item_status.waiting_for_answers(session, project=project)
     raise NotEnoughLabels(
         f"Training needs at least {MIN_PER_LABEL} human-resolved labels for each of at least "
-        f"2 labels (for {MIN_PER_LABEL}-fold cross-validation); this project has {have}. "
-        f"Implicit labels from user behaviour count too; model auto-accepts do not.{extra}",
+        f"2 labels (for {MIN_PER_LABEL}-fold cross-validation); this project has {have}."
+        f"{waiting} Implicit labels from user behaviour count too; model auto-accepts do not."
+        f"{extra}",
+        context={
+            "label_counts": training_set.label_counts,
+            "min_per_label": MIN_PER_LABEL,
+            **facts,
+        },
     )
 
 
@@ -237,7 +247,7 @@ def start_training(
     training_set = build_training_set(
         session, project=project, algorithm=algorithm, dataset_version=frozen
     )
-    check_trainable(training_set)
+    check_trainable(session, project=project, training_set=training_set)
     return jobs.submit_job(
         session,
         runner,

@@ -87,9 +87,9 @@ def audit_report(session: Session, *, project: Project) -> list[AuditVersion]:
                 audited=len(entries),
                 reviewed=len(reviewed),
                 agreed=agreed,
-                precision=round(agreed / len(reviewed), 4) if reviewed else None,
-                ci_low=round(low, 4) if reviewed else None,
-                ci_high=round(high, 4) if reviewed else None,
+                precision=agreed / len(reviewed) if reviewed else None,
+                ci_low=float(low) if reviewed else None,
+                ci_high=float(high) if reviewed else None,
             )
         )
     return report

@@ -52,7 +52,10 @@ def update_project(
             errors=[ErrorDetail(loc=["body", "examples"], msg=f"unknown labels {unknown}")],
         )
     if unknown:
-        raise Conflict(f"Examples still use {unknown}; send new examples with the new labels.")
+        raise Conflict(
+            f"The new labels leave out {unknown}, which the project's examples still use; send "
+            "examples with the new labels in the same request (or an empty list of examples)."
+        )
     if changes.get("consensus_method", project.consensus_method) != project.consensus_method:
         consensus.check_method(
             session, project=project, method=ConsensusMethod(changes["consensus_method"])
@@ -101,7 +104,11 @@ def _phase_change(
     leaving_pilot = project.phase == Phase.pilot and new_phase == Phase.production
     below = alpha is None or alpha < threshold
     if leaving_pilot and below and not force:
-        measured = "cannot be measured yet" if alpha is None else f"is {alpha:g}"
+        measured = (
+            "cannot be measured yet"
+            if alpha is None
+            else f"is {agreement.said(alpha, beside=threshold)}"
+        )
         raise AgreementBelowThreshold(
             f"Agreement {measured} (Krippendorff's alpha over {pairable} items with two or more "
             f"labels), below the agreement threshold {threshold:g}: the pilot is not done. "

@@ -117,7 +117,8 @@ def retry_delivery(session: Session, *, webhook_id: int, delivery_id: int) -> We
     now = utcnow()
     if delivery.claim is not None and delivery.next_attempt_at > now:
         raise Conflict(
-            f"Delivery {delivery_id} is being sent right now; see its outcome in a moment."
+            f"Delivery {delivery_id} is being sent right now; see its outcome in a moment at "
+            f"GET /v1/webhooks/{webhook_id}/deliveries, and retry it then if it failed."
         )
     delivery.status = DeliveryStatus.pending
     delivery.next_attempt_at = now

@@ -10,10 +10,17 @@ Read-only, whatever the query says:
   with `SET TRANSACTION READ ONLY`.
 Every transaction is rolled back at the end. Parameters are bound by the driver, never
 interpolated. A connection URL carries credentials: no message from here contains it.
+
+Bounded in time (`LABELWISE_SQL_SOURCE_TIMEOUT_SECONDS`): PostgreSQL sessions start with
+`statement_timeout`, which bounds each statement (the cursor's DECLARE, and each FETCH of a
+chunk of rows); a SQLite connection has a progress handler that interrupts the query once it
+has run that long since it started or since its last chunk of rows was asked for. Either way
+the query stops with SqlQueryTimeout.
 """
 
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +35,7 @@ from app.errors import (
     ErrorDetail,
     NotFound,
     SqlQueryFailed,
+    SqlQueryTimeout,
     SqlSourceMisconfigured,
     SqlSourceUnavailable,
     ValidationFailed,
@@ -45,6 +53,10 @@ _SQLITE_ALLOWED = {
 # Pragmas that only read, as SQLAlchemy asks them on connect (never an assignment).
 _SQLITE_READ_PRAGMAS = {"read_uncommitted", "table_info", "table_xinfo", "database_list"}
 READ_ONLY_HINT = "import connections are read-only: run one SELECT"
+# PostgreSQL's SQLSTATE query_canceled: what statement_timeout raises.
+_PG_QUERY_CANCELED = "57014"
+# SQLite virtual-machine instructions between two looks at the clock.
+_SQLITE_PROGRESS_STEPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,28 @@ def _sqlite_authorizer(
     return sqlite3.SQLITE_DENY
 
 
-def _sqlite_connector(path: str) -> Any:
+class Deadline:
+    """The time limit of a query's statements: `restart` before each one; `expired` once it
+    has run `seconds` (then it is interrupted). The limit `None` never expires."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.hit = False
+        self._ends = float("inf")
+        self.restart()
+
+    def restart(self) -> None:
+        if self.seconds is not None:
+            self._ends = time.monotonic() + self.seconds
+
+    def expired(self) -> bool:
+        """SQLite's progress handler: nonzero interrupts the running statement."""
+        if time.monotonic() > self._ends:
+            self.hit = True
+        return self.hit
+
+
+def _sqlite_connector(path: str, deadline: Deadline) -> Any:
     uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
 
     def connect() -> sqlite3.Connection:
@@ -143,26 +176,30 @@ def _sqlite_connector(path: str) -> Any:
         connection.execute("PRAGMA query_only = ON")
         connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         connection.set_authorizer(_sqlite_authorizer)
+        connection.set_progress_handler(deadline.expired, _SQLITE_PROGRESS_STEPS)
         return connection
 
     return connect
 
 
-def read_only_engine(source: SqlSource) -> Engine:
-    """An engine that can only read `source` (see the module docstring)."""
+def read_only_engine(source: SqlSource, deadline: Deadline | None = None) -> Engine:
+    """An engine that can only read `source` (see the module docstring), whose statements
+    stop at the deadline's limit (None: no limit)."""
+    deadline = deadline or Deadline(None)
     if source.backend == "sqlite":
         return sa.create_engine(
             "sqlite://",
-            creator=_sqlite_connector(source.url.database or ""),
+            creator=_sqlite_connector(source.url.database or "", deadline),
             poolclass=sa.NullPool,
             hide_parameters=True,
         )
     url = source.url
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    options = " ".join(
-        o for o in (str(url.query.get("options", "")), "-c default_transaction_read_only=on") if o
-    )
+    ours = ["-c default_transaction_read_only=on"]
+    if deadline.seconds is not None:
+        ours.append(f"-c statement_timeout={max(1, round(deadline.seconds * 1000))}")
+    options = " ".join(o for o in (str(url.query.get("options", "")), *ours) if o)
     engine = sa.create_engine(
         url.difference_update_query(["options"]),
         poolclass=sa.NullPool,
@@ -183,6 +220,27 @@ def read_only_engine(source: SqlSource) -> Engine:
     return engine
 
 
+def _timed_out(error: SQLAlchemyError, deadline: Deadline) -> bool:
+    """Whether the statement was stopped by the time limit: SQLite's progress handler
+    interrupted it, or PostgreSQL's statement_timeout cancelled it."""
+    if deadline.seconds is None:
+        return False
+    orig = getattr(error, "orig", None)
+    return deadline.hit or getattr(orig, "sqlstate", None) == _PG_QUERY_CANCELED
+
+
+def _timeout(source: SqlSource, deadline: Deadline, rows_read: int) -> SqlQueryTimeout:
+    seconds = deadline.seconds
+    return SqlQueryTimeout(
+        f"The query on {source.name!r} ran longer than the {seconds:g} s one statement may run "
+        f"(LABELWISE_SQL_SOURCE_TIMEOUT_SECONDS) and was stopped after row {rows_read}. Make it "
+        "cheaper (an index, a narrower WHERE, a smaller max_rows) or ask the server's operator "
+        "to raise the limit; rows imported before it stay, and running the import again is "
+        "idempotent.",
+        context={"timeout_seconds": seconds, "rows_read": rows_read},
+    )
+
+
 def _driver_reason(error: SQLAlchemyError) -> str:
     orig = getattr(error, "orig", None)
     text = str(orig if orig is not None else error).strip()
@@ -197,9 +255,16 @@ class QueryRows:
     `max_rows`; `capped` tells afterwards whether rows were left unread."""
 
     def __init__(
-        self, source: SqlSource, result: CursorResult[Any], *, max_rows: int, chunk_size: int
+        self,
+        source: SqlSource,
+        result: CursorResult[Any],
+        *,
+        max_rows: int,
+        chunk_size: int,
+        deadline: Deadline | None = None,
     ) -> None:
         self.source = source
+        self._deadline = deadline or Deadline(None)
         self.columns: list[str] = list(result.keys())
         self.rows_read = 0
         self.capped = False
@@ -212,6 +277,7 @@ class QueryRows:
         try:
             while self.rows_read < self._max_rows:
                 wanted = min(self._chunk_size, self._max_rows - self.rows_read)
+                self._deadline.restart()
                 rows = self._result.fetchmany(wanted)
                 if not rows:
                     return
@@ -221,8 +287,11 @@ class QueryRows:
                     SourceRow(number, {c: json_safe(v) for c, v in zip(columns, row, strict=True)})
                     for number, row in enumerate(rows, start=first)
                 ]
+            self._deadline.restart()
             self.capped = self._result.fetchone() is not None
         except SQLAlchemyError as error:
+            if _timed_out(error, self._deadline):
+                raise _timeout(self.source, self._deadline, self.rows_read) from None
             raise SqlQueryFailed(
                 f"Reading the query's rows from {self.source.name!r} failed after row "
                 f"{self.rows_read}: {self.source.scrub(_driver_reason(error))}."
@@ -231,11 +300,20 @@ class QueryRows:
 
 @contextmanager
 def open_query(
-    source: SqlSource, *, query: str, params: Mapping[str, Any], max_rows: int, chunk_size: int
+    source: SqlSource,
+    *,
+    query: str,
+    params: Mapping[str, Any],
+    max_rows: int,
+    chunk_size: int,
+    timeout_seconds: float | None = None,
 ) -> Iterator[QueryRows]:
     """Run the query on a read-only connection and stream its rows (a server-side cursor on
-    PostgreSQL); the transaction is rolled back and the connection closed afterwards."""
-    engine = read_only_engine(source)
+    PostgreSQL); the transaction is rolled back and the connection closed afterwards. A
+    statement that runs longer than `timeout_seconds` (None: no limit) is stopped with
+    SqlQueryTimeout."""
+    deadline = Deadline(timeout_seconds)
+    engine = read_only_engine(source, deadline)
     try:
         try:
             connection = engine.connect()
@@ -246,10 +324,13 @@ def open_query(
             ) from None
         with connection:
             try:
+                deadline.restart()
                 result = connection.execution_options(
                     stream_results=True, yield_per=chunk_size
                 ).execute(sa.text(query), dict(params))
             except SQLAlchemyError as error:
+                if _timed_out(error, deadline):
+                    raise _timeout(source, deadline, 0) from None
                 raise SqlQueryFailed(
                     f"The query failed on {source.name!r} ({READ_ONLY_HINT}): "
                     f"{source.scrub(_driver_reason(error))}."
@@ -257,7 +338,9 @@ def open_query(
             if not result.returns_rows:
                 raise SqlQueryFailed(f"The query returns no rows ({READ_ONLY_HINT}).")
             try:
-                yield QueryRows(source, result, max_rows=max_rows, chunk_size=chunk_size)
+                yield QueryRows(
+                    source, result, max_rows=max_rows, chunk_size=chunk_size, deadline=deadline
+                )
             finally:
                 result.close()
     finally:

@@ -275,6 +275,7 @@ def run_sql_import(context: JobContext) -> ImportSqlResult:
         params=request.params,
         max_rows=request.max_rows,
         chunk_size=context.settings.ingest_chunk_size,
+        timeout_seconds=context.settings.sql_source_timeout_seconds,
     ) as result:
         repeated = sorted({c for c in result.columns if result.columns.count(c) > 1})
         ambiguous = [c for c in request.mapping.columns() if c in repeated]

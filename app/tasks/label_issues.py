@@ -107,7 +107,7 @@ def _read_inputs(context: JobContext, algorithm: Algorithm, params: dict[str, An
         training_set = model_versions.build_training_set(
             session, project=project, algorithm=algorithm
         )
-        model_versions.check_trainable(training_set)
+        model_versions.check_trainable(session, project=project, training_set=training_set)
         texts = _texts(session, training_set.item_ids, training_set, algorithm.input)
         reviewed = _reviewed(session, project_id=project.id or 0)
         previous = session.exec(

@@ -344,7 +344,8 @@ def _thresholds(
             raise NotEnoughLabels(
                 f"target_pool_accuracy needs at least {MIN_CALIBRATION} human-labeled items "
                 f"with predictions from {source.name} to calibrate on; there are "
-                f"{len(calibration[1])}."
+                f"{len(calibration[1])}. Answer more of the items it predicted (or use "
+                "threshold, which needs no calibration)."
             )
         # Decided for the whole pool at once after the read phase: nothing before.
         return [None] * len(source.labels), calibration
@@ -354,7 +355,9 @@ def _thresholds(
     if len(calibration[1]) < MIN_CALIBRATION:
         raise NotEnoughLabels(
             f"target_precision needs at least {MIN_CALIBRATION} human-labeled items with "
-            f"predictions from {source.name} to calibrate on; there are {len(calibration[1])}."
+            f"predictions from {source.name} to calibrate on; there are {len(calibration[1])}. "
+            "Answer more of the items it predicted (or use threshold, which needs no "
+            "calibration)."
         )
     return thresholds_for_precision(calibration[0], calibration[1], target), calibration
 

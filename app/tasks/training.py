@@ -199,7 +199,8 @@ def _frozen_training_set(
         training_set = build_training_set(
             session, project=project, algorithm=algorithm, dataset_version=frozen
         )
-        check_trainable(training_set)  # raises: the session closes without a commit
+        # Raises: the session closes without a commit.
+        check_trainable(session, project=project, training_set=training_set)
         session.commit()
     created = requested is None and frozen.created_by == f"job:{context.job_id}"
     return training_set, frozen, created

@@ -134,6 +134,24 @@ class TestFreeze:
         assert row["n_annotators"] == 3 and row["agreement"] == pytest.approx(2 / 3, abs=1e-6)
         assert row["label_source"] == "consensus" and row["external_id"] == "x-0"
 
+    def test_nothing_to_freeze_in_a_pilot_says_which_items_wait(
+        self, live_client: TestClient
+    ) -> None:
+        project_id = new_project(live_client, phase="pilot")
+        ids = ingest(live_client, project_id, ["one answer", "another", "none yet"], "p")
+        label(live_client, project_id, [(ids[0], LABELS[0]), (ids[1], LABELS[1])])
+        response = live_client.post(f"/v1/projects/{project_id}/dataset-versions", json={})
+        assert response.status_code == 409
+        problem = response.json()
+        assert problem["type"].endswith("/nothing-to-freeze")
+        assert "2 items have human answers but fewer than the 2" in problem["detail"]
+        assert "pilot phase" in problem["detail"] and '"phase": "production"' in problem["detail"]
+        assert problem["context"] == {
+            "items_waiting_for_answers": 2,
+            "answers_required": 2,
+            "phase": "pilot",
+        }
+
     def test_nothing_to_freeze_unknown_versions_and_roles(self, live_client: TestClient) -> None:
         project_id = new_project(live_client)
         url = f"/v1/projects/{project_id}/dataset-versions"

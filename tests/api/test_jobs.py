@@ -82,8 +82,10 @@ class TestJobResource:
         assert body["retry_of"] == job.id and body["status"] == "queued"
         assert body["params"] == {"kind": "score_pool", "version": 1}
         assert retried.headers["location"] == f"/v1/jobs/{body['id']}"
-        # Only a finished, unsuccessful job can be retried.
-        assert client.post(f"/v1/jobs/{body['id']}/retry", headers=headers).status_code == 409
+        # Only a finished, unsuccessful job can be retried; the 409 says what to do instead.
+        queued = client.post(f"/v1/jobs/{body['id']}/retry", headers=headers)
+        assert queued.status_code == 409
+        assert f"cancel it first (POST /v1/jobs/{body['id']}/cancel)" in queued.json()["detail"]
 
     def test_list_filters_by_project_status_and_kind(
         self, client: TestClient, session: Session

@@ -130,6 +130,7 @@ class TestTargetPrecisionAndAudit:
         assert (report["audited"], report["reviewed"], report["agreed"]) == (len(pool), 2, 1)
         assert report["precision"] == 0.5
         assert report["ci_low"] < 0.5 < report["ci_high"]
+        assert report["ci_low"] != round(report["ci_low"], 4)  # full precision, not rounded
 
 
 class TestPrelabelRefusals:

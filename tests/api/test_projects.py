@@ -46,6 +46,21 @@ class TestCreateProject:
         for field, value in body.items():
             assert fetched[field] == value, field
 
+    def test_dropping_a_label_its_examples_use_says_what_to_send(
+        self, client: TestClient, session: Session
+    ) -> None:
+        headers = auth(make_key(session))
+        examples = [{"text": "buy now", "label": "spam"}]
+        project = make_project(client, headers, labels=["spam", "ham"], examples=examples)
+        url = f"/v1/projects/{project['id']}"
+        refused = client.patch(url, json={"labels": ["ham", "eggs"]}, headers=headers)
+        assert refused.status_code == 409
+        detail = refused.json()["detail"]
+        assert "leave out ['spam'], which the project's examples still use" in detail
+        assert "send examples with the new labels in the same request" in detail
+        moved = client.patch(url, json={"labels": ["ham", "eggs"], "examples": []}, headers=headers)
+        assert moved.status_code == 200, moved.text
+
     @pytest.mark.parametrize(
         ("patch", "loc"),
         [

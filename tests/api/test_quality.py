@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -56,6 +57,9 @@ def test_agreement_reproduces_krippendorffs_published_example(
     report = client.get(f"/v1/projects/{project_id}/agreement", headers=admin).json()
 
     assert round(report["krippendorff_alpha"], 3) == 0.743
+    # Sent at full precision (clients compare and aggregate it); the sentence rounds.
+    assert report["krippendorff_alpha"] != round(report["krippendorff_alpha"], 4)
+    assert f"alpha is {report['krippendorff_alpha']:.4g} " in report["interpretation"]["summary"]
     assert report["n_items"] == 12 and report["n_pairable_items"] == 11
     assert report["n_annotators"] == 4 and report["n_labels"] == 41
     assert report["interpretation"]["band"] == "good"
@@ -113,7 +117,7 @@ def test_low_agreement_names_confused_labels_disputed_items_and_weak_annotators(
         per_annotator["ann1"]["agreement_with_others"]
         > per_annotator["weak"]["agreement_with_others"]
     )
-    assert report["abstain_rate"] == round(4 / (4 * n), 4)
+    assert report["abstain_rate"] == 4 / (4 * n)
     by_label = {entry["label"]: entry for entry in report["per_label"]}
     assert by_label["bird"]["n"] == 8
 
@@ -164,7 +168,8 @@ def test_majority_consensus_keeps_ties_undecided_and_pages(
     assert first["method"] == "majority"
     assert [i["item_id"] for i in first["items"]] == ids[:2]
     clear, tie = first["items"]
-    assert clear["label"] == "positive" and clear["quality"] == round(2 / 3, 6)
+    assert clear["label"] == "positive" and clear["quality"] == pytest.approx(2 / 3, abs=1e-12)
+    assert clear["quality"] != round(2 / 3, 6)  # full precision, not the stored 6 decimals
     assert clear["votes"] == {"positive": 2, "negative": 1}
     assert tie["label"] is None and tie["votes"] == {"positive": 1, "negative": 1}
     assert first["next_cursor"]
@@ -390,7 +395,7 @@ def test_leaving_the_pilot_below_the_threshold_needs_force_and_a_reason(
     assert lowered.json()["context"]["agreement_threshold"] == 0.8
     unchanged = client.get(url, headers=admin).json()
     assert (unchanged["phase"], unchanged["agreement_threshold"]) == ("pilot", 0.8)
-    # The report's alpha is the number the gate compared (same rounding).
+    # The report's alpha is the number the gate compared (both at full precision).
     report = client.get(f"{url}/agreement", headers=admin).json()
     assert report["krippendorff_alpha"] == problem["context"]["krippendorff_alpha"]
 

@@ -137,6 +137,48 @@ class TestTrainingRefusals:
         assert "at least 5" in problem["detail"] and "sports: 3" in problem["detail"]
         assert live_client.get(f"/v1/jobs?project_id={project_id}").json()["items"] == []
 
+    def test_a_pilot_waiting_for_second_answers_says_why_and_what_to_do(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, labeled, _ = labeled_project(
+            live_client, n_labeled=6, n_pool=2, seed=5, phase="pilot"
+        )
+        response = live_client.post(f"/v1/projects/{project_id}/models", json={})
+        assert response.status_code == 409
+        problem = response.json()
+        assert problem["type"] == "/problems/not-enough-labels"
+        detail = problem["detail"]
+        assert "this project has none" in detail
+        # Why: every answered item waits for its second answer, because of the pilot phase.
+        assert f"{len(labeled)} items have human answers but fewer than the 2" in detail
+        assert "pilot phase" in detail
+        # What to do: answer them, or move the project to production.
+        assert f"POST /v1/projects/{project_id}/batches" in detail
+        assert f'PATCH /v1/projects/{project_id} with "phase": "production"' in detail
+        assert problem["context"] == {
+            "label_counts": {},
+            "min_per_label": 5,
+            "items_waiting_for_answers": len(labeled),
+            "answers_required": 2,
+            "phase": "pilot",
+        }
+        # Moved to production, the same single answers settle the items: training starts.
+        moved = live_client.patch(
+            f"/v1/projects/{project_id}",
+            json={"phase": "production", "force": True, "reason": "one answer is enough here"},
+        )
+        assert moved.status_code == 200, moved.text
+        assert live_client.post(f"/v1/projects/{project_id}/models", json={}).status_code == 202
+
+    def test_a_production_project_short_of_labels_names_no_waiting_items(
+        self, live_client: TestClient
+    ) -> None:
+        project_id, _, _ = labeled_project(live_client, n_labeled=3, n_pool=0, seed=6)
+        problem = live_client.post(f"/v1/projects/{project_id}/models", json={}).json()
+        assert "fewer than" not in problem["detail"] and "pilot" not in problem["detail"]
+        assert problem["context"]["items_waiting_for_answers"] == 0
+        assert problem["context"]["label_counts"] == dict.fromkeys(LABELS, 3)
+
     def test_one_class_is_a_409(self, live_client: TestClient) -> None:
         import uuid
 

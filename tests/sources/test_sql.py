@@ -3,6 +3,7 @@ PostgreSQL (writes fail and change nothing), parameters bound, rows streamed and
 no connection URL in any message."""
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from app.errors import (
     NotFound,
     SqlQueryFailed,
+    SqlQueryTimeout,
     SqlSourceMisconfigured,
     SqlSourceUnavailable,
     ValidationFailed,
@@ -228,3 +230,58 @@ class TestPostgresReadOnly:
         assert "'crm'" in caught.value.detail
         assert "hunter2" not in caught.value.detail and "reader" not in caught.value.detail
         assert "127.0.0.1" not in caught.value.detail
+
+
+# A query SQLite never finishes: it counts forever.
+ENDLESS_SQLITE = (
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) SELECT count(*) AS id FROM n"
+)
+
+
+class TestTimeLimit:
+    """A statement that runs past the limit is stopped with sql-query-timeout, naming it."""
+
+    def check(self, caught: pytest.ExceptionInfo[SqlQueryTimeout], seconds: float) -> None:
+        problem = caught.value.to_problem()
+        assert problem.type == "/problems/sql-query-timeout" and problem.status == 504
+        assert f"longer than the {seconds:g} s" in problem.detail
+        assert "LABELWISE_SQL_SOURCE_TIMEOUT_SECONDS" in problem.detail
+        assert problem.context is not None and problem.context["timeout_seconds"] == seconds
+
+    def test_sqlite_is_interrupted_at_the_limit(self, sqlite_source: SqlSource) -> None:
+        started = time.monotonic()
+        with pytest.raises(SqlQueryTimeout) as caught:
+            read_all(sqlite_source, ENDLESS_SQLITE, timeout_seconds=0.3)
+        assert 0.3 <= time.monotonic() - started < 10
+        self.check(caught, 0.3)
+
+    def test_sqlite_within_the_limit_reads_every_row(self, sqlite_source: SqlSource) -> None:
+        query = "SELECT id FROM tickets ORDER BY id"
+        assert read_all(sqlite_source, query, timeout_seconds=5)[0] == [[1, 2, 3], [4, 5, 6], [7]]
+
+    def test_sqlite_times_each_chunk_not_the_whole_read(self, sqlite_source: SqlSource) -> None:
+        """The limit bounds the query's own work: time the reader spends between chunks (an
+        import writing them) does not count."""
+        query = "SELECT id FROM tickets ORDER BY id"
+        with open_query(
+            sqlite_source, query=query, params={}, max_rows=10, chunk_size=3, timeout_seconds=0.2
+        ) as rows:
+            ids = []
+            for chunk in rows:
+                ids += [r.values["id"] for r in chunk if r.values]
+                time.sleep(0.3)
+        assert ids == [1, 2, 3, 4, 5, 6, 7]
+
+    def test_postgres_statement_timeout_stops_a_slow_query(
+        self, postgres_source: SqlSource
+    ) -> None:
+        started = time.monotonic()
+        with pytest.raises(SqlQueryTimeout) as caught:
+            read_all(
+                postgres_source,
+                "SELECT id, pg_sleep(5)::text AS body FROM tickets",
+                timeout_seconds=0.3,
+            )
+        assert time.monotonic() - started < 4
+        self.check(caught, 0.3)
+        assert postgres_tickets(postgres_source) == TICKETS

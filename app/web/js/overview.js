@@ -206,7 +206,7 @@ function agreementSection(report, figures) {
       : null,
     table: {
       headers: ["Pair", "Disagreements", "Share of disagreement"],
-      rows: pairs.map((p) => [p.labels.join(" vs "), p.disagreements, fmt.pct(p.share_of_disagreement, 1)]),
+      rows: pairs.map((p) => [p.labels.join(" vs "), fmt.num(p.disagreements, 1), fmt.pct(p.share_of_disagreement, 1)]),
     },
   });
   figures.push(pairFigure);
