@@ -2,8 +2,6 @@
 ends (succeeded with its duration and a short result, failed with its problem type, or
 cancelled), each with the job's id and kind. Run through run_job, which both runners use."""
 
-import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,36 +11,11 @@ from app.db import Database
 from app.errors import NotFound
 from app.jobs.context import JobCancelled, JobContext
 from app.jobs.execute import run_job, short_result
-from app.logs import JsonFormatter
 from app.models.job import Job, JobKind
 from app.models.job_kinds import JobResult, ScorePoolParams, ScorePoolResult
 from app.services.jobs import new_job
 from app.settings import Settings
-
-
-class JsonLines(logging.Handler):
-    """The job logger's records, as the JSON lines it prints, parsed back."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)
-        self.setFormatter(JsonFormatter())
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(json.loads(self.format(record)))
-
-
-@pytest.fixture
-def job_log() -> Iterator[JsonLines]:
-    logger = logging.getLogger("labelwise.jobs")
-    handler, level = JsonLines(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+from tests.jobs.conftest import JsonLines
 
 
 @pytest.fixture

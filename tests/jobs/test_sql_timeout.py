@@ -3,11 +3,9 @@
 recursive query that never ends) and on a PostgreSQL one (pg_sleep). Run through run_job with
 the real job functions, as either runner does; the job's end is logged with the problem."""
 
-import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from app.services.jobs import new_job
 from app.services.projects import create_project
 from app.settings import Settings
 from tests.databases import POSTGRES_URL
-from tests.jobs.test_job_logs import JsonLines
+from tests.jobs.conftest import JsonLines
 
 SLOW_QUERIES = {
     "sqlite": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
@@ -39,19 +37,6 @@ def sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
     connection.close()
     return path
-
-
-@pytest.fixture
-def job_log() -> Iterator[JsonLines]:
-    logger = logging.getLogger("labelwise.jobs")
-    handler, level = JsonLines(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.mark.parametrize("source", ["sqlite", "postgresql"])
