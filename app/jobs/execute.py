@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from app.db import Database
@@ -78,7 +77,7 @@ def run_job(
     with running_here(job_id):
         try:
             job = _claim(database, job_id, retry_seconds=retry_seconds)
-        except SQLAlchemyError as error:
+        except Exception as error:  # a fault may be the driver's own error, unwrapped
             fault = classify(error)
             if fault is None:
                 raise
@@ -109,7 +108,7 @@ def run_job(
                 error=problem,
                 retry_seconds=retry_seconds,
             )
-        except SQLAlchemyError as error:
+        except Exception as error:  # a fault may be the driver's own error, unwrapped
             if classify(error) is None:
                 raise
             # Its heartbeat has stopped: the stale-job sweep fails it (job-interrupted,
